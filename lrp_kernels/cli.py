@@ -1,0 +1,63 @@
+"""The ``lrp-kernels`` command line.
+
+Each subcommand lives in its own module that provides ``add_arguments(parser)`` and
+``run(args) -> int``; this file only wires them and turns user errors into one line on stderr and a
+non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, one-line help)
+COMMANDS = {
+    "train": ("lrp_kernels.training", "fine-tune a BERT-family classifier and save a Hugging Face checkpoint"),
+    "explain": ("lrp_kernels.commands.explain", "explain texts with an attribution method"),
+    "evaluate": ("lrp_kernels.commands.evaluate", "word deletion, AOPC, ABPC and word-rank studies"),
+    "demo": ("lrp_kernels.commands.demo", "fine-tune (cached), explain and evaluate a MiniLM SST-2 model"),
+    "bench": ("lrp_kernels.commands.bench", "time forward, gradient and every method"),
+}
+
+# Exit status for user errors (bad arguments, missing files, bad input).
+USER_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lrp-kernels", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                continue  # that subcommand is not part of this build
+            raise
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_run", None) is None:
+        parser.print_help()
+        return USER_ERROR
+    from lrp_kernels.errors import LRPKernelsError
+
+    try:
+        return int(args._run(args) or 0)
+    except (LRPKernelsError, ValueError, FileNotFoundError, UnicodeDecodeError, KeyError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"lrp-kernels {args.command}: error: {message}", file=sys.stderr)
+        return USER_ERROR
+    except KeyboardInterrupt:
+        print(f"lrp-kernels {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``lrp-kernels`` CLI, one module each."""
