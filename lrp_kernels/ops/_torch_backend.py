@@ -28,16 +28,9 @@ def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def layer_norm_forward(x, weight, bias, eps):
-    xf = _acc(x)
-    mean = xf.mean(dim=-1)
-    var = (xf - mean.unsqueeze(-1)).square().mean(dim=-1)
-    rstd = torch.rsqrt(var + eps)
-    y = (xf - mean.unsqueeze(-1)) * rstd.unsqueeze(-1)
-    if weight is not None:
-        y = y * _acc(weight)
-    if bias is not None:
-        y = y + _acc(bias)
-    return y.to(x.dtype), mean, rstd
+    # aten's own LayerNorm: the output is bit-for-bit F.layer_norm's, and it returns mean and 1/σ.
+    y, mean, rstd = torch.native_layer_norm(x, (x.shape[-1],), weight, bias, eps)
+    return y, _acc(mean.squeeze(-1)), _acc(rstd.squeeze(-1))
 
 
 def layer_norm_backward(grad_y, weight, rstd):

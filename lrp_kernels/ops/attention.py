@@ -1,0 +1,79 @@
+r"""Scaled dot-product attention with an additive key-padding mask and three backward rules.
+
+Forward (the ordinary op): S = Q Kᵀ · scale + mask,  P = softmax(S),  O = P V.
+
+Backward, in the gradient×input form (relevance of x = x ⊙ g_x):
+
+``"grad"``
+    the plain gradient.
+``"attnlrp"`` (Achtibat et al., ICML 2024)
+    softmax: the first-order Taylor rule R_S = S ⊙ (R_P − P Σ R_P), which *is* the plain softmax
+    gradient in this form; the bilinear products Q·Kᵀ and P·V: the uniform rule, each factor gets
+    half. So g_V = ½ Pᵀ g_O, g_P = ½ g_O Vᵀ, g_S = softmax'(g_P), g_Q = ½ g_S K · scale,
+    g_K = ½ g_Sᵀ Q · scale — Q and K receive ¼ and V ½ of the plain gradient. Not conservative: the
+    softmax rule drops the Taylor remainder (see ``../shared/design/lrp-rules.md``).
+``"cp_lrp"`` (Ali et al., ICML 2022)
+    P is a constant, O = P V is linear in V: g_V = Pᵀ g_O, g_Q = g_K = 0. Conservative.
+
+``mask`` is additive, per key: [B, L] float32 with 0 at tokens and ``finfo(float32).min`` at padding
+(:func:`additive_mask`). A backend may fuse the whole op (FlashAttention-style: no stored P); the
+torch reference stores P.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lrp_kernels.backend import host_function
+
+MODES = ("grad", "attnlrp", "cp_lrp")
+
+
+def additive_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """[B, L] 0/1 attention mask → additive float32 mask (0 keep, finfo(float32).min drop)."""
+    if attention_mask is None:
+        return None
+    keep = attention_mask.to(torch.bool)
+    return torch.zeros(keep.shape, dtype=torch.float32, device=keep.device).masked_fill_(
+        ~keep, torch.finfo(torch.float32).min
+    )
+
+
+class LRPAttentionFunction(torch.autograd.Function):
+    """Forward: softmax(Q Kᵀ·scale + mask) V; backward: the rule of ``mode``."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask, scale, mode, impl):
+        out, saved = host_function(impl, "attention_forward")(q, k, v, mask, scale, mode)
+        ctx.scale, ctx.mode, ctx.impl = scale, mode, impl
+        ctx.n_saved = len(saved)
+        if mode == "cp_lrp":
+            ctx.save_for_backward(mask, *saved)
+        else:
+            ctx.save_for_backward(q, k, v, mask, *saved)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        tensors = ctx.saved_tensors
+        if ctx.mode == "cp_lrp":
+            q = k = v = None
+            mask, saved = tensors[0], tensors[1:]
+        else:
+            q, k, v, mask = tensors[:4]
+            saved = tensors[4:]
+        gq, gk, gv = host_function(ctx.impl, "attention_backward")(
+            grad_out.contiguous(), q, k, v, mask, ctx.scale, ctx.mode, tuple(saved)
+        )
+        return gq, gk, gv, None, None, None, None
+
+
+def lrp_attention(q, k, v, mask=None, scale=None, mode="attnlrp", impl=None):
+    """Attention over [B, H, L, D] tensors with the backward rule ``mode`` (one of :data:`MODES`)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown attention mode {mode!r}; valid: {', '.join(MODES)}")
+    if scale is None:
+        scale = q.shape[-1] ** -0.5
+    if impl is None:
+        from lrp_kernels.ops import _torch_backend as impl
+    return LRPAttentionFunction.apply(q, k, v, mask, float(scale), mode, impl)
