@@ -1,0 +1,206 @@
+"""Perturbation metrics of attribution faithfulness: word deletion, AOPC and ABPC.
+
+All three perturb content tokens only — [CLS], [SEP] and padding are never touched — in the order
+of an item's scores (stable sort, so ties keep token order), and score every variant of a whole
+set of items in length-bucketed batches (:func:`~lrp_kernels.evaluation.items.batched_logits`).
+
+* **Word deletion** (Wu & Ong 2021, "On Explaining Your Explanations of BERT: An Empirical Study
+  with Sequence Classification", §3.2.2): on correctly classified examples with at least
+  ``min_tokens`` content tokens, replace the top-k attributed tokens by a replacement token
+  (``[PAD]`` as in the paper, or ``[MASK]``/``[UNK]``), k = 1…10, keeping the attention mask, and
+  report the accuracy at each k. Accuracy at k = 0 is 1 by construction; a faithful method makes
+  it fall fast.
+* **AOPC comprehensiveness and sufficiency** (DeYoung et al. 2020, "ERASER: A Benchmark to Evaluate
+  Rationalized NLP Models"; bins and edge cases as in ferret, Attanasio et al. 2023): for
+  q = 10 %, 20 %, …, 100 % take the top v = ⌊q·n⌋ tokens of the n content tokens (bins with v = 0,
+  or the same v as the bin before, are skipped); comprehensiveness averages p(target) − p(target |
+  top-v tokens removed), sufficiency p(target) − p(target | only the top-v tokens kept). Tokens are
+  removed (the sequence gets shorter), not replaced. Higher comprehensiveness and lower
+  sufficiency are better. Kept tokens stay in their original order.
+* **ABPC** (area between perturbation curves; Achtibat et al. 2024, "AttnLRP: Attention-Aware
+  Layer-Wise Relevance Propagation for Transformers", after Schulz et al. 2020): the target logit
+  as the most-relevant-first (MoRF) and least-relevant-first (LeRF) fractions of content tokens
+  are replaced, at 0 %, 10 %, …, 100 %; ABPC = ∫ (LeRF − MoRF) over the fraction axis
+  (trapezoid rule). Higher is better; a random ordering gives about 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from lrp_kernels.errors import InputError
+from lrp_kernels.evaluation.items import Forward, Item, batched_logits
+
+DELETION_KS = tuple(range(1, 11))
+AOPC_PERCENTS = tuple(range(10, 101, 10))
+ABPC_STEPS = 10
+REPLACEMENTS = ("pad", "mask", "unk")
+
+
+def ranked_positions(item: Item, most_first: bool = True) -> torch.Tensor:
+    """Positions of the content tokens of ``item``, most (or least) relevant first; ties by position."""
+    if item.scores is None:
+        raise InputError(f"item {item.index} has no scores")
+    positions = torch.nonzero(item.content, as_tuple=False)[:, 0]
+    scores = item.scores[positions].float()
+    order = torch.sort(scores if not most_first else -scores, stable=True).indices
+    return positions[order]
+
+
+def replaced(item: Item, positions: torch.Tensor, replacement_id: int) -> torch.Tensor:
+    ids = item.ids.clone()
+    ids[positions] = replacement_id
+    return ids
+
+
+def kept(item: Item, drop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, types) of ``item`` without the positions ``drop``."""
+    keep = torch.ones_like(item.content)
+    keep[drop] = False
+    return item.ids[keep], item.types[keep]
+
+
+def target_probability(logits: torch.Tensor, target: int) -> float:
+    return float(torch.softmax(logits.float(), dim=-1)[target])
+
+
+def deletion_subset(items: Sequence[Item], min_tokens: int = 10) -> list[Item]:
+    """Correctly classified items (prediction == label) with at least ``min_tokens`` content tokens."""
+    return [it for it in items if it.label is not None and it.prediction == it.label and it.n_content >= min_tokens]
+
+
+@dataclass
+class DeletionResult:
+    ks: list[int]
+    accuracy: list[float]
+    n_examples: int
+    indices: list[int]
+
+
+def word_deletion(items: Sequence[Item], forward: Forward, replacement_id: int, pad_id: int,
+                  ks: Sequence[int] = DELETION_KS, min_tokens: int = 10, batch_size: int = 256) -> DeletionResult:
+    """Accuracy after replacing the top-k tokens, for each k, on :func:`deletion_subset`."""
+    subset = deletion_subset(items, min_tokens)
+    if not subset:
+        return DeletionResult(list(ks), [float("nan")] * len(ks), 0, [])
+    seqs = []
+    for it in subset:
+        ranked = ranked_positions(it, most_first=True)
+        for k in ks:
+            seqs.append((replaced(it, ranked[: min(k, len(ranked))], replacement_id), it.types))
+    logits = batched_logits(forward, seqs, pad_id, batch_size).view(len(subset), len(ks), -1)
+    labels = torch.tensor([it.label for it in subset])
+    correct = logits.argmax(dim=-1).eq(labels[:, None]).float()
+    return DeletionResult(list(ks), correct.mean(dim=0).tolist(), len(subset), [it.index for it in subset])
+
+
+@dataclass
+class AOPCResult:
+    comprehensiveness: float
+    sufficiency: float
+    per_item_comprehensiveness: list[float]
+    per_item_sufficiency: list[float]
+    n_examples: int
+
+
+def aopc(items: Sequence[Item], forward: Forward, pad_id: int, percents: Sequence[int] = AOPC_PERCENTS,
+         batch_size: int = 256) -> AOPCResult:
+    """AOPC comprehensiveness and sufficiency (mean over items of the mean over the kept bins)."""
+    seqs, owners = [], []
+    for n_item, it in enumerate(items):
+        ranked = ranked_positions(it, most_first=True)
+        n = len(ranked)
+        previous = None
+        for q in percents:
+            v = q * n // 100
+            if v == 0 or v == previous:
+                continue
+            previous = v
+            seqs.append(kept(it, ranked[:v]))  # comprehensiveness: the top v removed
+            seqs.append(kept(it, ranked[v:]))  # sufficiency: only the top v (and specials) kept
+            owners.append(n_item)
+    if not seqs:
+        raise InputError("AOPC: no item has a content token")
+    logits = batched_logits(forward, seqs, pad_id, batch_size)
+    comp: list[list[float]] = [[] for _ in items]
+    suff: list[list[float]] = [[] for _ in items]
+    for j, n_item in enumerate(owners):
+        it = items[n_item]
+        p0 = target_probability(it.logits, it.target)
+        comp[n_item].append(p0 - target_probability(logits[2 * j], it.target))
+        suff[n_item].append(p0 - target_probability(logits[2 * j + 1], it.target))
+    comp_items = [sum(c) / len(c) for c in comp if c]
+    suff_items = [sum(s) / len(s) for s in suff if s]
+    return AOPCResult(sum(comp_items) / len(comp_items), sum(suff_items) / len(suff_items),
+                      comp_items, suff_items, len(comp_items))
+
+
+@dataclass
+class ABPCResult:
+    fractions: list[float]
+    morf: list[float]
+    lerf: list[float]
+    abpc: float
+    per_item: list[float]
+    n_examples: int
+
+
+def abpc(items: Sequence[Item], forward: Forward, replacement_id: int, pad_id: int, steps: int = ABPC_STEPS,
+         batch_size: int = 256) -> ABPCResult:
+    """Mean MoRF and LeRF curves of the target logit and the mean area between them."""
+    if not items:
+        raise InputError("ABPC: no items")
+    seqs: list[tuple[torch.Tensor, torch.Tensor]] = []
+    plan = []  # per item: per (order, step) the index into seqs, or None for the unperturbed input
+    for it in items:
+        most = ranked_positions(it, most_first=True)
+        least = ranked_positions(it, most_first=False)
+        n = len(most)
+        rows = {}
+        cache: dict[tuple[str, int], int] = {}
+        for order, ranked in (("morf", most), ("lerf", least)):
+            for j in range(steps + 1):
+                k = j * n // steps
+                if k == 0:
+                    rows[(order, j)] = None
+                    continue
+                key = ("all", n) if k == n else (order, k)  # everything replaced: one variant for both
+                if key not in cache:
+                    cache[key] = len(seqs)
+                    seqs.append((replaced(it, ranked[:k], replacement_id), it.types))
+                rows[(order, j)] = cache[key]
+        plan.append(rows)
+    logits = batched_logits(forward, seqs, pad_id, batch_size) if seqs else None
+    curves = {"morf": torch.zeros(len(items), steps + 1), "lerf": torch.zeros(len(items), steps + 1)}
+    for i, (it, rows) in enumerate(zip(items, plan)):
+        for (order, j), row in rows.items():
+            source = it.logits if row is None else logits[row]
+            curves[order][i, j] = float(source[it.target])
+    gap = curves["lerf"] - curves["morf"]
+    per_item = torch.trapezoid(gap, dx=1.0 / steps, dim=1)
+    return ABPCResult(
+        fractions=[j / steps for j in range(steps + 1)],
+        morf=curves["morf"].mean(dim=0).tolist(),
+        lerf=curves["lerf"].mean(dim=0).tolist(),
+        abpc=float(per_item.mean()),
+        per_item=per_item.tolist(),
+        n_examples=len(items),
+    )
+
+
+def replacement_token_id(encoder, replacement: str) -> int:
+    """The id of the replacement token (``pad`` / ``mask`` / ``unk``) in the encoder's vocabulary."""
+    if replacement not in REPLACEMENTS:
+        raise InputError(f"unknown replacement {replacement!r}; valid: {', '.join(REPLACEMENTS)}")
+    if replacement == "pad":
+        return encoder.pad_id
+    tok = encoder.tokenizer
+    candidates = {"mask": ("[MASK]", "<mask>"), "unk": ("[UNK]", "<unk>")}[replacement]
+    for name in candidates:
+        token_id = tok.token_to_id(name)
+        if token_id is not None:
+            return token_id
+    raise InputError(f"the tokenizer has no {replacement} token ({' or '.join(candidates)})")
