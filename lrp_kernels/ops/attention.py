@@ -46,22 +46,12 @@ class LRPAttentionFunction(torch.autograd.Function):
     def forward(ctx, q, k, v, mask, scale, mode, impl):
         out, saved = host_function(impl, "attention_forward")(q, k, v, mask, scale, mode)
         ctx.scale, ctx.mode, ctx.impl = scale, mode, impl
-        ctx.n_saved = len(saved)
-        if mode == "cp_lrp":
-            ctx.save_for_backward(mask, *saved)
-        else:
-            ctx.save_for_backward(q, k, v, mask, *saved)
+        ctx.save_for_backward(q, k, v, mask, *saved)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        tensors = ctx.saved_tensors
-        if ctx.mode == "cp_lrp":
-            q = k = v = None
-            mask, saved = tensors[0], tensors[1:]
-        else:
-            q, k, v, mask = tensors[:4]
-            saved = tensors[4:]
+        q, k, v, mask, *saved = ctx.saved_tensors
         gq, gk, gv = host_function(ctx.impl, "attention_backward")(
             grad_out.contiguous(), q, k, v, mask, ctx.scale, ctx.mode, tuple(saved)
         )
