@@ -1,0 +1,152 @@
+"""Readers for the local file layouts of the text-classification datasets.
+
+Each reader returns ``(header, rows)`` where ``rows`` is a list of ``(line_number, fields)``; line
+numbers are 1-based and point at the line where a record starts, so every error about a record can
+name the file and the line. Bad input raises :class:`lrp_kernels.errors.InputError` with one line
+``<file>:<line>: <what is wrong>``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from lrp_kernels.errors import InputError
+
+Row = tuple[int, dict[str, str]]
+
+
+def read_text(path: str | Path) -> str:
+    """The file's text, decoded as UTF-8 (a leading byte-order mark is dropped).
+
+    Missing files, directories, empty files and non-UTF-8 bytes raise an :class:`InputError`
+    naming the file (and the line of the first bad byte).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    if not path.is_file():
+        raise InputError(f"{path}: not a regular file")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise InputError(
+            f"{path}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at column {column})"
+        ) from None
+    if not text.strip():
+        raise InputError(f"{path}: file is empty")
+    return text
+
+
+def _check_header(path: Path, header: list[str]) -> list[str]:
+    header = [h.strip() for h in header]
+    seen = set()
+    for name in header:
+        if name and name in seen:
+            raise InputError(f"{path}:1: duplicate column {name!r} in the header")
+        seen.add(name)
+    return header
+
+
+def read_delimited(path: str | Path, delimiter: str, quoting: int = csv.QUOTE_MINIMAL) -> tuple[list[str], list[Row]]:
+    """A CSV/TSV file with a header line.
+
+    GLUE TSVs are read with ``quoting=csv.QUOTE_NONE`` (their sentences contain bare quotes); CSV
+    files use standard quoting, where a quoted field may span several lines.
+    """
+    path = Path(path)
+    text = read_text(path)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=True)
+    try:
+        header = next(reader)
+    except csv.Error as exc:
+        raise InputError(f"{path}:1: malformed header ({exc})") from None
+    header = _check_header(path, header)
+    rows: list[Row] = []
+    start = reader.line_num + 1
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise InputError(f"{path}:{start}: malformed record ({exc})") from None
+        if not fields or (len(fields) == 1 and not fields[0].strip()):
+            start = reader.line_num + 1
+            continue  # blank line
+        if len(fields) != len(header):
+            raise InputError(
+                f"{path}:{start}: expected {len(header)} fields ({', '.join(header)}), found {len(fields)}"
+            )
+        rows.append((start, dict(zip(header, fields))))
+        start = reader.line_num + 1
+    if not rows:
+        raise InputError(f"{path}: no examples after the header")
+    return header, rows
+
+
+def read_label_first(path: str | Path) -> tuple[list[str], list[Row]]:
+    """The ``stsa.*`` layout of SST-5: each line is ``LABEL SENTENCE`` split at the first space."""
+    path = Path(path)
+    text = read_text(path)
+    rows: list[Row] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        label, sep, sentence = line.strip().partition(" ")
+        if not sep or not sentence.strip():
+            raise InputError(f"{path}:{number}: expected 'LABEL SENTENCE', found {line.strip()[:40]!r}")
+        rows.append((number, {"label": label, "sentence": sentence}))
+    return ["label", "sentence"], rows
+
+
+def read_jsonl(path: str | Path) -> tuple[list[str], list[Row]]:
+    """One JSON object per line; the header is the union of the keys, in order of appearance."""
+    path = Path(path)
+    text = read_text(path)
+    rows: list[Row] = []
+    header: dict[str, None] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}:{number}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(obj, dict):
+            raise InputError(f"{path}:{number}: expected a JSON object, found {type(obj).__name__}")
+        fields = {}
+        for key, value in obj.items():
+            header.setdefault(key, None)
+            fields[key] = value if isinstance(value, str) else json.dumps(value)
+        rows.append((number, fields))
+    return list(header), rows
+
+
+def read_table(path: str | Path, fmt: str) -> tuple[list[str], list[Row]]:
+    """Dispatch on ``fmt``: ``glue-tsv``, ``tsv``, ``csv``, ``label-first`` or ``jsonl``."""
+    if fmt == "glue-tsv":
+        return read_delimited(path, "\t", csv.QUOTE_NONE)
+    if fmt == "tsv":
+        return read_delimited(path, "\t")
+    if fmt == "csv":
+        return read_delimited(path, ",")
+    if fmt == "label-first":
+        return read_label_first(path)
+    if fmt == "jsonl":
+        return read_jsonl(path)
+    raise InputError(f"unknown file format {fmt!r}")
+
+
+def format_of(path: str | Path) -> str:
+    """The reader format for a generic file, from its extension."""
+    suffix = Path(path).suffix.lower()
+    formats = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
+    if suffix not in formats:
+        raise InputError(f"{path}: unsupported file type {suffix or '(none)'!r}; use .csv, .tsv or .jsonl")
+    return formats[suffix]

