@@ -1,0 +1,253 @@
+// Shared helpers of the CUDA kernels: dtype dispatch, 16-byte packs, block reductions, error
+// checks and the device guard. Kernels compute in float32; every global access of a row goes
+// through 16-byte packs (4 floats or 8 halves) when the row pointers, strides and length allow it,
+// otherwise element by element.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "kernels.h"
+
+namespace lrp {
+namespace cuda_detail {
+
+template <class T>
+struct Tag {
+  using type = T;
+};
+
+template <class F>
+inline void dispatch_dtype(int dtype, F&& f) {
+  switch (dtype) {
+    case kFloat32:
+      f(Tag<float>{});
+      break;
+    case kFloat16:
+      f(Tag<__half>{});
+      break;
+    case kBFloat16:
+      f(Tag<__nv_bfloat16>{});
+      break;
+    default:
+      throw std::invalid_argument("lrp_kernels._C: unknown dtype code " + std::to_string(dtype));
+  }
+}
+
+inline void check(cudaError_t err, const char* what) {
+  if (err != cudaSuccess)
+    throw std::runtime_error(std::string("lrp_kernels CUDA ") + what + ": " +
+                             cudaGetErrorString(err));
+}
+
+// Makes `device` current for the launch and restores the previous device afterwards.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) {
+    check(cudaGetDevice(&previous_), "cudaGetDevice");
+    if (previous_ != device) check(cudaSetDevice(device), "cudaSetDevice");
+    device_ = device;
+  }
+  ~DeviceGuard() {
+    if (previous_ != device_) cudaSetDevice(previous_);
+  }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = 0;
+  int device_ = 0;
+};
+
+inline cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
+
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <class T>
+__device__ __forceinline__ T from_float(float v);
+template <>
+__device__ __forceinline__ float from_float<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ __half from_float<__half>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+// 16 bytes of T: one vectorized global load or store.
+template <class T>
+struct alignas(16) Pack {
+  static constexpr int N = 16 / sizeof(T);
+  T v[N];
+};
+
+template <class T>
+__device__ __forceinline__ void load_pack(const T* p, float (&out)[Pack<T>::N]) {
+  const Pack<T> pk = *reinterpret_cast<const Pack<T>*>(p);
+#pragma unroll
+  for (int i = 0; i < Pack<T>::N; ++i) out[i] = to_float(pk.v[i]);
+}
+
+template <class T>
+__device__ __forceinline__ void store_pack(T* p, const float (&in)[Pack<T>::N]) {
+  Pack<T> pk;
+#pragma unroll
+  for (int i = 0; i < Pack<T>::N; ++i) pk.v[i] = from_float<T>(in[i]);
+  *reinterpret_cast<Pack<T>*>(p) = pk;
+}
+
+// Whether rows of `cols` elements at these pointers and strides can be read in 16-byte packs.
+template <class T>
+inline bool packable(int64_t cols, std::initializer_list<const void*> ptrs,
+                     std::initializer_list<int64_t> strides) {
+  constexpr int64_t n = Pack<T>::N;
+  if (cols % n != 0) return false;
+  for (const void* p : ptrs)
+    if (p != nullptr && reinterpret_cast<std::uintptr_t>(p) % 16 != 0) return false;
+  for (int64_t s : strides)
+    if (s % n != 0) return false;
+  return true;
+}
+
+// Call f(c, x) for every element x (as float) of a row that this thread owns, in 16-byte packs
+// when Vec; thread t owns packs t, t + blockDim.x, ...
+template <class T, bool Vec, class F>
+__device__ __forceinline__ void row_foreach(const T* row, int64_t cols, F&& f) {
+  if (Vec) {
+    constexpr int N = Pack<T>::N;
+    for (int64_t c = int64_t(threadIdx.x) * N; c < cols; c += int64_t(blockDim.x) * N) {
+      float v[N];
+      load_pack(row + c, v);
+#pragma unroll
+      for (int i = 0; i < N; ++i) f(c + i, v[i]);
+    }
+  } else {
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) f(c, to_float(row[c]));
+  }
+}
+
+// out[c] = f(c, a[c], b[c]) over a row, same ownership as row_foreach.
+template <class T, bool Vec, class F>
+__device__ __forceinline__ void row_map(T* out, const T* a, const T* b, int64_t cols, F&& f) {
+  if (Vec) {
+    constexpr int N = Pack<T>::N;
+    for (int64_t c = int64_t(threadIdx.x) * N; c < cols; c += int64_t(blockDim.x) * N) {
+      float va[N], vb[N], vo[N];
+      load_pack(a + c, va);
+      load_pack(b + c, vb);
+#pragma unroll
+      for (int i = 0; i < N; ++i) vo[i] = f(c + i, va[i], vb[i]);
+      store_pack(out + c, vo);
+    }
+  } else {
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
+      out[c] = from_float<T>(f(c, to_float(a[c]), to_float(b[c])));
+  }
+}
+
+struct SumOp {
+  __device__ __forceinline__ float operator()(float a, float b) const { return a + b; }
+};
+struct MaxOp {
+  __device__ __forceinline__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+// Reduce v over the block; every thread gets the result. `scratch` holds 32 floats.
+template <class Op>
+__device__ __forceinline__ float block_reduce(float v, float* scratch, Op op, float identity) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    const int warps = (blockDim.x + 31) >> 5;
+    v = lane < warps ? scratch[lane] : identity;
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1)
+      v = op(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    if (lane == 0) scratch[0] = v;
+  }
+  __syncthreads();
+  const float result = scratch[0];
+  __syncthreads();  // scratch may be reused by the next reduction
+  return result;
+}
+
+// Threads of a one-block-per-row kernel: enough for one pack per thread, a multiple of 32, at
+// most 512 (longer rows loop).
+template <class T>
+inline int row_threads(int64_t cols) {
+  const int64_t packs = (cols + Pack<T>::N - 1) / Pack<T>::N;
+  int64_t t = (packs + 31) / 32 * 32;
+  if (t < 32) t = 32;
+  if (t > 512) t = 512;
+  return int(t);
+}
+
+// Element-wise kernel over a rows x cols matrix: out = op(a, b) (b unused by unary ops). Each
+// row splits into cols / N packs and a scalar tail; a grid-stride loop walks the items.
+template <class T, bool Vec, class Op>
+__global__ void elementwise_kernel(int64_t rows, int64_t cols, const T* a, int64_t a_stride,
+                                   const T* b, int64_t b_stride, T* out, int64_t out_stride,
+                                   Op op) {
+  constexpr int N = Vec ? Pack<T>::N : 1;
+  const int64_t packs = cols / N;
+  const int64_t per_row = packs + (cols - packs * N);
+  const int64_t total = rows * per_row;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / per_row;
+    const int64_t j = i - r * per_row;
+    const T* ar = a + r * a_stride;
+    const T* br = b + r * b_stride;
+    T* outr = out + r * out_stride;
+    if (Vec && j < packs) {
+      float va[Pack<T>::N], vb[Pack<T>::N], vo[Pack<T>::N];
+      load_pack(ar + j * N, va);
+      load_pack(br + j * N, vb);
+#pragma unroll
+      for (int k = 0; k < Pack<T>::N; ++k) vo[k] = op(va[k], vb[k]);
+      store_pack(outr + j * N, vo);
+    } else {
+      const int64_t c = Vec ? packs * N + (j - packs) : j;
+      outr[c] = from_float<T>(op(to_float(ar[c]), to_float(br[c])));
+    }
+  }
+}
+
+// Launch elementwise_kernel; packs are used when the row starts are 16-byte aligned.
+template <class T, class Op>
+inline void launch_elementwise(int64_t rows, int64_t cols, const T* a, int64_t a_stride,
+                               const T* b, int64_t b_stride, T* out, int64_t out_stride, Op op,
+                               cudaStream_t stream) {
+  if (rows == 0 || cols == 0) return;
+  constexpr int64_t n = Pack<T>::N;
+  const bool vec = packable<T>(n, {a, b, out}, {a_stride, b_stride, out_stride});
+  const int64_t items = rows * (vec ? cols / n + cols % n : cols);
+  const int threads = 256;
+  int64_t blocks = (items + threads - 1) / threads;
+  if (blocks > 65536) blocks = 65536;
+  if (vec)
+    elementwise_kernel<T, true><<<unsigned(blocks), threads, 0, stream>>>(
+        rows, cols, a, a_stride, b, b_stride, out, out_stride, op);
+  else
+    elementwise_kernel<T, false><<<unsigned(blocks), threads, 0, stream>>>(
+        rows, cols, a, a_stride, b, b_stride, out, out_stride, op);
+  check(cudaGetLastError(), "element-wise kernel launch");
+}
+
+}  // namespace cuda_detail
+}  // namespace lrp

@@ -1,0 +1,96 @@
+// The kernel API of lrp_kernels._C: plain functions on raw pointers, sizes and row strides.
+//
+// Tensors are row-major matrices [rows, cols] whose last dimension is contiguous; a row stride is
+// counted in elements. `dtype` is a code of lrp::DType (float32, float16, bfloat16) and applies to
+// every tensor argument typed `void*`; float* arguments are always float32. Every kernel computes
+// in float32. The semantics are those of the host functions in lrp_kernels/backend.py.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+// One declaration list, instantiated in the namespace of each CPU instruction set and, with a
+// trailing (device, stream) pair, in lrp::cuda.
+#define LRP_KERNEL_DECLS(EXTRA)                                                                  \
+  void layer_norm_forward(int dtype, int64_t rows, int64_t cols, const void* x, int64_t x_stride, \
+                          const float* weight, const float* bias, float eps, void* y,             \
+                          int64_t y_stride, float* mean, float* rstd EXTRA);                      \
+  void layer_norm_backward(int dtype, int64_t rows, int64_t cols, const void* grad_y,             \
+                           int64_t g_stride, const float* weight, const float* rstd,              \
+                           void* grad_x, int64_t out_stride EXTRA);                               \
+  void softmax_forward(int dtype, int64_t rows, int64_t cols, int64_t rows_per_mask_row,          \
+                       const void* scores, int64_t s_stride, const float* mask,                   \
+                       int64_t mask_stride, float scale, void* probs, int64_t p_stride EXTRA);    \
+  void softmax_backward(int dtype, int64_t rows, int64_t cols, const void* grad_p,                \
+                        int64_t g_stride, const void* probs, int64_t p_stride, float factor,      \
+                        void* grad_s, int64_t out_stride EXTRA);                                  \
+  void eps_ratio(int dtype, int64_t rows, int64_t cols, const void* grad_z, int64_t g_stride,     \
+                 const void* z, int64_t z_stride, float eps, void* out,                           \
+                 int64_t out_stride EXTRA);                                                       \
+  void gelu_forward(int dtype, int approximate, int64_t rows, int64_t cols, const void* u,        \
+                    int64_t u_stride, void* out, int64_t out_stride EXTRA);                       \
+  void gelu_backward(int dtype, int approximate, int64_t rows, int64_t cols, const void* grad_h,  \
+                     int64_t g_stride, const void* u, int64_t u_stride, void* out,                \
+                     int64_t out_stride EXTRA);                                                   \
+  void gelu_eps_ratio(int dtype, int approximate, int64_t rows, int64_t cols,                     \
+                      const void* grad_h, int64_t g_stride, const void* u, int64_t u_stride,      \
+                      float eps, void* out, int64_t out_stride EXTRA);                            \
+  void cast(int src_dtype, int dst_dtype, int64_t n, const void* src, void* dst EXTRA);
+
+#define LRP_NO_EXTRA
+#define LRP_CUDA_EXTRA , int device, void* stream
+
+namespace lrp {
+
+// dtype codes shared with lrp_kernels/_cpp_backend.py
+enum DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
+
+// approximate codes of GELU
+enum GeluApprox : int { kGeluErf = 0, kGeluTanh = 1 };
+
+namespace base {
+LRP_KERNEL_DECLS(LRP_NO_EXTRA)
+}
+#ifdef LRP_X86_ISAS
+namespace avx2 {
+LRP_KERNEL_DECLS(LRP_NO_EXTRA)
+}
+namespace avx512 {
+LRP_KERNEL_DECLS(LRP_NO_EXTRA)
+}
+#endif
+
+namespace cpu {
+
+// The CPU kernels of one instruction set.
+struct Kernels {
+  const char* isa;
+  decltype(&base::layer_norm_forward) layer_norm_forward;
+  decltype(&base::layer_norm_backward) layer_norm_backward;
+  decltype(&base::softmax_forward) softmax_forward;
+  decltype(&base::softmax_backward) softmax_backward;
+  decltype(&base::eps_ratio) eps_ratio;
+  decltype(&base::gelu_forward) gelu_forward;
+  decltype(&base::gelu_backward) gelu_backward;
+  decltype(&base::gelu_eps_ratio) gelu_eps_ratio;
+  decltype(&base::cast) cast;
+};
+
+// The kernels in use: the widest instruction set this CPU supports (or LRP_KERNELS_ISA).
+const Kernels& kernels();
+// Instruction sets compiled in and supported by this CPU, narrowest first.
+std::vector<std::string> supported_isas();
+// Switch the instruction set (one of supported_isas()); throws std::invalid_argument otherwise.
+void set_isa(const std::string& name);
+int num_threads();
+
+}  // namespace cpu
+
+#ifdef LRP_WITH_CUDA
+namespace cuda {
+LRP_KERNEL_DECLS(LRP_CUDA_EXTRA)
+}
+#endif
+
+}  // namespace lrp
