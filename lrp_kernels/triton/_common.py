@@ -1,0 +1,137 @@
+"""Shared plumbing of the Triton kernels: interpreter detection, autotune config lists, shape helpers.
+
+The kernels are decorated when their module is imported, and Triton decides at that moment whether
+a ``@triton.jit`` function is compiled for the GPU or run by its NumPy interpreter
+(``TRITON_INTERPRET=1``). :data:`INTERPRETED` records which of the two happened.
+
+Autotuning: on CUDA every kernel is tuned over the configs of its GPU generation — Ampere
+(sm_80/sm_86/sm_89: 164/100 KiB shared memory, ``cp.async`` pipelines of 2–3 stages) or Hopper
+(sm_90: 228 KiB shared memory, deeper pipelines and larger tiles with 8 warps). Configs that do not
+fit a given card fail to compile and the autotuner drops them. Under the interpreter each kernel
+gets one small config so the CPU tests stay fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+INTERPRETED: bool = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+# Triton's own library functions (tl.sum, tl.max, tl.cdiv, ...) are themselves @triton.jit functions,
+# decorated when triton is first imported. If that happened without TRITON_INTERPRET=1, interpreted
+# kernels cannot call them; :func:`interpreter_problem` reports it.
+STDLIB_INTERPRETED: bool = not isinstance(tl.sum, triton.runtime.jit.JITFunction)
+
+
+def interpreter_problem() -> str | None:
+    """Why interpreted kernels cannot run in this process, or None."""
+    if INTERPRETED and not STDLIB_INTERPRETED:
+        return (
+            "triton was imported before TRITON_INTERPRET=1 was set, so its library functions were "
+            "compiled for the GPU; set TRITON_INTERPRET=1 before anything imports triton"
+        )
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _capability(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
+
+
+def is_hopper() -> bool:
+    """True when the current CUDA device is sm_90 or newer (Hopper, Blackwell)."""
+    return _capability(torch.cuda.current_device())[0] >= 9
+
+
+def autotune(*, ampere: list[triton.Config], hopper: list[triton.Config], interpret: triton.Config, key: list[str]):
+    """``triton.autotune`` over the Ampere or Hopper list (picked per launch from the device), or
+    the single ``interpret`` config under the interpreter."""
+    if INTERPRETED:
+        return triton.autotune(configs=[interpret], key=key)
+    ids_hopper = {id(c) for c in hopper}
+
+    def by_arch(configs, named_args, **kwargs):
+        want_hopper = is_hopper()
+        return [c for c in configs if (id(c) in ids_hopper) == want_hopper]
+
+    return triton.autotune(configs=ampere + hopper, key=key, prune_configs_by={"early_config_prune": by_arch})
+
+
+# Element-wise kernels: one BLOCK of elements per program.
+ELEMENTWISE = dict(
+    ampere=[triton.Config({"BLOCK": 1024}, num_warps=4), triton.Config({"BLOCK": 2048}, num_warps=8)],
+    hopper=[triton.Config({"BLOCK": 2048}, num_warps=4), triton.Config({"BLOCK": 4096}, num_warps=8)],
+    interpret=triton.Config({"BLOCK": 256}, num_warps=1),
+    key=["N"],
+)
+
+
+def next_pow2(n: int, floor: int = 16) -> int:
+    return max(floor, triton.next_power_of_2(n))
+
+
+def rows(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as a 2-D ``[rows, last]`` view whose last dimension is contiguous (copies only if needed)."""
+    t2 = t.reshape(-1, t.shape[-1]) if t.dim() != 2 else t
+    return t2 if t2.stride(-1) == 1 else t2.contiguous()
+
+
+def use_reference(t: torch.Tensor) -> bool:
+    """True for float64 tensors, which every host function hands to the torch reference: the kernels
+    accumulate in float32, and float64 is only used by the explicit-rule checks that need it exact."""
+    return t.dtype == torch.float64
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """``tl.dot`` input precision: IEEE float32 for float32 operands (torch's default, no TF32, so
+    results match ``torch.matmul``), or TF32 when the user enabled it for torch; ignored for 16-bit."""
+    if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
+        return "tf32"
+    return "ieee"
+
+
+@triton.jit
+def stabilized_ratio(z, eps):
+    """``z / (z + eps·sign z)`` with sign(0) = 1 in float32 — the ε-rule factor (Bach et al. 2015)."""
+    sign = tl.where(z >= 0, 1.0, -1.0)
+    return z / (z + eps * sign)
+
+
+# Two bfloat16 bugs of Triton 3.9's interpreter are worked around under the interpreter only (the
+# branches are compiled out on the GPU): ``tl.dot`` multiplies the raw uint16 storage of bfloat16
+# operands (runtime/interpreter.py, ``create_dot``), and float32 → bfloat16 casts truncate instead of
+# rounding to nearest-even (see :func:`cast`).
+_INTERPRETER_FIXES = tl.constexpr(INTERPRETED)
+
+
+@triton.jit
+def mm(a, b, acc, DOT_PRECISION: tl.constexpr):
+    """``acc + a @ b`` with float32 accumulation (``acc`` may be None).
+
+    Under the interpreter 16-bit operands are upcast to float32 first, which is exact and equals a
+    tensor-core dot with float32 accumulation."""
+    if _INTERPRETER_FIXES:
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+    return tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+
+
+@triton.jit
+def cast(x, dtype: tl.constexpr):
+    """``x.to(dtype)`` rounding to nearest-even, as the GPU does.
+
+    Triton 3.9's interpreter truncates float32 → bfloat16 (``cast_impl`` passes no rounding mode
+    to ``_convert_float``); under the interpreter the rounding is done on the float32 bits first
+    (add 0x7FFF plus the lowest kept bit, clear the low half), after which truncation is exact.
+    """
+    if _INTERPRETER_FIXES:
+        if dtype == tl.bfloat16:
+            bits = x.to(tl.float32).to(tl.uint32, bitcast=True)
+            bits = (bits + (0x7FFF + ((bits >> 16) & 1))) & 0xFFFF0000
+            x = bits.to(tl.float32, bitcast=True)
+    return x.to(dtype)
