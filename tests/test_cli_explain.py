@@ -1,0 +1,177 @@
+"""``lrp-kernels explain`` end to end on a tiny checkpoint: inputs, outputs, resuming, torchrun, errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lrp_kernels.cli import main
+from tiny_checkpoint import build_tiny_checkpoint, tiny_sentences
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def texts():
+    return tiny_sentences(45, seed=5, min_words=2, max_words=30) + ["<script> alert & the film"]
+
+
+def _lines(path):
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
+
+
+def test_texts_to_stdout(ckpt, capsys):
+    assert main(["explain", "--model", str(ckpt), "--no-progress", "good film", "the plot is dull", "--target", "1"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["id"] for r in records] == [0, 1]
+    assert records[0]["tokens"] == ["[CLS]", "good", "film", "[SEP]"]
+    assert records[0]["special"] == [True, False, False, True]
+    assert all(r["target"] == 1 and r["method"] == "attnlrp" for r in records)
+    assert len(records[1]["scores"]) == len(records[1]["tokens"]) == 6
+
+
+def test_label_name_target_and_merge(ckpt, capsys):
+    assert main(["explain", "--model", str(ckpt), "--no-progress", "--method", "gradient", "--target", "neg<b>",
+                 "--merge-subwords", "a dull film"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["target"] == 0 and record["target_name"] == "neg<b>" and record["method"] == "gradient"
+
+
+def test_input_txt_writes_jsonl_and_escaped_html(ckpt, texts, tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(texts[:10] + [""] + texts[10:]) + "\n", encoding="utf-8")
+    out, page, png = tmp_path / "out.jsonl", tmp_path / "out.html", tmp_path / "out.png"
+    assert main(["explain", "--model", str(ckpt), "--input", str(source), "--output", str(out), "--html", str(page),
+                 "--png", str(png), "--batch-size", "8", "--no-progress"]) == 0
+    records = _lines(out)
+    assert [r["text"] for r in records] == texts  # input order, blank line skipped
+    assert [r["id"] for r in records] == list(range(1, 11)) + list(range(12, len(texts) + 2))  # line numbers
+    html = page.read_text(encoding="utf-8")
+    assert "&lt;script&gt;" in html and "<script>" not in html
+    assert "neg&lt;b&gt;" in html or "pos&amp;amp" in html
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_input_jsonl_and_csv(ckpt, tmp_path):
+    jl = tmp_path / "in.jsonl"
+    jl.write_text("\n".join(json.dumps({"id": f"x{i}", "body": t}) for i, t in enumerate(["good film", "bad plot"])),
+                  encoding="utf-8")
+    out = tmp_path / "a.jsonl"
+    assert main(["explain", "--model", str(ckpt), "--input", str(jl), "--text-column", "body", "--output", str(out),
+                 "--no-progress"]) == 0
+    assert [r["id"] for r in _lines(out)] == ["x0", "x1"]
+    table = tmp_path / "in.csv"
+    table.write_text('key,review,other\nk1,"good, fun film",1\nk2,the acting is awful,2\n', encoding="utf-8")
+    out2 = tmp_path / "b.jsonl"
+    assert main(["explain", "--model", str(ckpt), "--input", str(table), "--text-column", "review", "--id-column",
+                 "key", "--output", str(out2), "--no-progress"]) == 0
+    records = _lines(out2)
+    assert [r["id"] for r in records] == ["k1", "k2"] and records[0]["text"] == "good, fun film"
+
+
+def test_pairs(ckpt, tmp_path, capsys):
+    jl = tmp_path / "pairs.jsonl"
+    jl.write_text(json.dumps({"text": "good film", "text_pair": "bad plot"}) + "\n", encoding="utf-8")
+    assert main(["explain", "--model", str(ckpt), "--input", str(jl), "--text-pair-column", "text_pair",
+                 "--no-progress"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["tokens"] == ["[CLS]", "good", "film", "[SEP]", "bad", "plot", "[SEP]"]
+    assert record["text_pair"] == "bad plot"
+
+
+@pytest.mark.parametrize("method", ["random", "attnlrp"])
+def test_resumed_output_equals_uninterrupted(ckpt, texts, tmp_path, method):
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    full, resumed = tmp_path / "full.jsonl", tmp_path / "resumed.jsonl"
+    common = ["explain", "--model", str(ckpt), "--input", str(source), "--batch-size", "8", "--method", method,
+              "--no-progress"]
+    assert main(common + ["--output", str(full)]) == 0
+    assert main(common + ["--output", str(resumed), "--stop-after-batches", "3"]) == 0
+    first = resumed.read_text(encoding="utf-8").splitlines()
+    assert len(first) == 24  # three batches of 8, written as they finished
+    with open(resumed, "a", encoding="utf-8") as f:  # an interrupted write: half a line, no newline
+        f.write(first[0][: len(first[0]) // 2])
+    assert main(common + ["--output", str(resumed), "--stop-after-batches", "1"]) == 0
+    assert len(resumed.read_text(encoding="utf-8").splitlines()) == 32
+    assert main(common + ["--output", str(resumed)]) == 0
+    assert resumed.read_bytes() == full.read_bytes()
+    assert main(common + ["--output", str(resumed)]) == 0  # nothing left to do: unchanged
+    assert resumed.read_bytes() == full.read_bytes()
+
+
+def test_torchrun_two_processes_equal_one(ckpt, texts, tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    single, parallel = tmp_path / "single.jsonl", tmp_path / "parallel.jsonl"
+    args = ["explain", "--model", str(ckpt), "--input", str(source), "--batch-size", "8", "--method", "grad_x_input",
+            "--no-progress", "--device", "cpu"]
+    assert main(args + ["--output", str(single)]) == 0
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "lrp_kernels.cli"] + args + ["--output", str(parallel)],
+        env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert parallel.read_bytes() == single.read_bytes()
+    assert not list(tmp_path.glob("parallel.jsonl.part-rank*"))  # rank 0 merged and removed the parts
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--method", "nope", "good"], "unknown method 'nope'"),
+        (["--target", "5", "good"], "--target 5 out of range"),
+        (["--target", "maybe", "good"], "neither a class index nor a label name"),
+        (["good", "--input", "x.txt"], "either TEXT arguments or --input"),
+        ([], "either TEXT arguments or --input"),
+        (["  "], "text 0 is empty"),
+        (["--batch-size", "0", "good"], "--batch-size must be at least 1"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(ckpt, capsys, extra, message):
+    assert main(["explain", "--model", str(ckpt), "--no-progress"] + extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "name, content, extra, message",
+    [
+        ("empty.txt", b"", [], "file is empty"),
+        ("latin1.txt", "caf\u00e9 film\n".encode("latin-1"), [], "not valid UTF-8"),
+        ("cols.csv", b"a,b\n1,2\n", [], "no column 'text'"),
+        ("cols2.csv", b"text,b\ngood,2\n", ["--id-column", "key"], "no column 'key'"),
+        ("broken.jsonl", b'{"text": "good"}\n{"text": \n', [], "not valid JSON"),
+        ("nofield.jsonl", b'{"body": "good"}\n', [], "no 'text' field"),
+        ("dupe.jsonl", b'{"id": 1, "text": "good"}\n{"id": 1, "text": "bad"}\n', [], "appears twice"),
+        ("in.docx", b"good", [], "unsupported input type"),
+    ],
+)
+def test_bad_inputs_are_one_line_errors(ckpt, tmp_path, capsys, name, content, extra, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    assert main(["explain", "--model", str(ckpt), "--input", str(path), "--no-progress"] + extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_missing_model_and_foreign_output(ckpt, tmp_path, capsys):
+    assert main(["explain", "--model", str(tmp_path / "none"), "good"]) == 2
+    assert "checkpoint directory not found" in capsys.readouterr().err
+    out = tmp_path / "o.jsonl"
+    assert main(["explain", "--model", str(ckpt), "--output", str(out), "--no-progress", "good"]) == 0
+    assert main(["explain", "--model", str(ckpt), "--output", str(out), "--method", "lat", "--no-progress", "good"]) == 2
+    assert "holds attnlrp explanations, not lat" in capsys.readouterr().err
+    out.write_text('{"id": 0, "method": "attnlrp"}\nnot json\n{"id": 1, "method": "attnlrp"}\n')
+    assert main(["explain", "--model", str(ckpt), "--output", str(out), "--no-progress", "good"]) == 2
+    assert ":2: not a JSON line" in capsys.readouterr().err
