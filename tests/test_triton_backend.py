@@ -14,11 +14,10 @@ _NO_TRITON = "triton is not installed (it is a test dependency: pip install -e .
 def _import_triton_backend():
     """Import lrp_kernels.triton, with its kernels run by Triton's interpreter when there is no GPU.
 
-    Triton decides between compiling and interpreting when a function is decorated — when triton
-    (its library functions) and lrp_kernels.triton (our kernels) are first imported — and imports
-    parts of itself lazily at launch, so TRITON_INTERPRET=1 is set for the rest of this process
-    before either import. Our package is re-imported if another test imported it without the
-    interpreter; if triton itself was, the module is skipped with the reason.
+    Triton decides between compiling and interpreting when a kernel is decorated — when
+    lrp_kernels.triton is first imported — and imports parts of itself lazily at launch, so
+    TRITON_INTERPRET=1 is set for the rest of this process before that import. The package is
+    re-imported if another test imported it without the interpreter.
     """
     if not torch.cuda.is_available():
         os.environ["TRITON_INTERPRET"] = "1"

@@ -31,7 +31,7 @@ except ImportError as exc:  # the backend loader turns this into "cannot be impo
 
 import torch
 
-from ._common import INTERPRETED, interpreter_problem
+from ._common import INTERPRETED
 from .attention import attention_backward, attention_forward
 from .gelu import gelu_backward, gelu_eps_ratio, gelu_forward
 from .layer_norm import layer_norm_backward, layer_norm_forward
@@ -42,7 +42,6 @@ devices: tuple[str, ...] = ("cuda", "cpu") if INTERPRETED else ("cuda",)
 
 __all__ = [
     "INTERPRETED",
-    "interpreter_problem",
     "attention_backward",
     "attention_forward",
     "available",
@@ -64,8 +63,6 @@ def available() -> str | None:
     or when they were compiled for the GPU and a CUDA device exists.
     """
     if INTERPRETED:
-        if interpreter_problem() is not None:
-            return interpreter_problem()
         if os.environ.get("TRITON_INTERPRET", "0") == "1":
             return None
         return "the Triton kernels were built for the interpreter, but TRITON_INTERPRET=1 is no longer set"

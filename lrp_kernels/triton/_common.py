@@ -23,19 +23,24 @@ import triton.language as tl
 INTERPRETED: bool = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 # Triton's own library functions (tl.sum, tl.max, tl.cdiv, ...) are themselves @triton.jit functions,
-# decorated when triton is first imported. If that happened without TRITON_INTERPRET=1, interpreted
-# kernels cannot call them; :func:`interpreter_problem` reports it.
-STDLIB_INTERPRETED: bool = not isinstance(tl.sum, triton.runtime.jit.JITFunction)
+# decorated when triton is first imported — in a test session often before TRITON_INTERPRET=1 is set
+# (transformers imports torch._dynamo, which imports triton). Interpreted kernels cannot call such
+# compiled-mode functions, so the kernels use only builtins (tl.full rather than tl.zeros, integer
+# arithmetic rather than tl.cdiv) and the two reductions below, which pass
+# Triton's own combine functions to the ``tl.reduce`` builtin exactly as tl.sum and tl.max do (the
+# interpreter recognizes those combine functions and reduces with NumPy).
 
 
-def interpreter_problem() -> str | None:
-    """Why interpreted kernels cannot run in this process, or None."""
-    if INTERPRETED and not STDLIB_INTERPRETED:
-        return (
-            "triton was imported before TRITON_INTERPRET=1 was set, so its library functions were "
-            "compiled for the GPU; set TRITON_INTERPRET=1 before anything imports triton"
-        )
-    return None
+@triton.jit
+def reduce_sum(x, axis: tl.constexpr):
+    """``tl.sum(x, axis)`` for float32 ``x``."""
+    return tl.reduce(x, axis, tl.standard._sum_combine)
+
+
+@triton.jit
+def reduce_max(x, axis: tl.constexpr):
+    """``tl.max(x, axis)`` for float32 ``x``."""
+    return tl.reduce(x, axis, tl.standard._elementwise_max)
 
 
 @functools.lru_cache(maxsize=None)

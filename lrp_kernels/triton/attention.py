@@ -46,7 +46,7 @@ import triton.language as tl
 from lrp_kernels.errors import InputError
 from lrp_kernels.ops import _torch_backend as _ref
 
-from ._common import autotune, cast, dot_precision, mm, next_pow2, use_reference
+from ._common import autotune, cast, dot_precision, mm, next_pow2, reduce_max, reduce_sum, use_reference
 
 MODES = ("grad", "attnlrp", "cp_lrp")
 MAX_HEAD_DIM = 256
@@ -114,8 +114,8 @@ def _attention_forward_kernel(
         mask=row_ok[:, None] & d_ok[None, :], other=0.0,
     )
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
-    acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
+    l_i = tl.full((BLOCK_M,), 0.0, dtype=tl.float32)
+    acc = tl.full((BLOCK_M, BLOCK_D), 0.0, dtype=tl.float32)
     k_base = k_ptr + b * skb + h * skh
     v_base = v_ptr + b * svb + h * svh
     for start in range(0, L, BLOCK_N):
@@ -128,10 +128,10 @@ def _attention_forward_kernel(
         if HAS_MASK:
             s = s + tl.load(mask_ptr + b * smb + cols, mask=col_ok, other=0.0)[None, :]
         s = tl.where(col_ok[None, :], s, float("-inf"))  # keys past L do not exist
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        m_new = tl.maximum(m_i, reduce_max(s, 1))
         alpha = tl.exp(m_i - m_new)
         p = tl.exp(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, axis=1)
+        l_i = l_i * alpha + reduce_sum(p, 1)
         v = tl.load(
             v_base + cols[:, None] * svl + offs_d[None, :] * svd, mask=col_ok[:, None] & d_ok[None, :], other=0.0
         )
@@ -171,7 +171,7 @@ def _attention_delta_kernel(
     o = tl.load(o_ptr + rows[:, None] * D + offs_d[None, :], mask=ok, other=0.0).to(tl.float32)
     g_off = b * sgb + h * sgh + offs_m[:, None] * sgl + offs_d[None, :] * sgd
     g = tl.load(g_ptr + g_off, mask=ok, other=0.0).to(tl.float32)
-    tl.store(delta_ptr + rows, tl.sum(o * g, axis=1), mask=offs_m < L)
+    tl.store(delta_ptr + rows, reduce_sum(o * g, 1), mask=offs_m < L)
 
 
 @autotune(**_BACKWARD)
@@ -218,8 +218,8 @@ def _attention_backward_dkdv_kernel(
         v = tl.load(v_ptr + b * svb + h * svh + offs_n[:, None] * svl + offs_d[None, :] * svd, mask=kv_ok, other=0.0)
     if HAS_MASK:
         key_bias = tl.load(mask_ptr + b * smb + offs_n, mask=col_ok, other=0.0)
-    gk = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
-    gv = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+    gk = tl.full((BLOCK_N, BLOCK_D), 0.0, dtype=tl.float32)
+    gv = tl.full((BLOCK_N, BLOCK_D), 0.0, dtype=tl.float32)
     q_base = q_ptr + b * sqb + h * sqh
     g_base = g_ptr + b * sgb + h * sgh
     for start in range(0, L, BLOCK_M):
@@ -292,7 +292,7 @@ def _attention_backward_dq_kernel(
     lse_m = tl.load(m_ptr + stat, mask=row_ok, other=0.0)
     lse_l = tl.load(ls_ptr + stat, mask=row_ok, other=0.0)
     delta = tl.load(delta_ptr + stat, mask=row_ok, other=0.0)
-    gq = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
+    gq = tl.full((BLOCK_M, BLOCK_D), 0.0, dtype=tl.float32)
     k_base = k_ptr + b * skb + h * skh
     v_base = v_ptr + b * svb + h * svh
     for start in range(0, L, BLOCK_N):

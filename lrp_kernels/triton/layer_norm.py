@@ -22,7 +22,7 @@ import triton.language as tl
 from lrp_kernels.errors import InputError
 from lrp_kernels.ops import _torch_backend as _ref
 
-from ._common import autotune, cast, next_pow2, rows, use_reference
+from ._common import autotune, cast, next_pow2, reduce_sum, rows, use_reference
 
 _ROWWISE = dict(
     ampere=[triton.Config({}, num_warps=4), triton.Config({}, num_warps=8)],
@@ -52,9 +52,9 @@ def _layer_norm_forward_kernel(
     cols = tl.arange(0, BLOCK_H)
     m = cols < H
     x = tl.load(x_ptr + row * stride_x + cols, mask=m, other=0.0).to(tl.float32)
-    mean = tl.sum(x, axis=0) / H
+    mean = reduce_sum(x, 0) / H
     d = tl.where(m, x - mean, 0.0)
-    var = tl.sum(d * d, axis=0) / H
+    var = reduce_sum(d * d, 0) / H
     rstd = 1.0 / tl.sqrt(var + eps)
     y = d * rstd
     if HAS_WEIGHT:
@@ -84,7 +84,7 @@ def _layer_norm_backward_kernel(
     g = tl.load(g_ptr + row * stride_g + cols, mask=m, other=0.0).to(tl.float32)
     if HAS_WEIGHT:
         g = g * tl.load(w_ptr + cols, mask=m, other=0.0).to(tl.float32)
-    g = tl.where(m, g - tl.sum(g, axis=0) / H, 0.0)
+    g = tl.where(m, g - reduce_sum(g, 0) / H, 0.0)
     rstd = tl.load(rstd_ptr + row)
     tl.store(out_ptr + row * H + cols, cast(g * rstd, out_ptr.dtype.element_ty), mask=m)
 

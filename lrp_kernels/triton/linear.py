@@ -108,8 +108,8 @@ def _linear_backward_kernel(
 ):
     # Grouped tile order: GROUP_M row tiles share each W column panel while it is in L2.
     pid = tl.program_id(0)
-    num_m = tl.cdiv(M, BLOCK_M)
-    num_n = tl.cdiv(N_IN, BLOCK_N)
+    num_m = (M + BLOCK_M - 1) // BLOCK_M
+    num_n = (N_IN + BLOCK_N - 1) // BLOCK_N
     per_group = GROUP_M * num_n
     first_m = (pid // per_group) * GROUP_M
     group_size = tl.minimum(num_m - first_m, GROUP_M)
@@ -122,7 +122,7 @@ def _linear_backward_kernel(
     row_ok = offs_m < M
     col_ok = offs_n < N_IN
 
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = tl.full((BLOCK_M, BLOCK_N), 0.0, dtype=tl.float32)
     for k0 in range(0, N_OUT, BLOCK_K):
         ks = k0 + offs_k
         a_mask = row_ok[:, None] & (ks[None, :] < N_OUT)
