@@ -147,7 +147,7 @@ def load_splits(config: TrainConfig):
         splits = {}
         for split in ("dev", "test"):
             try:
-                splits[split] = data.load_hub_task(config.task, split, **kwargs)
+                splits[split] = data.load_hub_task(config.task, split, label_names=label_names, **kwargs)
             except ValueError:
                 splits[split] = None
         dev, test = splits["dev"], splits["test"]

@@ -299,3 +299,17 @@ def test_cli_reports_one_line(tmp_path, capsys, content, expected):
     assert status == 2
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("lrp-kernels train: error: ") and expected in err
+
+
+def test_hub_path_with_a_local_dataset_directory(tmp_path):
+    """``hub:NAME`` goes through ``datasets.load_dataset``; a local directory stands in for the hub."""
+    write(tmp_path / "train.csv", "sentence,label\ngood,1\nbad,0\nfine,1\n")
+    write(tmp_path / "validation.csv", "sentence,label\nnice,1\n")
+    ds = load_task(f"hub:{tmp_path}", None, "dev", label_names=["negative", "positive"])  # dev -> validation
+    assert list(ds["text"]) == ["nice"] and list(ds["label"]) == [1]
+    assert ds.features["label"].names == ["negative", "positive"]
+    train = load_task(f"hub:{tmp_path}", None, "train", text_column="sentence", label_column="label")
+    assert train.column_names == ["text", "label"] and list(train["label"]) == [1, 0, 1]
+    assert train.features["label"].names == ["0", "1"]
+    with pytest.raises(InputError, match="no column 'review'"):
+        load_task(f"hub:{tmp_path}", None, "train", text_column="review")

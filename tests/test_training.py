@@ -167,6 +167,24 @@ def test_pair_task_output_dir(uninterrupted):
     assert set(enc["token_type_ids"]) == {0, 1}
 
 
+def test_pair_checkpoint_loads_in_lrp_kernels_with_transformers_logits(uninterrupted):
+    """Sentence pairs (token types 0 and 1) through the saved checkpoint, in both implementations."""
+    models = pytest.importorskip("lrp_kernels.models")
+    if not hasattr(models, "load_pretrained"):
+        pytest.skip("lrp_kernels.models.load_pretrained not available in this build")
+    _, out, model, _ = uninterrupted
+    tokenizer = transformers.AutoTokenizer.from_pretrained(out, local_files_only=True)
+    batch = tokenizer(["where is the cat ?", "who won ?"], ["the cat sleeps on the red stone", "nobody"],
+                      padding=True, return_tensors="pt")
+    assert batch["token_type_ids"].max() == 1
+    ours = models.load_pretrained(out)
+    with torch.no_grad():
+        expected = model(**batch).logits
+        got = ours(**batch)
+    # A separate float32 implementation of the same network: summation order differs.
+    torch.testing.assert_close(getattr(got, "logits", got), expected, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("stop", [7, 12])  # inside the first epoch; exactly at its end
 def test_resume_continues_from_saved_step(tiny_bert, uninterrupted, tmp_path, stop):
     data, ref_out, _, ref_metrics = uninterrupted
@@ -193,6 +211,33 @@ def test_resume_continues_from_saved_step(tiny_bert, uninterrupted, tmp_path, st
         # Same batches, same dropout masks, same optimizer state, same CPU kernels: bit-identical.
         torch.testing.assert_close(ours[name], ref[name], atol=0, rtol=0, msg=name)
     assert not (out / STATE_DIR).exists()
+
+
+def test_ctrl_c_saves_the_state_and_resume_matches(tiny_bert, uninterrupted, tmp_path, monkeypatch):
+    """A KeyboardInterrupt between steps leaves a training state at the last finished step."""
+    from lrp_kernels import training
+
+    data, ref_out, _, ref_metrics = uninterrupted
+    real_batch, calls = training.Encoded.batch, []
+
+    def interrupting_batch(self, indices, device):
+        if len(self) == 90:  # the training split (dev has 30 pairs)
+            calls.append(1)
+            if len(calls) == 10:
+                raise KeyboardInterrupt
+        return real_batch(self, indices, device)
+
+    monkeypatch.setattr(training.Encoded, "batch", interrupting_batch)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        train(_tiny_config(tiny_bert, data, out))
+    assert load_state(out / STATE_DIR)["progress"]["step"] == 9
+    monkeypatch.setattr(training.Encoded, "batch", real_batch)
+    resumed = train(_tiny_config(tiny_bert, data, out, resume=True))
+    assert resumed["history"] == ref_metrics["history"]
+    ours, ref = load_file(out / "model.safetensors"), load_file(ref_out / "model.safetensors")
+    for name in ref:
+        torch.testing.assert_close(ours[name], ref[name], atol=0, rtol=0, msg=name)  # bit-identical, as above
 
 
 def test_resume_without_state_and_finished_dir(tiny_bert, uninterrupted, tmp_path):

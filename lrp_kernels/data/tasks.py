@@ -311,10 +311,12 @@ def load_hub_task(
     label_names=None,
     files=None,
 ):
-    """``hub:NAME[:CONFIG]`` through ``datasets.load_dataset`` (needs the network or the local cache).
+    """``hub:NAME[:CONFIG]`` through ``datasets.load_dataset`` (a hub name needs the network or the
+    local cache; NAME may also be a local directory of data files, which ``datasets`` reads offline).
 
-    The split ``dev`` is the hub's ``validation``; the label column must be a ``ClassLabel``
-    feature unless ``label_names`` is given.
+    The split ``dev`` is the hub's ``validation``; the label column must be a ``ClassLabel``, or
+    integers 0..K-1, unless ``label_names`` is given. Labels of the training split define the set:
+    pass the same ``label_names`` for every split of a dataset without a ``ClassLabel``.
     """
     import datasets
 
@@ -334,8 +336,14 @@ def load_hub_task(
         raise InputError(f"hub dataset {name}: pass --text-column (columns: {', '.join(ds.column_names)})")
     feature = ds.features[label_column]
     names = list(label_names) if label_names else getattr(feature, "names", None)
+    if not names and getattr(feature, "dtype", "").startswith("int"):
+        values = sorted(set(ds[label_column]))
+        if values and values == list(range(values[-1] + 1)) and len(values) >= 2:
+            names = [str(v) for v in values]  # integer labels 0..K-1 without names
     if not names:
-        raise InputError(f"hub dataset {name}: label column {label_column!r} is not a ClassLabel; pass the label names")
+        raise InputError(
+            f"hub dataset {name}: label column {label_column!r} is neither a ClassLabel nor integers 0..K-1"
+        )
     keep = {text_column: "text", label_column: "label"}
     if text_pair_column:
         keep[text_pair_column] = "text_pair"
