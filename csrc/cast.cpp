@@ -8,10 +8,15 @@ namespace lrp {
 namespace LRP_ISA_NS {
 
 template <class S, class D>
+static inline void cast_span(int64_t n, const S* __restrict src, D* __restrict dst) {
+  LRP_SIMD
+  for (int64_t i = 0; i < n; ++i) store(dst, i, load(src, i));
+}
+
+template <class S, class D>
 static void cast_kernel(int64_t n, const S* src, D* dst) {
-  for_each_chunk(1, n, [&](int64_t, int64_t c0, int64_t c1) {
-    LRP_SIMD
-    for (int64_t i = c0; i < c1; ++i) store(dst, i, load(src, i));
+  for_each_chunk(1, n, [=](int64_t, int64_t c0, int64_t c1) {
+    cast_span(c1 - c0, src + c0, dst + c0);
   });
 }
 

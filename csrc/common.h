@@ -180,6 +180,63 @@ inline int max_threads() {
 // Below this many elements a kernel runs on one thread: the fork/join costs more than it saves.
 constexpr int64_t kParallelGrain = 32768;
 
+// Row reductions with kLanes independent partial sums: one accumulator chain per vector register
+// instead of one in total, so the adds pipeline (a single chain is bound by the add latency).
+constexpr int kLanes = 64;
+
+template <class T>
+inline float row_sum(const T* __restrict x, int64_t n) {
+  float acc[kLanes] = {};
+  int64_t c = 0;
+  for (; c + kLanes <= n; c += kLanes) {
+    LRP_SIMD
+    for (int j = 0; j < kLanes; ++j) acc[j] += load(x, c + j);
+  }
+  float s = 0.0f;
+  for (; c < n; ++c) s += load(x, c);
+  LRP_SIMD_SUM(s)
+  for (int j = 0; j < kLanes; ++j) s += acc[j];
+  return s;
+}
+
+// sum (x - mu)^2
+template <class T>
+inline float row_sq_dev(const T* __restrict x, int64_t n, float mu) {
+  float acc[kLanes] = {};
+  int64_t c = 0;
+  for (; c + kLanes <= n; c += kLanes) {
+    LRP_SIMD
+    for (int j = 0; j < kLanes; ++j) {
+      const float d = load(x, c + j) - mu;
+      acc[j] += d * d;
+    }
+  }
+  float s = 0.0f;
+  for (; c < n; ++c) {
+    const float d = load(x, c) - mu;
+    s += d * d;
+  }
+  LRP_SIMD_SUM(s)
+  for (int j = 0; j < kLanes; ++j) s += acc[j];
+  return s;
+}
+
+// sum a * b
+template <class A, class B>
+inline float row_dot(const A* __restrict a, const B* __restrict b, int64_t n) {
+  float acc[kLanes] = {};
+  int64_t c = 0;
+  for (; c + kLanes <= n; c += kLanes) {
+    LRP_SIMD
+    for (int j = 0; j < kLanes; ++j) acc[j] += load(a, c + j) * load(b, c + j);
+  }
+  float s = 0.0f;
+  for (; c < n; ++c) s += load(a, c) * load(b, c);
+  LRP_SIMD_SUM(s)
+  for (int j = 0; j < kLanes; ++j) s += acc[j];
+  return s;
+}
+
 // Call f(T{}) with T the element type of a dtype code.
 template <class F>
 inline void dispatch_dtype(int dtype, F&& f) {

@@ -10,23 +10,33 @@
 namespace lrp {
 namespace LRP_ISA_NS {
 
+// One contiguous span; scalars by value and restrict pointers so that the loop vectorizes.
+template <class T>
+static inline void eps_ratio_span(int64_t n, const T* __restrict g, const T* __restrict z,
+                                  float eps, T* __restrict out) {
+  LRP_SIMD
+  for (int64_t c = 0; c < n; ++c) {
+    const float zc = load(z, c);
+    store(out, c, load(g, c) * zc / stabilize(zc, eps));
+  }
+}
+
+template <class T>
+static inline void copy_span(int64_t n, const T* __restrict g, T* __restrict out) {
+  LRP_SIMD
+  for (int64_t c = 0; c < n; ++c) store(out, c, load(g, c));
+}
+
 template <class T>
 static void eps_ratio_kernel(int64_t rows, int64_t cols, const T* grad_z, int64_t g_stride,
                              const T* z, int64_t z_stride, float eps, T* out, int64_t out_stride) {
-  for_each_chunk(rows, cols, [&](int64_t r, int64_t c0, int64_t c1) {
-    const T* gr = grad_z + r * g_stride;
-    const T* zr = z + r * z_stride;
-    T* outr = out + r * out_stride;
-    if (eps == 0.0f) {
-      LRP_SIMD
-      for (int64_t c = c0; c < c1; ++c) store(outr, c, load(gr, c));
-    } else {
-      LRP_SIMD
-      for (int64_t c = c0; c < c1; ++c) {
-        const float zc = load(zr, c);
-        store(outr, c, load(gr, c) * zc / stabilize(zc, eps));
-      }
-    }
+  for_each_chunk(rows, cols, [=](int64_t r, int64_t c0, int64_t c1) {
+    const T* gr = grad_z + r * g_stride + c0;
+    T* outr = out + r * out_stride + c0;
+    if (eps == 0.0f)
+      copy_span(c1 - c0, gr, outr);
+    else
+      eps_ratio_span(c1 - c0, gr, z + r * z_stride + c0, eps, outr);
   });
 }
 

@@ -15,25 +15,38 @@
 namespace lrp {
 namespace LRP_ISA_NS {
 
+// Contiguous spans; scalars by value and restrict pointers so that the loops vectorize.
+template <class T, int Approx>
+static inline void gelu_forward_span(int64_t n, const T* __restrict u, T* __restrict out) {
+  LRP_SIMD
+  for (int64_t c = 0; c < n; ++c) {
+    const float x = load(u, c);
+    store(out, c, x * gelu_over_u(x, Approx));
+  }
+}
+
+template <class T, int Approx, bool WithEps>
+static inline void gelu_backward_span(int64_t n, const T* __restrict g, const T* __restrict u,
+                                      float eps, T* __restrict out) {
+  LRP_SIMD
+  for (int64_t c = 0; c < n; ++c) {
+    const float x = load(u, c);
+    float factor = gelu_factor(x, Approx);
+    if (WithEps) factor = factor * x / stabilize(x, eps);
+    store(out, c, load(g, c) * factor);
+  }
+}
+
 template <class T>
 static void gelu_forward_kernel(int approximate, int64_t rows, int64_t cols, const T* u,
                                 int64_t u_stride, T* out, int64_t out_stride) {
-  for_each_chunk(rows, cols, [&](int64_t r, int64_t c0, int64_t c1) {
-    const T* ur = u + r * u_stride;
-    T* outr = out + r * out_stride;
-    if (approximate == kGeluTanh) {
-      LRP_SIMD
-      for (int64_t c = c0; c < c1; ++c) {
-        const float x = load(ur, c);
-        store(outr, c, x * gelu_over_u(x, kGeluTanh));
-      }
-    } else {
-      LRP_SIMD
-      for (int64_t c = c0; c < c1; ++c) {
-        const float x = load(ur, c);
-        store(outr, c, x * gelu_over_u(x, kGeluErf));
-      }
-    }
+  for_each_chunk(rows, cols, [=](int64_t r, int64_t c0, int64_t c1) {
+    const T* ur = u + r * u_stride + c0;
+    T* outr = out + r * out_stride + c0;
+    if (approximate == kGeluTanh)
+      gelu_forward_span<T, kGeluTanh>(c1 - c0, ur, outr);
+    else
+      gelu_forward_span<T, kGeluErf>(c1 - c0, ur, outr);
   });
 }
 
@@ -41,17 +54,10 @@ template <class T, int Approx, bool WithEps>
 static void gelu_backward_kernel(int64_t rows, int64_t cols, const T* grad_h, int64_t g_stride,
                                  const T* u, int64_t u_stride, float eps, T* out,
                                  int64_t out_stride) {
-  for_each_chunk(rows, cols, [&](int64_t r, int64_t c0, int64_t c1) {
-    const T* gr = grad_h + r * g_stride;
-    const T* ur = u + r * u_stride;
-    T* outr = out + r * out_stride;
-    LRP_SIMD
-    for (int64_t c = c0; c < c1; ++c) {
-      const float x = load(ur, c);
-      float factor = gelu_factor(x, Approx);
-      if (WithEps) factor = factor * x / stabilize(x, eps);
-      store(outr, c, load(gr, c) * factor);
-    }
+  for_each_chunk(rows, cols, [=](int64_t r, int64_t c0, int64_t c1) {
+    gelu_backward_span<T, Approx, WithEps>(c1 - c0, grad_h + r * g_stride + c0,
+                                           u + r * u_stride + c0, eps,
+                                           out + r * out_stride + c0);
   });
 }
 

@@ -20,16 +20,8 @@ static void layer_norm_forward_kernel(int64_t rows, int64_t cols, const T* x, in
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * x_stride;
     T* yr = y + r * y_stride;
-    float sum = 0.0f;
-    LRP_SIMD_SUM(sum)
-    for (int64_t c = 0; c < cols; ++c) sum += load(xr, c);
-    const float mu = sum / float(cols);
-    float sq = 0.0f;
-    LRP_SIMD_SUM(sq)
-    for (int64_t c = 0; c < cols; ++c) {
-      const float d = load(xr, c) - mu;
-      sq += d * d;
-    }
+    const float mu = row_sum(xr, cols) / float(cols);
+    const float sq = row_sq_dev(xr, cols, mu);
     const float rs = 1.0f / std::sqrt(sq / float(cols) + eps);
     if (weight != nullptr && bias != nullptr) {
       LRP_SIMD
@@ -58,17 +50,12 @@ static void layer_norm_backward_kernel(int64_t rows, int64_t cols, const T* grad
     const T* gr = grad_y + r * g_stride;
     T* outr = grad_x + r * out_stride;
     const float rs = rstd[r];
-    float sum = 0.0f;
     if (weight != nullptr) {
-      LRP_SIMD_SUM(sum)
-      for (int64_t c = 0; c < cols; ++c) sum += load(gr, c) * weight[c];
-      const float m = sum / float(cols);
+      const float m = row_dot(gr, weight, cols) / float(cols);
       LRP_SIMD
       for (int64_t c = 0; c < cols; ++c) store(outr, c, (load(gr, c) * weight[c] - m) * rs);
     } else {
-      LRP_SIMD_SUM(sum)
-      for (int64_t c = 0; c < cols; ++c) sum += load(gr, c);
-      const float m = sum / float(cols);
+      const float m = row_sum(gr, cols) / float(cols);
       LRP_SIMD
       for (int64_t c = 0; c < cols; ++c) store(outr, c, (load(gr, c) - m) * rs);
     }

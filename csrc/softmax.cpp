@@ -69,9 +69,7 @@ static void softmax_backward_kernel(int64_t rows, int64_t cols, const T* grad_p,
     const T* gr = grad_p + r * g_stride;
     const T* pr = probs + r * p_stride;
     T* outr = grad_s + r * out_stride;
-    float dot = 0.0f;
-    LRP_SIMD_SUM(dot)
-    for (int64_t c = 0; c < cols; ++c) dot += load(pr, c) * load(gr, c);
+    const float dot = row_dot(pr, gr, cols);
     LRP_SIMD
     for (int64_t c = 0; c < cols; ++c) {
       const float p = load(pr, c);
