@@ -404,6 +404,18 @@ def _load_tokenizer(model_path: Path):
         raise CheckpointError(f"{model_path}: cannot load the tokenizer: {first}") from None
 
 
+def _check_seq_length(model_path: Path, max_seq_length: int) -> None:
+    try:
+        model_config = json.loads((model_path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{model_path / 'config.json'}: unreadable ({type(exc).__name__})") from None
+    limit = model_config.get("max_position_embeddings")
+    if isinstance(limit, int) and model_config.get("model_type") in ("roberta", "xlm-roberta", "camembert"):
+        limit -= 2  # RoBERTa positions start after the padding index
+    if isinstance(limit, int) and max_seq_length > limit:
+        raise InputError(f"--max-seq-length {max_seq_length} exceeds the model's {limit} positions ({model_path})")
+
+
 def _device(config: TrainConfig):
     import torch
 
@@ -435,6 +447,7 @@ def fine_tune(config: TrainConfig):
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     model_path = resolve_model_path(config.model)
+    _check_seq_length(model_path, config.max_seq_length)
     out, state_path = _prepare_output(config)
     saved = None
     if state_path is not None:

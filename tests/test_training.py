@@ -286,6 +286,7 @@ def test_cli_train_generic_task(tiny_bert, tmp_path, capsys):
         (["--model", "/nonexistent/ckpt"], "/nonexistent/ckpt: checkpoint directory not found"),
         (["--lr", "0"], "--lr must be positive"),
         (["--task", "sst-2"], "unknown task 'sst-2'"),
+        (["--max-seq-length", "600"], "--max-seq-length 600 exceeds the model's 512 positions"),
     ],
 )
 def test_cli_bad_arguments(tmp_path, capsys, args, message):
