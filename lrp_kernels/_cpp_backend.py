@@ -8,7 +8,8 @@ contiguous last dimension (views, expanded tensors) is passed as it is; any othe
 contiguous first. Outputs are new contiguous tensors. What the kernels do not cover (float64,
 mismatched dtypes or shapes, empty tensors) runs the torch reference of
 :mod:`lrp_kernels.ops._torch_backend`, which defines the same math. The GEMMs of attention stay on
-``torch.matmul``; its softmax runs here.
+``torch.matmul`` around the softmax kernels, unless the reference runs that attention as one fused
+aten kernel (then it is used as it is).
 """
 
 from __future__ import annotations
@@ -274,13 +275,26 @@ def gelu_eps_ratio(grad_h, u, eps, approximate="none"):
     return _elementwise("gelu_eps_ratio", grad_h, [grad_h, u], float(eps), prefix=(code,))
 
 
+def _reference_fuses(q, mode) -> bool:
+    """Whether the torch reference runs this attention as one fused aten kernel (FlashAttention
+    style, no stored probabilities): then it is used as it is, being both faster and leaner than
+    matmuls around the softmax kernels. Otherwise (cp_lrp, which needs P; CUDA) the softmax runs
+    here."""
+    fuses = getattr(_ref, "_use_flash", None)
+    return bool(fuses(q, mode)) if fuses is not None else False
+
+
 def attention_forward(q, k, v, mask, scale, mode):
+    if _reference_fuses(q, mode):
+        return _ref.attention_forward(q, k, v, mask, scale, mode)
     scores = torch.matmul(q, k.transpose(-1, -2))
     probs = softmax_forward(scores, mask, scale)
     return torch.matmul(probs, v), (probs,)
 
 
 def attention_backward(grad_out, q, k, v, mask, scale, mode, saved):
+    if _reference_fuses(q, mode):
+        return _ref.attention_backward(grad_out, q, k, v, mask, scale, mode, saved)
     (probs,) = saved
     grad_v = torch.matmul(probs.transpose(-1, -2), grad_out)
     if mode == "cp_lrp":

@@ -315,12 +315,18 @@ def test_float64_runs_the_reference():
 @needs_ext
 @pytest.mark.parametrize("mode", ["attnlrp", "cp_lrp", "grad"])
 def test_attention_host_functions(mode):
-    q, k, v = (randn(2, 3, 9, 8, seed=s) for s in range(3))
-    mask = padding_mask(2, 9, "cpu")
+    """Whichever way the backend runs attention (its softmax kernels around matmuls, or the
+    reference's fused kernel), forward and backward agree with the reference. Fully padded batch
+    items are left out: aten's fused CPU attention, which the reference may use, does not give
+    them the uniform softmax (the softmax tests cover them)."""
+    q, k, v = (randn(3, 3, 9, 8, seed=s) for s in range(3))
+    mask = torch.zeros(3, 9)
+    mask[1, 5:] = MIN
+    mask[2, 1:] = MIN
     out, saved = cpp.attention_forward(q, k, v, mask, 8**-0.5, mode)
     out_ref, saved_ref = ref.attention_forward(q, k, v, mask, 8**-0.5, mode)
     assert_matches(out, out_ref, 1e-5, 1e-5)  # float32, see DTYPES
-    grad_out = randn(2, 3, 9, 8, seed=4)
+    grad_out = randn(3, 3, 9, 8, seed=4)
     grads = cpp.attention_backward(grad_out, q, k, v, mask, 8**-0.5, mode, saved)
     grads_ref = ref.attention_backward(grad_out, q, k, v, mask, 8**-0.5, mode, saved_ref)
     for a, e in zip(grads, grads_ref):
