@@ -34,17 +34,26 @@ def layer_norm_forward(x, weight, bias, eps):
 
 
 def layer_norm_backward(grad_y, weight, rstd):
+    # LayerNorm's own backward is rstd·(w·g − mean(w·g) − x̂·mean(w·g·x̂)); with σ held constant the
+    # x̂ term is absent, which is what aten's fused kernel computes when given x̂ ≡ 0 (input = mean = 0).
+    if grad_y.device.type == "cpu" and grad_y.dtype in (torch.float32, torch.float64):
+        rstd = rstd.to(grad_y.dtype).unsqueeze(-1)
+        zero_mean = torch.zeros_like(rstd)
+        grad_x, _, _ = torch.ops.aten.native_layer_norm_backward(
+            grad_y, torch.zeros_like(grad_y), grad_y.shape[-1:], zero_mean, rstd, weight, None,
+            [True, False, False],
+        )
+        return grad_x
     g = _acc(grad_y)
-    if weight is not None:
-        g = g * _acc(weight)
-    g = g - g.mean(dim=-1, keepdim=True)
-    return (g * rstd.unsqueeze(-1).to(g.dtype)).to(grad_y.dtype)
+    g = g * _acc(weight) if weight is not None else g.clone()
+    g.sub_(g.mean(dim=-1, keepdim=True))
+    return g.mul_(rstd.unsqueeze(-1).to(g.dtype)).to(grad_y.dtype)
 
 
 def softmax_forward(scores, mask, scale):
     s = _acc(scores) * scale
     if mask is not None:
-        s = s + mask[:, None, None, :].to(s.dtype)
+        s.add_(mask[:, None, None, :].to(s.dtype))
     return torch.softmax(s, dim=-1).to(scores.dtype)
 
 
@@ -61,8 +70,12 @@ def softmax_backward(grad_p, probs, factor):
 def eps_ratio(grad_z, z, eps):
     if eps == 0:
         return grad_z
-    zf = _acc(z)
-    return (_acc(grad_z) * zf / stabilize(zf, eps)).to(grad_z.dtype)
+    # g·z / (z + ε·sign z) = g·|z| / (|z| + ε), bit for bit in IEEE arithmetic: for z < 0 both the
+    # numerator and the denominator only change sign, and z = 0 gives 0/ε = 0 either way. No sign
+    # tensor is needed: |z|, then g·|z| and its division by |z| + ε in place.
+    a = _acc(z).abs()
+    out = _acc(grad_z) * a
+    return out.div_(a.add_(eps)).to(grad_z.dtype)
 
 
 def _gelu(u: torch.Tensor, approximate: str) -> torch.Tensor:
@@ -85,14 +98,39 @@ def gelu_backward(grad_h, u, approximate="none"):
 
 
 def gelu_eps_ratio(grad_h, u, eps, approximate="none"):
+    if eps == 0:
+        return gelu_backward(grad_h, u, approximate)
+    # GELU(u)/u · u/(u + ε·sign u) = |GELU(u)| / (|u| + ε): GELU(u) = u·Φ(u) has the sign of u. The
+    # quotient needs no guard at u → 0 (0/ε = 0; for |u| < 1e-6 it is Φ(u)·|u|/(|u| + ε), within
+    # |u| < 1e-6 relative of the guarded ½·u/(u + ε·sign u)).
     uf = _acc(u)
-    factor = _gelu_factor(uf, approximate)
-    if eps != 0:
-        factor = factor * uf / stabilize(uf, eps)
-    return (_acc(grad_h) * factor).to(grad_h.dtype)
+    factor = _gelu(uf, approximate).abs_()
+    factor.div_(uf.abs().add_(eps))
+    return factor.mul_(_acc(grad_h)).to(grad_h.dtype)
+
+
+def _flash_mask(mask, dtype):
+    """The additive [B, L] float32 mask as aten's CPU flash attention takes it: [B, 1, 1, L], q's dtype."""
+    if mask is None:
+        return None
+    if torch.finfo(dtype).max < torch.finfo(mask.dtype).max:  # float16: keep padding finite
+        mask = mask.clamp(min=torch.finfo(dtype).min)
+    return mask.to(dtype)[:, None, None, :]
+
+
+def _use_flash(q, mode):
+    """On the CPU the forward is aten's fused attention (the kernel of ``F.scaled_dot_product_attention``):
+    bit for bit the plain model's forward, and no [B, H, L, L] tensor is stored. "grad" and
+    "attnlrp" take its fused backward (attnlrp's is the plain one scaled); cp_lrp recomputes P."""
+    return q.device.type == "cpu"
 
 
 def attention_forward(q, k, v, mask, scale, mode):
+    if _use_flash(q, mode):
+        out, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            q, k, v, 0.0, False, attn_mask=_flash_mask(mask, q.dtype), scale=scale
+        )
+        return out, (() if mode == "cp_lrp" else (out, logsumexp))
     scores = torch.matmul(q, k.transpose(-1, -2))
     probs = softmax_forward(scores, mask, scale)
     out = torch.matmul(probs, v)
@@ -100,6 +138,19 @@ def attention_forward(q, k, v, mask, scale, mode):
 
 
 def attention_backward(grad_out, q, k, v, mask, scale, mode, saved):
+    if _use_flash(q, mode):
+        if mode == "cp_lrp":
+            probs = softmax_forward(torch.matmul(q, k.transpose(-1, -2)), mask, scale)
+            return None, None, torch.matmul(probs.transpose(-1, -2), grad_out)
+        out, logsumexp = saved
+        grad_q, grad_k, grad_v = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            grad_out, q, k, v, out, logsumexp, 0.0, False, attn_mask=_flash_mask(mask, q.dtype), scale=scale
+        )
+        if mode == "attnlrp":  # exact: the factors are powers of two
+            grad_q.mul_(0.25)
+            grad_k.mul_(0.25)
+            grad_v.mul_(0.5)
+        return grad_q, grad_k, grad_v
     (probs,) = saved
     if mode == "cp_lrp":
         return None, None, torch.matmul(probs.transpose(-1, -2), grad_out)

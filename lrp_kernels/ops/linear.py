@@ -38,6 +38,9 @@ class LRPLinearFunction(torch.autograd.Function):
         z = F.linear(x, weight, bias)
         approximate = ACTIVATIONS[activation]
         ctx.eps, ctx.approximate, ctx.impl = eps, approximate, impl
+        # A consumer that passes no gradient (the Q and K projections under cp_lrp) gets None here
+        # rather than zeros, and the backward GEMM is skipped.
+        ctx.set_materialize_grads(False)
         if approximate is None:
             ctx.save_for_backward(weight, z if eps != 0 else None)
             return z
@@ -46,6 +49,8 @@ class LRPLinearFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        if grad_out is None:
+            return None, None, None, None, None, None
         weight, z = ctx.saved_tensors
         fused = getattr(ctx.impl, "linear_backward", None)
         if fused is not None:
