@@ -1,0 +1,203 @@
+"""Timing and memory measurement shared by ``lrp-kernels bench`` and ``benchmarks/``.
+
+What is timed (one callable per row, each returning nothing):
+
+``forward``        the logits under ``torch.no_grad`` — the price of a prediction
+``gradient``       the plain gradient of the target logit w.r.t. the embedding sum with frozen
+                   parameters (one forward with autograd, one backward of plain torch ops): the
+                   floor an LRP method that is "one modified backward" is measured against
+``<method>``       :func:`lrp_kernels.attribute` with that method (``grad_x_input`` is the same
+                   gradient plus the input product, through the public entry point)
+
+Times are medians of ``repeat`` runs after ``warmup`` runs. Rows that are compared with each other
+are timed *interleaved* (round-robin: one run of each, ``repeat`` times) so that a slow phase of a
+shared machine hits all of them alike. Peak memory is the CUDA allocator's peak on a GPU and, on the
+CPU, the peak of bytes held by tensors that the profiler's memory tracking sees
+(:func:`cpu_peak_bytes`), both measured in a separate run above the memory held before the call.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+BERT_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+
+
+@dataclass
+class Timing:
+    """Median seconds (and all samples) and peak bytes of one benchmarked callable."""
+
+    name: str
+    samples: list[float] = field(default_factory=list)
+    peak_bytes: int | None = None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def spread(self) -> float:
+        """Interquartile range relative to the median (0.05 = ±5 % jitter)."""
+        if len(self.samples) < 4:
+            return 0.0
+        q = statistics.quantiles(self.samples, n=4)
+        return (q[2] - q[0]) / self.median
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(fns: dict[str, Callable[[], object]], device, repeat: int = 5, warmup: int = 1) -> dict[str, Timing]:
+    """Median wall time of every callable, run round-robin ``repeat`` times after ``warmup`` rounds."""
+    device = torch.device(device)
+    timings = {name: Timing(name) for name in fns}
+    for round_index in range(warmup + repeat):
+        for name, fn in fns.items():
+            synchronize(device)
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            if round_index >= warmup:
+                timings[name].samples.append(time.perf_counter() - start)
+    return timings
+
+
+def cpu_peak_bytes(fn: Callable[[], object]) -> int:
+    """Peak bytes held by CPU tensors during ``fn()``, above what was held before it.
+
+    Replays the allocation events of :mod:`torch.profiler` (``profile_memory=True``): every
+    allocation and free of the CPU allocator in order, so the peak is exact for tensors (not the
+    process RSS, which also counts the allocator's cached pages and the interpreter).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted(
+        (event.start_ns(), event.nbytes())
+        for event in prof.profiler.kineto_results.events()
+        if event.name() == "[memory]" and event.device_type() == torch.autograd.DeviceType.CPU
+    )
+    held = peak = 0
+    for _, delta in events:
+        held += delta
+        peak = max(peak, held)
+    return peak
+
+
+def peak_bytes(fn: Callable[[], object], device) -> int:
+    """Peak bytes allocated during ``fn()`` above the memory held before the call."""
+    device = torch.device(device)
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    return cpu_peak_bytes(fn)
+
+
+def measure(fns: dict[str, Callable[[], object]], device, repeat: int = 5, warmup: int = 1,
+            memory: bool = True) -> dict[str, Timing]:
+    """Interleaved timings of ``fns`` and, with ``memory``, the peak memory of one more run of each."""
+    timings = time_interleaved(fns, device, repeat=repeat, warmup=warmup)
+    if memory:
+        for name, fn in fns.items():
+            timings[name].peak_bytes = peak_bytes(fn, device)
+    return timings
+
+
+def random_bert(num_labels: int = 2, seed: int = 0, dtype=torch.float32, device="cpu", **sizes):
+    """A BERT classifier with random weights (normal, std 0.02; LayerNorm γ = 1, β = 0), eval mode,
+    frozen. ``sizes`` override :data:`BERT_BASE` (hidden_size, num_hidden_layers, ...)."""
+    from lrp_kernels.models.bert import BertClassifier
+    from lrp_kernels.models.config import ModelConfig
+
+    config = ModelConfig(**{**BERT_BASE, **sizes}, num_labels=num_labels)
+    model = BertClassifier(config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "LayerNorm" in name:
+                param.fill_(1.0 if name.endswith("weight") else 0.0)
+            elif name.endswith("bias"):
+                param.zero_()
+            else:
+                param.copy_(torch.randn(param.shape, generator=generator) * config.initializer_range)
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def random_inputs(config, batch: int, seq: int, seed: int = 0, device="cpu", padded: bool = False):
+    """Token ids (``[CLS] … [SEP]`` shaped, ids ≥ 5), all-ones mask or, with ``padded``, a mask whose
+    rows keep between half and all of the tokens; token type ids are zeros."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, config.vocab_size, (batch, seq), generator=generator)
+    mask = torch.ones(batch, seq, dtype=torch.long)
+    if padded:
+        lengths = torch.randint(max(1, seq // 2), seq + 1, (batch,), generator=generator)
+        mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()
+        ids = ids.masked_fill(mask == 0, config.pad_token_id)
+    return ids.to(device), mask.to(device), torch.zeros_like(ids).to(device)
+
+
+def plain_gradient(model, input_ids, attention_mask, token_type_ids, target=None):
+    """∂ logit_target / ∂ e at the embedding sum e with frozen parameters: one forward, one backward
+    of the plain ops (no LRP function anywhere). Returns the gradient [B, L, hidden]."""
+    with torch.no_grad():
+        e = model.embed(input_ids, token_type_ids)
+    e.requires_grad_(True)
+    with torch.enable_grad():
+        logits = model.forward_from_embeddings(e, attention_mask)
+        if target is None:
+            target = logits.detach().argmax(dim=-1)
+        (grad,) = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), e)
+    return grad
+
+
+def standard_rows(model, input_ids, attention_mask, token_type_ids, methods: Sequence[str],
+                  backend: str | None = None, eps: float = 1e-6) -> dict[str, Callable[[], object]]:
+    """The callables of ``forward``, ``gradient`` and every method, on the same inputs."""
+    from lrp_kernels.attribution import attribute
+
+    def forward():
+        with torch.no_grad():
+            return model(input_ids, attention_mask, token_type_ids)
+
+    rows: dict[str, Callable[[], object]] = {
+        "forward": forward,
+        "gradient": lambda: plain_gradient(model, input_ids, attention_mask, token_type_ids),
+    }
+    for method in methods:
+        rows[method] = (lambda m: lambda: attribute(
+            model, input_ids, attention_mask, token_type_ids, method=m, backend=backend, eps=eps))(method)
+    return rows
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain-text table, columns right-aligned except the first."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for n, row in enumerate(cells):
+        parts = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        lines.append("  ".join(parts))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def mib(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 2**20:.1f}" if n >= 10 * 2**20 else f"{n / 2**20:.2f}"

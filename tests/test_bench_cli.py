@@ -1,0 +1,53 @@
+"""``lrp-kernels bench`` on a tiny random model: the table's rows and columns, and user errors."""
+
+import pytest
+
+from lrp_kernels.cli import USER_ERROR, main
+
+BASE = ["bench", "--model", "tiny", "--batch", "2", "--seq", "8", "--repeat", "2", "--warmup", "0", "--threads", "1"]
+
+
+def _table(out: str) -> dict[str, list[str]]:
+    lines = out.strip().splitlines()
+    header = lines.index(next(line for line in lines if line.startswith("row")))
+    return {cells[0]: cells[1:] for cells in (line.split() for line in lines[header + 2:])}
+
+
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_bench_prints_every_row_with_ratios_throughput_and_memory(capsys, backend):
+    assert main(BASE + ["--backend", backend, "--methods", "attnlrp,cp_lrp"]) == 0
+    out = capsys.readouterr().out
+    assert "batch 2 x seq 8" in out and "tiny" in out
+    rows = _table(out)
+    assert list(rows) == ["forward", "gradient", "attnlrp", "cp_lrp"]
+    for name, (ms, iqr, x_forward, x_gradient, tokens_per_s, peak) in rows.items():
+        assert float(ms) > 0 and iqr.endswith("%")
+        # tokens/s is batch·seq over the median time (both printed rounded).
+        assert float(tokens_per_s) == pytest.approx(16 / (float(ms) / 1e3), rel=0.1)
+        assert float(peak) >= 0
+    assert rows["forward"][2] == "1.00" and rows["gradient"][3] == "1.00"
+    # The gradient keeps activations for its backward: it holds memory that no_grad forward frees.
+    assert float(rows["gradient"][5]) > 0
+
+
+def test_bench_without_memory_prints_dashes(capsys):
+    assert main(BASE + ["--methods", "grad_x_input", "--no-memory"]) == 0
+    rows = _table(capsys.readouterr().out)
+    assert all(cells[-1] == "-" for cells in rows.values())
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--methods", "nope"], "unknown method 'nope'"),
+        (["--model", "no/such/dir"], "neither one of"),
+        (["--batch", "0"], "--batch must be >= 1"),
+        (["--dtype", "int8"], "unknown dtype"),
+        (["--backend", "gpu"], "unknown backend"),
+        (["--seq", "100000"], "exceeds the model's"),
+    ],
+)
+def test_bench_user_errors_are_one_line(capsys, extra, message):
+    assert main(BASE + extra) == USER_ERROR
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
