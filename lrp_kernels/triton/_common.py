@@ -53,16 +53,31 @@ def is_hopper() -> bool:
     return _capability(torch.cuda.current_device())[0] >= 9
 
 
-def autotune(*, ampere: list[triton.Config], hopper: list[triton.Config], interpret: triton.Config, key: list[str]):
+def shared_memory_limit() -> int:
+    """Shared memory one block may use on the current CUDA device (bytes)."""
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    return getattr(props, "shared_memory_per_block_optin", 0) or (227 if is_hopper() else 99) * 1024
+
+
+def autotune(*, ampere: list[triton.Config], hopper: list[triton.Config], interpret: triton.Config, key: list[str],
+             shared_bytes=None):
     """``triton.autotune`` over the Ampere or Hopper list (picked per launch from the device), or
-    the single ``interpret`` config under the interpreter."""
+    the single ``interpret`` config under the interpreter.
+
+    ``shared_bytes(config, named_args)``, when given, estimates a config's shared memory; configs
+    over the device's limit are dropped before benchmarking (unless none would be left).
+    """
     if INTERPRETED:
         return triton.autotune(configs=[interpret], key=key)
     ids_hopper = {id(c) for c in hopper}
 
     def by_arch(configs, named_args, **kwargs):
         want_hopper = is_hopper()
-        return [c for c in configs if (id(c) in ids_hopper) == want_hopper]
+        chosen = [c for c in configs if (id(c) in ids_hopper) == want_hopper]
+        if shared_bytes is not None:
+            limit = shared_memory_limit()
+            chosen = [c for c in chosen if shared_bytes(c, named_args) <= limit] or chosen
+        return chosen
 
     return triton.autotune(configs=ampere + hopper, key=key, prune_configs_by={"early_config_prune": by_arch})
 
@@ -72,8 +87,14 @@ ELEMENTWISE = dict(
     ampere=[triton.Config({"BLOCK": 1024}, num_warps=4), triton.Config({"BLOCK": 2048}, num_warps=8)],
     hopper=[triton.Config({"BLOCK": 2048}, num_warps=4), triton.Config({"BLOCK": 4096}, num_warps=8)],
     interpret=triton.Config({"BLOCK": 256}, num_warps=1),
-    key=["N"],
+    key=["N_BUCKET"],
 )
+
+
+def bucket(n: int) -> int:
+    """The autotuning key of a size: its next power of two, so that every new batch or sequence
+    length does not trigger a new round of benchmarks (configs depend on the order of magnitude)."""
+    return triton.next_power_of_2(max(int(n), 1))
 
 
 def next_pow2(n: int, floor: int = 16) -> int:

@@ -46,7 +46,7 @@ import triton.language as tl
 from lrp_kernels.errors import InputError
 from lrp_kernels.ops import _torch_backend as _ref
 
-from ._common import autotune, cast, dot_precision, mm, next_pow2, reduce_max, reduce_sum, use_reference
+from ._common import autotune, bucket, cast, dot_precision, mm, next_pow2, reduce_max, reduce_sum, use_reference
 
 MODES = ("grad", "attnlrp", "cp_lrp")
 MAX_HEAD_DIM = 256
@@ -60,20 +60,20 @@ _FORWARD = dict(
     ampere=[_cfg(128, 64, 3, 4), _cfg(128, 128, 2, 8), _cfg(64, 64, 3, 4), _cfg(128, 32, 4, 4)],
     hopper=[_cfg(128, 128, 3, 8), _cfg(128, 64, 4, 4), _cfg(128, 64, 3, 8), _cfg(64, 128, 3, 4)],
     interpret=_cfg(32, 16, 1, 1),
-    key=["L", "D"],
+    key=["L_BUCKET", "D"],
 )
 # dK/dV: BLOCK_N keys per program, BLOCK_M query rows per step; dQ: BLOCK_M queries, BLOCK_N keys.
 _BACKWARD = dict(
     ampere=[_cfg(64, 64, 2, 4), _cfg(32, 64, 3, 4), _cfg(64, 128, 2, 8), _cfg(128, 64, 2, 8)],
     hopper=[_cfg(64, 128, 3, 8), _cfg(128, 128, 2, 8), _cfg(64, 64, 3, 4), _cfg(32, 128, 3, 4)],
     interpret=_cfg(16, 32, 1, 1),
-    key=["L", "D"],
+    key=["L_BUCKET", "D"],
 )
 _DELTA = dict(
     ampere=[_cfg(64, 1, 1, 4)],
     hopper=[_cfg(128, 1, 1, 4)],
     interpret=_cfg(32, 1, 1, 1),
-    key=["L", "D"],
+    key=["L_BUCKET", "D"],
 )
 
 
@@ -91,6 +91,7 @@ def _attention_forward_kernel(
     smb,  # mask row stride
     H,  # i32 heads
     L,  # i32 sequence length
+    L_BUCKET,  # next power of two ≥ L: the autotuning key, not read
     D,  # i32 head dim
     scale,  # f32 score scale (1/√D)
     HAS_MASK: tl.constexpr,  # bool
@@ -155,6 +156,7 @@ def _attention_delta_kernel(
     sgb, sgh, sgl, sgd,  # grad_out strides
     H,  # i32 heads
     L,  # i32 sequence length
+    L_BUCKET,  # next power of two ≥ L: the autotuning key, not read
     D,  # i32 head dim
     BLOCK_M: tl.constexpr,  # rows per program
     BLOCK_N: tl.constexpr,  # unused (shared config shape)
@@ -191,6 +193,7 @@ def _attention_backward_dkdv_kernel(
     smb,  # mask row stride
     H,  # i32 heads
     L,  # i32 sequence length
+    L_BUCKET,  # next power of two ≥ L: the autotuning key, not read
     D,  # i32 head dim
     scale,  # f32 score scale
     qk_factor,  # f32 factor on g_K (scale · ¼ for attnlrp, scale for grad)
@@ -266,6 +269,7 @@ def _attention_backward_dq_kernel(
     smb,  # mask row stride
     H,  # i32 heads
     L,  # i32 sequence length
+    L_BUCKET,  # next power of two ≥ L: the autotuning key, not read
     D,  # i32 head dim
     scale,  # f32 score scale
     qk_factor,  # f32 factor on g_Q (scale · ¼ for attnlrp, scale for grad)
@@ -361,7 +365,7 @@ def attention_forward(q, k, v, mask, scale: float, mode: str):
         _attention_forward_kernel[grid](
             q, k, v, mask_t, out, row_max, row_log_sum,
             *q.stride(), *k.stride(), *v.stride(), smb,
-            heads, length, dim, float(scale),
+            heads, length, bucket(length), dim, float(scale),
             HAS_MASK=has_mask, DOT_PRECISION=dot_precision(q.dtype), BLOCK_D=next_pow2(dim),
         )
     if mode == "cp_lrp":
@@ -406,18 +410,18 @@ def attention_backward(grad_out, q, k, v, mask, scale: float, mode: str, saved):
         out = out.contiguous()
         delta = torch.empty_like(row_max)
         _attention_delta_kernel[lambda meta: (triton.cdiv(length, meta["BLOCK_M"]), bsz * heads)](
-            out, grad_out, delta, *grad_out.stride(), heads, length, dim, BLOCK_D=block_d,
+            out, grad_out, delta, *grad_out.stride(), heads, length, bucket(length), dim, BLOCK_D=block_d,
         )
     strides = (*q.stride(), *k.stride(), *v.stride(), *grad_out.stride(), smb)
     _attention_backward_dkdv_kernel[lambda meta: (triton.cdiv(length, meta["BLOCK_N"]), bsz * heads)](
         q, k, v, grad_out, mask_t, row_max, row_log_sum, delta, gk if compute_qk else gv, gv,
-        *strides, heads, length, dim, float(scale), float(qk_factor), float(v_factor),
+        *strides, heads, length, bucket(length), dim, float(scale), float(qk_factor), float(v_factor),
         HAS_MASK=has_mask, COMPUTE_QK=compute_qk, DOT_PRECISION=prec, BLOCK_D=block_d,
     )
     if compute_qk:
         _attention_backward_dq_kernel[lambda meta: (triton.cdiv(length, meta["BLOCK_M"]), bsz * heads)](
             q, k, v, grad_out, mask_t, row_max, row_log_sum, delta, gq,
-            *strides, heads, length, dim, float(scale), float(qk_factor),
+            *strides, heads, length, bucket(length), dim, float(scale), float(qk_factor),
             HAS_MASK=has_mask, DOT_PRECISION=prec, BLOCK_D=block_d,
         )
     return gq, gk, gv

@@ -25,7 +25,7 @@ import triton.language as tl
 from lrp_kernels.errors import InputError
 from lrp_kernels.ops import _torch_backend as _ref
 
-from ._common import ELEMENTWISE, autotune, cast, stabilized_ratio, use_reference
+from ._common import ELEMENTWISE, autotune, bucket, cast, stabilized_ratio, use_reference
 
 GELU_GUARD = _ref.GELU_GUARD
 _APPROXIMATE = {"none": False, "tanh": True}
@@ -56,6 +56,7 @@ def _gelu_forward_kernel(
     u_ptr,  # *T   [N] pre-activation (contiguous)
     h_ptr,  # *T   [N] output gelu(u)
     N,  # i32/i64  number of elements
+    N_BUCKET,  # next power of two ≥ N: the autotuning key, not read
     APPROX_TANH: tl.constexpr,  # bool: tanh approximation instead of erf
     BLOCK: tl.constexpr,  # elements per program
 ):
@@ -73,6 +74,7 @@ def _gelu_backward_kernel(
     u_ptr,  # *T   [N] GELU input u (forward value)
     out_ptr,  # *T [N] modified gradient at u
     N,  # i32/i64  number of elements
+    N_BUCKET,  # next power of two ≥ N: the autotuning key, not read
     eps,  # f32  ε of the linear that produced u (read only when HAS_EPS)
     HAS_EPS: tl.constexpr,  # bool: multiply by the stabilizer u/(u + ε·sign u)
     APPROX_TANH: tl.constexpr,  # bool: tanh approximation instead of erf
@@ -108,7 +110,7 @@ def gelu_forward(u: torch.Tensor, approximate: str = "none") -> torch.Tensor:
     h = torch.empty_like(u_c)
     n = u_c.numel()
     if n:
-        _gelu_forward_kernel[lambda meta: _grid(meta, n)](u_c, h, n, APPROX_TANH=tanh)
+        _gelu_forward_kernel[lambda meta: _grid(meta, n)](u_c, h, n, bucket(n), APPROX_TANH=tanh)
     return h
 
 
@@ -121,7 +123,7 @@ def _backward(grad_h, u, eps, approximate):
     n = g_c.numel()
     if n:
         _gelu_backward_kernel[lambda meta: _grid(meta, n)](
-            g_c, u_c, out, n, float(eps), HAS_EPS=eps != 0, APPROX_TANH=tanh
+            g_c, u_c, out, n, bucket(n), float(eps), HAS_EPS=eps != 0, APPROX_TANH=tanh
         )
     return out
 

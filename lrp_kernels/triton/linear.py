@@ -34,7 +34,7 @@ import triton.language as tl
 from lrp_kernels.errors import InputError
 from lrp_kernels.ops import _torch_backend as _ref
 
-from ._common import ELEMENTWISE, autotune, cast, dot_precision, mm, rows, stabilized_ratio, use_reference
+from ._common import ELEMENTWISE, autotune, bucket, cast, dot_precision, mm, rows, stabilized_ratio, use_reference
 from .gelu import approximate_flag, gelu_factor
 
 # Operand rules applied on load (constexpr RULE of the GEMM).
@@ -44,6 +44,14 @@ _PLAIN, _EPS, _GELU, _GELU_EPS = 0, 1, 2, 3
 def _gemm_config(bm, bn, bk, stages, warps):
     meta = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8}
     return triton.Config(meta, num_stages=stages, num_warps=warps)
+
+
+def gemm_shared_bytes(config: triton.Config, element_bytes: int) -> int:
+    """Shared memory of a GEMM config: one A and one B tile per pipeline stage, plus one more stage
+    (the A tile is transformed in registers and staged again before the MMA) — matches what
+    Triton 3.9 allocates for sm_90 and over-estimates sm_80 slightly."""
+    kw = config.kwargs
+    return (config.num_stages + 1) * (kw["BLOCK_M"] * kw["BLOCK_K"] + kw["BLOCK_K"] * kw["BLOCK_N"]) * element_bytes
 
 
 _GEMM = dict(
@@ -62,7 +70,7 @@ _GEMM = dict(
         _gemm_config(128, 64, 64, 4, 4),
     ],
     interpret=triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 16, "GROUP_M": 2}, num_warps=1),
-    key=["M", "N_OUT", "N_IN"],
+    key=["M_BUCKET", "N_OUT", "N_IN"],
 )
 
 
@@ -73,6 +81,7 @@ def _eps_ratio_kernel(
     z_ptr,  # *T   [N] linear output z (forward value)
     out_ptr,  # *T [N] g · z/(z + ε·sign z)
     N,  # i32/i64  number of elements
+    N_BUCKET,  # next power of two ≥ N: the autotuning key, not read
     eps,  # f32  ε > 0
     BLOCK: tl.constexpr,  # elements per program
 ):
@@ -83,7 +92,7 @@ def _eps_ratio_kernel(
     tl.store(out_ptr + offs, cast(g * stabilized_ratio(z, eps), out_ptr.dtype.element_ty), mask=m)
 
 
-@autotune(**_GEMM)
+@autotune(**_GEMM, shared_bytes=lambda config, args: gemm_shared_bytes(config, args["w_ptr"].element_size()))
 @triton.jit
 def _linear_backward_kernel(
     g_ptr,  # *T  [M, N_OUT] gradient at the linear's output (or at the GELU output)
@@ -91,6 +100,7 @@ def _linear_backward_kernel(
     w_ptr,  # *T  [N_OUT, N_IN] weight
     out_ptr,  # *T [M, N_IN] g_x, contiguous
     M,  # i32  rows (tokens)
+    M_BUCKET,  # next power of two ≥ M: the autotuning key, not read
     N_OUT,  # i32  output features = reduction length
     N_IN,  # i32  input features = output columns
     stride_gm,  # row stride of g (last dim contiguous)
@@ -162,7 +172,7 @@ def eps_ratio(grad_z: torch.Tensor, z: torch.Tensor, eps: float) -> torch.Tensor
     out = torch.empty_like(g_c)
     n = g_c.numel()
     if n:
-        _eps_ratio_kernel[lambda meta: (triton.cdiv(n, meta["BLOCK"]),)](g_c, z_c, out, n, float(eps))
+        _eps_ratio_kernel[lambda meta: (triton.cdiv(n, meta["BLOCK"]),)](g_c, z_c, out, n, bucket(n), float(eps))
     return out
 
 
@@ -212,7 +222,7 @@ def linear_backward(
         else:
             grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n_in, meta["BLOCK_N"]),)  # noqa: E731
             _linear_backward_kernel[grid](
-                g2, s2, weight, out, m, n_out, n_in,
+                g2, s2, weight, out, m, bucket(m), n_out, n_in,
                 g2.stride(0), s2.stride(0), weight.stride(0), weight.stride(1), float(eps),
                 RULE=rule, APPROX_TANH=tanh, DOT_PRECISION=dot_precision(grad_z.dtype),
             )
