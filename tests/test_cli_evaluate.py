@@ -6,13 +6,13 @@ import random
 import pytest
 
 from lrp_kernels.cli import main
-from tiny_checkpoint import build_tiny_checkpoint, tiny_sentences
+from tiny_checkpoint import shared_tiny_checkpoint, tiny_sentences
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
-    ckpt = build_tiny_checkpoint(root / "model")
+    ckpt = shared_tiny_checkpoint()
     data = root / "data"
     data.mkdir()
     rng = random.Random(2)

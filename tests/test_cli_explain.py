@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from lrp_kernels.cli import main
-from tiny_checkpoint import build_tiny_checkpoint, tiny_sentences
+from tiny_checkpoint import shared_tiny_checkpoint, tiny_sentences
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model")
+def ckpt():
+    return shared_tiny_checkpoint()
 
 
 @pytest.fixture(scope="module")

@@ -250,10 +250,10 @@ def test_word_rank_and_agreement():
 # ------------------------------------------------------------------------------ the whole study
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from tiny_checkpoint import build_tiny_checkpoint, tiny_sentences
+    from tiny_checkpoint import shared_tiny_checkpoint, tiny_sentences
 
     root = tmp_path_factory.mktemp("tiny")
-    ckpt = build_tiny_checkpoint(root / "model")
+    ckpt = shared_tiny_checkpoint()
     data = root / "data"
     data.mkdir()
     rng = random.Random(1)

@@ -64,3 +64,19 @@ def tiny_sentences(n: int, seed: int = 0, min_words: int = 3, max_words: int = 1
     rng = random.Random(seed)
     plain = [w for w in WORDS if w not in ("<script>", "&")]
     return [" ".join(rng.choice(plain) for _ in range(rng.randint(min_words, max_words))) for _ in range(n)]
+
+
+_SHARED: dict[int, Path] = {}
+
+
+def shared_tiny_checkpoint(seed: int = 0) -> Path:
+    """One read-only tiny checkpoint per test process (building it imports ``transformers``: slow)."""
+    if seed not in _SHARED:
+        import atexit
+        import shutil
+        import tempfile
+
+        root = Path(tempfile.mkdtemp(prefix="lrpk-tiny-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        _SHARED[seed] = build_tiny_checkpoint(root / "model", seed=seed)
+    return _SHARED[seed]

@@ -1,0 +1,81 @@
+"""``lrp-kernels demo`` end to end with a tiny base model: fine-tune once, then cached; --model; errors."""
+
+import random
+
+import pytest
+
+from lrp_kernels.cli import main
+from tiny_checkpoint import shared_tiny_checkpoint, tiny_sentences
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    ckpt = shared_tiny_checkpoint()
+    data = root / "sst2"
+    data.mkdir()
+    rng = random.Random(0)
+    for split, n, seed in (("train", 40, 1), ("dev", 16, 2)):
+        with open(data / f"{split}.tsv", "w", encoding="utf-8") as f:
+            f.write("sentence\tlabel\n")
+            for s in tiny_sentences(n, seed=seed, min_words=4, max_words=16):
+                f.write(f"{s}\t{rng.randint(0, 1)}\n")
+    return ckpt, data
+
+
+def _args(ckpt, data, out):
+    return ["demo", "--base", str(ckpt), "--data-dir", str(data), "--out", str(out), "--train-examples", "24",
+            "--explain-examples", "2", "--eval-examples", "8", "--ig-steps", "2", "--methods",
+            "attnlrp,lat,random", "--no-progress", "--device", "cpu"]
+
+
+def test_demo_fine_tunes_once_then_uses_the_cache(setup, tmp_path, monkeypatch, capsys):
+    ckpt, data = setup
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("LRP_KERNELS_CACHE", str(cache))
+    out = tmp_path / "report"
+    assert main(_args(ckpt, data, out)) == 0
+    captured = capsys.readouterr()
+    assert f"demo report: {(out / 'index.html').resolve()}" in captured.out
+    assert "fine-tuning" in captured.err
+    trained = list(cache.glob("demo/*/metrics.json"))
+    assert len(trained) == 1
+    weights = trained[0].parent / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert page.count('class="lrpk-expl"') == 2 * 3  # 2 sentences x 3 methods
+    assert "<h2>Evaluation</h2>" in page and "data:image/png;base64," in page
+    for name in ("explanations.jsonl", "heatmaps_attnlrp.png", "evaluation/index.html", "evaluation/summary.csv",
+                 "evaluation/report.md"):
+        assert (out / name).is_file(), name
+    assert len((out / "explanations.jsonl").read_text().splitlines()) == 6
+
+    assert main(_args(ckpt, data, out)) == 0
+    captured = capsys.readouterr()
+    assert "(cached)" in captured.err and "fine-tuning" not in captured.err
+    assert weights.stat().st_mtime_ns == stamp
+
+
+def test_demo_with_an_existing_model(setup, tmp_path, monkeypatch, capsys):
+    ckpt, data = setup
+    monkeypatch.setenv("LRP_KERNELS_CACHE", str(tmp_path / "cache"))
+    args = _args(ckpt, data, tmp_path / "r") + ["--model", str(ckpt)]
+    assert main(args) == 0
+    assert "fine-tuning" not in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--data-dir", "/nonexistent/sst2"], "SST-2 not found"),
+        (["--model", "/nonexistent/model"], "checkpoint directory not found"),
+        (["--methods", "attnlrp,nope"], "unknown method 'nope'"),
+        (["--eval-examples", "0"], "--eval-examples must be at least 1"),
+    ],
+)
+def test_demo_bad_input(setup, tmp_path, capsys, extra, message):
+    ckpt, data = setup
+    assert main(_args(ckpt, data, tmp_path / "r") + extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
