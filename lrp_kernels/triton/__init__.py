@@ -7,8 +7,8 @@ torch reference (:mod:`lrp_kernels.ops._torch_backend`):
 * ``gelu_forward``, ``gelu_backward``, ``gelu_eps_ratio`` — element-wise kernels (:mod:`.gelu`);
 * ``eps_ratio`` — the ε-stabilizer alone (:mod:`.linear`);
 * ``attention_forward``, ``attention_backward`` — FlashAttention-style fused attention with the
-  ``grad`` / ``attnlrp`` / ``cp_lrp`` backward; ``saved`` is ``(out, row_max, row_log_sum)``
-  (:mod:`.attention`).
+  ``grad`` / ``attnlrp`` / ``cp_lrp`` backward; ``saved`` is ``(out, row_max, row_log_sum)``, or
+  ``(q, k, row_max, row_log_sum)`` for ``cp_lrp`` (:mod:`.attention`).
 
 Extra, beyond the contract: ``linear_backward(grad_z, z, weight, eps, gelu_input=None,
 approximate="none") -> grad_x``, the ε-rule backward of a linear as one GEMM with the rule applied

@@ -66,6 +66,8 @@ def autotune(*, ampere: list[triton.Config], hopper: list[triton.Config], interp
 
     ``shared_bytes(config, named_args)``, when given, estimates a config's shared memory; configs
     over the device's limit are dropped before benchmarking (unless none would be left).
+    ``LRP_KERNELS_TRITON_AUTOTUNE=0`` skips the benchmarking and takes the first remaining config
+    (quick runs, e.g. tests on a GPU, where compiling every config costs more than it saves).
     """
     if INTERPRETED:
         return triton.autotune(configs=[interpret], key=key)
@@ -77,6 +79,8 @@ def autotune(*, ampere: list[triton.Config], hopper: list[triton.Config], interp
         if shared_bytes is not None:
             limit = shared_memory_limit()
             chosen = [c for c in chosen if shared_bytes(c, named_args) <= limit] or chosen
+        if os.environ.get("LRP_KERNELS_TRITON_AUTOTUNE", "1") == "0":
+            return chosen[:1]
         return chosen
 
     return triton.autotune(configs=ampere + hopper, key=key, prune_configs_by={"early_config_prune": by_arch})
