@@ -1,12 +1,13 @@
 """Benchmark the Triton backend on CUDA: each kernel against the torch reference, then end-to-end
 ``attnlrp`` attributions of a BERT-base-size random model for the backends triton / cuda / torch.
 
-    python benchmarks/bench_triton.py                  # kernels + end to end (batch 32, seq 128 and 512, bf16)
+    python benchmarks/bench_triton.py                  # end to end, then kernels (batch 32, seq 128 and 512, bf16)
     python benchmarks/bench_triton.py --skip-e2e       # kernels only
     python benchmarks/bench_triton.py --seqs 128 --batch 8 --dtype float16
 
-Times are medians from ``triton.testing.do_bench`` (kernels) or CUDA events over ``--reps`` runs
-after a warm-up that also runs the autotuner (end to end). Peak memory is
+End to end comes first (it is the number that matters; gpu_check.sh gives this script 150 s and the
+autotuner compiles every config on first use). Times are medians from ``triton.testing.do_bench``
+(kernels) or CUDA events over ``--reps`` runs after a warm-up run that also autotunes (end to end). Peak memory is
 ``torch.cuda.max_memory_allocated`` during one attribution, model weights included. Benchmarks
 report and never fail: a backend that cannot run prints its reason in the table. Without CUDA the
 script says so and exits 0.
@@ -122,7 +123,7 @@ def e2e_rows(batch, seqs, dtype, reps, backends, config=None):
                 yield [seq, name, f"unavailable: {reason[:70]}", "", "", ""]
                 continue
             try:
-                for _ in range(2):  # warm-up: compilation and autotuning
+                for _ in range(1):  # warm-up: compilation and autotuning
                     attribute(model, ids, mask, method="attnlrp", backend=name)
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
@@ -158,11 +159,12 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seqs", type=int, nargs="+", default=[128, 512])
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
-    parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--backends", nargs="+", default=["triton", "cuda", "torch"])
     parser.add_argument("--skip-kernels", action="store_true")
     parser.add_argument("--skip-e2e", action="store_true")
     args = parser.parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # rows survive a timeout that kills the script
 
     if not torch.cuda.is_available():
         print("bench_triton: no CUDA device, nothing to benchmark (the Triton kernels run on GPUs; "
@@ -177,6 +179,14 @@ def main(argv=None) -> int:
     print(f"device: {torch.cuda.get_device_name()} (sm_{''.join(map(str, torch.cuda.get_device_capability()))}), "
           f"torch {torch.__version__}, triton {triton.__version__}, dtype {args.dtype}")
     t0 = time.time()
+    if not args.skip_e2e:
+        print(f"\nend to end: attribute(method='attnlrp'), BERT-base (12 layers, hidden 768, 12 heads), "
+              f"batch {args.batch}, ragged padding (median of {args.reps})")
+        print(f"{'seq':>5s} {'backend':16s} {'ms/batch':>12s} {'tokens/s':>12s} {'peak GiB':>9s} {'speed-up':>9s}")
+        for seq, name, ms, tps, peak, speedup in e2e_rows(args.batch, args.seqs, dtype, args.reps, args.backends):
+            print(f"{seq:5d} {name:16s} {_fmt(ms, '12.2f'):>12s} {_fmt(tps, '12.0f'):>12s} {_fmt(peak, '9.2f'):>9s} "
+                  f"{_fmt(speedup, '8.2f') + ('x' if speedup else ''):>9s}")
+            torch.cuda.empty_cache()
     if not args.skip_kernels:
         for seq in args.seqs:
             print(f"\nkernels, batch {args.batch}, seq {seq} (median ms; speed-up = torch / triton)")
@@ -185,14 +195,6 @@ def main(argv=None) -> int:
                 both = isinstance(t_ref, float) and isinstance(t_tk, float)
                 print(f"{name:34s} {shape:24s} {_fmt(t_ref, '10.3f'):>10s} {_fmt(t_tk, '10.3f'):>10s} "
                       f"{_fmt(t_ref / t_tk if both else '', '8.2f') + ('x' if both else ''):>9s}")
-            torch.cuda.empty_cache()
-    if not args.skip_e2e:
-        print(f"\nend to end: attribute(method='attnlrp'), BERT-base (12 layers, hidden 768, 12 heads), "
-              f"batch {args.batch}, ragged padding (median of {args.reps})")
-        print(f"{'seq':>5s} {'backend':16s} {'ms/batch':>12s} {'tokens/s':>12s} {'peak GiB':>9s} {'speed-up':>9s}")
-        for seq, name, ms, tps, peak, speedup in e2e_rows(args.batch, args.seqs, dtype, args.reps, args.backends):
-            print(f"{seq:5d} {name:16s} {_fmt(ms, '12.2f'):>12s} {_fmt(tps, '12.0f'):>12s} {_fmt(peak, '9.2f'):>9s} "
-                  f"{_fmt(speedup, '8.2f') + ('x' if speedup else ''):>9s}")
             torch.cuda.empty_cache()
     print(f"\ntotal {time.time() - t0:.0f} s")
     return 0

@@ -19,7 +19,10 @@ def _import_triton_backend():
     TRITON_INTERPRET=1 is set for the rest of this process before that import. The package is
     re-imported if another test imported it without the interpreter.
     """
-    if not torch.cuda.is_available():
+    if torch.cuda.is_available():
+        # one config per kernel: autotuning would compile every config for every test's shapes
+        os.environ.setdefault("LRP_KERNELS_TRITON_AUTOTUNE", "0")
+    else:
         os.environ["TRITON_INTERPRET"] = "1"
     pytest.importorskip("triton", reason=_NO_TRITON)
     if not torch.cuda.is_available() and not getattr(sys.modules.get("lrp_kernels.triton"), "INTERPRETED", True):
