@@ -3,6 +3,7 @@
 
     python benchmarks/bench_triton.py                  # end to end, then kernels (batch 32, seq 128 and 512, bf16)
     python benchmarks/bench_triton.py --skip-e2e       # kernels only
+    python benchmarks/bench_triton.py --no-autotune    # first config per kernel: no autotuning compile time
     python benchmarks/bench_triton.py --seqs 128 --batch 8 --dtype float16
 
 End to end comes first (it is the number that matters; gpu_check.sh gives this script 150 s and the
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -161,10 +163,14 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--backends", nargs="+", default=["triton", "cuda", "torch"])
+    parser.add_argument("--no-autotune", action="store_true",
+                        help="first config of each kernel, no autotuning (LRP_KERNELS_TRITON_AUTOTUNE=0): quicker start")
     parser.add_argument("--skip-kernels", action="store_true")
     parser.add_argument("--skip-e2e", action="store_true")
     args = parser.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # rows survive a timeout that kills the script
+    if args.no_autotune:
+        os.environ["LRP_KERNELS_TRITON_AUTOTUNE"] = "0"
 
     if not torch.cuda.is_available():
         print("bench_triton: no CUDA device, nothing to benchmark (the Triton kernels run on GPUs; "
