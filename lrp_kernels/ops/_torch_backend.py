@@ -30,7 +30,11 @@ def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
 def layer_norm_forward(x, weight, bias, eps):
     # aten's own LayerNorm: the output is bit-for-bit F.layer_norm's, and it returns mean and 1/σ.
     y, mean, rstd = torch.native_layer_norm(x, (x.shape[-1],), weight, bias, eps)
-    return y, _acc(mean.squeeze(-1)), _acc(rstd.squeeze(-1))
+    if mean.dtype != x.dtype or x.dtype in (torch.float32, torch.float64):
+        return y, _acc(mean.squeeze(-1)), _acc(rstd.squeeze(-1))
+    # Half-precision statistics (aten on the CPU rounds them to the input dtype): redo them in float32.
+    var, mean = torch.var_mean(x.float(), dim=-1, unbiased=False)
+    return y, mean, torch.rsqrt(var + eps)
 
 
 def layer_norm_backward(grad_y, weight, rstd):
