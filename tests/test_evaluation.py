@@ -309,3 +309,23 @@ def test_cross_dataset_with_the_same_model_is_perfect(tiny, tmp_path):
         assert summary["methods"][method]["cross_model_rho"] == pytest.approx(1.0)
         assert summary["methods"][method]["cross_word_rho"] == pytest.approx(1.0)
     assert (tmp_path / "cross_dataset.csv").is_file()
+
+
+def test_shared_cache_scores_each_sequence_once():
+    from lrp_kernels.evaluation import batched_logits
+
+    w = bow_weights()
+    items = with_scores(random_items(20, w), "oracle", w)
+    forward = BagOfWords(w)
+    cache = {}
+    first = abpc(items, forward, PAD, PAD, cache=cache)
+    rows = sum(ids.shape[0] for ids, _ in forward.calls)
+    assert rows == len(cache) > 0
+    again = abpc(items, forward, PAD, PAD, cache=cache)  # every sequence is cached: no forward at all
+    assert sum(ids.shape[0] for ids, _ in forward.calls) == rows
+    assert again.abpc == first.abpc
+    seq = (items[0].ids, items[0].types)
+    fresh = BagOfWords(w)
+    logits = batched_logits(fresh, [seq, seq, seq], PAD)
+    assert len(fresh.calls) == 1 and fresh.calls[0][0].shape[0] == 1  # duplicates scored once
+    assert torch.equal(logits[0], logits[2])

@@ -125,18 +125,34 @@ def model_forward(model) -> Forward:
     return forward
 
 
+def sequence_key(ids: torch.Tensor, types: torch.Tensor) -> bytes:
+    """A hashable key of an unpadded sequence (its ids and token types)."""
+    return ids.numpy().tobytes() + b"|" + types.numpy().tobytes()
+
+
 def batched_logits(forward: Forward, seqs: Sequence[tuple[torch.Tensor, torch.Tensor]], pad_id: int,
-                   batch_size: int = 256) -> torch.Tensor:
-    """Logits [N, C] of N unpadded (ids, types) sequences, batched by length, in input order."""
+                   batch_size: int = 256, cache: dict[bytes, torch.Tensor] | None = None) -> torch.Tensor:
+    """Logits [N, C] of N unpadded (ids, types) sequences, batched by length, in input order.
+
+    Identical sequences are scored once. With ``cache`` (a dict shared between calls, e.g. across
+    methods whose perturbations coincide) sequences scored before are not scored again.
+    """
     if not seqs:
         raise InputError("no sequences to score")
-    out: list[torch.Tensor | None] = [None] * len(seqs)
-    for index in length_batches([int(s[0].numel()) for s in seqs], batch_size):
-        ids, mask, types = pad_batch([seqs[i] for i in index], pad_id)
+    cache = {} if cache is None else cache
+    keys = [sequence_key(ids, types) for ids, types in seqs]
+    todo: dict[bytes, int] = {}
+    for i, key in enumerate(keys):
+        if key not in cache and key not in todo:
+            todo[key] = i
+    pending = list(todo.values())
+    for index in length_batches([int(seqs[i][0].numel()) for i in pending], batch_size):
+        chosen = [pending[j] for j in index]
+        ids, mask, types = pad_batch([seqs[i] for i in chosen], pad_id)
         logits = forward(ids, mask, types)
-        for row, i in enumerate(index):
-            out[i] = logits[row]
-    return torch.stack(out)
+        for row, i in enumerate(chosen):
+            cache[keys[i]] = logits[row].clone()
+    return torch.stack([cache[key] for key in keys])
 
 
 def attribute_items(model, items: Sequence[Item], method: str, pad_id: int, batch_size: int = 32,

@@ -1,5 +1,8 @@
 """Perturbation metrics of attribution faithfulness: word deletion, AOPC and ABPC.
 
+Every function takes an optional ``cache`` (a dict shared across calls): a perturbed sequence that
+was scored before — by another metric or another method — is not scored again.
+
 All three perturb content tokens only — [CLS], [SEP] and padding are never touched — in the order
 of an item's scores (stable sort, so ties keep token order), and score every variant of a whole
 set of items in length-bucketed batches (:func:`~lrp_kernels.evaluation.items.batched_logits`).
@@ -81,7 +84,8 @@ class DeletionResult:
 
 
 def word_deletion(items: Sequence[Item], forward: Forward, replacement_id: int, pad_id: int,
-                  ks: Sequence[int] = DELETION_KS, min_tokens: int = 10, batch_size: int = 256) -> DeletionResult:
+                  ks: Sequence[int] = DELETION_KS, min_tokens: int = 10, batch_size: int = 256,
+                  cache: dict | None = None) -> DeletionResult:
     """Accuracy after replacing the top-k tokens, for each k, on :func:`deletion_subset`."""
     subset = deletion_subset(items, min_tokens)
     if not subset:
@@ -91,7 +95,7 @@ def word_deletion(items: Sequence[Item], forward: Forward, replacement_id: int, 
         ranked = ranked_positions(it, most_first=True)
         for k in ks:
             seqs.append((replaced(it, ranked[: min(k, len(ranked))], replacement_id), it.types))
-    logits = batched_logits(forward, seqs, pad_id, batch_size).view(len(subset), len(ks), -1)
+    logits = batched_logits(forward, seqs, pad_id, batch_size, cache).view(len(subset), len(ks), -1)
     labels = torch.tensor([it.label for it in subset])
     correct = logits.argmax(dim=-1).eq(labels[:, None]).float()
     return DeletionResult(list(ks), correct.mean(dim=0).tolist(), len(subset), [it.index for it in subset])
@@ -107,7 +111,7 @@ class AOPCResult:
 
 
 def aopc(items: Sequence[Item], forward: Forward, pad_id: int, percents: Sequence[int] = AOPC_PERCENTS,
-         batch_size: int = 256) -> AOPCResult:
+         batch_size: int = 256, cache: dict | None = None) -> AOPCResult:
     """AOPC comprehensiveness and sufficiency (mean over items of the mean over the kept bins)."""
     seqs, owners = [], []
     for n_item, it in enumerate(items):
@@ -124,7 +128,7 @@ def aopc(items: Sequence[Item], forward: Forward, pad_id: int, percents: Sequenc
             owners.append(n_item)
     if not seqs:
         raise InputError("AOPC: no item has a content token")
-    logits = batched_logits(forward, seqs, pad_id, batch_size)
+    logits = batched_logits(forward, seqs, pad_id, batch_size, cache)
     comp: list[list[float]] = [[] for _ in items]
     suff: list[list[float]] = [[] for _ in items]
     for j, n_item in enumerate(owners):
@@ -149,7 +153,7 @@ class ABPCResult:
 
 
 def abpc(items: Sequence[Item], forward: Forward, replacement_id: int, pad_id: int, steps: int = ABPC_STEPS,
-         batch_size: int = 256) -> ABPCResult:
+         batch_size: int = 256, cache: dict | None = None) -> ABPCResult:
     """Mean MoRF and LeRF curves of the target logit and the mean area between them."""
     if not items:
         raise InputError("ABPC: no items")
@@ -160,7 +164,7 @@ def abpc(items: Sequence[Item], forward: Forward, replacement_id: int, pad_id: i
         least = ranked_positions(it, most_first=False)
         n = len(most)
         rows = {}
-        cache: dict[tuple[str, int], int] = {}
+        variant_row: dict[tuple[str, int], int] = {}
         for order, ranked in (("morf", most), ("lerf", least)):
             for j in range(steps + 1):
                 k = j * n // steps
@@ -168,12 +172,12 @@ def abpc(items: Sequence[Item], forward: Forward, replacement_id: int, pad_id: i
                     rows[(order, j)] = None
                     continue
                 key = ("all", n) if k == n else (order, k)  # everything replaced: one variant for both
-                if key not in cache:
-                    cache[key] = len(seqs)
+                if key not in variant_row:
+                    variant_row[key] = len(seqs)
                     seqs.append((replaced(it, ranked[:k], replacement_id), it.types))
-                rows[(order, j)] = cache[key]
+                rows[(order, j)] = variant_row[key]
         plan.append(rows)
-    logits = batched_logits(forward, seqs, pad_id, batch_size) if seqs else None
+    logits = batched_logits(forward, seqs, pad_id, batch_size, cache) if seqs else None
     curves = {"morf": torch.zeros(len(items), steps + 1), "lerf": torch.zeros(len(items), steps + 1)}
     for i, (it, rows) in enumerate(zip(items, plan)):
         for (order, j), row in rows.items():

@@ -140,8 +140,9 @@ def run_study(config: StudyConfig) -> dict[str, Any]:
                                          model.config.num_labels)
     base_items = make_items(encoder, texts, pairs, labels)
     forward = model_forward(model)
+    cache: dict[bytes, torch.Tensor] = {}  # logits of every sequence scored so far, across methods
     predictions = batched_logits(forward, [(it.ids, it.types) for it in base_items], encoder.pad_id,
-                                 config.eval_batch_size).argmax(dim=-1)
+                                 config.eval_batch_size, cache).argmax(dim=-1)
     accuracy = float(predictions.eq(torch.tensor(labels)).float().mean())
 
     second = None
@@ -174,12 +175,13 @@ def run_study(config: StudyConfig) -> dict[str, Any]:
         if "deletion" in metrics:
             row["deletion"] = perturbation.word_deletion(items, forward, replacement_id, encoder.pad_id,
                                                          min_tokens=config.min_tokens,
-                                                         batch_size=config.eval_batch_size)
+                                                         batch_size=config.eval_batch_size, cache=cache)
         if "aopc" in metrics:
-            row["aopc"] = perturbation.aopc(items, forward, encoder.pad_id, batch_size=config.eval_batch_size)
+            row["aopc"] = perturbation.aopc(items, forward, encoder.pad_id, batch_size=config.eval_batch_size,
+                                            cache=cache)
         if "abpc" in metrics:
             row["abpc"] = perturbation.abpc(items, forward, replacement_id, encoder.pad_id,
-                                            batch_size=config.eval_batch_size)
+                                            batch_size=config.eval_batch_size, cache=cache)
         if "word_rank" in metrics:
             row["word_rank"] = ranking.word_rank(items, top=config.word_rank_top, min_count=config.word_min_count)
         if second is not None:
@@ -195,6 +197,7 @@ def run_study(config: StudyConfig) -> dict[str, Any]:
                     ranking.mean_word_scores(items2b, config.word_min_count))
             row["cross_dataset"] = cross
         row["metric_seconds"] = time.perf_counter() - t0
+        row["scored_sequences"] = len(cache)
         results["methods"][method] = row
         if bar is not None:
             bar.update(1)
