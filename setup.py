@@ -3,7 +3,8 @@
 Environment variables:
 
 ``LRP_KERNELS_CUDA``        ``auto`` (default): build the CUDA kernels if nvcc is found (PATH,
-                            ``CUDACXX``, ``CUDA_HOME``/``CUDA_PATH``, ``/usr/local/cuda``);
+                            ``CUDACXX``, ``CUDA_HOME``/``CUDA_PATH``, ``/usr/local/cuda``), and
+                            fall back to the CPU kernels alone if that build fails;
                             ``1``: build them, fail if nvcc is missing or the build fails;
                             ``0``: CPU kernels only.
 ``LRP_KERNELS_CUDA_ARCHS``  CUDA architectures, CMake syntax (default ``80;86;89;90``).
@@ -87,8 +88,23 @@ class CMakeBuild(build_ext):
 
     def build_extension(self, ext: Extension) -> None:
         mode = _cuda_mode()
+        nvcc = find_nvcc() if mode != "0" else None
+        if mode == "1" and nvcc is None:
+            raise RuntimeError("LRP_KERNELS_CUDA=1 but nvcc was not found (set CUDACXX or CUDA_HOME)")
+        if nvcc is not None:
+            try:
+                self._cmake_build(ext, nvcc)
+                return
+            except subprocess.CalledProcessError:
+                if mode == "1":
+                    raise
+                print("WARNING: lrp_kernels: the CUDA build failed; building the CPU kernels only "
+                      "(LRP_KERNELS_CUDA=1 makes this an error)", file=sys.stderr)
+        self._cmake_build(ext, None)
+
+    def _cmake_build(self, ext: Extension, nvcc: str | None) -> None:
         out_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
-        build_temp = Path(self.build_temp).resolve() / "cmake"
+        build_temp = Path(self.build_temp).resolve() / ("cmake-cuda" if nvcc else "cmake-cpu")
         build_temp.mkdir(parents=True, exist_ok=True)
         args = [
             f"-DPython_EXECUTABLE={sys.executable}",
@@ -104,9 +120,6 @@ class CMakeBuild(build_ext):
         ninja = _ninja()
         if ninja is not None:
             args += ["-GNinja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
-        nvcc = find_nvcc() if mode != "0" else None
-        if mode == "1" and nvcc is None:
-            raise RuntimeError("LRP_KERNELS_CUDA=1 but nvcc was not found (set CUDACXX or CUDA_HOME)")
         if nvcc is not None:
             archs = os.environ.get("LRP_KERNELS_CUDA_ARCHS", DEFAULT_ARCHS)
             args += ["-DLRP_KERNELS_CUDA=ON", f"-DCMAKE_CUDA_COMPILER={nvcc}", f"-DCMAKE_CUDA_ARCHITECTURES={archs}"]
@@ -114,11 +127,12 @@ class CMakeBuild(build_ext):
         else:
             args.append("-DLRP_KERNELS_CUDA=OFF")
             print("lrp_kernels: building the CPU kernels only (no nvcc, or LRP_KERNELS_CUDA=0)")
+        # Reconfigure from scratch (compilers, generator and options may have changed since the
+        # last build); the object files stay, so an unchanged source is not recompiled.
+        (build_temp / "CMakeCache.txt").unlink(missing_ok=True)
+        for detected in (build_temp / "CMakeFiles").glob("[0-9]*"):
+            shutil.rmtree(detected, ignore_errors=True)
         cmake = _cmake()
-        # a cached configuration from another CUDA mode or generator would be reused silently
-        cache = build_temp / "CMakeCache.txt"
-        if cache.exists():
-            cache.unlink()
         subprocess.run([cmake, "-S", str(ROOT), "-B", str(build_temp), *args], check=True)
         subprocess.run([cmake, "--build", str(build_temp), "--parallel", _jobs()], check=True)
 

@@ -235,7 +235,9 @@ inline void launch_elementwise(int64_t rows, int64_t cols, const T* a, int64_t a
                                cudaStream_t stream) {
   if (rows == 0 || cols == 0) return;
   constexpr int64_t n = Pack<T>::N;
-  const bool vec = packable<T>(n, {a, b, out}, {a_stride, b_stride, out_stride});
+  // one row: its stride is never used, so it does not decide the packing
+  const bool vec = rows == 1 ? packable<T>(n, {a, b, out}, {})
+                             : packable<T>(n, {a, b, out}, {a_stride, b_stride, out_stride});
   const int64_t items = rows * (vec ? cols / n + cols % n : cols);
   const int threads = 256;
   int64_t blocks = (items + threads - 1) / threads;
