@@ -85,12 +85,20 @@ fi
 run_step "bench: cuda kernels vs torch" 150 0 bench.log \
   "$PY" -m pytest -q -p no:cacheprovider benchmarks/bench_cpp_kernels.py -k cuda \
   --benchmark-columns=median,iqr,rounds --benchmark-max-time=0.5
-if [[ -f benchmarks/bench_triton.py ]]; then
-  run_step "bench: triton" 150 0 bench_triton.log "$PY" benchmarks/bench_triton.py
-fi
-if [[ -f benchmarks/bench_e2e.py ]]; then
-  run_step "bench: end to end" 120 0 bench_e2e.log "$PY" benchmarks/bench_e2e.py
-fi
+# A benchmark file is either a script (it has a __main__ block) or a pytest-benchmark module
+# (then only its CUDA cases run).
+run_bench_file() {
+  local file=$1 name=$2 limit=$3 log=$4
+  [[ -f $file ]] || return 0
+  if grep -q '__name__ == "__main__"' "$file"; then
+    run_step "$name" "$limit" 0 "$log" "$PY" "$file"
+  else
+    run_step "$name" "$limit" 0 "$log" "$PY" -m pytest -q -p no:cacheprovider "$file" -k cuda \
+      --benchmark-columns=median,rounds
+  fi
+}
+run_bench_file benchmarks/bench_triton.py "bench: triton" 150 bench_triton.log
+run_bench_file benchmarks/bench_e2e.py "bench: end to end" 120 bench_e2e.log
 
 {
   echo
