@@ -11,6 +11,7 @@ import torch
 devices = ("cpu", "cuda")
 
 GELU_GUARD = 1e-6  # |u| below this uses the limit gelu(u)/u -> 1/2
+CHUNK = 1 << 18  # elements per temporary of the in-place stabilizer division
 
 
 def available() -> str | None:
@@ -71,15 +72,26 @@ def softmax_backward(grad_p, probs, factor):
     return out.to(grad_p.dtype)
 
 
+def _divide_by_stabilized_abs(out, x, eps):
+    """``out /= |x| + ε`` in place, through a temporary of at most :data:`CHUNK` elements (so the
+    backward holds no second full-size buffer; strided inputs take one full-size temporary)."""
+    if not (out.is_contiguous() and x.is_contiguous()):
+        return out.div_(x.abs().add_(eps))
+    flat_out, flat_x = out.view(-1), x.view(-1)
+    for start in range(0, flat_out.numel(), CHUNK):
+        flat_out[start : start + CHUNK].div_(flat_x[start : start + CHUNK].abs().add_(eps))
+    return out
+
+
 def eps_ratio(grad_z, z, eps):
     if eps == 0:
         return grad_z
     # g·z / (z + ε·sign z) = g·|z| / (|z| + ε), bit for bit in IEEE arithmetic: for z < 0 both the
     # numerator and the denominator only change sign, and z = 0 gives 0/ε = 0 either way. No sign
-    # tensor is needed: |z|, then g·|z| and its division by |z| + ε in place.
-    a = _acc(z).abs()
-    out = _acc(grad_z) * a
-    return out.div_(a.add_(eps)).to(grad_z.dtype)
+    # tensor is needed: |z|·g in a fresh buffer, divided in place by |z| + ε.
+    zf = _acc(z)
+    out = zf.abs().mul_(_acc(grad_z))
+    return _divide_by_stabilized_abs(out, zf, eps).to(grad_z.dtype)
 
 
 def _gelu(u: torch.Tensor, approximate: str) -> torch.Tensor:
@@ -108,8 +120,7 @@ def gelu_eps_ratio(grad_h, u, eps, approximate="none"):
     # quotient needs no guard at u → 0 (0/ε = 0; for |u| < 1e-6 it is Φ(u)·|u|/(|u| + ε), within
     # |u| < 1e-6 relative of the guarded ½·u/(u + ε·sign u)).
     uf = _acc(u)
-    factor = _gelu(uf, approximate).abs_()
-    factor.div_(uf.abs().add_(eps))
+    factor = _divide_by_stabilized_abs(_gelu(uf, approximate).abs_(), uf, eps)
     return factor.mul_(_acc(grad_h)).to(grad_h.dtype)
 
 
