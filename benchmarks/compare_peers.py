@@ -266,13 +266,16 @@ def compare_batch(args) -> None:
         table.append([
             name, f"{timing.median * 1e3:.0f}", f"{timing.spread * 100:.0f}%" if len(timing.samples) > 1 else "1 run",
             f"{timing.median / forward:.2f}", f"{timing.median / gradient:.2f}",
+            f"{timing.best / timings['gradient'].best:.2f}",
             f"{timing.median / lxt.median:.2f}" if lxt else "-",
+            f"{timing.best / lxt.best:.2f}" if lxt else "-",
             mib(timing.peak_bytes),
             f"{timing.peak_bytes / lxt.peak_bytes:.2f}" if lxt and lxt.peak_bytes else "-",
             f"{timing.peak_bytes / timings['gradient'].peak_bytes:.2f}" if timings["gradient"].peak_bytes else "-",
         ])
-    print(format_table(["row", "median ms", "IQR", "x forward", "x gradient", "x LXT", "peak MiB",
-                        "mem x LXT", "mem x grad"], table))
+    print(format_table(["row", "median ms", "IQR", "x forward", "x gradient", "(best)", "x LXT", "(best)",
+                        "peak MiB", "mem x LXT", "mem x grad"], table))
+    print("# x ...: ratios of medians; (best): ratios of the fastest runs, the least disturbed on a shared machine")
     for line in peers_left_out:
         print(f"# left out: {line}")
 

@@ -42,10 +42,18 @@ class Timing:
         return statistics.median(self.samples)
 
     @property
+    def best(self) -> float:
+        """The fastest run: on a shared machine the least disturbed one."""
+        return min(self.samples)
+
+    @property
     def spread(self) -> float:
-        """Interquartile range relative to the median (0.05 = ±5 % jitter)."""
-        if len(self.samples) < 4:
+        """Interquartile range relative to the median (0.05 = ±5 % jitter); the full range when
+        there are fewer than four samples."""
+        if len(self.samples) < 2:
             return 0.0
+        if len(self.samples) < 4:
+            return (max(self.samples) - min(self.samples)) / self.median
         q = statistics.quantiles(self.samples, n=4)
         return (q[2] - q[0]) / self.median
 
