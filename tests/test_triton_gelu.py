@@ -1,40 +1,12 @@
 """Triton GELU kernels (forward, identity rule, identity rule fused with the ε-stabilizer) against
 the torch reference; runs through Triton's interpreter on the CPU when there is no GPU."""
 
-import os
-import sys
-
 import pytest
 import torch
 
-_NO_TRITON = "triton is not installed (it is a test dependency: pip install -e .[test])"
+from triton_loader import import_triton_backend  # tests/ helper
 
-
-def _import_triton_backend():
-    """Import lrp_kernels.triton, with its kernels run by Triton's interpreter when there is no GPU.
-
-    Triton decides between compiling and interpreting when a kernel is decorated — when
-    lrp_kernels.triton is first imported — and imports parts of itself lazily at launch, so
-    TRITON_INTERPRET=1 is set for the rest of this process before that import. The package is
-    re-imported if another test imported it without the interpreter.
-    """
-    if torch.cuda.is_available():
-        # one config per kernel: autotuning would compile every config for every test's shapes
-        os.environ.setdefault("LRP_KERNELS_TRITON_AUTOTUNE", "0")
-    else:
-        os.environ["TRITON_INTERPRET"] = "1"
-    pytest.importorskip("triton", reason=_NO_TRITON)
-    if not torch.cuda.is_available() and not getattr(sys.modules.get("lrp_kernels.triton"), "INTERPRETED", True):
-        for name in [n for n in sys.modules if n == "lrp_kernels.triton" or n.startswith("lrp_kernels.triton.")]:
-            del sys.modules[name]
-    import lrp_kernels.triton as backend
-
-    if backend.available() is not None:
-        pytest.skip(backend.available(), allow_module_level=True)
-    return backend
-
-
-tk = _import_triton_backend()
+tk = import_triton_backend()
 DEVICE = "cpu" if tk.INTERPRETED else "cuda"
 
 import math  # noqa: E402
