@@ -275,17 +275,17 @@ def gelu_eps_ratio(grad_h, u, eps, approximate="none"):
     return _elementwise("gelu_eps_ratio", grad_h, [grad_h, u], float(eps), prefix=(code,))
 
 
-def _reference_fuses(q, mode) -> bool:
+def _reference_fuses(q, mode, mask) -> bool:
     """Whether the torch reference runs this attention as one fused aten kernel (FlashAttention
     style, no stored probabilities): then it is used as it is, being both faster and leaner than
     matmuls around the softmax kernels. Otherwise (cp_lrp, which needs P; CUDA) the softmax runs
     here."""
     fuses = getattr(_ref, "_use_flash", None)
-    return bool(fuses(q, mode)) if fuses is not None else False
+    return bool(fuses(q, mode, mask)) if fuses is not None else False
 
 
 def attention_forward(q, k, v, mask, scale, mode):
-    if _reference_fuses(q, mode):
+    if _reference_fuses(q, mode, mask):
         return _ref.attention_forward(q, k, v, mask, scale, mode)
     scores = torch.matmul(q, k.transpose(-1, -2))
     probs = softmax_forward(scores, mask, scale)
@@ -293,7 +293,7 @@ def attention_forward(q, k, v, mask, scale, mode):
 
 
 def attention_backward(grad_out, q, k, v, mask, scale, mode, saved):
-    if _reference_fuses(q, mode):
+    if _reference_fuses(q, mode, mask):
         return _ref.attention_backward(grad_out, q, k, v, mask, scale, mode, saved)
     (probs,) = saved
     grad_v = torch.matmul(probs.transpose(-1, -2), grad_out)

@@ -190,6 +190,29 @@ def test_attention_padded_keys_get_no_gradient():
     assert torch.equal(gv[1, :, 6:], torch.zeros_like(gv[1, :, 6:]))
 
 
+@pytest.mark.parametrize("mode", ["grad", "attnlrp", "cp_lrp"])
+def test_attention_with_a_fully_padded_sequence_matches_autograd(mode):
+    """A batch item whose keys are all masked gets the uniform softmax, forward and backward."""
+    q, k, v, _ = _attention_inputs(dtype=torch.float32)
+    mask = torch.ones(q.shape[0], q.shape[2], dtype=torch.long)
+    mask[1] = 0
+    mask = additive_mask(mask)
+    g_out = torch.randn(q.shape)
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+    ours = torch.autograd.grad(lrp_attention(*leaves, mask, mode=mode), leaves, g_out, allow_unused=True)
+    ref = [t.double().requires_grad_(True) for t in (q, k, v)]
+    probs = torch.softmax(ref[0] @ ref[1].transpose(-1, -2) * q.shape[-1] ** -0.5 + mask.double()[:, None, None, :], -1)
+    if mode == "cp_lrp":
+        probs = probs.detach()
+    expected = torch.autograd.grad(probs @ ref[2], ref, g_out.double(), allow_unused=True)
+    factors = {"grad": (1, 1, 1), "attnlrp": (0.25, 0.25, 0.5), "cp_lrp": (None, None, 1)}[mode]
+    for got, exp, f in zip(ours, expected, factors):
+        if f is None:
+            assert got is None
+        else:
+            torch.testing.assert_close(got.double(), f * exp, rtol=1e-4, atol=1e-5)
+
+
 def test_unknown_modes_and_activations_are_rejected():
     q, k, v, mask = _attention_inputs()
     with pytest.raises(ValueError, match="valid"):

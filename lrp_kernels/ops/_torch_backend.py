@@ -133,15 +133,23 @@ def _flash_mask(mask, dtype):
     return mask.to(dtype)[:, None, None, :]
 
 
-def _use_flash(q, mode):
+def _use_flash(q, mode, mask=None):
     """On the CPU the forward is aten's fused attention (the kernel of ``F.scaled_dot_product_attention``):
     bit for bit the plain model's forward, and no [B, H, L, L] tensor is stored. "grad" and
-    "attnlrp" take its fused backward (attnlrp's is the plain one scaled); cp_lrp recomputes P."""
-    return q.device.type == "cpu"
+    "attnlrp" take its fused backward (attnlrp's is the plain one scaled); cp_lrp recomputes P.
+
+    aten's fused backward is wrong for a sequence whose keys are all masked (its log-sum-exp
+    drops the log L of the uniform row), so such a batch takes the eager path."""
+    if q.device.type != "cpu":
+        return False
+    if mask is None or mode == "cp_lrp":
+        return True
+    keep = mask > torch.finfo(torch.float32).min / 2
+    return bool(keep.any(dim=-1).all())
 
 
 def attention_forward(q, k, v, mask, scale, mode):
-    if _use_flash(q, mode):
+    if _use_flash(q, mode, mask):
         out, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
             q, k, v, 0.0, False, attn_mask=_flash_mask(mask, q.dtype), scale=scale
         )
@@ -153,7 +161,7 @@ def attention_forward(q, k, v, mask, scale, mode):
 
 
 def attention_backward(grad_out, q, k, v, mask, scale, mode, saved):
-    if _use_flash(q, mode):
+    if _use_flash(q, mode, mask):
         if mode == "cp_lrp":
             probs = softmax_forward(torch.matmul(q, k.transpose(-1, -2)), mask, scale)
             return None, None, torch.matmul(probs.transpose(-1, -2), grad_out)
