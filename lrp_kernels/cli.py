@@ -25,7 +25,10 @@ USER_ERROR = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lrp-kernels", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="lrp-kernels",
+        description="Explain BERT-family text classifiers with Layer-wise Relevance Propagation.",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         try:
