@@ -1,53 +1,29 @@
-"""Token attributions for BERT-family classifiers: :func:`attribute` and its methods.
+"""Token attributions: :func:`attribute` looks a method up in :mod:`lrp_kernels.methods` and runs its kind.
 
-Every gradient-based method is ONE forward and ONE backward pass (integrated gradients: its steps
-in one batched pass, or chunks of it). Relevance is read at the embedding sum e (word + position +
-token type — the input of the embedding LayerNorm) and summed over hidden units:
-``score_t = Σ_h e_th · g_th`` where g is the (modified) gradient of the target logit. For the LRP
-methods Σ_t score_t is the relevance that reached the input (:attr:`Attribution.conservation`).
-
-Methods (names are a contract):
-
-``gradient``              Gradient Sensitivity: ‖∂ logit / ∂ e_t‖₂ (Wu & Ong 2021, GS)
-``grad_x_input``          Gradient × Input: Σ_h e ⊙ ∂ logit / ∂ e (Wu & Ong 2021, GI)
-``lrp_epsilon``           ε-rule on linear layers, plain gradient elsewhere (the naive baseline)
-``attnlrp``               AttnLRP (Achtibat et al., ICML 2024)
-``cp_lrp``                Conservative propagation (Ali et al., ICML 2022)
-``lat``                   Layerwise Attention Tracing (Wu & Ong 2021): per-head attention chained
-                          from [CLS] down the layers, summed over heads
-``integrated_gradients``  Sundararajan et al. 2017, at the embedding sum, midpoint Riemann sum
-``rollout``               Attention rollout (Abnar & Zuidema 2020)
-``random``                uniform noise, the control of deletion experiments
+Every gradient-kind method is ONE forward and ONE backward pass (integrated gradients: its steps in
+one batched pass, or chunks of it). The score of token t is ``Σ_h x_th · g_th`` at the method's
+read-out point, g the (modified) gradient of the target logit; for the LRP methods, read at the
+embedding sum, Σ_t score_t is the relevance that reached the input (:attr:`Attribution.conservation`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import weakref
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import torch
 
+from lrp_kernels.backends.registry import resolve
 from lrp_kernels.errors import InputError
-from lrp_kernels.models.bert import BertClassifier
-from lrp_kernels.rules import GRADIENT, lrp_rules
+from lrp_kernels.methods import LRP_METHODS, METHODS, READ_OUT_POINTS, Method, get_method
+from lrp_kernels.models.base import EncoderClassifier
+from lrp_kernels.models.loading import as_lrp_model
+from lrp_kernels.rules import GRADIENT
 
-METHODS = (
-    "gradient",
-    "grad_x_input",
-    "lrp_epsilon",
-    "attnlrp",
-    "cp_lrp",
-    "lat",
-    "integrated_gradients",
-    "rollout",
-    "random",
-)
-LRP_METHODS = ("lrp_epsilon", "attnlrp", "cp_lrp")
 IG_BASELINES = ("pad", "zero")
 
-_converted: "weakref.WeakKeyDictionary[torch.nn.Module, BertClassifier]" = weakref.WeakKeyDictionary()
+__all__ = ["Attribution", "IG_BASELINES", "LRP_METHODS", "METHODS", "as_lrp_model", "attribute"]
 
 
 @dataclass
@@ -55,13 +31,14 @@ class Attribution:
     """The result of :func:`attribute`.
 
     ``scores`` [batch, seq] float32 (0 at padding), ``logits`` [batch, labels] float32,
-    ``target`` [batch] int64, ``method`` the method's name.
+    ``target`` [batch] int64, ``method`` the method's name, ``read_at`` where its scores were read.
     """
 
     scores: torch.Tensor
     logits: torch.Tensor
     target: torch.Tensor
     method: str
+    read_at: str | None = None
 
     @property
     def target_logit(self) -> torch.Tensor:
@@ -77,22 +54,6 @@ class Attribution:
         return torch.softmax(self.logits, dim=-1)
 
 
-def as_lrp_model(model) -> BertClassifier:
-    """Our :class:`BertClassifier` for ``model``; a ``transformers`` model is converted once (cached),
-    sharing its parameters."""
-    if isinstance(model, BertClassifier):
-        return model
-    if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
-        raise InputError(f"expected a lrp_kernels BertClassifier or a transformers model, got {type(model).__name__}")
-    converted = _converted.get(model)
-    if converted is None:
-        from lrp_kernels.models.loading import from_hf
-
-        converted = from_hf(model)
-        _converted[model] = converted
-    return converted
-
-
 @contextlib.contextmanager
 def frozen(model: torch.nn.Module) -> Iterator[None]:
     """Parameters do not require grad inside (so no weight gradient is ever computed or saved for)."""
@@ -106,7 +67,16 @@ def frozen(model: torch.nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def _check_inputs(model: BertClassifier, input_ids, attention_mask, token_type_ids):
+@dataclass
+class _Batch:
+    """The checked inputs of one call, on the model's device."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    token_type_ids: torch.Tensor | None
+
+
+def _check_inputs(model: EncoderClassifier, input_ids, attention_mask, token_type_ids) -> _Batch:
     if not torch.is_tensor(input_ids) or input_ids.dim() != 2:
         raise InputError("input_ids must be a [batch, seq] tensor of token ids")
     if input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
@@ -126,10 +96,11 @@ def _check_inputs(model: BertClassifier, input_ids, attention_mask, token_type_i
         if token_type_ids.shape != input_ids.shape:
             raise InputError("token_type_ids must have the shape of input_ids")
         token_type_ids = token_type_ids.to(device=device, dtype=torch.long)
-    return input_ids, attention_mask, token_type_ids
+    return _Batch(input_ids, attention_mask, token_type_ids)
 
 
-def _resolve_target(target, logits: torch.Tensor) -> torch.Tensor:
+def resolve_target(target, logits: torch.Tensor) -> torch.Tensor:
+    """[batch] int64 targets: the predicted class (None), one int for all, or one per example."""
     batch, n_labels = logits.shape
     if target is None:
         return logits.argmax(dim=-1)
@@ -147,84 +118,97 @@ def _resolve_target(target, logits: torch.Tensor) -> torch.Tensor:
     return target.to(logits.device)
 
 
-def _gradient_pass(model, embedding_sum, attention_mask, rules, backend, target):
-    """One forward from the embedding sum and one backward of the target logit → (g, logits, target)."""
-    e = embedding_sum.detach().requires_grad_(True)
+def _backward_at(model, e, attention_mask, rules, backend, target, read_at):
+    """One forward from the embedding sum and one backward of the target logit.
+
+    Returns ``(x, g, logits, target)`` with x the tensor at ``read_at`` and g the gradient there."""
+    taps = ("embedding_output",) if read_at == "embedding_output" else ()
+    e = e.detach().requires_grad_(True)
     with torch.enable_grad():
-        logits = model.forward_from_embeddings(e, attention_mask, rules, backend)
-        target = _resolve_target(target, logits.detach())
+        logits, p = model.run(e, attention_mask, rules, backend, taps=taps)
+        target = resolve_target(target, logits.detach())
         selected = logits.gather(1, target[:, None]).sum()
-        (grad,) = torch.autograd.grad(selected, e)
-    return grad, logits.detach(), target
+        x = p.tapped[read_at] if taps else e
+        (grad,) = torch.autograd.grad(selected, x)
+    return x.detach(), grad, logits.detach(), target
 
 
-def _baseline(model: BertClassifier, input_ids, token_type_ids, baseline) -> torch.Tensor:
+def _gradient_method(method: Method, model, e, batch: _Batch, *, target, eps, backend, read_at, **_):
+    x, grad, logits, target = _backward_at(model, e, batch.attention_mask, method.rules(eps), backend, target,
+                                           read_at)
+    if method.norm:
+        return grad.float().norm(dim=-1), logits, target
+    if read_at == "word_embeddings":  # e = w + p + t: the gradient at w is the gradient at e
+        x = model.word_embeddings(batch.input_ids)
+    return (x.float() * grad.float()).sum(dim=-1), logits, target
+
+
+def _baseline(model: EncoderClassifier, batch: _Batch, baseline) -> torch.Tensor:
     if torch.is_tensor(baseline):
         return baseline
+    ids, types = batch.input_ids, batch.token_type_ids
     if baseline == "zero":  # no word at all; positions and token types stay (LayerNorm makes e = 0 degenerate)
-        return model.embed(input_ids, token_type_ids) - model.backbone.embeddings.word_embeddings(input_ids)
-    if baseline == "pad":
-        pad_ids = torch.full_like(input_ids, model.config.pad_token_id)
-        e_pad = model.embed(pad_ids, token_type_ids)
-        if model.config.family == "roberta":  # keep the real positions: only the words are removed
-            emb = model.backbone.embeddings
-            e_pad = e_pad - emb.position_embeddings(model.position_ids(pad_ids)) + emb.position_embeddings(
-                model.position_ids(input_ids)
-            )
-        return e_pad
+        return model.embed(ids, types) - model.word_embeddings(ids)
+    if baseline == "pad":  # [PAD] words at the real positions
+        pad_ids = torch.full_like(ids, model.config.pad_token_id)
+        return model.embed(pad_ids, types, position_ids=model.position_ids(ids))
     raise InputError(f"unknown integrated-gradients baseline {baseline!r}; valid: {', '.join(IG_BASELINES)} or a tensor")
 
 
-def _integrated_gradients(model, e, attention_mask, backend, target, steps, baseline, internal_batch_size):
+def _integrated_gradients(method: Method, model, e, batch: _Batch, *, target, backend, ig_steps, ig_baseline,
+                          ig_batch_size, **_):
     """Midpoint-rule IG at the embedding sum; all steps of all examples batched in chunks."""
-    if steps < 1:
-        raise InputError(f"ig_steps must be >= 1, got {steps}")
+    if ig_steps < 1:
+        raise InputError(f"ig_steps must be >= 1, got {ig_steps}")
+    mask = batch.attention_mask
     with torch.no_grad():
-        logits = model.forward_from_embeddings(e, attention_mask)
-    target = _resolve_target(target, logits)
-    base = baseline.to(e.dtype).expand_as(e)
-    batch = e.shape[0]
-    alphas = (torch.arange(steps, device=e.device, dtype=torch.float32) + 0.5) / steps
+        logits = model.forward_from_embeddings(e, mask)
+    target = resolve_target(target, logits)
+    base = _baseline(model, batch, ig_baseline).to(e.dtype).expand_as(e)
+    alphas = (torch.arange(ig_steps, device=e.device, dtype=torch.float32) + 0.5) / ig_steps
     total = torch.zeros(e.shape, dtype=torch.float32, device=e.device)
-    per_chunk = max(1, internal_batch_size // batch)
-    for start in range(0, steps, per_chunk):
+    per_chunk = max(1, ig_batch_size // e.shape[0])
+    for start in range(0, ig_steps, per_chunk):
         a = alphas[start : start + per_chunk].to(e.dtype)[:, None, None, None]
         path = (base + a * (e - base)).reshape(-1, *e.shape[1:])
         n = a.shape[0]
-        grad, _, _ = _gradient_pass(
-            model, path, attention_mask.repeat(n, 1), GRADIENT, backend, target.repeat(n)
-        )
+        _, grad, _, _ = _backward_at(model, path, mask.repeat(n, 1), GRADIENT, backend, target.repeat(n),
+                                     "embedding_sum")
         total += grad.float().reshape(n, *e.shape).sum(dim=0)
-    scores = ((e - base).float() * total / steps).sum(dim=-1)
-    return scores, logits, target
+    return ((e - base).float() * total / ig_steps).sum(dim=-1), logits, target
 
 
-def _attention_maps(model, e, attention_mask):
+def _attention_method(method: Method, model, e, batch: _Batch, *, target, **_):
     with torch.no_grad():
-        logits, attentions = model.forward_from_embeddings(e, attention_mask, output_attentions=True)
-    return logits, [a.float() for a in attentions]
+        logits, attentions = model.forward_from_embeddings(e, batch.attention_mask, output_attentions=True)
+    target = resolve_target(target, logits)
+    return method.from_attentions([a.float() for a in attentions]), logits, target
 
 
-def _lat(attentions: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Layerwise attention tracing: a_h ← a_h · P_h for l = last … first, from [CLS]; Σ over heads."""
-    batch, heads, length, _ = attentions[0].shape
-    a = torch.zeros(batch, heads, 1, length, device=attentions[0].device)
-    a[..., 0] = 1.0
-    for probs in reversed(attentions):
-        a = torch.matmul(a, probs)
-    return a[:, :, 0].sum(dim=1)
+def _control_method(method: Method, model, e, batch: _Batch, *, target, seed, **_):
+    with torch.no_grad():
+        logits = model.forward_from_embeddings(e, batch.attention_mask)
+    target = resolve_target(target, logits)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(batch.input_ids.shape, generator=generator).to(batch.input_ids.device), logits, target
 
 
-def _rollout(attentions: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Attention rollout: Â = ½(mean_h P + I) row-normalized; Â_L ⋯ Â_1; the [CLS] row."""
-    length = attentions[0].shape[-1]
-    eye = torch.eye(length, device=attentions[0].device)
-    joint = None
-    for probs in attentions:
-        a = 0.5 * (probs.mean(dim=1) + eye)
-        a = a / a.sum(dim=-1, keepdim=True)
-        joint = a if joint is None else torch.matmul(a, joint)
-    return joint[:, 0]
+_KINDS = {
+    "gradient": _gradient_method,
+    "integrated_gradients": _integrated_gradients,
+    "attention": _attention_method,
+    "control": _control_method,
+}
+
+
+def _read_at(method: Method, read_at: str | None) -> str | None:
+    if read_at is None:
+        return method.read_at
+    if method.kind != "gradient":
+        raise InputError(f"read_at applies to gradient methods; {method.name} reads at {method.read_at or 'no tensor'}")
+    if read_at not in READ_OUT_POINTS:
+        raise InputError(f"unknown read-out point {read_at!r}; valid: {', '.join(READ_OUT_POINTS)}")
+    return read_at
 
 
 def attribute(
@@ -237,50 +221,35 @@ def attribute(
     target=None,
     eps: float = 1e-6,
     backend: str | None = None,
+    read_at: str | None = None,
     ig_steps: int = 32,
     ig_baseline="pad",
     ig_batch_size: int = 256,
     seed: int = 0,
 ) -> Attribution:
-    """Token attributions of ``method`` for a batch.
+    """Token attributions of ``method`` (see :mod:`lrp_kernels.methods`) for a batch.
 
-    ``model``: a :class:`~lrp_kernels.models.BertClassifier` or a ``transformers`` BERT/RoBERTa
-    sequence classifier (converted once, parameters shared). ``target``: None (the predicted class),
-    an int, or one per example. ``eps``: the ε of the LRP rules. ``backend``: ``auto`` / ``torch`` /
-    ``cpp`` / ``cuda`` / ``triton`` (None = the global setting). Integrated gradients takes
-    ``ig_steps``, ``ig_baseline`` (``"pad"``: [PAD] words at the same positions; ``"zero"``: a zero word
-    embedding, positions and token types kept — the embedding sum itself cannot be 0, as the
-    LayerNorm after it is scale-invariant; or a tensor broadcastable to the embedding sum) and ``ig_batch_size`` (examples per chunk).
+    ``model``: an :class:`~lrp_kernels.models.EncoderClassifier` or a ``transformers`` sequence
+    classifier of a supported family (converted once, parameters shared). ``target``: None (the
+    predicted class), an int, or one per example. ``eps``: the ε of the LRP rules. ``backend``:
+    ``auto`` / ``torch`` / ``cpp`` / ``cuda`` / ``triton`` (None = the global setting). ``read_at``:
+    the read-out point of a gradient method (None: the method's own). Integrated gradients takes
+    ``ig_steps``, ``ig_baseline`` (``"pad"``: [PAD] words at the same positions; ``"zero"``: a zero
+    word embedding, positions and token types kept — the embedding sum itself cannot be 0, as the
+    LayerNorm after it is scale-invariant; or a tensor broadcastable to the embedding sum) and
+    ``ig_batch_size`` (examples per chunk). ``seed``: of the ``random`` control.
     """
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
+    spec = get_method(method)
+    read_at = _read_at(spec, read_at)
     model = as_lrp_model(model)
-    input_ids, attention_mask, token_type_ids = _check_inputs(model, input_ids, attention_mask, token_type_ids)
-    valid = attention_mask.bool()
-
+    batch = _check_inputs(model, input_ids, attention_mask, token_type_ids)
+    kernels = resolve(backend, batch.input_ids.device)
     with frozen(model), torch.no_grad():
-        e = model.embed(input_ids, token_type_ids)
-        if method in ("gradient", "grad_x_input") or method in LRP_METHODS:
-            rules = GRADIENT if method in ("gradient", "grad_x_input") else lrp_rules(method, eps)
-            grad, logits, target = _gradient_pass(model, e, attention_mask, rules, backend, target)
-            if method == "gradient":
-                scores = grad.float().norm(dim=-1)
-            else:
-                scores = (e.float() * grad.float()).sum(dim=-1)
-        elif method == "integrated_gradients":
-            base = _baseline(model, input_ids, token_type_ids, ig_baseline)
-            scores, logits, target = _integrated_gradients(
-                model, e, attention_mask, backend, target, ig_steps, base, ig_batch_size
-            )
-        elif method in ("lat", "rollout"):
-            logits, attentions = _attention_maps(model, e, attention_mask)
-            target = _resolve_target(target, logits)
-            scores = _lat(attentions) if method == "lat" else _rollout(attentions)
-        else:  # random
-            with torch.no_grad():
-                logits = model.forward_from_embeddings(e, attention_mask)
-            target = _resolve_target(target, logits)
-            generator = torch.Generator().manual_seed(seed)
-            scores = torch.rand(input_ids.shape, generator=generator).to(input_ids.device)
+        e = model.embed(batch.input_ids, batch.token_type_ids)
+        scores, logits, target = _KINDS[spec.kind](
+            spec, model, e, batch, target=target, eps=eps, backend=kernels, read_at=read_at, ig_steps=ig_steps,
+            ig_baseline=ig_baseline, ig_batch_size=ig_batch_size, seed=seed,
+        )
+    valid = batch.attention_mask.bool()
     scores = torch.where(valid, scores.float(), torch.zeros((), device=scores.device))
-    return Attribution(scores=scores, logits=logits.float(), target=target, method=method)
+    return Attribution(scores=scores, logits=logits.float(), target=target, method=spec.name, read_at=read_at)

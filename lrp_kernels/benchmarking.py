@@ -129,8 +129,7 @@ def measure(fns: dict[str, Callable[[], object]], device, repeat: int = 5, warmu
 def random_bert(num_labels: int = 2, seed: int = 0, dtype=torch.float32, device="cpu", **sizes):
     """A BERT classifier with random weights (normal, std 0.02; LayerNorm γ = 1, β = 0), eval mode,
     frozen. ``sizes`` override :data:`BERT_BASE` (hidden_size, num_hidden_layers, ...)."""
-    from lrp_kernels.models.bert import BertClassifier
-    from lrp_kernels.models.config import ModelConfig
+    from lrp_kernels.models import BertClassifier, ModelConfig
 
     config = ModelConfig(**{**BERT_BASE, **sizes}, num_labels=num_labels)
     model = BertClassifier(config)

@@ -1,4 +1,7 @@
-"""Errors that carry a one-line message meant for the user (the CLI prints them without a traceback)."""
+"""Errors that carry a one-line message meant for the user (the CLI prints them without a traceback).
+
+A leaf module: it imports nothing of the package, so every layer (kernels included) may raise these.
+"""
 
 
 class LRPKernelsError(Exception):
@@ -11,3 +14,11 @@ class InputError(LRPKernelsError, ValueError):
 
 class CheckpointError(LRPKernelsError, FileNotFoundError):
     """A checkpoint directory is missing files or holds an unsupported architecture."""
+
+
+class BackendError(LRPKernelsError, RuntimeError):
+    """A kernel backend cannot run what it was asked to (unknown name, not built, wrong device, bad shapes)."""
+
+
+class BackendUnavailable(BackendError):
+    """A backend was requested explicitly but cannot run here; the message says why."""

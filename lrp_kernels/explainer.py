@@ -8,9 +8,11 @@ from typing import Iterable, Sequence
 
 import torch
 
-from lrp_kernels.attribution import METHODS, as_lrp_model, attribute
+from lrp_kernels.attribution import attribute
 from lrp_kernels.errors import InputError
-from lrp_kernels.models.bert import BertClassifier
+from lrp_kernels.methods import get_method
+from lrp_kernels.models.base import EncoderClassifier
+from lrp_kernels.models.loading import as_lrp_model
 from lrp_kernels.tokenization import TextEncoder
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
@@ -92,9 +94,8 @@ class Explainer:
 
     def __init__(self, model, encoder: TextEncoder, method: str = "attnlrp", backend: str | None = None,
                  eps: float = 1e-6, **method_kwargs):
-        if method not in METHODS:
-            raise InputError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
-        self.model: BertClassifier = as_lrp_model(model)
+        get_method(method)
+        self.model: EncoderClassifier = as_lrp_model(model)
         self.encoder = encoder
         self.encoder.max_length = min(self.encoder.max_length, self.model.config.max_tokens)
         self.method = method
@@ -109,8 +110,7 @@ class Explainer:
         """Load a Hugging Face checkpoint directory (weights, config and tokenizer files)."""
         from lrp_kernels.models.loading import load_pretrained
 
-        if method not in METHODS:
-            raise InputError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
+        get_method(method)
         model = load_pretrained(path, num_labels=num_labels, dtype=parse_dtype(dtype), device=device)
         encoder = TextEncoder.from_pretrained(Path(path), max_length=max_length)
         return cls(model, encoder, method=method, backend=backend, eps=eps, **method_kwargs)

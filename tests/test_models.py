@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lrp_kernels import CheckpointError
-from lrp_kernels.models import BertClassifier, from_hf, load_pretrained
+from lrp_kernels.models import EncoderClassifier, from_hf, load_pretrained
 
 transformers = pytest.importorskip("transformers")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -85,7 +85,7 @@ def test_load_pretrained_from_directory(tmp_path, kind, safe):
             torch.save(state, tmp_path / "pytorch_model.bin")
             f.unlink()
     model = load_pretrained(tmp_path)
-    assert isinstance(model, BertClassifier)
+    assert isinstance(model, EncoderClassifier)
     assert not any(p.requires_grad for p in model.parameters())
     ids, mask = padded_batch(hf.config.pad_token_id)
     with torch.no_grad():

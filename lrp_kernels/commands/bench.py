@@ -104,7 +104,7 @@ def load_model(name: str, dtype, device):
 def run(args) -> int:
     import torch
 
-    from lrp_kernels.backend import BackendUnavailable, resolve
+    from lrp_kernels.backends import BackendUnavailable, resolve
     from lrp_kernels.benchmarking import format_table, measure, mib, random_inputs, standard_rows
     from lrp_kernels.explainer import parse_dtype
 
@@ -114,7 +114,7 @@ def run(args) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     try:
-        backend_name, _ = resolve(args.backend, device)
+        backend_name = resolve(args.backend, device).name
     except ValueError as exc:  # an unknown name, or an explicit backend that cannot run here
         raise InputError(str(exc)) from None
     except BackendUnavailable as exc:

@@ -1,7 +1,38 @@
-"""The Python BERT/RoBERTa classifier the LRP rules run on, and Hugging Face checkpoint loading."""
+"""The model layer: encoder classifiers built from the LRP ops, one small module per family.
 
-from lrp_kernels.models.bert import BertClassifier
-from lrp_kernels.models.config import SUPPORTED_MODEL_TYPES, ModelConfig
-from lrp_kernels.models.loading import from_hf, load_pretrained
+``blocks`` (the pass and the shared blocks) → ``base`` (the classifier base class) → ``families/*``
+(one file per architecture, registered by ``model_type``) → ``loading`` (checkpoint directories and
+in-memory ``transformers`` models). ``checkpoint`` reads weights and knows nothing of the models.
+"""
 
-__all__ = ["BertClassifier", "ModelConfig", "SUPPORTED_MODEL_TYPES", "from_hf", "load_pretrained"]
+from lrp_kernels.models.base import EncoderClassifier
+from lrp_kernels.models.config import ModelConfig
+from lrp_kernels.models.families.bert import BertClassifier
+from lrp_kernels.models.families.roberta import RobertaClassifier
+from lrp_kernels.models.loading import as_lrp_model, build, config_from_dict, from_hf, load_pretrained, read_config
+from lrp_kernels.models.registry import Family, family_for, register, supported_model_types
+
+
+def __getattr__(name: str):
+    if name == "SUPPORTED_MODEL_TYPES":  # computed: families register on import
+        return supported_model_types()
+    raise AttributeError(f"module 'lrp_kernels.models' has no attribute {name!r}")
+
+
+__all__ = [
+    "BertClassifier",
+    "EncoderClassifier",
+    "Family",
+    "ModelConfig",
+    "RobertaClassifier",
+    "SUPPORTED_MODEL_TYPES",
+    "as_lrp_model",
+    "build",
+    "config_from_dict",
+    "family_for",
+    "from_hf",
+    "load_pretrained",
+    "read_config",
+    "register",
+    "supported_model_types",
+]

@@ -1,22 +1,22 @@
-"""The configuration of a BERT-family classifier, read from a Hugging Face ``config.json``."""
+"""The configuration of an encoder classifier, read from a Hugging Face ``config.json``.
+
+:class:`ModelConfig` holds the fields every family has, under BERT's names. A family whose
+``config.json`` spells them differently, or that needs more (ELECTRA's ``embedding_size``, ALBERT's
+layer groups), subclasses it: :meth:`ModelConfig.normalize` maps the raw dictionary onto the
+field names, :meth:`ModelConfig.validate` rejects what the family does not implement.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from lrp_kernels.errors import CheckpointError
 
-# model_type -> family. RoBERTa-like models share one architecture.
-SUPPORTED_MODEL_TYPES = {
-    "bert": "bert",
-    "roberta": "roberta",
-    "xlm-roberta": "roberta",
-    "camembert": "roberta",
-}
-
+#: ``hidden_act`` of config.json -> the activation name of :mod:`lrp_kernels.ops.activation`
 HIDDEN_ACTS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
 
 
@@ -37,9 +37,8 @@ class ModelConfig:
     num_labels: int = 2
     id2label: dict[int, str] = field(default_factory=dict)
 
-    @property
-    def family(self) -> str:
-        return SUPPORTED_MODEL_TYPES[self.model_type]
+    #: the ``hidden_act`` values this family implements
+    hidden_acts: ClassVar[dict[str, str]] = HIDDEN_ACTS
 
     @property
     def head_dim(self) -> int:
@@ -47,47 +46,57 @@ class ModelConfig:
 
     @property
     def max_tokens(self) -> int:
-        """The longest input the position embeddings allow (RoBERTa's positions start at pad+1)."""
-        if self.family == "roberta":
-            return self.max_position_embeddings - self.pad_token_id - 1
+        """The longest input the position embeddings allow."""
         return self.max_position_embeddings
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any], num_labels: int | None = None, source: str = "config") -> "ModelConfig":
-        model_type = raw.get("model_type")
-        if model_type not in SUPPORTED_MODEL_TYPES:
-            raise CheckpointError(
-                f"{source}: unsupported architecture model_type={model_type!r}; "
-                f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
-            )
-        act = raw.get("hidden_act", "gelu")
-        if act not in HIDDEN_ACTS:
-            raise CheckpointError(f"{source}: unsupported hidden_act {act!r}; supported: {', '.join(HIDDEN_ACTS)}")
-        if raw.get("position_embedding_type", "absolute") != "absolute":
-            raise CheckpointError(f"{source}: only absolute position embeddings are supported")
-        id2label = {int(k): str(v) for k, v in (raw.get("id2label") or {}).items()}
-        if num_labels is None:
-            num_labels = raw.get("num_labels") or (len(id2label) if id2label else 2)
-        if len(id2label) != num_labels:
-            id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
-        names = {f.name for f in cls.__dataclass_fields__.values()}
-        kwargs = {k: v for k, v in raw.items() if k in names and k not in ("id2label", "num_labels")}
-        config = cls(**kwargs, num_labels=num_labels, id2label=id2label)
-        if config.hidden_size % config.num_attention_heads:
-            raise CheckpointError(f"{source}: hidden_size is not a multiple of num_attention_heads")
-        return config
-
-    @classmethod
-    def from_file(cls, path: str | Path, num_labels: int | None = None) -> "ModelConfig":
-        path = Path(path)
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise CheckpointError(f"{path.parent}: missing file config.json") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
-        return cls.from_dict(raw, num_labels=num_labels, source=str(path))
 
     @property
     def activation(self) -> str:
-        return HIDDEN_ACTS[self.hidden_act]
+        """The activation of the feed-forward blocks, as an :mod:`lrp_kernels.ops.activation` name."""
+        return self.hidden_acts[self.hidden_act]
+
+    # ------------------------------------------------------------------ reading config.json
+    @classmethod
+    def normalize(cls, raw: dict[str, Any]) -> dict[str, Any]:
+        """The raw config.json dictionary with this family's names mapped onto the field names."""
+        return raw
+
+    def validate(self, raw: dict[str, Any], source: str) -> None:
+        """Raise :class:`CheckpointError` for a configuration this family does not implement."""
+        if self.hidden_act not in self.hidden_acts:
+            raise CheckpointError(
+                f"{source}: unsupported hidden_act {self.hidden_act!r}; supported: {', '.join(self.hidden_acts)}"
+            )
+        if raw.get("position_embedding_type", "absolute") != "absolute":
+            raise CheckpointError(f"{source}: only absolute position embeddings are supported")
+        if raw.get("is_decoder") or raw.get("add_cross_attention"):
+            raise CheckpointError(f"{source}: a decoder (is_decoder / add_cross_attention) is not supported; "
+                                  "lrp-kernels explains bidirectional encoder classifiers")
+        if self.hidden_size % self.num_attention_heads:
+            raise CheckpointError(f"{source}: hidden_size is not a multiple of num_attention_heads")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], num_labels: int | None = None, source: str = "config") -> "ModelConfig":
+        values = cls.normalize(dict(raw))
+        id2label = {int(k): str(v) for k, v in (values.get("id2label") or {}).items()}
+        if num_labels is None:
+            num_labels = values.get("num_labels") or (len(id2label) if id2label else 2)
+        if len(id2label) != num_labels:
+            id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
+        names = {f.name for f in dataclasses.fields(cls)} - {"id2label", "num_labels"}
+        config = cls(**{k: v for k, v in values.items() if k in names}, num_labels=num_labels, id2label=id2label)
+        config.validate(values, source)
+        return config
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The dictionary of a config.json, with one-line errors."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path.parent}: missing file config.json") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path}: not a JSON object")
+    return raw

@@ -1,63 +1,47 @@
-"""Loading Hugging Face checkpoints into :class:`~lrp_kernels.models.bert.BertClassifier`.
+"""Building a family's classifier from a checkpoint directory or an in-memory ``transformers`` model.
 
-A checkpoint directory holds ``config.json`` and the weights as ``model.safetensors`` (or a sharded
-``model.safetensors.index.json``) or ``pytorch_model.bin`` (read with ``weights_only=True``). Both
-headless encoders (``BertModel``, e.g. MiniLM) and ``*ForSequenceClassification`` checkpoints load;
-a missing classification head is initialized from a seeded generator, with a warning.
+A checkpoint directory holds ``config.json`` and the weights (:mod:`lrp_kernels.models.checkpoint`).
+Both headless encoders (``BertModel``, e.g. MiniLM) and ``*ForSequenceClassification`` checkpoints
+load; a missing classification head is initialized from a seeded generator, with a warning.
 """
 
 from __future__ import annotations
 
-import json
 import warnings
+import weakref
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from lrp_kernels.errors import CheckpointError
-from lrp_kernels.models.bert import BertClassifier
-from lrp_kernels.models.config import ModelConfig
-
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
-_IGNORED_PREFIXES = ("cls.", "lm_head.", "qa_outputs.")
-
-
-def _read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
-    if (directory / "model.safetensors").is_file():
-        from safetensors.torch import load_file
-
-        return load_file(str(directory / "model.safetensors"))
-    if (directory / "model.safetensors.index.json").is_file():
-        from safetensors.torch import load_file
-
-        index = json.loads((directory / "model.safetensors.index.json").read_text(encoding="utf-8"))
-        state: dict[str, torch.Tensor] = {}
-        for shard in sorted(set(index["weight_map"].values())):
-            if not (directory / shard).is_file():
-                raise CheckpointError(f"{directory}: missing file {shard} (named by model.safetensors.index.json)")
-            state.update(load_file(str(directory / shard)))
-        return state
-    if (directory / "pytorch_model.bin").is_file():
-        return torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    raise CheckpointError(f"{directory}: missing file model.safetensors (or pytorch_model.bin)")
+from lrp_kernels.errors import CheckpointError, InputError
+from lrp_kernels.models.base import EncoderClassifier
+from lrp_kernels.models.checkpoint import read_state_dict
+from lrp_kernels.models.config import ModelConfig, read_config_file
+from lrp_kernels.models.registry import Family, check_architecture, family_for
 
 
-def _normalize_keys(state: dict[str, torch.Tensor], family: str) -> dict[str, torch.Tensor]:
-    """Map a checkpoint's keys onto our parameter names (``bert.``/``roberta.`` prefix, old names)."""
-    out = {}
-    prefix = family + "."
-    for key, value in state.items():
-        if key.startswith(_IGNORED_PREFIXES) or key.endswith(("position_ids", "token_type_ids")):
-            continue
-        key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
-        if not key.startswith(prefix) and not key.startswith("classifier."):
-            key = prefix + key
-        out[key] = value
-    return out
+def config_from_dict(raw: dict[str, Any], num_labels: int | None = None, source: str = "config") -> ModelConfig:
+    """The family's :class:`ModelConfig` of a config.json dictionary (unsupported ones: CheckpointError)."""
+    family = family_for(raw.get("model_type"), source)
+    for name in raw.get("architectures") or ():
+        check_architecture(str(name), source)
+    return family.config.from_dict(raw, num_labels=num_labels, source=source)
 
 
-def _fresh_head(model: BertClassifier, missing: list[str], seed: int = 0) -> None:
+def read_config(directory: str | Path, num_labels: int | None = None) -> ModelConfig:
+    """The :class:`ModelConfig` of the checkpoint in ``directory``."""
+    path = Path(directory) / "config.json"
+    return config_from_dict(read_config_file(path), num_labels=num_labels, source=str(path))
+
+
+def build(config: ModelConfig) -> EncoderClassifier:
+    """An uninitialized classifier of the config's family."""
+    return family_for(config.model_type).classifier(config)
+
+
+def _fresh_head(model: EncoderClassifier, missing: list[str], seed: int = 0) -> None:
     """Initialize the parameters a headless checkpoint lacks, as Hugging Face does (N(0, σ), b = 0)."""
     generator = torch.Generator().manual_seed(seed)
     std = model.config.initializer_range
@@ -74,16 +58,29 @@ def _fresh_head(model: BertClassifier, missing: list[str], seed: int = 0) -> Non
         setattr(module, kind, nn.Parameter(value, requires_grad=False))
 
 
-def _finish(model: BertClassifier, dtype, device) -> BertClassifier:
-    model.eval()
-    model.requires_grad_(False)
-    if dtype is not None or device is not None:
-        model.to(device=device, dtype=dtype)
-    return model
+def _matching_state(family: Family, state: dict[str, torch.Tensor], expected: dict[str, nn.Parameter],
+                    directory: Path, num_labels: int) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The checkpoint tensors under our names that fit the model, and the names of the ignored ones."""
+    normalized = {}
+    for key, value in state.items():
+        name = family.normalize_key(key)
+        if name is not None:
+            normalized[name] = value
+    for key in [k for k in normalized if k.startswith(family.optional_prefixes)]:
+        if key in expected and normalized[key].shape != expected[key].shape and key.startswith("classifier."):
+            warnings.warn(f"{directory}: classifier shape {tuple(normalized[key].shape)} does not fit "
+                          f"{num_labels} labels; the head is initialized afresh", stacklevel=3)
+            del normalized[key]
+    for key, value in normalized.items():
+        if key in expected and value.shape != expected[key].shape:
+            raise CheckpointError(f"{directory}: weight {key} has shape {tuple(value.shape)} but config.json "
+                                  f"implies {tuple(expected[key].shape)}")
+    unexpected = sorted(set(normalized) - set(expected))
+    return {k: v for k, v in normalized.items() if k in expected}, unexpected
 
 
-def load_pretrained(path, num_labels: int | None = None, dtype=None, device=None) -> BertClassifier:
-    """Load a Hugging Face checkpoint directory as a :class:`BertClassifier` in eval mode.
+def load_pretrained(path, num_labels: int | None = None, dtype=None, device=None) -> EncoderClassifier:
+    """Load a Hugging Face checkpoint directory as its family's classifier, in eval mode.
 
     ``num_labels`` overrides the config (and forces a fresh head when it differs from the saved
     one). Parameters never require grad.
@@ -91,20 +88,14 @@ def load_pretrained(path, num_labels: int | None = None, dtype=None, device=None
     directory = Path(path)
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: not a checkpoint directory (it does not exist)")
-    config = ModelConfig.from_file(directory / "config.json", num_labels=num_labels)
-    state = _normalize_keys(_read_state_dict(directory), config.family)
+    config = read_config(directory, num_labels=num_labels)
+    family = family_for(config.model_type)
     with torch.device("meta"):
-        model = BertClassifier(config)
+        model = family.classifier(config)
     expected = dict(model.named_parameters())
-    for key in [k for k in state if k.startswith("classifier.")]:
-        if key in expected and state[key].shape != expected[key].shape:
-            warnings.warn(f"{directory}: classifier shape {tuple(state[key].shape)} does not fit "
-                          f"{config.num_labels} labels; the head is initialized afresh", stacklevel=2)
-            del state[key]
-    unexpected = sorted(set(state) - set(expected))
-    state = {k: v for k, v in state.items() if k in expected}
+    state, unexpected = _matching_state(family, read_state_dict(directory), expected, directory, config.num_labels)
     missing = sorted(set(expected) - set(state))
-    hard_missing = [k for k in missing if not k.startswith(("classifier.", "bert.pooler."))]
+    hard_missing = [k for k in missing if not k.startswith(family.optional_prefixes)]
     if hard_missing:
         raise CheckpointError(
             f"{directory}: the weights lack {len(hard_missing)} parameter(s) of a {config.model_type} model, "
@@ -117,26 +108,59 @@ def load_pretrained(path, num_labels: int | None = None, dtype=None, device=None
         _fresh_head(model, missing)
     if unexpected:
         warnings.warn(f"{directory}: ignored {len(unexpected)} unused weight(s), e.g. {unexpected[0]}", stacklevel=2)
-    return _finish(model, dtype, device)
+    model.eval()
+    model.requires_grad_(False)
+    if dtype is not None or device is not None:
+        model.to(device=device, dtype=dtype)
+    return model
 
 
-def from_hf(hf_model) -> BertClassifier:
-    """A :class:`BertClassifier` that shares the parameters of a ``transformers`` sequence classifier.
+def from_hf(hf_model) -> EncoderClassifier:
+    """A classifier that shares the parameters of a ``transformers`` sequence classifier.
 
     Nothing is copied: our parameters *are* the Hugging Face model's tensors.
     """
-    raw = hf_model.config.to_dict()
-    config = ModelConfig.from_dict(raw, num_labels=hf_model.config.num_labels, source=type(hf_model).__name__)
+    name = type(hf_model).__name__
+    check_architecture(name, name)
+    if not name.endswith("ForSequenceClassification"):
+        raise CheckpointError(f"{name}: pass a *ForSequenceClassification model (or load a checkpoint directory)")
+    config = config_from_dict(hf_model.config.to_dict(), num_labels=hf_model.config.num_labels, source=name)
     with torch.device("meta"):
-        model = BertClassifier(config)
-    for name, _ in list(model.named_parameters()):
+        model = build(config)
+    for param_name, _ in list(model.named_parameters()):
         try:
-            source = hf_model.get_parameter(name)
+            source = hf_model.get_parameter(param_name)
         except AttributeError:
-            raise CheckpointError(
-                f"{type(hf_model).__name__} has no parameter {name}: pass a *ForSequenceClassification model"
-            ) from None
-        module_name, _, kind = name.rpartition(".")
+            raise CheckpointError(f"{name} has no parameter {param_name}: pass a *ForSequenceClassification model") from None
+        module_name, _, kind = param_name.rpartition(".")
         model.get_submodule(module_name)._parameters[kind] = source
     model.eval()
     return model
+
+
+# A transformers model -> (our classifier, the identities of the parameters it shares).
+_converted: "weakref.WeakKeyDictionary[nn.Module, tuple[EncoderClassifier, tuple[int, ...]]]" = weakref.WeakKeyDictionary()
+
+
+def _shared_ids(ours: EncoderClassifier, hf_model: nn.Module) -> tuple[int, ...]:
+    return tuple(id(hf_model.get_parameter(n)) for n, _ in ours.named_parameters())
+
+
+def as_lrp_model(model) -> EncoderClassifier:
+    """Our classifier for ``model``; a ``transformers`` model is converted once and the conversion
+    reused while it still shares every parameter (a replaced head or layer is converted afresh)."""
+    if isinstance(model, EncoderClassifier):
+        return model
+    if not isinstance(model, nn.Module) or not hasattr(model, "config"):
+        raise InputError(f"expected a lrp_kernels classifier or a transformers model, got {type(model).__name__}")
+    cached = _converted.get(model)
+    if cached is not None:
+        ours, ids = cached
+        try:
+            if _shared_ids(ours, model) == ids:
+                return ours
+        except AttributeError:  # a module was removed: convert again (and report that)
+            pass
+    ours = from_hf(model)
+    _converted[model] = (ours, _shared_ids(ours, model))
+    return ours

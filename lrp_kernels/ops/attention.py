@@ -11,22 +11,27 @@ Backward, in the gradient×input form (relevance of x = x ⊙ g_x):
     gradient in this form; the bilinear products Q·Kᵀ and P·V: the uniform rule, each factor gets
     half. So g_V = ½ Pᵀ g_O, g_P = ½ g_O Vᵀ, g_S = softmax'(g_P), g_Q = ½ g_S K · scale,
     g_K = ½ g_Sᵀ Q · scale — Q and K receive ¼ and V ½ of the plain gradient. Not conservative: the
-    softmax rule drops the Taylor remainder (see ``../shared/design/lrp-rules.md``).
+    softmax rule drops the Taylor remainder.
 ``"cp_lrp"`` (Ali et al., ICML 2022)
     P is a constant, O = P V is linear in V: g_V = Pᵀ g_O, g_Q = g_K = 0. Conservative.
 
 ``mask`` is additive, per key: [B, L] float32 with 0 at tokens and ``finfo(float32).min`` at padding
-(:func:`additive_mask`). A backend may fuse the whole op (FlashAttention-style: no stored P); the
-torch reference stores P.
+(:func:`additive_mask`). A backend may fuse the whole op (FlashAttention-style: no stored P).
+
+Kernels (:class:`~lrp_kernels.backends.contract.AttentionKernels`): ``backends/{torch,cpp,triton}/attention.py``,
+``csrc/attention.{cpp,cu}`` (the masked softmax and its backward); tests ``tests/ops/test_attention.py``;
+benchmark ``benchmarks/ops/bench_attention.py``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from lrp_kernels.backend import host_function
+from lrp_kernels.backends.contract import ATTENTION_MODES, Backend
 
-MODES = ("grad", "attnlrp", "cp_lrp")
+from ._backend import or_reference
+
+MODES = ATTENTION_MODES
 
 
 def additive_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -43,27 +48,23 @@ class LRPAttentionFunction(torch.autograd.Function):
     """Forward: softmax(Q Kᵀ·scale + mask) V; backward: the rule of ``mode``."""
 
     @staticmethod
-    def forward(ctx, q, k, v, mask, scale, mode, impl):
-        out, saved = host_function(impl, "attention_forward")(q, k, v, mask, scale, mode)
-        ctx.scale, ctx.mode, ctx.impl = scale, mode, impl
+    def forward(ctx, q, k, v, mask, scale, mode, backend: Backend):
+        out, saved = backend.attention.forward(q, k, v, mask, scale, mode)
+        ctx.scale, ctx.mode, ctx.kernels = scale, mode, backend.attention
         ctx.save_for_backward(q, k, v, mask, *saved)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         q, k, v, mask, *saved = ctx.saved_tensors
-        gq, gk, gv = host_function(ctx.impl, "attention_backward")(
-            grad_out.contiguous(), q, k, v, mask, ctx.scale, ctx.mode, tuple(saved)
-        )
+        gq, gk, gv = ctx.kernels.backward(grad_out.contiguous(), q, k, v, mask, ctx.scale, ctx.mode, tuple(saved))
         return gq, gk, gv, None, None, None, None
 
 
-def lrp_attention(q, k, v, mask=None, scale=None, mode="attnlrp", impl=None):
+def lrp_attention(q, k, v, mask=None, scale=None, mode="attnlrp", backend: Backend | None = None):
     """Attention over [B, H, L, D] tensors with the backward rule ``mode`` (one of :data:`MODES`)."""
     if mode not in MODES:
         raise ValueError(f"unknown attention mode {mode!r}; valid: {', '.join(MODES)}")
     if scale is None:
         scale = q.shape[-1] ** -0.5
-    if impl is None:
-        from lrp_kernels.ops import _torch_backend as impl
-    return LRPAttentionFunction.apply(q, k, v, mask, float(scale), mode, impl)
+    return LRPAttentionFunction.apply(q, k, v, mask, float(scale), mode, or_reference(backend))

@@ -11,34 +11,36 @@ that map gives, in the gradient×input form,
 
 and Σ R_x = Σ (y − β) ⊙ g_y: conservative with β = 0 (β absorbs its share). The forward is the
 ordinary LayerNorm; it saves only 1/σ per row.
+
+Kernels (:class:`~lrp_kernels.backends.contract.LayerNormKernels`): ``backends/{torch,cpp,triton}/layer_norm.py``,
+``csrc/layer_norm.{cpp,cu}``; tests ``tests/ops/test_layer_norm.py``; benchmark ``benchmarks/ops/bench_layer_norm.py``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from lrp_kernels.backend import host_function
+from lrp_kernels.backends.contract import Backend
+
+from ._backend import or_reference
 
 
 class LRPLayerNormFunction(torch.autograd.Function):
-    """Forward: LayerNorm (saves mean and 1/σ); backward: the identity rule on 1/σ."""
+    """Forward: LayerNorm (saves 1/σ); backward: the identity rule on 1/σ."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, eps, impl):
-        y, _mean, rstd = host_function(impl, "layer_norm_forward")(x, weight, bias, eps)
-        ctx.impl = impl
+    def forward(ctx, x, weight, bias, eps, backend: Backend):
+        y, _mean, rstd = backend.layer_norm.forward(x, weight, bias, eps)
+        ctx.kernels = backend.layer_norm
         ctx.save_for_backward(weight, rstd)
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
         weight, rstd = ctx.saved_tensors
-        grad_x = host_function(ctx.impl, "layer_norm_backward")(grad_y, weight, rstd)
-        return grad_x, None, None, None, None
+        return ctx.kernels.backward(grad_y, weight, rstd), None, None, None, None
 
 
-def lrp_layer_norm(x, weight, bias, eps=1e-12, impl=None):
+def lrp_layer_norm(x, weight, bias, eps=1e-12, backend: Backend | None = None):
     """LayerNorm over the last dimension whose backward treats σ as a constant."""
-    if impl is None:
-        from lrp_kernels.ops import _torch_backend as impl
-    return LRPLayerNormFunction.apply(x, weight, bias, float(eps), impl)
+    return LRPLayerNormFunction.apply(x, weight, bias, float(eps), or_reference(backend))

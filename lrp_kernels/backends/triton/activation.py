@@ -22,12 +22,15 @@ import torch
 import triton
 import triton.language as tl
 
-from lrp_kernels.errors import InputError
-from lrp_kernels.ops import _torch_backend as _ref
+from lrp_kernels.errors import BackendError
+from lrp_kernels.backends.contract import ActivationKernels
+from lrp_kernels.backends.torch import activation as reference
+from lrp_kernels.backends.torch import linear as linear_reference
 
 from ._common import ELEMENTWISE, autotune, bucket, cast, stabilized_ratio, use_reference
 
-GELU_GUARD = _ref.GELU_GUARD
+# the reference's guard, as a compile-time constant of the kernels
+_GELU_GUARD = tl.constexpr(reference.GELU_GUARD)
 _APPROXIMATE = {"none": False, "tanh": True}
 
 
@@ -42,12 +45,12 @@ def _tanh(x):
 
 @triton.jit
 def gelu_factor(u, APPROX_TANH: tl.constexpr):
-    """gelu(u)/u = Φ(u) (or the tanh form) in float32; ½ where |u| < 1e-6 (the reference's guard)."""
+    """gelu(u)/u = Φ(u) (or the tanh form) in float32; ½ where |u| < the reference's GELU_GUARD."""
     if APPROX_TANH:
         phi = 0.5 * (1.0 + _tanh(0.7978845608028654 * (u + 0.044715 * u * u * u)))
     else:
         phi = 0.5 * (1.0 + tl.math.erf(u * 0.7071067811865476))
-    return tl.where(tl.abs(u) < 1e-6, 0.5, phi)
+    return tl.where(tl.abs(u) < _GELU_GUARD, 0.5, phi)
 
 
 @autotune(**ELEMENTWISE)
@@ -91,9 +94,9 @@ def _gelu_backward_kernel(
 
 
 def approximate_flag(approximate: str) -> bool:
-    """True for the tanh approximation; InputError for an unknown name."""
+    """True for the tanh approximation; BackendError for an unknown name."""
     if approximate not in _APPROXIMATE:
-        raise InputError(f"unknown GELU approximation {approximate!r}; valid: 'none', 'tanh'")
+        raise BackendError(f"unknown GELU approximation {approximate!r}; valid: 'none', 'tanh'")
     return _APPROXIMATE[approximate]
 
 
@@ -105,7 +108,7 @@ def gelu_forward(u: torch.Tensor, approximate: str = "none") -> torch.Tensor:
     """``gelu(u)`` in u's dtype."""
     tanh = approximate_flag(approximate)
     if use_reference(u):
-        return _ref.gelu_forward(u, approximate)
+        return reference.gelu_forward(u, approximate)
     u_c = u.contiguous()
     h = torch.empty_like(u_c)
     n = u_c.numel()
@@ -117,7 +120,7 @@ def gelu_forward(u: torch.Tensor, approximate: str = "none") -> torch.Tensor:
 def _backward(grad_h, u, eps, approximate):
     tanh = approximate_flag(approximate)
     if grad_h.shape != u.shape:
-        raise InputError(f"grad_h and u must have the same shape, got {tuple(grad_h.shape)} and {tuple(u.shape)}")
+        raise BackendError(f"grad_h and u must have the same shape, got {tuple(grad_h.shape)} and {tuple(u.shape)}")
     g_c, u_c = grad_h.contiguous(), u.contiguous()
     out = torch.empty_like(g_c)
     n = g_c.numel()
@@ -129,14 +132,32 @@ def _backward(grad_h, u, eps, approximate):
 
 
 def gelu_backward(grad_h: torch.Tensor, u: torch.Tensor, approximate: str = "none") -> torch.Tensor:
-    """Identity rule: ``grad_h · gelu(u)/u`` (½ where |u| < 1e-6), in grad_h's dtype."""
+    """Identity rule: ``grad_h · gelu(u)/u`` (½ where |u| < GELU_GUARD), in grad_h's dtype."""
     if use_reference(grad_h) or use_reference(u):
-        return _ref.gelu_backward(grad_h, u, approximate)
+        return reference.gelu_backward(grad_h, u, approximate)
     return _backward(grad_h, u, 0.0, approximate)
 
 
 def gelu_eps_ratio(grad_h: torch.Tensor, u: torch.Tensor, eps: float, approximate: str = "none") -> torch.Tensor:
     """Identity rule of the GELU times the ε-stabilizer of the linear that produced ``u``, one pass."""
     if use_reference(grad_h) or use_reference(u):
-        return _ref.gelu_eps_ratio(grad_h, u, eps, approximate)
+        return linear_reference.gelu_eps_ratio(grad_h, u, eps, approximate)
     return _backward(grad_h, u, eps, approximate)
+
+
+def forward(x: torch.Tensor, fn: str) -> torch.Tensor:
+    """GELU runs here; tanh and ReLU take the torch reference."""
+    reference.check_function(fn)
+    if fn in ("gelu", "gelu_tanh"):
+        return gelu_forward(x, reference.gelu_approximate(fn))
+    return reference.forward(x, fn)
+
+
+def backward(grad_y: torch.Tensor, x: torch.Tensor, fn: str) -> torch.Tensor:
+    reference.check_function(fn)
+    if fn in ("gelu", "gelu_tanh"):
+        return gelu_backward(grad_y, x, reference.gelu_approximate(fn))
+    return reference.backward(grad_y, x, fn)
+
+
+KERNELS = ActivationKernels(forward=forward, backward=backward)

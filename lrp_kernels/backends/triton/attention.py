@@ -20,7 +20,7 @@ Backward, recomputing ``P_ij = exp(S_ij − m_i − log ℓ_i)`` block by block:
     g_P = g_O Vᵀ,   Δ_i = Σ_j P_ij g_P,ij = g_O,i · O_i,   g_S = P ⊙ (g_P − Δ)
     g_Q = scale · g_S K,   g_K = scale · g_Sᵀ Q
 
-Modes (``lrp_kernels.backend``):
+Modes (``lrp_kernels.ops.attention``):
 
 * ``"grad"``: the plain gradient above.
 * ``"attnlrp"`` (Achtibat et al. 2024): the softmax keeps its gradient (first-order Taylor rule);
@@ -43,12 +43,13 @@ import torch
 import triton
 import triton.language as tl
 
-from lrp_kernels.errors import InputError
-from lrp_kernels.ops import _torch_backend as _ref
+from lrp_kernels.errors import BackendError
+from lrp_kernels.backends.contract import ATTENTION_MODES, AttentionKernels
+from lrp_kernels.backends.torch import attention as reference
 
 from ._common import autotune, bucket, cast, dot_precision, mm, next_pow2, reduce_max, reduce_sum, use_reference
 
-MODES = ("grad", "attnlrp", "cp_lrp")
+MODES = ATTENTION_MODES
 MAX_HEAD_DIM = 256
 
 
@@ -319,20 +320,20 @@ def _attention_backward_dq_kernel(
 
 def _check_mode(mode):
     if mode not in MODES:
-        raise InputError(f"unknown attention mode {mode!r}; valid: {', '.join(MODES)}")
+        raise BackendError(f"unknown attention mode {mode!r}; valid: {', '.join(MODES)}")
 
 
 def _check(q, k, v, mask):
     if q.dim() != 4 or q.shape != k.shape or q.shape != v.shape:
-        raise InputError(
+        raise BackendError(
             f"q, k, v must all have shape [B, H, L, D], got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
         )
     if not (q.dtype == k.dtype == v.dtype):
-        raise InputError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+        raise BackendError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if q.shape[-1] > MAX_HEAD_DIM:
-        raise InputError(f"head dim {q.shape[-1]} exceeds the Triton attention's maximum {MAX_HEAD_DIM}")
+        raise BackendError(f"head dim {q.shape[-1]} exceeds the Triton attention's maximum {MAX_HEAD_DIM}")
     if mask is not None and tuple(mask.shape) != (q.shape[0], q.shape[2]):
-        raise InputError(f"mask must have shape [B, L] = [{q.shape[0]}, {q.shape[2]}], got {tuple(mask.shape)}")
+        raise BackendError(f"mask must have shape [B, L] = [{q.shape[0]}, {q.shape[2]}], got {tuple(mask.shape)}")
 
 
 def _mask_arg(mask, like):
@@ -344,7 +345,7 @@ def _mask_arg(mask, like):
     return m, m.stride(0), True
 
 
-def attention_forward(q, k, v, mask, scale: float, mode: str):
+def forward(q, k, v, mask, scale: float, mode: str):
     """``(O, saved)``: softmax(scale·QKᵀ + mask)·V without materializing P.
 
     ``saved`` is ``(O, row_max, row_log_sum)`` for ``grad``/``attnlrp`` and ``(q, k, row_max,
@@ -354,7 +355,7 @@ def attention_forward(q, k, v, mask, scale: float, mode: str):
     _check_mode(mode)
     _check(q, k, v, mask)
     if use_reference(q):
-        return _ref.attention_forward(q, k, v, mask, scale, mode)
+        return reference.forward(q, k, v, mask, scale, mode)
     bsz, heads, length, dim = q.shape
     out = torch.empty((bsz, heads, length, dim), dtype=q.dtype, device=q.device)
     row_max = torch.empty((bsz, heads, length), dtype=torch.float32, device=q.device)
@@ -373,27 +374,27 @@ def attention_forward(q, k, v, mask, scale: float, mode: str):
     return out, (out, row_max, row_log_sum)
 
 
-def attention_backward(grad_out, q, k, v, mask, scale: float, mode: str, saved):
+def backward(grad_out, q, k, v, mask, scale: float, mode: str, saved):
     """``(g_Q, g_K, g_V)`` of the mode (g_Q = g_K = None for ``cp_lrp``) from the saved statistics.
 
     For ``cp_lrp`` q, k, v may be None (q and k come from ``saved``).
     """
     _check_mode(mode)
     if use_reference(saved[0]):  # float64: the forward was the reference's, saved = (P,)
-        return _ref.attention_backward(grad_out, q, k, v, mask, scale, mode, saved)
+        return reference.backward(grad_out, q, k, v, mask, scale, mode, saved)
     compute_qk = mode != "cp_lrp"
     if compute_qk:
         if len(saved) != 3:
-            raise InputError("attention_backward needs the (out, row_max, row_log_sum) of the Triton forward")
+            raise BackendError("attention_backward needs the (out, row_max, row_log_sum) of the Triton forward")
         out, row_max, row_log_sum = saved
     else:
         if len(saved) != 4:
-            raise InputError("cp_lrp attention_backward needs the (q, k, row_max, row_log_sum) of the Triton forward")
+            raise BackendError("cp_lrp attention_backward needs the (q, k, row_max, row_log_sum) of the Triton forward")
         q, k, row_max, row_log_sum = saved
         v = k
     _check(q, k, v, mask)
     if grad_out.shape != q.shape:
-        raise InputError(f"grad_out must have shape {tuple(q.shape)}, got {tuple(grad_out.shape)}")
+        raise BackendError(f"grad_out must have shape {tuple(q.shape)}, got {tuple(grad_out.shape)}")
     bsz, heads, length, dim = q.shape
     v_factor = 0.5 if mode == "attnlrp" else 1.0
     qk_factor = scale * (0.25 if mode == "attnlrp" else 1.0)
@@ -425,3 +426,6 @@ def attention_backward(grad_out, q, k, v, mask, scale: float, mode: str, saved):
             HAS_MASK=has_mask, DOT_PRECISION=prec, BLOCK_D=block_d,
         )
     return gq, gk, gv
+
+
+KERNELS = AttentionKernels(forward=forward, backward=backward)

@@ -19,8 +19,9 @@ import torch
 import triton
 import triton.language as tl
 
-from lrp_kernels.errors import InputError
-from lrp_kernels.ops import _torch_backend as _ref
+from lrp_kernels.errors import BackendError
+from lrp_kernels.backends.contract import LayerNormKernels
+from lrp_kernels.backends.torch import layer_norm as reference
 
 from ._common import autotune, cast, next_pow2, reduce_sum, rows, use_reference
 
@@ -91,13 +92,13 @@ def _layer_norm_backward_kernel(
 
 def _check_param(name, p, h):
     if p is not None and (p.dim() != 1 or p.shape[0] != h):
-        raise InputError(f"LayerNorm {name} must have shape [{h}], got {tuple(p.shape)}")
+        raise BackendError(f"LayerNorm {name} must have shape [{h}], got {tuple(p.shape)}")
 
 
-def layer_norm_forward(x: torch.Tensor, weight, bias, eps: float):
+def forward(x: torch.Tensor, weight, bias, eps: float):
     """``(y, mean f32, rstd f32)`` over the last dimension of ``x``."""
     if use_reference(x):
-        return _ref.layer_norm_forward(x, weight, bias, eps)
+        return reference.forward(x, weight, bias, eps)
     h = x.shape[-1]
     _check_param("weight", weight, h)
     _check_param("bias", bias, h)
@@ -117,14 +118,14 @@ def layer_norm_forward(x: torch.Tensor, weight, bias, eps: float):
     return y.reshape(x.shape), mean.reshape(lead), rstd.reshape(lead)
 
 
-def layer_norm_backward(grad_y: torch.Tensor, weight, rstd: torch.Tensor) -> torch.Tensor:
+def backward(grad_y: torch.Tensor, weight, rstd: torch.Tensor) -> torch.Tensor:
     """``rstd · (γ ⊙ g − mean_H(γ ⊙ g))`` with σ held constant."""
     if use_reference(grad_y):
-        return _ref.layer_norm_backward(grad_y, weight, rstd)
+        return reference.backward(grad_y, weight, rstd)
     h = grad_y.shape[-1]
     _check_param("weight", weight, h)
     if rstd.shape != grad_y.shape[:-1]:
-        raise InputError(f"rstd must have shape {tuple(grad_y.shape[:-1])}, got {tuple(rstd.shape)}")
+        raise BackendError(f"rstd must have shape {tuple(grad_y.shape[:-1])}, got {tuple(rstd.shape)}")
     g2 = rows(grad_y)
     r = g2.shape[0]
     out = torch.empty((r, h), dtype=grad_y.dtype, device=grad_y.device)
@@ -135,3 +136,6 @@ def layer_norm_backward(grad_y: torch.Tensor, weight, rstd: torch.Tensor) -> tor
             HAS_WEIGHT=weight is not None, BLOCK_H=next_pow2(h),
         )
     return out.reshape(grad_y.shape)
+
+
+KERNELS = LayerNormKernels(forward=forward, backward=backward)

@@ -31,11 +31,12 @@ import torch
 import triton
 import triton.language as tl
 
-from lrp_kernels.errors import InputError
-from lrp_kernels.ops import _torch_backend as _ref
+from lrp_kernels.errors import BackendError
+from lrp_kernels.backends.contract import LinearKernels
+from lrp_kernels.backends.torch import linear as reference
 
 from ._common import ELEMENTWISE, autotune, bucket, cast, dot_precision, mm, rows, stabilized_ratio, use_reference
-from .gelu import approximate_flag, gelu_factor
+from .activation import approximate_flag, gelu_eps_ratio, gelu_factor
 
 # Operand rules applied on load (constexpr RULE of the GEMM).
 _PLAIN, _EPS, _GELU, _GELU_EPS = 0, 1, 2, 3
@@ -165,9 +166,9 @@ def eps_ratio(grad_z: torch.Tensor, z: torch.Tensor, eps: float) -> torch.Tensor
     if eps == 0:
         return grad_z
     if use_reference(grad_z) or use_reference(z):
-        return _ref.eps_ratio(grad_z, z, eps)
+        return reference.eps_ratio(grad_z, z, eps)
     if grad_z.shape != z.shape:
-        raise InputError(f"grad_z and z must have the same shape, got {tuple(grad_z.shape)} and {tuple(z.shape)}")
+        raise BackendError(f"grad_z and z must have the same shape, got {tuple(grad_z.shape)} and {tuple(z.shape)}")
     g_c, z_c = grad_z.contiguous(), z.contiguous()
     out = torch.empty_like(g_c)
     n = g_c.numel()
@@ -192,9 +193,9 @@ def linear_backward(
     """
     n_out = grad_z.shape[-1]
     if weight.dim() != 2 or weight.shape[0] != n_out:
-        raise InputError(f"weight must have shape [{n_out}, N_in], got {tuple(weight.shape)}")
+        raise BackendError(f"weight must have shape [{n_out}, N_in], got {tuple(weight.shape)}")
     if weight.dtype != grad_z.dtype:
-        raise InputError(f"weight dtype {weight.dtype} differs from the gradient dtype {grad_z.dtype}")
+        raise BackendError(f"weight dtype {weight.dtype} differs from the gradient dtype {grad_z.dtype}")
     if gelu_input is not None:
         tanh = approximate_flag(approximate)
         rule = _GELU_EPS if eps != 0 else _GELU
@@ -204,13 +205,13 @@ def linear_backward(
         rule = _EPS if eps != 0 else _PLAIN
         source = z
         if source is None and rule == _EPS:
-            raise InputError("linear_backward needs z (the linear's output) when eps != 0")
+            raise BackendError("linear_backward needs z (the linear's output) when eps != 0")
     if source is not None and source.shape != grad_z.shape:
-        raise InputError(f"z/gelu_input must have the shape of grad_z {tuple(grad_z.shape)}, got {tuple(source.shape)}")
+        raise BackendError(f"z/gelu_input must have the shape of grad_z {tuple(grad_z.shape)}, got {tuple(source.shape)}")
     if use_reference(grad_z):
         if gelu_input is not None:
-            return torch.matmul(_ref.gelu_eps_ratio(grad_z, gelu_input, eps, approximate), weight)
-        return torch.matmul(_ref.eps_ratio(grad_z, z, eps), weight)
+            return torch.matmul(reference.gelu_eps_ratio(grad_z, gelu_input, eps, approximate), weight)
+        return torch.matmul(reference.eps_ratio(grad_z, z, eps), weight)
 
     g2 = rows(grad_z)
     s2 = rows(source) if rule != _PLAIN else g2
@@ -227,3 +228,6 @@ def linear_backward(
                 RULE=rule, APPROX_TANH=tanh, DOT_PRECISION=dot_precision(grad_z.dtype),
             )
     return out.reshape(*grad_z.shape[:-1], n_in)
+
+
+KERNELS = LinearKernels(eps_ratio=eps_ratio, gelu_eps_ratio=gelu_eps_ratio, fused_backward=linear_backward)

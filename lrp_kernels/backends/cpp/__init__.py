@@ -1,0 +1,26 @@
+"""The ``cpp`` and ``cuda`` backends: the compiled kernels of ``csrc/`` through ``lrp_kernels._C``.
+
+One file per rule, named as in ``lrp_kernels/ops/`` and ``csrc/``; ``_glue.py`` turns tensors into
+the pointers, sizes and row strides the torch-free kernels take. Both backends share the glue: CPU
+tensors run the C++/OpenMP kernels (``cpp``), CUDA tensors the CUDA kernels (``cuda``). The kernels
+take float32, float16 and bfloat16 and compute in float32; what they do not cover (float64,
+mismatched dtypes or shapes, empty tensors, tanh/ReLU) runs the torch reference, which defines the
+same math.
+"""
+
+from __future__ import annotations
+
+from lrp_kernels.backends.contract import Backend
+
+from . import activation, attention, layer_norm, linear
+from ._glue import why_cuda_unavailable, why_unavailable
+
+_KERNELS = dict(
+    linear=linear.KERNELS,
+    layer_norm=layer_norm.KERNELS,
+    activation=activation.KERNELS,
+    attention=attention.KERNELS,
+)
+
+CPP = Backend(name="cpp", devices=("cpu",), why_unavailable=why_unavailable, **_KERNELS)
+CUDA = Backend(name="cuda", devices=("cuda",), why_unavailable=why_cuda_unavailable, **_KERNELS)

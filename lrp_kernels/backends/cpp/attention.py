@@ -1,0 +1,86 @@
+"""Compiled kernels of the attention rules (``csrc/attention.{cpp,cu}``: the masked softmax and its
+backward; math: ``lrp_kernels/ops/attention.py``).
+
+The GEMMs stay on ``torch.matmul`` around the softmax kernels, unless the torch reference runs this
+attention as one fused aten kernel (FlashAttention style, no stored probabilities): then that is
+used as it is, being both faster and leaner. cp_lrp needs P and always takes the softmax kernels.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lrp_kernels.backends.contract import AttentionKernels
+from lrp_kernels.backends.torch import attention as reference
+
+from ._glue import DTYPE_CODES, launch, rows, supported
+
+
+def softmax_forward(scores, mask, scale):
+    if not supported(scores) or scores.dim() != 4 or scores.shape[-1] == 0:
+        return reference.softmax_forward(scores, mask, scale)
+    batch, heads, lq, lk = scores.shape
+    if mask is not None:
+        if mask.shape != (batch, lk):
+            return reference.softmax_forward(scores, mask, scale)
+        mask = mask.to(device=scores.device, dtype=torch.float32)
+        if mask.stride(1) != 1 and lk > 1:
+            mask = mask.contiguous()
+    sm, s_stride = rows(scores)
+    probs = torch.empty(scores.shape, dtype=scores.dtype, device=scores.device)
+    launch(
+        "softmax_forward",
+        scores.device,
+        DTYPE_CODES[scores.dtype],
+        sm.shape[0],
+        lk,
+        heads * lq,
+        sm.data_ptr(),
+        s_stride,
+        0 if mask is None else mask.data_ptr(),
+        0 if mask is None else mask.stride(0),
+        float(scale),
+        probs.data_ptr(),
+        lk,
+    )
+    return probs
+
+
+def softmax_backward(grad_p, probs, factor):
+    if not supported(grad_p, probs) or grad_p.shape[-1] == 0:
+        return reference.softmax_backward(grad_p, probs, factor)
+    gm, g_stride = rows(grad_p)
+    pm, p_stride = rows(probs)
+    n_rows, cols = gm.shape
+    out = torch.empty(grad_p.shape, dtype=grad_p.dtype, device=grad_p.device)
+    launch(
+        "softmax_backward",
+        grad_p.device,
+        DTYPE_CODES[grad_p.dtype],
+        n_rows,
+        cols,
+        gm.data_ptr(),
+        g_stride,
+        pm.data_ptr(),
+        p_stride,
+        float(factor),
+        out.data_ptr(),
+        cols,
+    )
+    return out
+
+
+def forward(q, k, v, mask, scale, mode):
+    if reference.uses_fused_kernel(q, mode, mask):
+        return reference.forward(q, k, v, mask, scale, mode)
+    probs = softmax_forward(torch.matmul(q, k.transpose(-1, -2)), mask, scale)
+    return torch.matmul(probs, v), (probs,)
+
+
+def backward(grad_out, q, k, v, mask, scale, mode, saved):
+    if reference.uses_fused_kernel(q, mode, mask):
+        return reference.backward(grad_out, q, k, v, mask, scale, mode, saved)
+    return reference.eager_backward(grad_out, q, k, v, saved[0], scale, mode, softmax_backward=softmax_backward)
+
+
+KERNELS = AttentionKernels(forward=forward, backward=backward)

@@ -1,0 +1,60 @@
+"""The Triton backend (``backend="triton"``): fused LRP kernels written in Triton.
+
+One file per rule, named as in ``lrp_kernels/ops/``; each ends with its kernel set of the contract
+(:mod:`lrp_kernels.backends.contract`), with the torch reference's semantics:
+
+* :mod:`.layer_norm` — row-wise LayerNorm forward and its σ-constant backward;
+* :mod:`.activation` — element-wise GELU and its identity rule (tanh and ReLU: the torch reference);
+* :mod:`.linear` — the ε-ratio, the GELU-identity × ε-ratio, and the declared capability
+  ``fused_backward``: the whole ε-rule backward of a linear as one GEMM;
+* :mod:`.attention` — FlashAttention-style fused attention with the ``grad`` / ``attnlrp`` /
+  ``cp_lrp`` backward; ``saved`` is ``(out, row_max, row_log_sum)``, or ``(q, k, row_max,
+  row_log_sum)`` for ``cp_lrp``.
+
+Where it runs: on CUDA devices with Triton's GPU compiler, or — when ``TRITON_INTERPRET=1`` was set
+before this package was first imported — through Triton's NumPy interpreter on CPU tensors (for
+tests; about a thousand times slower). float64 inputs are handed to the torch reference.
+"""
+
+from __future__ import annotations
+
+import os
+
+try:
+    import triton  # noqa: F401  (the import error, if any, is the reason the backend is unavailable)
+except ImportError as exc:
+    raise ImportError(f"triton is not installed ({exc}); pip install triton") from exc
+
+import torch
+
+from lrp_kernels.backends.contract import Backend
+
+from . import activation, attention, layer_norm, linear
+from ._common import INTERPRETED
+
+
+def why_unavailable() -> str | None:
+    """None when the kernels can run here, otherwise the reason.
+
+    Usable when the kernels were built for the interpreter and ``TRITON_INTERPRET=1`` is still set,
+    or when they were compiled for the GPU and a CUDA device exists.
+    """
+    if INTERPRETED:
+        if os.environ.get("TRITON_INTERPRET", "0") == "1":
+            return None
+        return "the Triton kernels were built for the interpreter, but TRITON_INTERPRET=1 is no longer set"
+    if torch.cuda.is_available():
+        return None
+    return "no CUDA device (set TRITON_INTERPRET=1 before importing lrp_kernels to run Triton on the CPU)"
+
+
+BACKEND = Backend(
+    name="triton",
+    # CUDA, plus CPU when the kernels were built for the interpreter
+    devices=("cuda", "cpu") if INTERPRETED else ("cuda",),
+    why_unavailable=why_unavailable,
+    linear=linear.KERNELS,
+    layer_norm=layer_norm.KERNELS,
+    activation=activation.KERNELS,
+    attention=attention.KERNELS,
+)

@@ -1,0 +1,83 @@
+"""The base class of every family's classifier: one forward for all rule sets and read-out points.
+
+A family implements four small methods — :meth:`~EncoderClassifier.embed` (the embedding sum),
+:meth:`~EncoderClassifier.encode` (embedding sum → hidden states), :meth:`~EncoderClassifier.classify`
+(hidden states → logits) and, where positions depend on the ids, :meth:`~EncoderClassifier.position_ids`
+— out of the blocks of :mod:`lrp_kernels.models.blocks`. Everything else (the pass, attention maps,
+taps, plain ``forward``) is here, once.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from lrp_kernels.backends.contract import Backend
+from lrp_kernels.models.blocks import Pass
+from lrp_kernels.models.config import ModelConfig
+from lrp_kernels.rules import GRADIENT, Rules
+
+
+class EncoderClassifier(nn.Module):
+    """A sequence classifier whose every op can run under an LRP rule set.
+
+    ``forward`` gives the logits. For attribution, :meth:`embed` gives the embedding sum (word +
+    position + token type, the input of the embedding norm) and :meth:`run` continues from it
+    under a rule set, so that one backward pass from the logits yields the modified gradient at
+    the embedding sum (and at any tapped point).
+    """
+
+    #: the attribute that holds the encoder (``bert``, ``roberta``, …), as in transformers
+    base_prefix: ClassVar[str] = "model"
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+
+    @property
+    def backbone(self) -> nn.Module:
+        return getattr(self, self.base_prefix)
+
+    # ------------------------------------------------------------------ what a family provides
+    @property
+    def word_embeddings(self) -> nn.Embedding:
+        return self.backbone.embeddings.word_embeddings
+
+    def position_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+
+    def embed(self, input_ids, token_type_ids=None, position_ids=None) -> torch.Tensor:
+        """The embedding sum e = word + position (+ token type), [B, L, width].
+
+        ``position_ids`` defaults to :meth:`position_ids` of ``input_ids``."""
+        if position_ids is None:
+            position_ids = self.position_ids(input_ids)
+        return self.backbone.embeddings.sum(input_ids, position_ids, token_type_ids)
+
+    def encode(self, e: torch.Tensor, p: Pass) -> torch.Tensor:
+        """Hidden states [B, L, hidden] from the embedding sum."""
+        raise NotImplementedError
+
+    def classify(self, hidden: torch.Tensor, p: Pass) -> torch.Tensor:
+        """Logits [B, num_labels] from the hidden states."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ shared
+    def run(self, embedding_sum, attention_mask=None, rules: Rules = GRADIENT, backend: Backend | None = None,
+            output_attentions: bool = False, taps=()) -> tuple[torch.Tensor, Pass]:
+        """Logits from the embedding sum, every op under ``rules``, and the :class:`Pass` (its
+        recorded attention maps and tapped tensors)."""
+        p = Pass.create(embedding_sum, attention_mask, rules, backend, output_attentions, taps)
+        return self.classify(self.encode(embedding_sum, p), p), p
+
+    def forward_from_embeddings(self, embedding_sum, attention_mask=None, rules: Rules = GRADIENT,
+                                backend: Backend | None = None, output_attentions: bool = False):
+        """Logits from the embedding sum (and, with ``output_attentions``, the attention maps)."""
+        logits, p = self.run(embedding_sum, attention_mask, rules, backend, output_attentions)
+        return (logits, p.attentions) if output_attentions else logits
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        """Plain logits [B, num_labels]."""
+        return self.forward_from_embeddings(self.embed(input_ids, token_type_ids), attention_mask)

@@ -1,0 +1,51 @@
+"""RoBERTa, XLM-RoBERTa and CamemBERT: ``RobertaForSequenceClassification`` and its twins.
+
+BERT's layers; positions count from ``pad_token_id + 1`` over non-padding tokens; no pooler; the
+head is dense → tanh → out_proj on the first token (``<s>``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lrp_kernels.models.base import EncoderClassifier
+from lrp_kernels.models.blocks import ClassificationHead
+from lrp_kernels.models.config import ModelConfig
+from lrp_kernels.models.families.bert import BertBackbone
+from lrp_kernels.models.registry import Family, register
+
+
+class RobertaConfig(ModelConfig):
+    @property
+    def max_tokens(self) -> int:
+        """Positions start at pad_token_id + 1, so fewer tokens fit than there are positions."""
+        return self.max_position_embeddings - self.pad_token_id - 1
+
+
+class RobertaClassifier(EncoderClassifier):
+    base_prefix = "roberta"
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        self.roberta = BertBackbone(config, pooler=False)
+        self.classifier = ClassificationHead(config, "tanh")
+
+    def position_ids(self, input_ids):
+        pad = self.config.pad_token_id
+        keep = input_ids.ne(pad).long()
+        return torch.cumsum(keep, dim=1) * keep + pad
+
+    def encode(self, e, p):
+        return self.roberta.encoder(self.roberta.embeddings.normalize(p, e), p)
+
+    def classify(self, hidden, p):
+        return self.classifier(hidden[:, 0], p)
+
+
+FAMILY = register(Family(
+    name="RoBERTa",
+    model_types=("roberta", "xlm-roberta", "camembert"),
+    classifier=RobertaClassifier,
+    config=RobertaConfig,
+    base_prefix="roberta",
+))
