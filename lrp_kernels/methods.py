@@ -81,12 +81,16 @@ class Method:
 
 
 _METHODS = (
+    # Methods that take the PLAIN gradient through the embedding norm read after it: the norm is
+    # scale-invariant per token, so e_t · ∂f/∂e_t = 0 for every token t at its input.
     Method("gradient", "gradient", "Gradient Sensitivity: ‖∂logit/∂x_t‖₂ per token", "Wu & Ong 2021 (GS)",
-           read_at="embedding_sum", rule_set="gradient", norm=True),
+           read_at="embedding_output", rule_set="gradient", norm=True),
     Method("grad_x_input", "gradient", "Gradient × Input", "Wu & Ong 2021 (GI)",
-           read_at="embedding_sum", rule_set="gradient"),
+           read_at="embedding_output", rule_set="gradient"),
     Method("lrp_epsilon", "gradient", "ε-rule on linear layers, plain gradient elsewhere (the naive baseline)",
-           "Bach et al. 2015", read_at="embedding_sum", rule_set="lrp_epsilon"),
+           "Bach et al. 2015", read_at="embedding_output", rule_set="lrp_epsilon"),
+    # The LRP rules hold the norm's σ constant: nothing is lost there, and the relevance that reached
+    # the input is measured at the embedding sum.
     Method("attnlrp", "gradient", "AttnLRP: ε-rule, identity rule for norms and activations, uniform rule on "
            "Q·Kᵀ and P·V", "Achtibat et al., ICML 2024", read_at="embedding_sum", rule_set="attnlrp"),
     Method("cp_lrp", "gradient", "CP-LRP: as AttnLRP, attention probabilities held constant",

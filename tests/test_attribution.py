@@ -12,19 +12,12 @@ from lrp_kernels import InputError, attribute
 from lrp_kernels.models import from_hf
 
 transformers = pytest.importorskip("transformers")
+import model_factory  # noqa: E402
 from explicit_lrp import explicit_lrp, make_random_bert  # noqa: E402  (tests/ helper, needs transformers)
 
 
 def padded(lengths, vocab=50, seed=3, pad_id=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1, vocab, (len(lengths), max(lengths)), generator=g)
-    mask = torch.zeros_like(ids)
-    for i, n in enumerate(lengths):
-        mask[i, :n] = 1
-    ids[mask == 0] = pad_id
-    types = torch.zeros_like(ids)
-    types[:, max(lengths) // 2 :] = 1
-    return ids, mask, types * mask
+    return model_factory.padded(lengths, pad_id=pad_id, vocab=vocab, seed=seed, first_id=1, token_types=True)
 
 
 @pytest.fixture(scope="module")
@@ -86,34 +79,6 @@ def test_padding_invariance(tiny_hf, method):
             continue  # its noise is drawn per call, not per token identity
         torch.testing.assert_close(batch.scores[i, :n], alone.scores[0], rtol=1e-5, atol=1e-5)
         assert torch.equal(batch.scores[i, n:], torch.zeros_like(batch.scores[i, n:]))
-
-
-def _embedding_sum_gradient(hf, ids, mask, types, target):
-    """e and ∂logit/∂e computed on the transformers model itself (a hook makes e a leaf)."""
-    store = {}
-
-    def make_leaf(_module, args):
-        store["e"] = args[0].detach().requires_grad_(True)
-        return (store["e"],)
-
-    handle = hf.bert.embeddings.LayerNorm.register_forward_pre_hook(make_leaf)
-    try:
-        logits = hf(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
-        (grad,) = torch.autograd.grad(logits[torch.arange(len(ids)), target].sum(), store["e"])
-    finally:
-        handle.remove()
-    return store["e"].detach(), grad, logits.detach()
-
-
-def test_grad_x_input_and_gradient_equal_independent_autograd(tiny_hf):
-    ids, mask, types = padded([9, 4])
-    target = torch.tensor([2, 0])
-    e, grad, logits = _embedding_sum_gradient(tiny_hf, ids, mask, types, target)
-    gi = attribute(tiny_hf, ids, mask, types, method="grad_x_input", target=target)
-    gs = attribute(tiny_hf, ids, mask, types, method="gradient", target=target)
-    torch.testing.assert_close(gi.scores, (e * grad).sum(-1) * mask, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(gs.scores, grad.norm(dim=-1) * mask, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(gi.logits, logits, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("baseline", ["pad", "zero"])

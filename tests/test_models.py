@@ -9,6 +9,7 @@ import torch
 
 from lrp_kernels import CheckpointError
 from lrp_kernels.models import EncoderClassifier, from_hf, load_pretrained
+from model_factory import make_hf, padded
 
 transformers = pytest.importorskip("transformers")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -17,34 +18,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 PARITY_ATOL = 1e-5
 
 
-def small_config(kind, **extra):
-    common = dict(hidden_size=36, num_hidden_layers=2, num_attention_heads=6, intermediate_size=50,
-                  max_position_embeddings=40, num_labels=3, hidden_dropout_prob=0.0,
-                  attention_probs_dropout_prob=0.0, **extra)
-    if kind == "bert":
-        return transformers.BertConfig(vocab_size=100, type_vocab_size=2, **common)
-    return transformers.RobertaConfig(vocab_size=100, type_vocab_size=1, pad_token_id=1, bos_token_id=0,
-                                      eos_token_id=2, **common)
-
-
-def make_hf(kind, seed=0, **extra):
-    torch.manual_seed(seed)
-    cls = transformers.BertForSequenceClassification if kind == "bert" else transformers.RobertaForSequenceClassification
-    model = cls(small_config(kind, **extra)).eval()
-    with torch.no_grad():  # non-trivial biases and LayerNorm parameters
-        for name, p in model.named_parameters():
-            if name.endswith("bias") or "LayerNorm" in name:
-                p.add_(0.1 * torch.randn_like(p))
-    return model
-
-
 def padded_batch(pad_id, vocab=100, lengths=(12, 7, 3), seed=1):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(3, vocab, (len(lengths), max(lengths)), generator=g)
-    mask = torch.zeros_like(ids)
-    for i, n in enumerate(lengths):
-        mask[i, :n] = 1
-    ids[mask == 0] = pad_id
+    ids, mask, _ = padded(lengths, pad_id=pad_id, vocab=vocab, seed=seed)
     return ids, mask
 
 

@@ -66,18 +66,13 @@ def register(family: Family) -> Family:
     return family
 
 
-def _load_families() -> None:
-    import lrp_kernels.models.families  # noqa: F401  (registers every family)
-
-
 def supported_model_types() -> tuple[str, ...]:
-    _load_families()
+    """Every registered ``model_type`` (the families register when ``lrp_kernels.models`` is imported)."""
     return tuple(_FAMILIES)
 
 
 def family_for(model_type: str | None, source: str = "config") -> Family:
     """The family serving ``model_type``; :class:`CheckpointError` naming the supported ones otherwise."""
-    _load_families()
     family = _FAMILIES.get(model_type)
     if family is None:
         raise CheckpointError(
