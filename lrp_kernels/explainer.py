@@ -8,7 +8,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from lrp_kernels.attribution import attribute
+from lrp_kernels.attribution import attribute, check_targets
 from lrp_kernels.errors import InputError
 from lrp_kernels.methods import get_method
 from lrp_kernels.models.base import EncoderClassifier
@@ -193,15 +193,5 @@ class Explainer:
         return results
 
     def _targets(self, target, n: int) -> list[int] | None:
-        if target is None:
-            return None
-        if isinstance(target, int) and not isinstance(target, bool):
-            target = [target] * n
-        target = [int(t) for t in target]
-        if len(target) != n:
-            raise InputError(f"got {len(target)} targets for {n} texts")
-        n_labels = self.model.config.num_labels
-        for t in target:
-            if not 0 <= t < n_labels:
-                raise InputError(f"target {t} out of range: the model has {n_labels} labels (0..{n_labels - 1})")
-        return target
+        checked = check_targets(target, n, self.model.config.num_labels)
+        return None if checked is None else checked.tolist()
