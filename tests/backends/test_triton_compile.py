@@ -23,10 +23,10 @@ SHARED_LIMIT = {80: 163 * 1024, 90: 227 * 1024}
 
 def _jobs():
     """(name, kernel, pointer dtypes, float scalars, constexprs) for every kernel variant."""
-    import lrp_kernels.triton.attention as A
-    import lrp_kernels.triton.gelu as G
-    import lrp_kernels.triton.layer_norm as LN
-    import lrp_kernels.triton.linear as LI
+    import lrp_kernels.backends.triton.activation as G
+    import lrp_kernels.backends.triton.attention as A
+    import lrp_kernels.backends.triton.layer_norm as LN
+    import lrp_kernels.backends.triton.linear as LI
 
     t = "bf16"
     att = {n: f"*{t}" for n in ("q_ptr", "k_ptr", "v_ptr", "o_ptr", "g_ptr", "gk_ptr", "gv_ptr", "gq_ptr")}
@@ -58,7 +58,7 @@ def _main() -> None:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    import lrp_kernels.triton._common as common
+    import lrp_kernels.backends.triton._common as common
 
     assert not common.INTERPRETED
     for name, kernel, pointers, floats, consts in _jobs():
@@ -84,9 +84,9 @@ def _main() -> None:
 def _first_config(configs, cc, common, pointers):
     """The first config the autotuner keeps on compute capability ``cc`` (its generation's list;
     for the GEMM, the first whose estimated shared memory fits the card)."""
-    import lrp_kernels.triton.attention as A
-    import lrp_kernels.triton.layer_norm as LN
-    import lrp_kernels.triton.linear as LI
+    import lrp_kernels.backends.triton.attention as A
+    import lrp_kernels.backends.triton.layer_norm as LN
+    import lrp_kernels.backends.triton.linear as LI
 
     hopper_ids = set()
     for table in (A._FORWARD, A._BACKWARD, A._DELTA, LI._GEMM, LN._ROWWISE, common.ELEMENTWISE):
@@ -115,5 +115,5 @@ def test_every_kernel_compiles_for_ampere_and_hopper():
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repository
     _main()
