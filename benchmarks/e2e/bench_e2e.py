@@ -5,8 +5,8 @@ Models: the pretrained MiniLM-L6 and a BERT-base-size model with random weights 
 bfloat16 on CUDA when a GPU is present. Methods run on every backend that can run there (``torch``
 always; ``cpp``, ``cuda``, ``triton`` when built / present).
 
-    python -m pytest benchmarks/bench_e2e.py --benchmark-only --benchmark-autosave
-    python -m pytest benchmarks/bench_e2e.py --benchmark-only --benchmark-compare   # vs the last save
+    python -m pytest benchmarks/e2e/bench_e2e.py --benchmark-only --benchmark-autosave
+    python -m pytest benchmarks/e2e/bench_e2e.py --benchmark-only --benchmark-compare   # vs the last save
 
 ``benchmark.extra_info`` holds the shape, dtype, device, backend and thread count. After the run a
 table of medians with ratios to the forward and to the plain gradient of the same model is printed.
@@ -22,7 +22,7 @@ import warnings
 import pytest
 import torch
 
-from lrp_kernels.backend import unavailable_reason
+from lrp_kernels.backends import unavailable_reason
 from lrp_kernels.benchmarking import format_table, plain_gradient, random_bert, random_inputs
 
 BATCH, SEQ = 8, 128
