@@ -18,28 +18,35 @@
 // Parameters are plain declarations separated by commas (no function pointers, no defaults);
 // parameters named `rows`, `cols` or `n` are checked to be non-negative by the bindings.
 #define LRP_KERNEL_LIST(X)                                                                      \
+  /* linear.{cpp,cu}: the epsilon-rule factor of a linear layer's backward GEMM */               \
+  X(linear_eps_ratio, (int dtype, int64_t rows, int64_t cols, const void* grad_z,                \
+                       int64_t g_stride, const void* z, int64_t z_stride, float eps, void* out,  \
+                       int64_t out_stride))                                                      \
+  X(linear_gelu_eps_ratio, (int dtype, int approximate, int64_t rows, int64_t cols,              \
+                            const void* grad_h, int64_t g_stride, const void* u,                 \
+                            int64_t u_stride, float eps, void* out, int64_t out_stride))         \
+  /* layer_norm.{cpp,cu} */                                                                      \
   X(layer_norm_forward, (int dtype, int64_t rows, int64_t cols, const void* x, int64_t x_stride, \
                          const float* weight, const float* bias, float eps, void* y,             \
                          int64_t y_stride, float* mean, float* rstd))                            \
   X(layer_norm_backward, (int dtype, int64_t rows, int64_t cols, const void* grad_y,             \
                           int64_t g_stride, const float* weight, const float* rstd, void* grad_x, \
                           int64_t out_stride))                                                   \
-  X(softmax_forward, (int dtype, int64_t rows, int64_t cols, int64_t rows_per_mask_row,          \
-                      const void* scores, int64_t s_stride, const float* mask,                   \
-                      int64_t mask_stride, float scale, void* probs, int64_t p_stride))          \
-  X(softmax_backward, (int dtype, int64_t rows, int64_t cols, const void* grad_p,                \
-                       int64_t g_stride, const void* probs, int64_t p_stride, float factor,      \
-                       void* grad_s, int64_t out_stride))                                        \
-  X(eps_ratio, (int dtype, int64_t rows, int64_t cols, const void* grad_z, int64_t g_stride,     \
-                const void* z, int64_t z_stride, float eps, void* out, int64_t out_stride))      \
-  X(gelu_forward, (int dtype, int approximate, int64_t rows, int64_t cols, const void* u,        \
-                   int64_t u_stride, void* out, int64_t out_stride))                             \
-  X(gelu_backward, (int dtype, int approximate, int64_t rows, int64_t cols, const void* grad_h,  \
-                    int64_t g_stride, const void* u, int64_t u_stride, void* out,                \
-                    int64_t out_stride))                                                         \
-  X(gelu_eps_ratio, (int dtype, int approximate, int64_t rows, int64_t cols, const void* grad_h, \
-                     int64_t g_stride, const void* u, int64_t u_stride, float eps, void* out,    \
-                     int64_t out_stride))                                                        \
+  /* activation.{cpp,cu}: GELU */                                                                \
+  X(activation_gelu_forward, (int dtype, int approximate, int64_t rows, int64_t cols,            \
+                              const void* u, int64_t u_stride, void* out, int64_t out_stride))   \
+  X(activation_gelu_backward, (int dtype, int approximate, int64_t rows, int64_t cols,           \
+                               const void* grad_h, int64_t g_stride, const void* u,              \
+                               int64_t u_stride, void* out, int64_t out_stride))                 \
+  /* attention.{cpp,cu}: the masked attention softmax */                                         \
+  X(attention_softmax_forward, (int dtype, int64_t rows, int64_t cols,                           \
+                                int64_t rows_per_mask_row, const void* scores, int64_t s_stride, \
+                                const float* mask, int64_t mask_stride, float scale,             \
+                                void* probs, int64_t p_stride))                                  \
+  X(attention_softmax_backward, (int dtype, int64_t rows, int64_t cols, const void* grad_p,      \
+                                 int64_t g_stride, const void* probs, int64_t p_stride,          \
+                                 float factor, void* grad_s, int64_t out_stride))                \
+  /* cast.{cpp,cu}: float32/float16/bfloat16 conversions (tests) */                              \
   X(cast, (int src_dtype, int dst_dtype, int64_t n, const void* src, void* dst))
 
 #define LRP_UNPAREN(...) __VA_ARGS__
@@ -54,6 +61,10 @@ enum DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 
 // approximate codes of GELU
 enum GeluApprox : int { kGeluErf = 0, kGeluTanh = 1 };
+
+// The GELU guard of the CPU and CUDA kernels (exposed as _C.GELU_GUARD): where |u| is below it,
+// gelu(u)/u is taken as its limit 1/2.
+constexpr float kGeluGuard = 1e-6f;
 
 namespace base {
 LRP_KERNEL_LIST(LRP_DECLARE_CPU_KERNEL)

@@ -3,7 +3,7 @@
 // Forward:  mu = mean(x), var = mean((x - mu)^2), rstd = 1/sqrt(var + eps), y = (x - mu) rstd w + b.
 // Backward with sigma held constant (Ali et al. ICML 2022; Achtibat et al. ICML 2024):
 //           g = w * grad_y,  grad_x = rstd * (g - mean(g)).
-// One block per row; the row is read in 16-byte packs; block reductions in float32.
+// One block per row (launch_rows); the row is read in 16-byte packs; block reductions in float32.
 #include "cuda_common.cuh"
 
 namespace lrp {
@@ -63,19 +63,13 @@ void layer_norm_forward(int dtype, int64_t rows, int64_t cols, const void* x, in
                         int64_t y_stride, float* mean, float* rstd, int device, void* stream) {
   using namespace cuda_detail;
   if (rows == 0) return;
-  DeviceGuard guard(device);
-  dispatch_dtype(dtype, [&](auto tag) {
+  on_device(device, dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    const T* xt = static_cast<const T*>(x);
-    T* yt = static_cast<T*>(y);
-    const int threads = row_threads<T>(cols);
-    if (packable<T>(cols, {x, y}, {x_stride, y_stride}))
-      layer_norm_forward_kernel<T, true><<<unsigned(rows), threads, 0, as_stream(stream)>>>(
-          cols, xt, x_stride, weight, bias, eps, yt, y_stride, mean, rstd);
-    else
-      layer_norm_forward_kernel<T, false><<<unsigned(rows), threads, 0, as_stream(stream)>>>(
-          cols, xt, x_stride, weight, bias, eps, yt, y_stride, mean, rstd);
-    check(cudaGetLastError(), "layer_norm_forward launch");
+    launch_rows<T>("layer_norm_forward", rows, cols,
+                   packable<T>(cols, {x, y}, {x_stride, y_stride}),
+                   layer_norm_forward_kernel<T, true>, layer_norm_forward_kernel<T, false>, stream,
+                   cols, static_cast<const T*>(x), x_stride, weight, bias, eps,
+                   static_cast<T*>(y), y_stride, mean, rstd);
   });
 }
 
@@ -84,19 +78,13 @@ void layer_norm_backward(int dtype, int64_t rows, int64_t cols, const void* grad
                          int64_t out_stride, int device, void* stream) {
   using namespace cuda_detail;
   if (rows == 0) return;
-  DeviceGuard guard(device);
-  dispatch_dtype(dtype, [&](auto tag) {
+  on_device(device, dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    const T* gt = static_cast<const T*>(grad_y);
-    T* ot = static_cast<T*>(grad_x);
-    const int threads = row_threads<T>(cols);
-    if (packable<T>(cols, {grad_y, grad_x}, {g_stride, out_stride}))
-      layer_norm_backward_kernel<T, true><<<unsigned(rows), threads, 0, as_stream(stream)>>>(
-          cols, gt, g_stride, weight, rstd, ot, out_stride);
-    else
-      layer_norm_backward_kernel<T, false><<<unsigned(rows), threads, 0, as_stream(stream)>>>(
-          cols, gt, g_stride, weight, rstd, ot, out_stride);
-    check(cudaGetLastError(), "layer_norm_backward launch");
+    launch_rows<T>("layer_norm_backward", rows, cols,
+                   packable<T>(cols, {grad_y, grad_x}, {g_stride, out_stride}),
+                   layer_norm_backward_kernel<T, true>, layer_norm_backward_kernel<T, false>,
+                   stream, cols, static_cast<const T*>(grad_y), g_stride, weight, rstd,
+                   static_cast<T*>(grad_x), out_stride);
   });
 }
 

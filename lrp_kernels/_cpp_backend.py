@@ -205,7 +205,7 @@ def softmax_forward(scores, mask, scale):
     sm, s_stride = _rows(scores)
     probs = torch.empty(scores.shape, dtype=scores.dtype, device=scores.device)
     _launch(
-        "softmax_forward",
+        "attention_softmax_forward",
         scores.device,
         _DTYPE_CODES[scores.dtype],
         sm.shape[0],
@@ -230,7 +230,7 @@ def softmax_backward(grad_p, probs, factor):
     rows, cols = gm.shape
     out = torch.empty(grad_p.shape, dtype=grad_p.dtype, device=grad_p.device)
     _launch(
-        "softmax_backward",
+        "attention_softmax_backward",
         grad_p.device,
         _DTYPE_CODES[grad_p.dtype],
         rows,
@@ -251,28 +251,28 @@ def eps_ratio(grad_z, z, eps):
         return grad_z
     if not _supported(grad_z, z):
         return _ref.eps_ratio(grad_z, z, eps)
-    return _elementwise("eps_ratio", grad_z, [grad_z, z], float(eps))
+    return _elementwise("linear_eps_ratio", grad_z, [grad_z, z], float(eps))
 
 
 def gelu_forward(u, approximate="none"):
     code = _approximate_code(approximate)
     if not _supported(u):
         return _ref.gelu_forward(u, approximate)
-    return _elementwise("gelu_forward", u, [u], prefix=(code,))
+    return _elementwise("activation_gelu_forward", u, [u], prefix=(code,))
 
 
 def gelu_backward(grad_h, u, approximate="none"):
     code = _approximate_code(approximate)
     if not _supported(grad_h, u):
         return _ref.gelu_backward(grad_h, u, approximate)
-    return _elementwise("gelu_backward", grad_h, [grad_h, u], prefix=(code,))
+    return _elementwise("activation_gelu_backward", grad_h, [grad_h, u], prefix=(code,))
 
 
 def gelu_eps_ratio(grad_h, u, eps, approximate="none"):
     code = _approximate_code(approximate)
     if not _supported(grad_h, u):
         return _ref.gelu_eps_ratio(grad_h, u, eps, approximate)
-    return _elementwise("gelu_eps_ratio", grad_h, [grad_h, u], float(eps), prefix=(code,))
+    return _elementwise("linear_gelu_eps_ratio", grad_h, [grad_h, u], float(eps), prefix=(code,))
 
 
 def _reference_fuses(q, mode, mask) -> bool:
