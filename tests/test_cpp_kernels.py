@@ -279,6 +279,14 @@ def test_gelu_guard_gives_one_half():
 
 
 @needs_ext
+def test_gelu_guard_is_the_reference_guard():
+    """The C++/CUDA kernels' guard (kGeluGuard, csrc/kernels.h) is the torch reference's GELU_GUARD,
+    as both compare in float32 (the reference's ``|u| < GELU_GUARD`` on a float32 tensor rounds the
+    Python float to float32)."""
+    as_float32 = torch.tensor(ref.GELU_GUARD, dtype=torch.float32).item()
+    assert cpp._C.GELU_GUARD == as_float32
+
+@needs_ext
 @pytest.mark.parametrize("kind", ["transposed", "row_strided", "col_strided", "expanded"])
 def test_elementwise_noncontiguous(kind):
     if kind == "expanded":  # stride-0 rows: read in place
