@@ -75,33 +75,29 @@ void attention_softmax_forward(int dtype, int64_t rows, int64_t cols, int64_t ro
                                const void* scores, int64_t s_stride, const float* mask,
                                int64_t mask_stride, float scale, void* probs, int64_t p_stride,
                                int device, void* stream) {
-  using namespace cuda_detail;
   if (mask != nullptr && rows_per_mask_row <= 0)
     throw std::invalid_argument("attention_softmax_forward: rows_per_mask_row must be positive");
-  if (rows == 0) return;
-  on_device(device, dtype, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    launch_rows<T>("attention_softmax_forward", rows, cols,
-                   packable<T>(cols, {scores, probs}, {s_stride, p_stride}),
-                   softmax_forward_kernel<T, true>, softmax_forward_kernel<T, false>, stream, cols,
-                   rows_per_mask_row, static_cast<const T*>(scores), s_stride, mask, mask_stride,
-                   scale, static_cast<T*>(probs), p_stride);
-  });
+  cuda_detail::launch_rows(
+      "attention_softmax_forward", dtype, rows, cols, {scores, probs}, {s_stride, p_stride},
+      [](auto i) {
+        using I = decltype(i);
+        return cuda_detail::softmax_forward_kernel<typename I::type, I::vec>;
+      },
+      device, stream, cols, rows_per_mask_row, scores, s_stride, mask, mask_stride, scale, probs,
+      p_stride);
 }
 
 void attention_softmax_backward(int dtype, int64_t rows, int64_t cols, const void* grad_p,
                                 int64_t g_stride, const void* probs, int64_t p_stride, float factor,
                                 void* grad_s, int64_t out_stride, int device, void* stream) {
-  using namespace cuda_detail;
-  if (rows == 0) return;
-  on_device(device, dtype, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    launch_rows<T>("attention_softmax_backward", rows, cols,
-                   packable<T>(cols, {grad_p, probs, grad_s}, {g_stride, p_stride, out_stride}),
-                   softmax_backward_kernel<T, true>, softmax_backward_kernel<T, false>, stream,
-                   cols, static_cast<const T*>(grad_p), g_stride, static_cast<const T*>(probs),
-                   p_stride, factor, static_cast<T*>(grad_s), out_stride);
-  });
+  cuda_detail::launch_rows(
+      "attention_softmax_backward", dtype, rows, cols, {grad_p, probs, grad_s},
+      {g_stride, p_stride, out_stride},
+      [](auto i) {
+        using I = decltype(i);
+        return cuda_detail::softmax_backward_kernel<typename I::type, I::vec>;
+      },
+      device, stream, cols, grad_p, g_stride, probs, p_stride, factor, grad_s, out_stride);
 }
 
 }  // namespace cuda

@@ -205,20 +205,41 @@ inline int row_threads(int64_t cols) {
   return int(t);
 }
 
-template <class T>
-struct NoDeduce {
+// Launch `kernel` with each argument converted to the kernel's parameter type (a void pointer of
+// the kernel API to the T pointer of the instance).
+template <class... Params, class... Args>
+inline void launch_converted(void (*kernel)(Params...), unsigned blocks, int threads, void* stream,
+                             Args... args) {
+  kernel<<<blocks, threads, 0, as_stream(stream)>>>(static_cast<Params>(args)...);
+}
+
+// The kernel instance a launch picks: element type T; rows read in 16-byte packs (Vec) or not.
+template <class T, bool Vec>
+struct Instance {
   using type = T;
+  static constexpr bool vec = Vec;
 };
 
-// Launch a one-block-per-row kernel, row_threads<T>(cols) threads a block, on the stream: the
-// instance `packed` when the rows can be read in 16-byte packs (vec), else `scalar`.
-template <class T, class... Args>
-inline void launch_rows(const char* what, int64_t rows, int64_t cols, bool vec,
-                        void (*packed)(Args...), void (*scalar)(Args...), void* stream,
-                        typename NoDeduce<Args>::type... args) {
-  void (*kernel)(Args...) = vec ? packed : scalar;
-  kernel<<<unsigned(rows), row_threads<T>(cols), 0, as_stream(stream)>>>(args...);
-  check(cudaGetLastError(), what);
+// A one-block-per-row kernel over `rows` rows of `cols` elements on `device` (nothing when rows
+// is 0): pick(Instance<T, Vec>{}) returns the kernel instance, T the element type of the dtype
+// code and Vec whether the rows at `row_ptrs` with `strides` can be read in 16-byte packs; it runs
+// with row_threads<T>(cols) threads a block and `args`.
+template <class Pick, class... Args>
+inline void launch_rows(const char* what, int dtype, int64_t rows, int64_t cols,
+                        std::initializer_list<const void*> row_ptrs,
+                        std::initializer_list<int64_t> strides, Pick pick, int device,
+                        void* stream, Args... args) {
+  if (rows == 0) return;
+  on_device(device, dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if (packable<T>(cols, row_ptrs, strides))
+      launch_converted(pick(Instance<T, true>{}), unsigned(rows), row_threads<T>(cols), stream,
+                       args...);
+    else
+      launch_converted(pick(Instance<T, false>{}), unsigned(rows), row_threads<T>(cols), stream,
+                       args...);
+    check(cudaGetLastError(), (std::string(what) + " launch").c_str());
+  });
 }
 
 // Element-wise kernel over a rows x cols matrix: out = op(a, b) (b unused by unary ops). Each

@@ -61,31 +61,25 @@ namespace cuda {
 void layer_norm_forward(int dtype, int64_t rows, int64_t cols, const void* x, int64_t x_stride,
                         const float* weight, const float* bias, float eps, void* y,
                         int64_t y_stride, float* mean, float* rstd, int device, void* stream) {
-  using namespace cuda_detail;
-  if (rows == 0) return;
-  on_device(device, dtype, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    launch_rows<T>("layer_norm_forward", rows, cols,
-                   packable<T>(cols, {x, y}, {x_stride, y_stride}),
-                   layer_norm_forward_kernel<T, true>, layer_norm_forward_kernel<T, false>, stream,
-                   cols, static_cast<const T*>(x), x_stride, weight, bias, eps,
-                   static_cast<T*>(y), y_stride, mean, rstd);
-  });
+  cuda_detail::launch_rows(
+      "layer_norm_forward", dtype, rows, cols, {x, y}, {x_stride, y_stride},
+      [](auto i) {
+        using I = decltype(i);
+        return cuda_detail::layer_norm_forward_kernel<typename I::type, I::vec>;
+      },
+      device, stream, cols, x, x_stride, weight, bias, eps, y, y_stride, mean, rstd);
 }
 
 void layer_norm_backward(int dtype, int64_t rows, int64_t cols, const void* grad_y,
                          int64_t g_stride, const float* weight, const float* rstd, void* grad_x,
                          int64_t out_stride, int device, void* stream) {
-  using namespace cuda_detail;
-  if (rows == 0) return;
-  on_device(device, dtype, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    launch_rows<T>("layer_norm_backward", rows, cols,
-                   packable<T>(cols, {grad_y, grad_x}, {g_stride, out_stride}),
-                   layer_norm_backward_kernel<T, true>, layer_norm_backward_kernel<T, false>,
-                   stream, cols, static_cast<const T*>(grad_y), g_stride, weight, rstd,
-                   static_cast<T*>(grad_x), out_stride);
-  });
+  cuda_detail::launch_rows(
+      "layer_norm_backward", dtype, rows, cols, {grad_y, grad_x}, {g_stride, out_stride},
+      [](auto i) {
+        using I = decltype(i);
+        return cuda_detail::layer_norm_backward_kernel<typename I::type, I::vec>;
+      },
+      device, stream, cols, grad_y, g_stride, weight, rstd, grad_x, out_stride);
 }
 
 }  // namespace cuda
