@@ -1,7 +1,9 @@
 // The activation rule: GELU forward and its identity-rule backward, CUDA. Math: activation.cpp.
 //
-// gelu(u) = u * f(u) with f(u) = 0.5 (1 + erf(u/sqrt 2)) or 0.5 (1 + tanh(sqrt(2/pi)(u + 0.044715 u^3)));
-// identity rule (Achtibat et al. ICML 2024): grad_u = grad_h * f(u), f = 1/2 where |u| < kGeluGuard.
+// gelu(u) = u * f(u) with f(u) = 0.5 (1 + erf(u/sqrt 2))
+//                      or f(u) = 0.5 (1 + tanh(sqrt(2/pi)(u + 0.044715 u^3)));
+// identity rule (Achtibat et al. ICML 2024): grad_u = grad_h * f(u), f = 1/2 where
+// |u| < kGeluGuard.
 // Its fusion with the epsilon-rule of the producing linear is linear_gelu_eps_ratio (linear.cu).
 // Grid-stride element-wise kernels, 16-byte packs (cuda_common.cuh).
 #include "cuda_common.cuh"

@@ -1,8 +1,8 @@
 // Shared helpers of the CUDA kernels: dtype dispatch, 16-byte packs, block reductions, error
 // checks, the device guard, the launchers of one-block-per-row and element-wise kernels, and the
-// element-wise math of the linear and activation rules. Kernels compute in float32; every global access of a row goes
-// through 16-byte packs (4 floats or 8 halves) when the row pointers, strides and length allow it,
-// otherwise element by element.
+// element-wise math of the linear and activation rules. Kernels compute in float32; every global
+// access of a row goes through 16-byte packs (4 floats or 8 halves) when the row pointers, strides
+// and length allow it, otherwise element by element.
 #pragma once
 
 #include <cuda_bf16.h>

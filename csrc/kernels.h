@@ -10,11 +10,13 @@
 #include <string>
 #include <vector>
 
-// THE list of kernels: X(name, (parameters)) once per kernel. Everything else comes from it: the
-// declarations below (per CPU instruction set, and in lrp::cuda with a trailing (device, stream)),
-// the table of CPU kernels (cpu::Kernels, dispatch.cpp) and the Python bindings (python/bindings.cpp:
-// `name` on the CPU, `name`_cuda on CUDA, pointers as integer addresses, the parameter names as
-// keyword names). Adding a kernel is one line here plus its csrc/<rule>.cpp and .cu.
+// THE list of kernels: X(name, (parameters)) once per kernel, named <rule>_<what> after the file
+// that defines it. Everything else comes from it: the declarations below (per CPU instruction set,
+// and in lrp::cuda with a trailing (device, stream)), the table of CPU kernels (cpu::Kernels,
+// dispatch.cpp) and the Python bindings (python/bindings.cpp: `name` runs the CPU kernel,
+// `name`_cuda the CUDA one; pointers cross as integer addresses, the parameter names become the
+// keyword names). Adding a kernel is one line here plus its definitions in csrc/<rule>.cpp and
+// csrc/<rule>.cu (a new file also goes into the source lists of CMakeLists.txt).
 // Parameters are plain declarations separated by commas (no function pointers, no defaults);
 // parameters named `rows`, `cols` or `n` are checked to be non-negative by the bindings.
 #define LRP_KERNEL_LIST(X)                                                                      \
@@ -49,9 +51,11 @@
   /* cast.{cpp,cu}: float32/float16/bfloat16 conversions (tests) */                              \
   X(cast, (int src_dtype, int dst_dtype, int64_t n, const void* src, void* dst))
 
+// X callbacks of the declarations below.
 #define LRP_UNPAREN(...) __VA_ARGS__
 #define LRP_DECLARE_CPU_KERNEL(name, params) void name params;
-#define LRP_DECLARE_CUDA_KERNEL(name, params) void name(LRP_UNPAREN params, int device, void* stream);
+#define LRP_DECLARE_CUDA_KERNEL(name, params) \
+  void name(LRP_UNPAREN params, int device, void* stream);
 #define LRP_KERNEL_POINTER(name, params) decltype(&base::name) name;
 
 namespace lrp {

@@ -1,8 +1,8 @@
 // The linear rule (epsilon-rule): the element-wise factor that feeds a linear layer's backward
 // GEMM, CPU.
 //
-// epsilon-rule (Bach et al. 2015; Montavon et al. 2019) in the gradient x input form: for z = Wx + b
-// the modified gradient is g_x = W^T (g_z * z / (z + eps * sign(z))), sign(0) = 1.
+// epsilon-rule (Bach et al. 2015; Montavon et al. 2019) in the gradient x input form: for
+// z = Wx + b the modified gradient is g_x = W^T (g_z * z / (z + eps * sign(z))), sign(0) = 1.
 //   linear_eps_ratio:       out = g_z * z / (z + eps * sign(z));  eps == 0 copies g_z (the plain
 //                           gradient).
 //   linear_gelu_eps_ratio:  for the linear u = W x + b whose output enters a GELU h = gelu(u), the
@@ -34,7 +34,9 @@ void linear_gelu_eps_ratio(int dtype, int approximate, int64_t rows, int64_t col
   }
   dispatch_gelu(approximate, [&](auto approx) {
     map_rows(dtype, rows, cols, grad_h, g_stride, u, u_stride, out, out_stride,
-             [=](float g, float x) { return g * (gelu_factor(x, approx) * x / stabilize(x, eps)); });
+             [=](float g, float x) {
+               return g * (gelu_factor(x, approx) * x / stabilize(x, eps));
+             });
   });
 }
 

@@ -9,7 +9,6 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <cctype>
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
@@ -39,25 +38,22 @@ struct Boundary<T*> {
 // The names of a stringified parameter list "(int dtype, int64_t rows, ...)": the last identifier
 // of each comma-separated declaration.
 std::vector<std::string> parameter_names(const std::string& params) {
+  static const char* const kIdentifier =
+      "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_";
   std::vector<std::string> names;
-  std::string current;
-  auto flush = [&] {
-    std::size_t end = current.find_last_not_of(" \t\n");
-    std::size_t begin = end;
-    while (begin != std::string::npos && begin > 0 &&
-           (std::isalnum(static_cast<unsigned char>(current[begin - 1])) || current[begin - 1] == '_'))
-      --begin;
-    if (end != std::string::npos) names.push_back(current.substr(begin, end - begin + 1));
-    current.clear();
-  };
-  for (char ch : params) {
-    if (ch == '(' || ch == ')') continue;
-    if (ch == ',')
-      flush();
-    else
-      current += ch;
+  std::size_t start = params.find('(') + 1;
+  while (start < params.size()) {
+    const std::size_t end = params.find_first_of(",)", start);
+    const std::string declaration = params.substr(start, end - start);
+    const std::size_t last = declaration.find_last_of(kIdentifier);
+    if (last != std::string::npos) {
+      const std::size_t before = declaration.find_last_not_of(kIdentifier, last);
+      const std::size_t first = before == std::string::npos ? 0 : before + 1;
+      names.push_back(declaration.substr(first, last - first + 1));
+    }
+    if (end == std::string::npos || params[end] == ')') break;
+    start = end + 1;
   }
-  flush();
   return names;
 }
 
