@@ -139,6 +139,9 @@ class CMakeBuild(build_ext):
             shutil.rmtree(detected, ignore_errors=True)
         cmake = _cmake()
         subprocess.run([cmake, "-S", str(ROOT), "-B", str(build_temp), *args], check=True)
+        # The CPU and the CUDA build trees link the same output file: remove it, or the tree that
+        # did not write it last would find it newer than its objects and keep the other flavour.
+        Path(self.get_ext_fullpath(ext.name)).unlink(missing_ok=True)
         subprocess.run([cmake, "--build", str(build_temp), "--parallel", _jobs()], check=True)
 
 
