@@ -162,3 +162,39 @@ def test_attribute_cpp_equals_torch_on_minilm(minilm, method):
     err_cpp = (cpp_scores.double() - exact).abs().max().item()
     err_torch = (torch_scores.double() - exact).abs().max().item()
     assert err_cpp <= 2 * err_torch + 1e-7, (err_cpp, err_torch)
+
+
+@needs_ext
+def test_gelu_guard_is_the_reference_guard():
+    """The C++/CUDA kernels' guard (kGeluGuard, csrc/kernels.h) is the torch reference's GELU_GUARD,
+    as both compare in float32 (the reference's ``|u| < GELU_GUARD`` on a float32 tensor rounds the
+    Python float to float32)."""
+    from lrp_kernels.backends.torch.activation import GELU_GUARD
+
+    assert _C.GELU_GUARD == torch.tensor(GELU_GUARD, dtype=torch.float32).item()
+
+
+KERNELS = [  # csrc/kernels.h, LRP_KERNEL_LIST: one name per rule
+    "linear_eps_ratio", "linear_gelu_eps_ratio", "layer_norm_forward", "layer_norm_backward",
+    "activation_gelu_forward", "activation_gelu_backward", "attention_softmax_forward",
+    "attention_softmax_backward", "cast",
+]
+
+
+@needs_ext
+def test_bindings_are_the_kernel_list():
+    """Every kernel is bound under its name (and name + ``_cuda`` in a CUDA build), nothing else."""
+    bound = {n for n in dir(_C) if callable(getattr(_C, n)) and not n.startswith("_")}
+    utilities = {"has_cuda", "cpu_isa", "supported_cpu_isas", "set_cpu_isa", "num_threads"}
+    cuda = {k + "_cuda" for k in KERNELS} if _glue.has_cuda() else set()
+    assert bound == set(KERNELS) | cuda | utilities
+
+
+@needs_ext
+def test_bindings_reject_negative_sizes():
+    x = torch.zeros(2, 3)
+    for size, (rows, cols) in {"rows": (-1, 3), "cols": (2, -1)}.items():
+        with pytest.raises(ValueError, match=f"{size} must be non-negative"):
+            _C.linear_eps_ratio(0, rows, cols, x.data_ptr(), 3, x.data_ptr(), 3, 0.1, x.data_ptr(), 3)
+    with pytest.raises(ValueError, match="n must be non-negative"):
+        _C.cast(0, 0, -1, x.data_ptr(), x.data_ptr())

@@ -78,7 +78,9 @@ def test_reference_fuses_unless_a_sequence_is_fully_padded():
     fully = torch.tensor([[0.0, 0.0, 0.0], [PAD, PAD, PAD]])
     assert ref.uses_fused_kernel(q, "attnlrp", None) and ref.uses_fused_kernel(q, "grad", ragged)
     assert not ref.uses_fused_kernel(q, "attnlrp", fully) and not ref.uses_fused_kernel(q, "grad", fully)
-    assert ref.uses_fused_kernel(q, "cp_lrp", fully)  # cp_lrp recomputes P with the reference softmax
+    # cp_lrp too: aten's float16 forward does not give a fully padded row the uniform softmax
+    # (test_reference_fully_padded_sequence_attends_uniformly[fp16-cp_lrp] failed with it)
+    assert ref.uses_fused_kernel(q, "cp_lrp", ragged) and not ref.uses_fused_kernel(q, "cp_lrp", fully)
 
 
 @pytest.mark.parametrize("masked", [True, False], ids=["mask", "no_mask"])

@@ -1,10 +1,11 @@
-// Masked attention softmax forward and its AttnLRP backward, CUDA. Math: softmax.cpp.
+// The attention rule: the masked attention softmax forward and its AttnLRP backward, CUDA.
+// Math: attention.cpp.
 //
 // Forward:  x = s * scale + mask[b, :],  p = exp(x - max x) / sum exp(x - max x)
 //           (rows fully masked with finfo(float32).min come out uniform, as with torch.softmax).
 // Backward (Achtibat et al. ICML 2024): grad_s = factor * p * (grad_p - sum_k p_k grad_p_k).
-// One block per row of Lk keys, 16-byte packs, float32 block reductions; the row is re-read from
-// L1/L2 in each pass instead of being staged in shared memory.
+// One block per row of Lk keys (launch_rows), 16-byte packs, float32 block reductions; the row is
+// re-read from L1/L2 in each pass instead of being staged in shared memory.
 #include <math_constants.h>
 
 #include "cuda_common.cuh"
@@ -70,49 +71,33 @@ __global__ void softmax_backward_kernel(int64_t cols, const T* grad_p, int64_t g
 
 namespace cuda {
 
-void softmax_forward(int dtype, int64_t rows, int64_t cols, int64_t rows_per_mask_row,
-                     const void* scores, int64_t s_stride, const float* mask, int64_t mask_stride,
-                     float scale, void* probs, int64_t p_stride, int device, void* stream) {
-  using namespace cuda_detail;
+void attention_softmax_forward(int dtype, int64_t rows, int64_t cols, int64_t rows_per_mask_row,
+                               const void* scores, int64_t s_stride, const float* mask,
+                               int64_t mask_stride, float scale, void* probs, int64_t p_stride,
+                               int device, void* stream) {
   if (mask != nullptr && rows_per_mask_row <= 0)
-    throw std::invalid_argument("softmax_forward: rows_per_mask_row must be positive");
-  if (rows == 0) return;
-  DeviceGuard guard(device);
-  dispatch_dtype(dtype, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* st = static_cast<const T*>(scores);
-    T* pt = static_cast<T*>(probs);
-    const int threads = row_threads<T>(cols);
-    if (packable<T>(cols, {scores, probs}, {s_stride, p_stride}))
-      softmax_forward_kernel<T, true><<<unsigned(rows), threads, 0, as_stream(stream)>>>(
-          cols, rows_per_mask_row, st, s_stride, mask, mask_stride, scale, pt, p_stride);
-    else
-      softmax_forward_kernel<T, false><<<unsigned(rows), threads, 0, as_stream(stream)>>>(
-          cols, rows_per_mask_row, st, s_stride, mask, mask_stride, scale, pt, p_stride);
-    check(cudaGetLastError(), "softmax_forward launch");
-  });
+    throw std::invalid_argument("attention_softmax_forward: rows_per_mask_row must be positive");
+  cuda_detail::launch_rows(
+      "attention_softmax_forward", dtype, rows, cols, {scores, probs}, {s_stride, p_stride},
+      [](auto i) {
+        using I = decltype(i);
+        return cuda_detail::softmax_forward_kernel<typename I::type, I::vec>;
+      },
+      device, stream, cols, rows_per_mask_row, scores, s_stride, mask, mask_stride, scale, probs,
+      p_stride);
 }
 
-void softmax_backward(int dtype, int64_t rows, int64_t cols, const void* grad_p, int64_t g_stride,
-                      const void* probs, int64_t p_stride, float factor, void* grad_s,
-                      int64_t out_stride, int device, void* stream) {
-  using namespace cuda_detail;
-  if (rows == 0) return;
-  DeviceGuard guard(device);
-  dispatch_dtype(dtype, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* gt = static_cast<const T*>(grad_p);
-    const T* pt = static_cast<const T*>(probs);
-    T* ot = static_cast<T*>(grad_s);
-    const int threads = row_threads<T>(cols);
-    if (packable<T>(cols, {grad_p, probs, grad_s}, {g_stride, p_stride, out_stride}))
-      softmax_backward_kernel<T, true><<<unsigned(rows), threads, 0, as_stream(stream)>>>(
-          cols, gt, g_stride, pt, p_stride, factor, ot, out_stride);
-    else
-      softmax_backward_kernel<T, false><<<unsigned(rows), threads, 0, as_stream(stream)>>>(
-          cols, gt, g_stride, pt, p_stride, factor, ot, out_stride);
-    check(cudaGetLastError(), "softmax_backward launch");
-  });
+void attention_softmax_backward(int dtype, int64_t rows, int64_t cols, const void* grad_p,
+                                int64_t g_stride, const void* probs, int64_t p_stride, float factor,
+                                void* grad_s, int64_t out_stride, int device, void* stream) {
+  cuda_detail::launch_rows(
+      "attention_softmax_backward", dtype, rows, cols, {grad_p, probs, grad_s},
+      {g_stride, p_stride, out_stride},
+      [](auto i) {
+        using I = decltype(i);
+        return cuda_detail::softmax_backward_kernel<typename I::type, I::vec>;
+      },
+      device, stream, cols, grad_p, g_stride, probs, p_stride, factor, grad_s, out_stride);
 }
 
 }  // namespace cuda

@@ -1,4 +1,4 @@
-// Masked attention softmax forward and its AttnLRP backward, CPU.
+// The attention rule: the masked attention softmax forward and its AttnLRP backward, CPU.
 //
 // Forward, per row s of scores[B, H, Lq, :] with the additive key mask m = mask[b, :] (fp32):
 //     x = s * scale + m,   p = exp(x - max(x)) / sum(exp(x - max(x))).
@@ -78,11 +78,11 @@ static void softmax_backward_kernel(int64_t rows, int64_t cols, const T* grad_p,
   }
 }
 
-void softmax_forward(int dtype, int64_t rows, int64_t cols, int64_t rows_per_mask_row,
-                     const void* scores, int64_t s_stride, const float* mask, int64_t mask_stride,
-                     float scale, void* probs, int64_t p_stride) {
+void attention_softmax_forward(int dtype, int64_t rows, int64_t cols, int64_t rows_per_mask_row,
+                               const void* scores, int64_t s_stride, const float* mask,
+                               int64_t mask_stride, float scale, void* probs, int64_t p_stride) {
   if (mask != nullptr && rows_per_mask_row <= 0)
-    throw std::invalid_argument("softmax_forward: rows_per_mask_row must be positive");
+    throw std::invalid_argument("attention_softmax_forward: rows_per_mask_row must be positive");
   dispatch_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
     softmax_forward_kernel<T>(rows, cols, rows_per_mask_row, static_cast<const T*>(scores),
@@ -90,9 +90,9 @@ void softmax_forward(int dtype, int64_t rows, int64_t cols, int64_t rows_per_mas
   });
 }
 
-void softmax_backward(int dtype, int64_t rows, int64_t cols, const void* grad_p, int64_t g_stride,
-                      const void* probs, int64_t p_stride, float factor, void* grad_s,
-                      int64_t out_stride) {
+void attention_softmax_backward(int dtype, int64_t rows, int64_t cols, const void* grad_p,
+                                int64_t g_stride, const void* probs, int64_t p_stride, float factor,
+                                void* grad_s, int64_t out_stride) {
   dispatch_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
     softmax_backward_kernel<T>(rows, cols, static_cast<const T*>(grad_p), g_stride,
