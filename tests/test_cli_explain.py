@@ -151,7 +151,7 @@ def test_bad_arguments_are_one_line_errors(ckpt, capsys, extra, message):
         ("latin1.txt", "caf\u00e9 film\n".encode("latin-1"), [], "not valid UTF-8"),
         ("cols.csv", b"a,b\n1,2\n", [], "no column 'text'"),
         ("cols2.csv", b"text,b\ngood,2\n", ["--id-column", "key"], "no column 'key'"),
-        ("broken.jsonl", b'{"text": "good"}\n{"text": \n', [], "not valid JSON"),
+        ("broken.jsonl", b'{"text": "good"}\n{"text": \n', [], "invalid JSON"),
         ("nofield.jsonl", b'{"body": "good"}\n', [], "no 'text' field"),
         ("dupe.jsonl", b'{"id": 1, "text": "good"}\n{"id": 1, "text": "bad"}\n', [], "appears twice"),
         ("in.docx", b"good", [], "unsupported input type"),
