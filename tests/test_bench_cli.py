@@ -41,7 +41,7 @@ def test_bench_without_memory_prints_dashes(capsys):
     [
         (["--methods", "nope"], "unknown method 'nope'"),
         (["--model", "no/such/dir"], "neither one of"),
-        (["--batch", "0"], "--batch must be >= 1"),
+        (["--batch", "0"], "--batch-size must be at least 1"),
         (["--dtype", "int8"], "unknown dtype"),
         (["--backend", "gpu"], "unknown backend"),
         (["--seq", "100000"], "exceeds the model's"),

