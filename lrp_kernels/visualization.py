@@ -22,9 +22,6 @@ from pathlib import Path
 _POSITIVE = (214, 39, 40)
 _NEGATIVE = (31, 119, 180)
 
-_FIELDS = ("text", "text_pair", "tokens", "scores", "special", "label", "label_name", "probability",
-           "target", "target_name", "method")
-
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em; color: #222; }
 .lrpk-expl { margin: 0 0 1.2em 0; padding: 0.6em 0.8em; border: 1px solid #ddd; border-radius: 6px; }
