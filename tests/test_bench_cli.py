@@ -2,7 +2,7 @@
 
 import pytest
 
-from lrp_kernels.cli import USER_ERROR, main
+from lrp_kernels.cli import main
 
 BASE = ["bench", "--model", "tiny", "--batch", "2", "--seq", "8", "--repeat", "2", "--warmup", "0", "--threads", "1"]
 
@@ -47,7 +47,5 @@ def test_bench_without_memory_prints_dashes(capsys):
         (["--seq", "100000"], "exceeds the model's"),
     ],
 )
-def test_bench_user_errors_are_one_line(capsys, extra, message):
-    assert main(BASE + extra) == USER_ERROR
-    err = capsys.readouterr().err.strip()
-    assert message in err and len(err.splitlines()) == 1
+def test_bench_user_errors_are_one_line(run_cli, extra, message):
+    run_cli(*BASE, *extra).assert_user_error(message)

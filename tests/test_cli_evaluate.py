@@ -5,22 +5,16 @@ import random
 
 import pytest
 
+from cli_helpers import write_sst2_split
 from lrp_kernels.cli import main
 from tiny_checkpoint import shared_tiny_checkpoint, tiny_sentences
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    ckpt = shared_tiny_checkpoint()
-    data = root / "data"
-    data.mkdir()
-    rng = random.Random(2)
-    with open(data / "dev.tsv", "w", encoding="utf-8") as f:
-        f.write("sentence\tlabel\n")
-        for s in tiny_sentences(30, seed=4, min_words=5, max_words=20):
-            f.write(f"{s}\t{rng.randint(0, 1)}\n")
-    return ckpt, data
+    data = tmp_path_factory.mktemp("tiny") / "data"
+    write_sst2_split(data / "dev.tsv", tiny_sentences(30, seed=4, min_words=5, max_words=20), random.Random(2))
+    return shared_tiny_checkpoint(), data
 
 
 def test_evaluate_all_methods(setup, tmp_path, capsys):
@@ -75,20 +69,15 @@ def test_evaluate_selected_metrics(setup, tmp_path):
         (["--device", "tpu"], "unknown device 'tpu'"),
     ],
 )
-def test_bad_input_is_one_line(setup, tmp_path, capsys, extra, message):
+def test_bad_input_is_one_line(setup, tmp_path, run_cli, extra, message):
     ckpt, data = setup
-    args = ["evaluate", "--model", str(ckpt), "--task", "sst2", "--data-dir", str(data), "--out", str(tmp_path),
-            "--no-progress"]
+    args = ["evaluate", "--model", ckpt, "--task", "sst2", "--data-dir", data, "--out", tmp_path, "--no-progress"]
     if "--task" in extra:
         args = [a for a in args if a not in ("--task", "sst2")]
-    assert main(args + extra) == 2
-    err = capsys.readouterr().err.strip()
-    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    run_cli(*args, *extra).assert_user_error(message)
 
 
-def test_missing_model_is_one_line(setup, tmp_path, capsys):
+def test_missing_model_is_one_line(setup, tmp_path, run_cli):
     _, data = setup
-    assert main(["evaluate", "--model", str(tmp_path / "absent"), "--task", "sst2", "--data-dir", str(data),
-                 "--out", str(tmp_path / "o"), "--no-progress"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "absent" in err and len(err.splitlines()) == 1
+    run_cli("evaluate", "--model", tmp_path / "absent", "--task", "sst2", "--data-dir", data,
+            "--out", tmp_path / "o", "--no-progress").assert_user_error("absent")
