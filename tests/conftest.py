@@ -26,6 +26,7 @@ def run_cli(capsys):
     from lrp_kernels.cli import main
 
     def run(*argv) -> CliResult:
+        capsys.readouterr()  # only what this command prints
         status = main([str(a) for a in argv])
         captured = capsys.readouterr()
         return CliResult(status, captured.out, captured.err)

@@ -1,4 +1,5 @@
-"""``lrp-kernels bench`` on a tiny random model: the table's rows and columns, and user errors."""
+"""``lrp-kernels bench`` on a tiny random model: the table's rows and columns (its user
+errors are in test_cli_errors.py)."""
 
 import pytest
 
@@ -34,18 +35,3 @@ def test_bench_without_memory_prints_dashes(capsys):
     assert main(BASE + ["--methods", "grad_x_input", "--no-memory"]) == 0
     rows = _table(capsys.readouterr().out)
     assert all(cells[-1] == "-" for cells in rows.values())
-
-
-@pytest.mark.parametrize(
-    "extra, message",
-    [
-        (["--methods", "nope"], "unknown method 'nope'"),
-        (["--model", "no/such/dir"], "neither one of"),
-        (["--batch", "0"], "--batch-size must be at least 1"),
-        (["--dtype", "int8"], "unknown dtype"),
-        (["--backend", "gpu"], "unknown backend"),
-        (["--seq", "100000"], "exceeds the model's"),
-    ],
-)
-def test_bench_user_errors_are_one_line(run_cli, extra, message):
-    run_cli(*BASE, *extra).assert_user_error(message)

@@ -1,4 +1,5 @@
-"""``lrp-kernels evaluate`` end to end on a tiny checkpoint and a tiny SST-2-style split; bad input."""
+"""``lrp-kernels evaluate`` end to end on a tiny checkpoint and a tiny SST-2-style split (user errors:
+test_cli_errors.py)."""
 
 import csv
 import random
@@ -53,31 +54,3 @@ def test_evaluate_selected_metrics(setup, tmp_path):
     assert "acc@1" in header and "abpc" not in header and "aopc_comprehensiveness" not in header
     assert (out / "word_rank.csv").is_file() and not (out / "abpc_curves.csv").exists()
     assert (out / "index.html").read_text(encoding="utf-8").count('class="lrpk-expl"') == 2 * 2
-
-
-@pytest.mark.parametrize(
-    "extra, message",
-    [
-        (["--methods", "attnlrp,shap"], "unknown method 'shap'"),
-        (["--metrics", "deletion,bleu"], "unknown metric 'bleu'"),
-        (["--methods", "attnlrp,attnlrp"], "listed twice"),
-        (["--task", "nosuchtask"], "unknown task 'nosuchtask'"),
-        (["--split", "train"], "train.tsv"),
-        (["--max-examples", "0"], "--max-examples must be at least 1"),
-        (["--batch-size", "0"], "--batch-size must be at least 1"),
-        (["--task2", "sst2"], "--task2/--data-dir2 need --model2"),
-        (["--device", "tpu"], "unknown device 'tpu'"),
-    ],
-)
-def test_bad_input_is_one_line(setup, tmp_path, run_cli, extra, message):
-    ckpt, data = setup
-    args = ["evaluate", "--model", ckpt, "--task", "sst2", "--data-dir", data, "--out", tmp_path, "--no-progress"]
-    if "--task" in extra:
-        args = [a for a in args if a not in ("--task", "sst2")]
-    run_cli(*args, *extra).assert_user_error(message)
-
-
-def test_missing_model_is_one_line(setup, tmp_path, run_cli):
-    _, data = setup
-    run_cli("evaluate", "--model", tmp_path / "absent", "--task", "sst2", "--data-dir", data,
-            "--out", tmp_path / "o", "--no-progress").assert_user_error("absent")
