@@ -588,7 +588,8 @@ class _Trainer:
         if self.data.dev is None:
             return None
         progress = self.progress
-        metrics = evaluate(self.model, self.data.dev, self.config.eval_batch_size, self.device, len(self.data.label_names))
+        metrics = evaluate(self.model, self.data.dev, self.config.eval_batch_size, self.device,
+                           len(self.data.label_names))
         record = {"step": progress.step, "epoch": round(epoch_label, 4), "dev": metrics}
         if metrics["accuracy"] > progress.best_dev_accuracy:
             progress.best_dev_accuracy = metrics["accuracy"]

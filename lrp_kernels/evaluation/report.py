@@ -325,7 +325,8 @@ class _Report:
                 f"({info['torch_threads']} threads); {info['seconds']:.1f} s in all")
 
     def markdown(self) -> str:
-        md = [f"# {self.info['title']}", "", self.setup(), "", "## Faithfulness", "", _md_table(self.header, self.rows), ""]
+        md = [f"# {self.info['title']}", "", self.setup(), "", "## Faithfulness", "",
+              _md_table(self.header, self.rows), ""]
         md += [f"- `{k}`: {v}" for k, v in EXPLANATIONS.items()]
         md.append("")
         md += [f"![{name}]({name})" for name in self.plots]
@@ -368,8 +369,8 @@ class _Report:
 
         parts = ["<h2>Heatmaps</h2>", legend_html()]
         for i in range(min(count, len(self.by_method[self.methods[0]]))):
-            first_item = self.by_method[self.methods[0]][i]
-            gold = "" if first_item.label is None else f" (gold: {self.id2label.get(first_item.label, first_item.label)})"
+            label = self.by_method[self.methods[0]][i].label
+            gold = "" if label is None else f" (gold: {self.id2label.get(label, label)})"
             parts.append(f"<h3>Example {i}{html.escape(gold)}</h3>")
             parts += [explanation_html(item_explanation(self.by_method[m][i], m, self.id2label)) for m in self.methods]
         return parts

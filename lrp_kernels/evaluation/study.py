@@ -192,7 +192,8 @@ class Study:
             "model2": config.model2,
             "task2": config.task2,
             "seconds": seconds,
-            "title": config.title or f"lrp-kernels evaluation: {Path(config.model).name} on {config.task} {config.split}",
+            "title": config.title or (f"lrp-kernels evaluation: {Path(config.model).name} on {config.task} "
+                                      f"{config.split}"),
         }
 
 
