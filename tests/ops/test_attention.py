@@ -202,15 +202,10 @@ def test_op_on_every_backend_equals_the_reference(target, mode):
 
 # ------------------------------------------------------------ (c) backends: the whole attention
 def reference(g, q, k, v, mask, scale, mode):
-    """(out, (g_Q, g_K, g_V)) of the torch reference. A batch with a fully padded sequence takes
-    the reference's eager formulas (softmax kernel, stored P) in every mode: what the reference
-    itself runs for grad/attnlrp there, while its fused cp_lrp forward gets such a sequence wrong in
-    float16 (test_reference_fully_padded_sequence_attends_uniformly[fp16-cp_lrp])."""
-    if mask is None or ref.uses_fused_kernel(q, "grad", mask):
-        out, saved = ref.forward(q, k, v, mask, scale, mode)
-        return out, ref.backward(g, q, k, v, mask, scale, mode, saved)
-    probs = ref.softmax_forward(torch.matmul(q, k.transpose(-1, -2)), mask, scale)
-    return torch.matmul(probs, v), ref.eager_backward(g, q, k, v, probs, scale, mode)
+    """(out, (g_Q, g_K, g_V)) of the torch reference (for a batch with a fully padded sequence: its
+    eager formulas, softmax kernel and stored P, in every mode)."""
+    out, saved = ref.forward(q, k, v, mask, scale, mode)
+    return out, ref.backward(g, q, k, v, mask, scale, mode, saved)
 
 
 @pytest.mark.parametrize("target", KERNEL_BACKENDS)

@@ -1,23 +1,25 @@
 """The ``lrp-kernels`` command line.
 
-Each subcommand lives in its own module that provides ``add_arguments(parser)`` and
-``run(args) -> int``; this file only wires them and turns user errors into one line on stderr and a
-non-zero exit status.
+Each subcommand is a module of this package that provides ``add_arguments(parser)`` and
+``run(args) -> int``; the options several of them share (model, device, dtype, threads, methods,
+batch size, max length, output, …) are spelled once in :mod:`lrp_kernels.cli._common`. This file
+only wires the subcommands and turns user errors into one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # subcommand -> (module, one-line help)
 COMMANDS = {
-    "train": ("lrp_kernels.training", "fine-tune a BERT-family classifier and save a Hugging Face checkpoint"),
-    "explain": ("lrp_kernels.commands.explain", "explain texts with an attribution method"),
-    "evaluate": ("lrp_kernels.commands.evaluate", "word deletion, AOPC, ABPC and word-rank studies"),
-    "demo": ("lrp_kernels.commands.demo", "fine-tune (cached), explain and evaluate a MiniLM SST-2 model"),
-    "bench": ("lrp_kernels.commands.bench", "time forward, gradient and every method"),
+    "train": ("lrp_kernels.cli.train", "fine-tune a BERT-family classifier and save a Hugging Face checkpoint"),
+    "explain": ("lrp_kernels.cli.explain", "explain texts with an attribution method"),
+    "evaluate": ("lrp_kernels.cli.evaluate", "word deletion, AOPC, ABPC and word-rank studies"),
+    "demo": ("lrp_kernels.cli.demo", "fine-tune (cached), explain and evaluate a MiniLM SST-2 model"),
+    "bench": ("lrp_kernels.cli.bench", "time forward, gradient and every method"),
 }
 
 # Exit status for user errors (bad arguments, missing files, bad input).
@@ -43,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(exc: BaseException) -> str:
+    """The first line of an error's message (its type name when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -51,16 +59,12 @@ def main(argv: list[str] | None = None) -> int:
         return USER_ERROR
     from lrp_kernels.errors import LRPKernelsError
 
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models are local directories; nothing is downloaded
     try:
         return int(args._run(args) or 0)
     except (LRPKernelsError, ValueError, FileNotFoundError, UnicodeDecodeError, KeyError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"lrp-kernels {args.command}: error: {message}", file=sys.stderr)
+        print(f"lrp-kernels {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return USER_ERROR
     except KeyboardInterrupt:
         print(f"lrp-kernels {args.command}: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
