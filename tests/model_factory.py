@@ -14,13 +14,13 @@ COMMON = dict(hidden_size=36, num_hidden_layers=2, num_attention_heads=6, interm
 
 
 def _bert(transformers, **extra):
-    config = transformers.BertConfig(vocab_size=100, type_vocab_size=2, **{**COMMON, **extra})
+    config = transformers.BertConfig(**{**COMMON, "vocab_size": 100, "type_vocab_size": 2, **extra})
     return transformers.BertForSequenceClassification(config)
 
 
 def _roberta(transformers, **extra):
-    config = transformers.RobertaConfig(vocab_size=100, type_vocab_size=1, pad_token_id=1, bos_token_id=0,
-                                        eos_token_id=2, **{**COMMON, **extra})
+    config = transformers.RobertaConfig(**{**COMMON, "vocab_size": 100, "type_vocab_size": 1, "pad_token_id": 1,
+                                           "bos_token_id": 0, "eos_token_id": 2, **extra})
     return transformers.RobertaForSequenceClassification(config)
 
 
