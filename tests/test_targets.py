@@ -134,3 +134,15 @@ def test_all_with_left_padding_and_float64():
     left = attribute(hf, left_ids, left_mask, method="attnlrp", target="all")
     torch.testing.assert_close(left.scores[1, :, -n:], right.scores[1, :, :n], rtol=1e-5, atol=1e-7)
     assert (left.scores[1, :, : ids.shape[1] - n] == 0).all()
+
+
+@pytest.mark.parametrize("method", ["gradient", "grad_x_input"])
+@pytest.mark.parametrize("point", ["embedding_sum", "embedding_output", "word_embeddings"])
+def test_all_by_the_vmapped_backward_at_every_read_out_point(hf, method, point):
+    """The plain-gradient methods take one forward and a vmapped backward (one seed per label)."""
+    ids, mask = _batch(hf)
+    every = attribute(hf, ids, mask, method=method, target="all", contrast=1, read_at=point)
+    stacked = torch.stack([attribute(hf, ids, mask, method=method, target=k, contrast=1, read_at=point).scores
+                           for k in range(hf.config.num_labels)], dim=1)
+    torch.testing.assert_close(every.scores, stacked, rtol=1e-5, atol=1e-6)
+    assert every.contrast.tolist() == [[1, 1, 1]] * 3
