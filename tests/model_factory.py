@@ -57,3 +57,12 @@ def padded(lengths=(12, 7, 3), pad_id: int = 0, vocab: int = 100, seed: int = 1,
     types = torch.zeros_like(ids)
     types[:, max(lengths) // 2 :] = 1
     return ids, mask, types * mask
+
+
+def zero_biases(model, linear: bool = True, norm: bool = True):
+    """Zero, in place, the linear layers' biases (``linear``) and the norms' β (``norm``); returns the model."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") and (norm if "LayerNorm" in name or "norm" in name else linear):
+                p.zero_()
+    return model

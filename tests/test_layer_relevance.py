@@ -12,7 +12,7 @@ from lrp_kernels.layer_relevance import KINDS
 from lrp_kernels.rules import lrp_rules
 
 transformers = pytest.importorskip("transformers")
-from model_factory import make_hf, padded  # noqa: E402
+from model_factory import make_hf, padded, zero_biases  # noqa: E402
 
 INIT = 0.2
 ORDER = ["embedding_sum", "layer.0", "layer.1", "encoder_output"]
@@ -25,13 +25,7 @@ def _batch(hf):
 
 def _zeroed(hf, linear=True, norm=True):
     """A copy with the linear layers' biases (``linear``) and the norms' β (``norm``) zeroed."""
-    hf = copy.deepcopy(hf)
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            is_norm = "LayerNorm" in name
-            if name.endswith("bias") and (norm if is_norm else linear):
-                p.zero_()
-    return hf
+    return zero_biases(copy.deepcopy(hf), linear, norm)
 
 
 def _remaining(layers):

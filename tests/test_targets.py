@@ -11,7 +11,7 @@ from lrp_kernels import InputError, attribute
 from lrp_kernels.methods import REGISTRY
 
 transformers = pytest.importorskip("transformers")
-from model_factory import make_hf, padded  # noqa: E402
+from model_factory import make_hf, padded, zero_biases  # noqa: E402
 
 INIT = 0.2
 TARGET_METHODS = [m.name for m in REGISTRY.values() if m.depends_on_target]
@@ -96,11 +96,7 @@ def test_contrast_with_all_explains_every_class_against_one(hf):
 
 
 def test_cp_lrp_conserves_the_contrast():
-    hf = make_hf("bert", initializer_range=INIT)
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            if name.endswith("bias"):
-                p.zero_()
+    hf = zero_biases(make_hf("bert", initializer_range=INIT))
     ids, mask = _batch(hf)
     result = attribute(hf, ids, mask, method="cp_lrp", eps=0.0, target=[0, 1, 2], contrast=[1, 2, 0])
     torch.testing.assert_close(result.conservation, torch.ones(3), rtol=1e-4, atol=1e-4)
