@@ -114,3 +114,12 @@ def test_bad_windows_and_the_truncating_default(explainer):
         assert len(explainer.explain(text, max_length=WINDOW)[0].tokens) == WINDOW
     with pytest.raises(InputError, match="exceeds the model's 64 positions"):  # attribute() does not window
         attribute(explainer.model, torch.full((1, 70), 7))
+
+
+def test_relevance_per_layer_of_a_document_adds_up_to_its_logit(explainer):
+    result = explainer.explain(_document(3 * WINDOW, seed=7), stride=STRIDE, max_length=WINDOW, layers=True,
+                               methods=["attnlrp"])[0]
+    layers = result.layers
+    assert sum(layers["relevance"][0]) == pytest.approx(result.total, rel=1e-5, abs=1e-6)
+    remaining = [sum(r) + sum(sum(s) for s in layers["absorbed"][k:]) for k, r in enumerate(layers["relevance"])]
+    assert remaining == pytest.approx([result.target_logit] * len(remaining), rel=1e-4, abs=1e-5)
