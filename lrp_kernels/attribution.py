@@ -12,14 +12,15 @@ scores(target) − scores(contrast) from the same single backward; Gradient Sens
 the norm of that difference's gradient).
 
 ``target="all"`` explains every class in ONE backward. Two ways were measured (BERT-base size,
-5 labels, batch 8 × seq 128, CPU, one thread; ``benchmarks/target_all.py``):
+5 labels, batch 8 × seq 128, CPU, one thread, cpp kernels, on a shared 2-core machine at load 7–12,
+so take ±30 %; ``benchmarks/target_all.py``):
 
 * **batch-packing** — the batch repeated once per label (label-major), each copy seeded with its
   label, one forward and one backward over labels × batch rows. Works for every method and backend.
   AttnLRP: 0.69× the time of a loop over the classes; Gradient×Input: 1.06× (the same arithmetic).
 * **vector-Jacobian product** — one forward, then ``torch.autograd.grad(..., is_grads_batched=True)``
   with one seed per label (vmap over the backward): the forward is not repeated (Gradient×Input:
-  0.71× the loop). It runs only for the plain gradient: the LRP autograd Functions are old-style
+  0.41–0.71× the loop in three measurements). It runs only for the plain gradient: the LRP autograd Functions are old-style
   (no ``setup_context``/vmap rule), the torch backend's rules use in-place ops that vmap refuses,
   and the cpp kernels need real storage.
 
