@@ -28,6 +28,8 @@ _EXPORTS = {
     "use_backend": "lrp_kernels.backends",
     "Explainer": "lrp_kernels.explainer",
     "Explanation": "lrp_kernels.explainer",
+    "Explanations": "lrp_kernels.explainer",
+    "LayerRelevance": "lrp_kernels.layer_relevance",
     "BackendError": "lrp_kernels.errors",
     "BackendUnavailable": "lrp_kernels.errors",
     "CheckpointError": "lrp_kernels.errors",

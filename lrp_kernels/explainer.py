@@ -1,24 +1,51 @@
-"""Explaining raw texts: :class:`Explainer` (checkpoint + tokenizer + method) and :class:`Explanation`."""
+"""Explaining raw texts: :class:`Explainer` (model + tokenizer + method), :class:`Explanation` and
+the list type :class:`Explanations` (one heatmap in Jupyter; ``save_html``/``save_png``/``to_json``).
+
+**Long documents** (``explain(..., stride=N)``): a text longer than ``max_length`` tokens is cut
+into overlapping windows (each a full [CLS] … [SEP] input, consecutive windows sharing ``stride``
+tokens; see :meth:`~lrp_kernels.tokenization.TextEncoder.documents`). The document's logits are
+the **mean of its windows' logits**, its prediction their argmax, and the target (given, or that
+prediction) is the same for every window. The mean is linear, so the relevance of the document
+logit is the sum over windows of (1 / #windows) × the window's relevance: every token's score is
+the sum of its contributions to the mean logit, (1/W) Σ_{windows w holding it} R_w(token), and
+each token appears once in the result (the windows' [CLS]/[SEP] add into the document's). So
+Σ over the document = (1/W) Σ_w Σ_t R_w(t), and ``conservation`` is measured against the mean
+logit as for one window. Windows of all texts of a call go through the same length-bucketed
+batches. With ``target=None`` and any text windowed, a plain forward over the windows first finds
+each document's prediction (one forward per window, no backward). For the attention methods and
+the random control the same weighting is a convention (their scores are not relevance).
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import torch
 
-from lrp_kernels.attribution import attribute, check_targets
+from lrp_kernels.attribution import ALL, Attribution, attribute, check_targets
 from lrp_kernels.errors import InputError
 from lrp_kernels.methods import get_method
 from lrp_kernels.models.base import EncoderClassifier
 from lrp_kernels.models.loading import as_lrp_model
 from lrp_kernels.options import parse_dtype
-from lrp_kernels.tokenization import TextEncoder
+from lrp_kernels.tokenization import Document, TextEncoder, merge_rows, word_index
 
 
 @dataclass
 class Explanation:
-    """One explained text: its tokens (or words) with scores, the prediction and the explained class."""
+    """One explained text: its tokens (or words) with scores, the prediction and the explained class.
+
+    ``contrast``: the class the target is explained against (scores explain logit_target −
+    logit_contrast). ``logits``: the model's logits (a windowed document: the mean of its windows').
+    ``windows``: how many windows the text was explained in. ``class_scores``: with
+    ``target="all"``, the scores of every class ([labels][tokens]; ``scores`` is the predicted
+    class's). ``layers``: with ``layers=True``, the relevance per layer
+    (:class:`~lrp_kernels.layer_relevance.LayerRelevance` as lists: ``points``, ``relevance``
+    [points][tokens], ``stages``, ``kinds``, ``absorbed`` [stages][kinds]).
+    """
 
     text: str
     tokens: list[str]
@@ -31,6 +58,31 @@ class Explanation:
     method: str
     text_pair: str | None = None
     special: list[bool] = field(default_factory=list)
+    contrast: int | None = None
+    contrast_name: str | None = None
+    logits: list[float] = field(default_factory=list)
+    windows: int = 1
+    class_scores: list[list[float]] | None = None
+    class_names: list[str] | None = None
+    layers: dict | None = None
+
+    @property
+    def target_logit(self) -> float | None:
+        """The explained quantity: logit_target (− logit_contrast); None without logits."""
+        if not self.logits:
+            return None
+        return self.logits[self.target] - (0.0 if self.contrast is None else self.logits[self.contrast])
+
+    @property
+    def total(self) -> float:
+        """Σ scores: the relevance that reached the input (LRP methods)."""
+        return float(sum(self.scores))
+
+    @property
+    def conservation(self) -> float | None:
+        """:attr:`total` / :attr:`target_logit` (1 = all of the explained logit reached the input)."""
+        logit = self.target_logit
+        return None if not logit else self.total / logit
 
     def _repr_html_(self) -> str:
         from lrp_kernels.visualization import explanation_html
@@ -38,53 +90,134 @@ class Explanation:
         return explanation_html(self)
 
     def to_dict(self) -> dict:
-        return {
-            "text": self.text,
-            "text_pair": self.text_pair,
-            "tokens": self.tokens,
-            "scores": self.scores,
-            "special": self.special,
-            "label": self.label,
-            "label_name": self.label_name,
-            "probability": self.probability,
-            "target": self.target,
-            "target_name": self.target_name,
-            "method": self.method,
+        out = {
+            "text": self.text, "text_pair": self.text_pair, "tokens": self.tokens, "scores": self.scores,
+            "special": self.special, "label": self.label, "label_name": self.label_name,
+            "probability": self.probability, "target": self.target, "target_name": self.target_name,
+            "method": self.method, "contrast": self.contrast, "contrast_name": self.contrast_name,
+            "logits": self.logits, "target_logit": self.target_logit, "total": self.total,
+            "conservation": self.conservation, "windows": self.windows,
         }
+        for name in ("class_scores", "class_names", "layers"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        return out
+
+    def save_html(self, path, **kwargs) -> Path:
+        return Explanations([self]).save_html(path, **kwargs)
+
+    def save_png(self, path, **kwargs):
+        return Explanations([self]).save_png(path, **kwargs)
+
+    def to_json(self, path=None) -> str:
+        return Explanations([self]).to_json(path)
+
+
+class Explanations(list):
+    """The list :meth:`Explainer.explain` returns: renders as ONE heatmap page in Jupyter, explanations
+    of the same text by several methods side by side."""
+
+    def _repr_html_(self) -> str:
+        from lrp_kernels.visualization import explanations_html
+
+        return explanations_html(self)
+
+    def save_html(self, path, title: str = "lrp-kernels explanations", intro: str | None = None) -> Path:
+        """A standalone HTML page (no scripts, everything escaped); returns the path."""
+        from lrp_kernels.visualization import save_html
+
+        return save_html(self, path, title=title, intro=intro)
+
+    def save_png(self, path, **kwargs):
+        """A PNG (or PDF/SVG by suffix) heatmap with a colour bar; returns the matplotlib figure."""
+        from lrp_kernels.visualization import plot_explanations
+
+        return plot_explanations(self, path, **kwargs)
+
+    def to_json(self, path=None) -> str:
+        """JSON lines, one :meth:`Explanation.to_dict` per line; written to ``path`` when given."""
+        text = "".join(json.dumps(e.to_dict(), ensure_ascii=False) + "\n" for e in self)
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
 
 
 def merge_word_pieces(tokens, scores, word_ids, offsets, sequence_ids, texts):
-    """Sum the scores of word pieces of one word; the word's text is cut from the input by offsets."""
-    merged_tokens, merged_scores, merged_special = [], [], []
-    last = None
-    for tok, score, wid, (start, end), sid in zip(tokens, scores, word_ids, offsets, sequence_ids):
-        if wid is None or sid is None:
-            merged_tokens.append(tok)
-            merged_scores.append(score)
-            merged_special.append(True)
-            last = None
-            continue
-        key = (sid, wid)
-        if key == last:
-            merged_scores[-1] += score
-            merged_tokens[-1] = (merged_tokens[-1][0], merged_tokens[-1][1], end)
-        else:
-            merged_tokens.append((sid, start, end))
-            merged_scores.append(score)
-            merged_special.append(False)
-        last = key
-    words = [t if isinstance(t, str) else texts[t[0]][t[1] : t[2]] for t in merged_tokens]
-    return words, merged_scores, merged_special
+    """Sum the scores of the tokens of one word (words by character offsets, see
+    :func:`lrp_kernels.tokenization.word_index`); ``word_ids`` is not needed any more."""
+    words, special, index = word_index(tokens, offsets, sequence_ids, list(texts) + [None] * (2 - len(texts)))
+    return words, merge_rows(index, [scores], len(words))[0], special
+
+
+@dataclass
+class _Call:
+    """One ``explain`` call, checked: what is explained and how."""
+
+    docs: list[Document]
+    inputs: tuple[list[str], list[str] | None]  # the texts and the text pairs
+    methods: list[str]
+    targets: list[int] | None | str  # per document, None (predicted) or ALL
+    contrasts: list[int] | None
+    layers: bool
+    rows: list[tuple[int, int]] = field(default_factory=list)  # (document, window) per row
+
+    @property
+    def every_label(self) -> bool:
+        return self.targets == ALL
+
+    def texts(self, d: int) -> tuple[str, str | None]:
+        texts, pairs = self.inputs
+        return texts[d], None if pairs is None else pairs[d]
+
+    def row_target(self, index: Sequence[int]):
+        if self.targets is None or self.every_label:
+            return self.targets
+        return [self.targets[self.rows[i][0]] for i in index]
+
+    def row_contrast(self, index: Sequence[int]):
+        return None if self.contrasts is None else [self.contrasts[self.rows[i][0]] for i in index]
+
+
+@dataclass
+class _RowOut:
+    """What one window gave one method: scores [(labels,) n], logits [labels], the target and
+    contrast per (class), and the per-layer tensors ([(labels,) points, n], [(labels,) stages, kinds])."""
+
+    scores: torch.Tensor
+    logits: torch.Tensor
+    target: torch.Tensor
+    contrast: torch.Tensor | None
+    relevance: torch.Tensor | None = None
+    absorbed: torch.Tensor | None = None
+    names: dict = field(default_factory=dict)  # points, stages, kinds of the per-layer tensors
+
+
+def stitch(doc: Document, rows: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Per-window values [..., n_w] -> the document's [..., N]: Σ over windows of (1/W) × the
+    window's value, each at its token's position in the whole text (see the module docstring)."""
+    out = torch.zeros(*rows[0].shape[:-1], len(doc.full.ids))
+    for positions, row in zip(doc.positions, rows):
+        out.index_add_(-1, torch.tensor(positions), row.float() / len(rows))
+    return out
 
 
 class Explainer:
-    """A model, its tokenizer and a method: ``explain(texts)`` gives one :class:`Explanation` per text."""
+    """A model, its tokenizer and a method: ``explain(texts)`` gives one :class:`Explanation` per text
+    (and method), as an :class:`Explanations` list.
 
-    def __init__(self, model, encoder: TextEncoder, method: str = "attnlrp", backend: str | None = None,
-                 eps: float = 1e-6, **method_kwargs):
+    ``model``: a ``transformers`` sequence classifier of a supported family (parameters shared, not
+    copied) or an :class:`~lrp_kernels.models.EncoderClassifier`; ``tokenizer``: any fast tokenizer
+    (``transformers``' ``*TokenizerFast``, a ``tokenizers.Tokenizer``) or a
+    :class:`~lrp_kernels.tokenization.TextEncoder`. ``max_length``: the longest input (default: the
+    tokenizer's, at most the model's positions). ``method_kwargs`` go to :func:`attribute`
+    (``ig_steps``, ``read_at``, …).
+    """
+
+    def __init__(self, model, tokenizer, method: str = "attnlrp", backend: str | None = None,
+                 eps: float = 1e-6, max_length: int | None = None, **method_kwargs):
         get_method(method)
         self.model: EncoderClassifier = as_lrp_model(model)
-        self.encoder = encoder
+        self.encoder = TextEncoder.wrap(tokenizer, max_length)
         self.encoder.max_length = min(self.encoder.max_length, self.model.config.max_tokens)
         self.method = method
         self.backend = backend
@@ -107,6 +240,9 @@ class Explainer:
     def id2label(self) -> dict[int, str]:
         return self.model.config.id2label
 
+    def _name(self, index: int | None) -> str | None:
+        return None if index is None else self.id2label.get(index, str(index))
+
     def batches(self, encodings: Sequence, batch_size: int, bucket: bool) -> Iterable[list[int]]:
         """Index lists of at most ``batch_size``; with ``bucket`` texts of similar length go together."""
         order = list(range(len(encodings)))
@@ -115,71 +251,160 @@ class Explainer:
         for start in range(0, len(order), batch_size):
             yield order[start : start + batch_size]
 
-    def explain(self, texts, text_pairs=None, target=None, batch_size: int = 32, merge_subwords: bool = False,
-                bucket: bool = True, progress: bool = False) -> list[Explanation]:
-        """Explain ``texts`` (a string or a list); results come back in input order.
+    def attribute(self, texts, text_pairs=None, **kwargs) -> Attribution:
+        """:func:`attribute` on ``texts`` as one padded batch (truncated to ``max_length``), with
+        :attr:`Attribution.tokens` filled; ``kwargs`` as for :func:`attribute` (method, target, …)."""
+        texts, text_pairs = _as_lists(texts, text_pairs)
+        batch = self.encoder.encode(texts, text_pairs)
+        device = next(self.model.parameters()).device
+        kwargs = {"method": self.method, "eps": self.eps, "backend": self.backend, **self.method_kwargs, **kwargs}
+        result = attribute(self.model, batch.input_ids.to(device), batch.attention_mask.to(device),
+                           batch.token_type_ids.to(device), **kwargs)
+        result.tokens = batch.tokens
+        return result
 
-        ``target``: None (predicted class), an int, or one per text. ``merge_subwords`` sums the
-        scores of the pieces of a word. ``bucket`` batches texts of similar length together.
+    def explain(self, texts, text_pairs=None, target=None, batch_size: int = 32, merge_subwords: bool = False,
+                bucket: bool = True, progress: bool = False, *, contrast=None, methods: Sequence[str] | None = None,
+                layers: bool = False, stride: int | None = None, max_length: int | None = None) -> Explanations:
+        """Explain ``texts`` (a string or a list); results come back in input order, text-major
+        (with several ``methods``: text 0 by every method, then text 1, …).
+
+        ``target``: None (predicted class), an int, one per text, or ``"all"`` (every class in one
+        backward; :attr:`Explanation.class_scores`). ``contrast``: None, an int or one per text —
+        explain logit_target − logit_contrast. ``methods``: several methods at once (default: the
+        explainer's). ``layers``: relevance per layer (gradient methods). ``merge_subwords`` sums
+        the scores of the tokens of a word. ``bucket`` batches texts of similar length together;
+        ``batch_size`` counts rows of one backward (with ``target="all"`` a text counts once per
+        label). ``stride``: explain texts longer than ``max_length`` tokens in windows that share
+        ``stride`` tokens (None: truncate them, with a warning). ``max_length``: the window length
+        (default and maximum: the explainer's).
         """
-        single = isinstance(texts, str)
-        texts = [texts] if single else list(texts)
-        if text_pairs is not None:
-            text_pairs = [text_pairs] if isinstance(text_pairs, str) else list(text_pairs)
-        if not texts:
-            raise InputError("no texts to explain")
+        call = self._call(texts, text_pairs, target, contrast, methods, layers, stride, max_length, batch_size)
+        outs = self._run(call, batch_size, bucket, progress)
+        results = Explanations()
+        for d, doc in enumerate(call.docs):
+            for method in call.methods:
+                windows = [outs[(d, w, method)] for w in range(len(doc.windows))]
+                results.append(self._explanation(call, d, method, windows, merge_subwords))
+        return results
+
+    # ------------------------------------------------------------------ explain, step by step
+    def _call(self, texts, text_pairs, target, contrast, methods, layers, stride, max_length, batch_size) -> _Call:
+        texts, text_pairs = _as_lists(texts, text_pairs)
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
-        targets = self._targets(target, len(texts))
-        encodings = self.encoder.tokenize(texts, text_pairs)
-        results: list[Explanation | None] = [None] * len(texts)
-        batches = list(self.batches(encodings, batch_size, bucket))
-        if progress:
-            from tqdm.auto import tqdm
-
-            batches = tqdm(batches, desc=f"explain ({self.method})", unit="batch")
-        device = next(self.model.parameters()).device
-        for index in batches:
-            batch = self.encoder.collate([encodings[i] for i in index])
-            result = attribute(
-                self.model,
-                batch.input_ids.to(device),
-                batch.attention_mask.to(device),
-                batch.token_type_ids.to(device),
-                method=self.method,
-                target=None if targets is None else [targets[i] for i in index],
-                eps=self.eps,
-                backend=self.backend,
-                **self.method_kwargs,
-            )
-            probs = result.probabilities.cpu()
-            for row, i in enumerate(index):
-                n = int(batch.attention_mask[row].sum())
-                scores = result.scores[row, :n].cpu().tolist()
-                tokens = batch.tokens[row]
-                special = [w is None for w in batch.word_ids[row]]
-                if merge_subwords:
-                    pieces = (texts[i], text_pairs[i] if text_pairs is not None else "")
-                    tokens, scores, special = merge_word_pieces(
-                        tokens, scores, batch.word_ids[row], batch.offsets[row], batch.sequence_ids[row], pieces
-                    )
-                label = int(probs[row].argmax())
-                tgt = int(result.target[row])
-                results[i] = Explanation(
-                    text=texts[i],
-                    text_pair=text_pairs[i] if text_pairs is not None else None,
-                    tokens=list(tokens),
-                    scores=scores,
-                    special=special,
-                    label=label,
-                    label_name=self.id2label.get(label, str(label)),
-                    probability=float(probs[row, label]),
-                    target=tgt,
-                    target_name=self.id2label.get(tgt, str(tgt)),
-                    method=self.method,
-                )
-        return results
+        methods = [self.method] if methods is None else ([methods] if isinstance(methods, str) else list(methods))
+        if not methods:
+            raise InputError("no methods given")
+        for m in methods:
+            get_method(m)
+        limit = self.encoder.max_length
+        if max_length is not None and not 0 < max_length <= limit:
+            raise InputError(f"max_length must be between 1 and {limit} (the model's and tokenizer's limit), "
+                             f"got {max_length}")
+        self.encoder.max_length = max_length or limit
+        try:
+            docs = self.encoder.documents(texts, text_pairs, stride)
+        finally:
+            self.encoder.max_length = limit
+        every = isinstance(target, str) and target == ALL
+        n_labels = self.model.config.num_labels
+        targets = ALL if every else self._targets(target, len(texts))
+        contrasts = None if contrast is None else check_targets(contrast, len(texts), n_labels).tolist()
+        call = _Call(docs, (texts, text_pairs), methods, targets, contrasts, layers)
+        call.rows = [(d, w) for d, doc in enumerate(docs) for w in range(len(doc.windows))]
+        if call.targets is None and len(call.rows) > len(docs):
+            call.targets = self._document_predictions(call, batch_size)
+        return call
 
     def _targets(self, target, n: int) -> list[int] | None:
         checked = check_targets(target, n, self.model.config.num_labels)
         return None if checked is None else checked.tolist()
+
+    def _collate(self, call: _Call, index: Sequence[int]):
+        batch = self.encoder.collate([call.docs[call.rows[i][0]].windows[call.rows[i][1]] for i in index])
+        device = next(self.model.parameters()).device
+        return batch, (batch.input_ids.to(device), batch.attention_mask.to(device), batch.token_type_ids.to(device))
+
+    def _document_predictions(self, call: _Call, batch_size: int) -> list[int]:
+        """Each document's predicted class from the mean of its windows' logits (a plain forward)."""
+        logits: dict[int, list[torch.Tensor]] = {}
+        encodings = [call.docs[d].windows[w] for d, w in call.rows]
+        for index in self.batches(encodings, batch_size, bucket=True):
+            _, tensors = self._collate(call, index)
+            with torch.no_grad():
+                out = self.model(*tensors).float().cpu()
+            for row, i in enumerate(index):
+                logits.setdefault(call.rows[i][0], []).append(out[row])
+        return [int(torch.stack(logits[d]).mean(0).argmax()) for d in range(len(call.docs))]
+
+    def _run(self, call: _Call, batch_size: int, bucket: bool, progress: bool) -> dict:
+        """Every row by every method: {(document, window, method): _RowOut}."""
+        per_batch = max(1, batch_size // self.model.config.num_labels) if call.every_label else batch_size
+        encodings = [call.docs[d].windows[w] for d, w in call.rows]
+        batches = list(self.batches(encodings, per_batch, bucket))
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc=f"explain ({', '.join(call.methods)})", unit="batch")
+        outs = {}
+        for index in batches:
+            batch, tensors = self._collate(call, index)
+            for method in call.methods:
+                result = attribute(self.model, *tensors, method=method, target=call.row_target(index),
+                                   contrast=call.row_contrast(index), layers=call.layers, eps=self.eps,
+                                   backend=self.backend, **self.method_kwargs)
+                for row, i in enumerate(index):
+                    outs[(*call.rows[i], method)] = _row_out(result, row, int(batch.attention_mask[row].sum()))
+        return outs
+
+    def _explanation(self, call: _Call, d: int, method: str, windows: list[_RowOut], merge: bool) -> Explanation:
+        doc, (text, pair) = call.docs[d], call.texts(d)
+        logits = torch.stack([w.logits for w in windows]).mean(0)
+        label = int(logits.argmax())
+        pick = (lambda t: t[label]) if call.every_label else (lambda t: t)  # "all": the predicted class leads
+        target, contrast = (None if t is None else int(pick(t)) for t in (windows[0].target, windows[0].contrast))
+        scores = stitch(doc, [w.scores for w in windows])
+        classes = list(scores) if call.every_label else []
+        relevance = list(pick(stitch(doc, [w.relevance for w in windows]))) if call.layers else []
+        rows = [r.tolist() for r in [pick(scores), *classes, *relevance]]
+        tokens, special = list(doc.full.tokens), [s is None for s in doc.full.sequence_ids]
+        if merge:
+            tokens, special, index = word_index(tokens, doc.full.offsets, doc.full.sequence_ids, [text, pair])
+            rows = merge_rows(index, rows, len(tokens))
+        n_labels = self.model.config.num_labels
+        layers = None
+        if call.layers:
+            absorbed = pick(torch.stack([w.absorbed for w in windows]).mean(0))
+            layers = {**windows[0].names, "relevance": rows[1 + len(classes):], "absorbed": absorbed.tolist()}
+        return Explanation(
+            text=text, text_pair=pair, tokens=tokens, scores=rows[0], special=special, label=label,
+            label_name=self._name(label), probability=float(torch.softmax(logits, -1)[label]), target=target,
+            target_name=self._name(target), method=method, contrast=contrast, contrast_name=self._name(contrast),
+            logits=logits.tolist(), windows=len(windows), layers=layers,
+            class_scores=rows[1 : 1 + len(classes)] if call.every_label else None,
+            class_names=[self._name(k) for k in range(n_labels)] if call.every_label else None,
+        )
+
+
+def _row_out(result: Attribution, row: int, n: int) -> _RowOut:
+    """Row ``row`` of a batch result, cut to its ``n`` tokens, on the CPU."""
+    out = _RowOut(result.scores[row, ..., :n].cpu(), result.logits[row].cpu(), result.target[row].cpu(),
+                  None if result.contrast is None else result.contrast[row].cpu())
+    layers = result.layers
+    if layers is not None:
+        out.relevance = layers.relevance[row, ..., :n].cpu()
+        out.absorbed = layers.absorbed[row].cpu()
+        out.names = {"points": list(layers.points), "stages": list(layers.stages), "kinds": list(layers.kinds)}
+    return out
+
+
+def _as_lists(texts, text_pairs) -> tuple[list[str], list[str] | None]:
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    if text_pairs is not None:
+        text_pairs = [text_pairs] if isinstance(text_pairs, str) else list(text_pairs)
+    if not texts:
+        raise InputError("no texts to explain")
+    return texts, text_pairs
+
+

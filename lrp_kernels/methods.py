@@ -76,6 +76,12 @@ class Method:
         return GRADIENT if self.rule_set == "gradient" else lrp_rules(self.rule_set, eps)
 
     @property
+    def depends_on_target(self) -> bool:
+        """Whether the scores depend on the explained class (and so take ``contrast`` and differ per
+        class under ``target="all"``): gradient and integrated-gradients methods."""
+        return self.kind in ("gradient", "integrated_gradients")
+
+    @property
     def is_lrp(self) -> bool:
         return self.rule_set not in (None, "gradient")
 

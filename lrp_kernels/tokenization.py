@@ -1,14 +1,32 @@
-"""Tokenizing texts for a checkpoint directory with the ``tokenizers`` library (no ``transformers`` needed).
+"""Tokenizing texts with the ``tokenizers`` library (no ``transformers`` needed), words, and windows.
 
-``tokenizer.json`` is used when present; a WordPiece ``vocab.txt`` (BERT) or ``vocab.json`` +
-``merges.txt`` (RoBERTa) otherwise. Truncation and padding are ours: the saved ones are switched off.
+:class:`TextEncoder` wraps a ``tokenizers.Tokenizer``: from a checkpoint directory
+(``tokenizer.json`` when present; a WordPiece ``vocab.txt`` (BERT) or ``vocab.json`` +
+``merges.txt`` (RoBERTa) otherwise) or from any fast tokenizer the user holds (a copy of its
+backend). Truncation and padding are ours: the saved ones are switched off.
+
+**Words** (:func:`word_index`), the same for WordPiece (``##``), byte-level BPE (``Ġ``) and
+SentencePiece (``▁``): words are read from the text by character offsets, not from the token
+strings. The text splits at whitespace and around every punctuation character; a combining mark
+belongs to the character before it (so ``"e\u0301te\u0301"`` stays one word with its accents,
+also where the normalizer stripped them from the tokens); where one token spans several such
+pieces they are one word. A token is in the word its characters are in; a token that covers only
+whitespace (RoBERTa's standalone ``Ġ``, SentencePiece's ``▁``) joins the next word of its text, so
+no word is empty. Special tokens stay as they are.
+
+**Windows** (:meth:`TextEncoder.documents`): a text longer than ``max_length`` tokens becomes
+overlapping windows, each a full input with the tokenizer's own special tokens ([CLS] … [SEP]),
+consecutive windows sharing ``stride`` tokens (the tokenizer's own overflow); with a text pair
+the first text is windowed and the pair repeated in every window. Each window token's position in
+the whole text's encoding is kept (:attr:`Document.positions`).
 """
 
 from __future__ import annotations
 
 import json
+import unicodedata
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -30,6 +48,25 @@ class Encoded:
     sequence_ids: list[list[int | None]]
 
 
+@dataclass
+class Document:
+    """One text (pair) as the model sees it: ``full`` its whole encoding (the tokens shown),
+    ``windows`` the inputs explained (``[full]`` when it fits) and, per window, the position in
+    ``full`` of each of its tokens."""
+
+    full: object
+    windows: list = field(default_factory=list)
+    positions: list[list[int]] = field(default_factory=list)
+
+
+def _pad_id(tokenizer, pad_token=None) -> int:
+    for name in (pad_token, "[PAD]", "<pad>"):
+        if name is not None and tokenizer.token_to_id(name) is not None:
+            return tokenizer.token_to_id(name)
+    padding = tokenizer.padding
+    return padding["pad_id"] if padding else 0
+
+
 class TextEncoder:
     """Turns texts (and optional text pairs) into padded id tensors for a BERT-family model."""
 
@@ -39,6 +76,27 @@ class TextEncoder:
         self.max_length = max_length
         tokenizer.no_padding()
         tokenizer.no_truncation()
+
+    @classmethod
+    def wrap(cls, tokenizer, max_length: int | None = None) -> "TextEncoder":
+        """A :class:`TextEncoder` of ``tokenizer``: itself, a ``tokenizers.Tokenizer`` or a
+        ``transformers`` fast tokenizer (its backend is copied, the user's object is left alone)."""
+        from tokenizers import Tokenizer
+
+        if isinstance(tokenizer, TextEncoder):
+            if max_length is not None:
+                tokenizer.max_length = max_length
+            return tokenizer
+        backend = tokenizer if isinstance(tokenizer, Tokenizer) else getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            raise InputError(f"{type(tokenizer).__name__} is not a fast tokenizer: load it with use_fast=True "
+                             "(or pass a tokenizers.Tokenizer)")
+        copy = Tokenizer.from_str(backend.to_str())
+        model_max = getattr(tokenizer, "model_max_length", None)
+        if not isinstance(model_max, int) or model_max > 10**6:
+            model_max = 512
+        pad = getattr(tokenizer, "pad_token", None)
+        return cls(copy, _pad_id(copy, pad), max_length or model_max)
 
     @classmethod
     def from_pretrained(cls, path, max_length: int = 512) -> "TextEncoder":
@@ -70,16 +128,15 @@ class TextEncoder:
         pad_token = config.get("pad_token", "[PAD]")
         if isinstance(pad_token, dict):
             pad_token = pad_token.get("content", "[PAD]")
-        pad_id = tokenizer.token_to_id(pad_token)
-        if pad_id is None:
-            pad_id = tokenizer.token_to_id("<pad>") if tokenizer.token_to_id("<pad>") is not None else 0
+        pad_id = _pad_id(tokenizer, pad_token)
         model_max = config.get("model_max_length", max_length)
         if not isinstance(model_max, int) or model_max > 10**6:
             model_max = max_length
         return cls(tokenizer, pad_id, min(max_length, model_max))
 
-    def tokenize(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None) -> list:
-        """``tokenizers.Encoding`` per text (pair), truncated to ``max_length`` with a warning."""
+    @staticmethod
+    def check_texts(texts: Sequence[str], text_pairs: Sequence[str] | None = None) -> None:
+        """:class:`InputError` for a non-string or empty text (pair), or a pair count that differs."""
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise InputError(f"text {i} is a {type(text).__name__}, not a string")
@@ -91,6 +148,10 @@ class TextEncoder:
             for i, pair in enumerate(text_pairs):
                 if not isinstance(pair, str) or not pair.strip():
                     raise InputError(f"text pair {i} is empty")
+
+    def tokenize(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None) -> list:
+        """``tokenizers.Encoding`` per text (pair), truncated to ``max_length`` with a warning."""
+        self.check_texts(texts, text_pairs)
         self.tokenizer.enable_truncation(self.max_length)
         try:
             if text_pairs is None:
@@ -107,6 +168,42 @@ class TextEncoder:
                 stacklevel=3,
             )
         return encodings
+
+    def documents(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None,
+                  stride: int | None = None) -> list[Document]:
+        """A :class:`Document` per text (pair). ``stride`` None: one window, truncated to
+        ``max_length`` with a warning (as :meth:`tokenize`); an int: texts longer than
+        ``max_length`` tokens become windows of ``max_length`` sharing ``stride`` tokens."""
+        if stride is None:
+            return [Document(enc, [enc], [list(range(len(enc.ids)))]) for enc in self.tokenize(texts, text_pairs)]
+        self.check_texts(texts, text_pairs)
+        inputs = list(texts) if text_pairs is None else list(zip(texts, text_pairs))
+        return [self._document(i, full, inputs[i], stride) for i, full in enumerate(self.tokenizer.encode_batch(inputs))]
+
+    def special_tokens(self, pair: bool) -> int:
+        """How many special tokens the tokenizer adds to a text (``pair``: to a text pair)."""
+        processor = self.tokenizer.post_processor
+        return 0 if processor is None else processor.num_special_tokens_to_add(pair)
+
+    def _document(self, index: int, full, text, stride: int) -> Document:
+        if len(full.ids) <= self.max_length:
+            return Document(full, [full], [list(range(len(full.ids)))])
+        pair = isinstance(text, tuple)
+        room = self.max_length - self.special_tokens(pair) - (full.sequence_ids.count(1) if pair else 0)
+        if room < 1:
+            raise InputError(f"text pair {index} alone fills the {self.max_length} tokens of a window; "
+                             "only the first text is windowed")
+        if not 0 <= stride < room:
+            raise InputError(f"stride must be between 0 and {room - 1} for windows of {self.max_length} tokens "
+                             f"(text {index}), got {stride}")
+        self.tokenizer.enable_truncation(self.max_length, stride=stride,
+                                         strategy="only_first" if pair else "longest_first")
+        try:
+            first = self.tokenizer.encode(*text) if pair else self.tokenizer.encode(text)
+        finally:
+            self.tokenizer.no_truncation()
+        windows = [first, *first.overflowing]
+        return Document(full, windows, [window_positions(full, w) for w in windows])
 
     def collate(self, encodings: Sequence) -> Encoded:
         """Pad a list of encodings into one batch."""
@@ -133,3 +230,141 @@ class TextEncoder:
     def encode(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None) -> Encoded:
         """Tokenize and pad in one go."""
         return self.collate(self.tokenize(texts, text_pairs))
+
+
+def window_positions(full, window) -> list[int]:
+    """The position in ``full`` of every token of ``window``: special tokens in their order, each
+    text's tokens as the run of ``full`` that matches them by id and character offsets."""
+
+    def by_sequence(enc) -> dict:
+        runs: dict = {}
+        for i, seq in enumerate(enc.sequence_ids):
+            runs.setdefault(seq, []).append(i)
+        return runs
+
+    whole, where = by_sequence(full), {}
+    for seq, part in by_sequence(window).items():
+        pool = whole.get(seq, [])
+        wanted = [(window.ids[i], window.offsets[i]) for i in part]
+        keys = [(full.ids[j], full.offsets[j]) for j in pool]
+        start = 0 if seq is None else next(
+            (k for k in range(len(pool) - len(part) + 1) if keys[k : k + len(part)] == wanted), None)
+        if start is None or len(pool) < start + len(part):
+            raise InputError("the tokenizer's overflowing windows do not match the text's tokens; "
+                             "explain this text without windows (stride=None)")
+        where.update(zip(part, pool[start : start + len(part)]))
+    return [where[i] for i in range(len(window.ids))]
+
+
+def ids_to_tokens(tokenizer, ids: Sequence[int]) -> list[str]:
+    """Token strings of ``ids`` with a ``transformers`` tokenizer, a ``tokenizers.Tokenizer`` or a
+    :class:`TextEncoder`."""
+    if isinstance(tokenizer, TextEncoder):
+        tokenizer = tokenizer.tokenizer
+    if hasattr(tokenizer, "convert_ids_to_tokens"):
+        return list(tokenizer.convert_ids_to_tokens(list(ids)))
+    return [tokenizer.id_to_token(i) or "" for i in ids]
+
+
+# ---------------------------------------------------------------------------------------- words
+def _is_punctuation(ch: str) -> bool:
+    """Unicode punctuation, and the ASCII symbols BERT's pre-tokenizer also splits at ($, +, <, …)."""
+    code = ord(ch)
+    return 33 <= code <= 47 or 58 <= code <= 64 or 91 <= code <= 96 or 123 <= code <= 126 or \
+        unicodedata.category(ch).startswith("P")
+
+
+def _pieces(text: str) -> list[int]:
+    """Per character of ``text`` the piece it belongs to (-1 for whitespace): pieces split at
+    whitespace and around punctuation; a combining mark joins the character before it."""
+    out, piece, before = [], -1, None  # before: "word", "punct" or None (start, or after whitespace)
+    for ch in text:
+        if ch.isspace():
+            out.append(-1)
+            before = None
+            continue
+        if unicodedata.category(ch).startswith("M") and before is not None:
+            out.append(piece)
+            continue
+        kind = "punct" if _is_punctuation(ch) else "word"
+        if kind == "punct" or before != "word":
+            piece += 1
+        out.append(piece)
+        before = kind
+    return out
+
+
+def _words(text: str, spans) -> tuple[list[int], dict[int, tuple[int, int]]]:
+    """Per character of ``text`` its word (-1 for whitespace) and each word's character span: the
+    pieces of :func:`_pieces`, joined where one token (character span in ``spans``) covers several."""
+    pieces = _pieces(text)
+    n = max(pieces, default=-1) + 1
+    joined = [False] * n  # joined[p]: piece p and piece p + 1 are one word
+    for start, end in spans:
+        inside = [pieces[c] for c in range(start, min(end, len(text))) if pieces[c] >= 0]
+        for p in range(min(inside), max(inside)) if inside else ():
+            joined[p] = True
+    word_of_piece, word = [], 0
+    for p in range(n):
+        word_of_piece.append(word)
+        word += 0 if joined[p] else 1
+    chars = [word_of_piece[p] if p >= 0 else -1 for p in pieces]
+    bounds: dict[int, tuple[int, int]] = {}
+    for c, w in enumerate(chars):
+        if w >= 0:
+            bounds[w] = (bounds.get(w, (c, c))[0], c + 1)
+    return chars, bounds
+
+
+def _is_word(key) -> bool:
+    return key is not None and key[0] != "special"
+
+
+def _attach_whitespace(keys: list) -> None:
+    """A token that covers only whitespace (key None) joins the next word, else the previous one;
+    where there is neither it stays a token of its own."""
+    for i in reversed(range(len(keys) - 1)):
+        if keys[i] is None and _is_word(keys[i + 1]):
+            keys[i] = keys[i + 1]
+    for i in range(len(keys)):
+        if keys[i] is None:
+            keys[i] = keys[i - 1] if i and _is_word(keys[i - 1]) else ("special", i)
+
+
+def word_index(tokens: Sequence[str], offsets, sequence_ids,
+               texts: Sequence[str | None]) -> tuple[list[str], list[bool], list[int]]:
+    """Words of a tokenized text (pair) by character offsets (see the module docstring).
+
+    ``texts``: the text and the text pair (or None) the offsets point into. Returns
+    ``(labels, special, index)``: the words (and special tokens) in order, which entries are special
+    tokens, and for every token the position of the entry it is part of."""
+    words = {}
+    for seq, text in enumerate(texts):
+        if text is not None:
+            words[seq] = _words(text, [o for o, s in zip(offsets, sequence_ids) if s == seq])
+    keys = []  # per token: ("special", i), (sequence, word), or None (whitespace only)
+    for i, ((start, end), seq) in enumerate(zip(offsets, sequence_ids)):
+        if seq not in words:
+            keys.append(("special", i))
+            continue
+        chars = words[seq][0]
+        inside = [chars[c] for c in range(start, min(end, len(chars))) if chars[c] >= 0]
+        keys.append((seq, inside[0]) if inside else None)
+    _attach_whitespace(keys)
+    order: dict = {}
+    index = [order.setdefault(key, len(order)) for key in keys]
+    labels = [tokens[key[1]] if key[0] == "special" else texts[key[0]][slice(*words[key[0]][1][key[1]])]
+              for key in order]
+    return labels, [key[0] == "special" for key in order], index
+
+
+def merge_rows(index: Sequence[int], rows, n: int | None = None) -> list[list[float]]:
+    """Each row of per-token values summed into the entries of :func:`word_index`'s ``index``."""
+    n = max(index, default=-1) + 1 if n is None else n
+    merged = []
+    for row in rows:
+        out = [0.0] * n
+        for i, value in zip(index, row):
+            out[i] += value
+        merged.append(out)
+    return merged

@@ -14,13 +14,13 @@ COMMON = dict(hidden_size=36, num_hidden_layers=2, num_attention_heads=6, interm
 
 
 def _bert(transformers, **extra):
-    config = transformers.BertConfig(vocab_size=100, type_vocab_size=2, **{**COMMON, **extra})
+    config = transformers.BertConfig(**{**COMMON, "vocab_size": 100, "type_vocab_size": 2, **extra})
     return transformers.BertForSequenceClassification(config)
 
 
 def _roberta(transformers, **extra):
-    config = transformers.RobertaConfig(vocab_size=100, type_vocab_size=1, pad_token_id=1, bos_token_id=0,
-                                        eos_token_id=2, **{**COMMON, **extra})
+    config = transformers.RobertaConfig(**{**COMMON, "vocab_size": 100, "type_vocab_size": 1, "pad_token_id": 1,
+                                           "bos_token_id": 0, "eos_token_id": 2, **extra})
     return transformers.RobertaForSequenceClassification(config)
 
 
@@ -57,3 +57,12 @@ def padded(lengths=(12, 7, 3), pad_id: int = 0, vocab: int = 100, seed: int = 1,
     types = torch.zeros_like(ids)
     types[:, max(lengths) // 2 :] = 1
     return ids, mask, types * mask
+
+
+def zero_biases(model, linear: bool = True, norm: bool = True):
+    """Zero, in place, the linear layers' biases (``linear``) and the norms' β (``norm``); returns the model."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") and (norm if "LayerNorm" in name or "norm" in name else linear):
+                p.zero_()
+    return model

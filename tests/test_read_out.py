@@ -16,7 +16,7 @@ from lrp_kernels import attribute
 from lrp_kernels.methods import READ_OUT_POINTS, REGISTRY
 
 transformers = pytest.importorskip("transformers")
-from model_factory import make_hf, padded  # noqa: E402
+from model_factory import make_hf, padded, zero_biases  # noqa: E402
 
 KINDS = ["bert", "roberta"]
 # weights of std 0.2: with transformers' default 0.02 a random 2-layer model's logits are mostly its
@@ -109,11 +109,7 @@ def test_lrp_methods_give_signal_at_every_read_out_point(kind, point, method):
 def test_cp_lrp_conserves_at_the_norm_output_too():
     """Without biases (norm β included) and ε = 0, the σ-constant norm passes all relevance, so
     cp_lrp sums to the logit at both sides of the embedding norm."""
-    hf = make_hf("bert", initializer_range=INIT)
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            if name.endswith("bias"):
-                p.zero_()
+    hf = zero_biases(make_hf("bert", initializer_range=INIT))
     ids, mask = _batch(hf)
     for point in ("embedding_sum", "embedding_output"):
         result = attribute(hf, ids, mask, method="cp_lrp", eps=0.0, read_at=point)

@@ -100,3 +100,40 @@ def test_png_figure(tmp_path):
     assert fig.get_figheight() > 1.0
     with pytest.raises(ValueError):
         plot_explanations([])
+
+
+def test_legends_name_the_explained_class():
+    expl = _explanation(["[CLS]", "good", "[SEP]"], [0.1, 1.0, 0.0], special=[True, False, True], label_name="pos")
+    fragment = explanation_html(expl)
+    assert "supports pos" in fragment and "speaks against pos" in fragment
+    assert "positive" not in fragment and "negative" not in fragment
+    expl.contrast, expl.contrast_name = 0, "neg"
+    fragment = explanation_html(expl)
+    assert "supports pos over neg" in fragment and "supports neg over pos" in fragment
+    page = render_html([expl])
+    assert "speaks against the explained class" in page and "supports the explained class" in page
+
+
+def test_the_html_states_total_relevance_and_conservation():
+    expl = _explanation(["[CLS]", "good", "film", "[SEP]"], [0.5, 1.0, 0.25, 0.25], special=[True, False, False, True])
+    expl.logits = [0.0, 4.0]
+    fragment = explanation_html(expl)
+    assert "Σ relevance 2 · explained logit 4 · conservation 0.500" in fragment
+    record = {"tokens": ["a"], "scores": [1.0], "target_name": "x"}  # an old record without logits
+    assert "Σ relevance 1<" in explanation_html(record) and "conservation" not in explanation_html(record)
+
+
+def test_every_class_is_a_details_block_with_the_prediction_open():
+    expl = _explanation(["[CLS]", "a", "[SEP]"], [0.0, 1.0, 0.0], special=[True, False, True])
+    expl.class_scores, expl.class_names, expl.logits = [[0.0, -1.0, 0.0], [0.0, 1.0, 0.0]], ["<n>", "p"], [0.1, 0.9]
+    fragment = explanation_html(expl)
+    assert fragment.count("<details") == 2 and fragment.count("<details open>") == 1
+    assert fragment.index("<details open>") > fragment.index("&lt;n&gt;")  # label 1 is the open one
+    assert "supports &lt;n&gt;" in fragment and "<n>" not in fragment
+
+
+def test_png_has_a_colour_bar_naming_the_class(tmp_path):
+    fig = plot_explanations([_explanation(["good", "bad"], [1.0, -1.0], label_name="pos")], tmp_path / "f.png")
+    labels = [t.get_text() for ax in fig.axes for t in ax.get_xticklabels()]
+    assert labels == ["speaks against pos", "0", "supports pos"]
+    assert any("red = supports pos" in t.get_text() for t in fig.texts)

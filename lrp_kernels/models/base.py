@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from lrp_kernels.backends.contract import Backend
-from lrp_kernels.models.blocks import Pass
+from lrp_kernels.models.blocks import Ledger, Pass
 from lrp_kernels.models.config import ModelConfig
 from lrp_kernels.rules import GRADIENT, Rules
 
@@ -66,11 +66,12 @@ class EncoderClassifier(nn.Module):
 
     # ------------------------------------------------------------------ shared
     def run(self, embedding_sum, attention_mask=None, rules: Rules = GRADIENT, backend: Backend | None = None,
-            output_attentions: bool = False, taps=()) -> tuple[torch.Tensor, Pass]:
+            output_attentions: bool = False, taps=(), ledger: Ledger | None = None) -> tuple[torch.Tensor, Pass]:
         """Logits from the embedding sum, every op under ``rules``, and the :class:`Pass` (its
-        recorded attention maps and tapped tensors)."""
-        p = Pass.create(embedding_sum, attention_mask, rules, backend, output_attentions, taps)
-        return self.classify(self.encode(embedding_sum, p), p), p
+        recorded attention maps and tapped tensors). The encoder's output is the tap ``encoder_output``;
+        a :class:`~lrp_kernels.models.blocks.Ledger` records what relevance per layer needs."""
+        p = Pass.create(embedding_sum, attention_mask, rules, backend, output_attentions, taps, ledger)
+        return self.classify(p.tap("encoder_output", self.encode(embedding_sum, p)), p), p
 
     def forward_from_embeddings(self, embedding_sum, attention_mask=None, rules: Rules = GRADIENT,
                                 backend: Backend | None = None, output_attentions: bool = False):

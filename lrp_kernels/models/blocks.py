@@ -8,8 +8,16 @@ the modules are the Hugging Face-named containers of the BERT-style families (BE
 XLM-R, CamemBERT, ELECTRA): their parameter names are exactly what ``transformers`` saves.
 
 Taps: a family calls ``p.tap(name, x)`` at the points a method may read relevance from
-(``embedding_output`` after the embedding norm, ``layer.<i>`` at the input of block i); the pass
-keeps the tensors that were asked for, so that one backward yields the gradient at each of them.
+(``embedding_output`` after the embedding norm, ``layer.<i>`` at the input of block i; the base
+class adds ``encoder_output``); the pass keeps the tensors that were asked for, so that one backward
+yields the gradient at each of them.
+
+Ledger (relevance per layer): with a :class:`Ledger`, ``tap`` also records ``layer.<i>`` and
+``encoder_output`` as the points between stages, and every linear, norm, activation and attention
+records its inputs and output, each input as its own view (so that its gradient is the part that
+flowed through this op alone). Σ output·g − Σ input·g of an op is what its rule absorbs (biases
+and ε, the norm's β, the softmax rule); the accounting itself is in :mod:`lrp_kernels.layers`.
+Without a ledger nothing changes (the GELU stays fused into its linear).
 """
 
 from __future__ import annotations
@@ -36,6 +44,22 @@ _PLAIN_ACT = {
 
 
 @dataclass
+class Ledger:
+    """What one forward records for relevance per layer: the points (name, tensor) in forward order
+    and the ops ``(stage, kind, inputs, output)``; an op's stage is the index of the last point
+    recorded before it. Point names: ``layer.<i>`` and ``encoder_output`` (``POINTS``)."""
+
+    POINTS = ("layer.", "encoder_output")
+
+    points: list = field(default_factory=list)
+    ops: list = field(default_factory=list)
+
+    def op(self, kind: str, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        self.ops.append((len(self.points) - 1, kind, inputs, output))
+        return output
+
+
+@dataclass
 class Pass:
     """One forward pass: rules, backend, masks, and what it records (attention maps, taps)."""
 
@@ -47,10 +71,11 @@ class Pass:
     tap_names: frozenset = frozenset()
     attentions: list = field(default_factory=list)
     tapped: dict[str, torch.Tensor] = field(default_factory=dict)
+    ledger: Ledger | None = None
 
     @classmethod
     def create(cls, like: torch.Tensor, attention_mask=None, rules: Rules = GRADIENT, backend: Backend | None = None,
-               output_attentions: bool = False, taps=()) -> "Pass":
+               output_attentions: bool = False, taps=(), ledger: Ledger | None = None) -> "Pass":
         """A pass over a batch like ``like`` ([B, L, …], the model dtype) with a 0/1 ``attention_mask``."""
         if output_attentions and not rules.is_plain:
             raise ValueError("output_attentions needs the plain gradient rules")
@@ -61,37 +86,59 @@ class Pass:
             plain_mask = torch.zeros(attention_mask.shape, dtype=like.dtype, device=like.device)
             plain_mask = plain_mask.masked_fill(~attention_mask.bool(), torch.finfo(like.dtype).min)[:, None, None, :]
         mask = None if rules.is_plain else additive_mask(attention_mask)
-        return cls(rules, backend, mask, plain_mask, output_attentions, frozenset(taps))
+        return cls(rules, backend, mask, plain_mask, output_attentions, frozenset(taps), ledger=ledger)
 
     def tap(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        """Keep ``x`` under ``name`` when it was asked for; return it unchanged."""
+        """Keep ``x`` under ``name`` when it was asked for (and as a ledger point); return it unchanged."""
         if name in self.tap_names:
             self.tapped[name] = x
+        if self.ledger is not None and name.startswith(Ledger.POINTS):
+            self.ledger.points.append((name, x))
         return x
+
+    def _own(self, x: torch.Tensor) -> torch.Tensor:
+        """With a ledger, a view of ``x`` whose gradient is what flows through one op; else ``x``."""
+        return x if self.ledger is None else x.view_as(x)
+
+    def _record(self, kind: str, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        return output if self.ledger is None else self.ledger.op(kind, inputs, output)
 
     def linear(self, x, layer: nn.Linear, activation: str | None = None):
         """``activation(layer(x))``: the ε-rule (fused with a GELU's identity rule) or the plain op."""
         eps = self.rules.linear_eps
-        if eps is not None and activation in FUSED_ACTIVATIONS and self.rules.activation == "identity":
+        if (eps is not None and activation in FUSED_ACTIVATIONS and self.rules.activation == "identity"
+                and self.ledger is None):
             return lrp_linear(x, layer.weight, layer.bias, eps, activation, self.backend)
+        x = self._own(x)
         if eps is None:
             z = F.linear(x, layer.weight, layer.bias)
         else:
             z = lrp_linear(x, layer.weight, layer.bias, eps, None, self.backend)
+        z = self._record("bias", (x,), z)
         return z if activation is None else self.activation(z, activation)
 
     def activation(self, x, fn: str):
+        x = self._own(x)
         if self.rules.activation == "identity":
-            return lrp_activation(x, fn, self.backend)
-        return _PLAIN_ACT[fn](x)
+            return self._record("activation", (x,), lrp_activation(x, fn, self.backend))
+        return self._record("activation", (x,), _PLAIN_ACT[fn](x))
 
     def norm(self, x, norm: nn.LayerNorm):
+        x = self._own(x)
         if self.rules.layer_norm == "identity":
-            return lrp_layer_norm(x, norm.weight, norm.bias, norm.eps, self.backend)
-        return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+            y = lrp_layer_norm(x, norm.weight, norm.bias, norm.eps, self.backend)
+        else:
+            y = F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        return self._record("norm", (x,), y)
 
     def attention(self, q, k, v, scale: float):
         """Attention over [B, H, L, D] heads under the rule set's attention rule."""
+        if self.ledger is not None:
+            q, k, v = (self._own(t) for t in (q, k, v))
+            return self._record("softmax", (q, k, v), self._attention(q, k, v, scale))
+        return self._attention(q, k, v, scale)
+
+    def _attention(self, q, k, v, scale: float):
         if self.rules.attention != "grad":
             return lrp_attention(q, k, v, self.mask, scale, self.rules.attention, self.backend)
         if not self.record_attentions:

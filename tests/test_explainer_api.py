@@ -1,0 +1,133 @@
+"""The Explainer as a user holds it: a transformers model + fast tokenizer, a list that renders as
+one heatmap, save_html/save_png/to_json, several methods side by side, every class, contrasts,
+relevance per layer, tokens on Attribution."""
+
+import json
+
+import pytest
+import torch
+
+import lrp_kernels
+from lrp_kernels import Explainer, Explanations, InputError
+
+transformers = pytest.importorskip("transformers")
+from tiny_checkpoint import shared_tiny_checkpoint  # noqa: E402
+
+TEXTS = ["a good film", "bad and boring plot", "the director & music"]
+
+
+@pytest.fixture(scope="module")
+def held():
+    """What a transformers user already holds."""
+    path = shared_tiny_checkpoint()
+    return (transformers.AutoModelForSequenceClassification.from_pretrained(path),
+            transformers.AutoTokenizer.from_pretrained(path))
+
+
+@pytest.fixture(scope="module")
+def explainer(held):
+    return Explainer(*held, method="attnlrp")
+
+
+def test_from_a_transformers_model_and_tokenizer_equals_from_pretrained(explainer):
+    ours = explainer.explain(TEXTS)
+    reference = Explainer.from_pretrained(shared_tiny_checkpoint(), method="attnlrp").explain(TEXTS)
+    assert isinstance(ours, Explanations) and len(ours) == 3
+    for a, b in zip(ours, reference):
+        assert a.tokens == b.tokens and a.label_name == b.label_name
+        torch.testing.assert_close(torch.tensor(a.scores), torch.tensor(b.scores), rtol=1e-5, atol=1e-6)
+
+
+def test_the_users_tokenizer_is_left_alone(held):
+    model, tok = held
+    before = tok.backend_tokenizer.to_str()
+    with pytest.warns(UserWarning, match="truncated"):
+        Explainer(model, tok).explain("a good film", max_length=4)
+    assert tok.backend_tokenizer.to_str() == before
+
+
+def test_slow_tokenizers_are_refused(held):
+    class Slow:
+        pad_token_id = 0
+
+    with pytest.raises(InputError, match="not a fast tokenizer"):
+        Explainer(held[0], Slow())
+
+
+def test_one_heatmap_for_the_list_and_the_files(explainer, tmp_path):
+    results = explainer.explain(TEXTS)
+    fragment = results._repr_html_()
+    assert fragment.count('class="lrpk-expl"') == 3 and fragment.count('class="lrpk-legend"') == 1
+    page = results.save_html(tmp_path / "page.html").read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and "<script" not in page
+    results.save_png(tmp_path / "fig.png")
+    assert (tmp_path / "fig.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lines = results.to_json(tmp_path / "out.jsonl").splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["text"] for r in records] == TEXTS
+    assert records[0]["conservation"] == pytest.approx(results[0].conservation)
+    assert (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines() == lines
+    single = results[0]
+    assert single.to_json() == lines[0] + "\n"
+    assert single.save_html(tmp_path / "one.html").is_file()
+
+
+def test_everything_in_the_html_is_escaped(held):
+    """A ``tokenizers.Tokenizer`` (the checkpoint's own tokenizer.json keeps ``<script>`` one token)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(shared_tiny_checkpoint() / "tokenizer.json"))
+    results = Explainer(held[0], tok).explain("the <script> & music", target="all", layers=True,
+                                              methods=["attnlrp", "cp_lrp"])
+    assert "<script>" in results[0].tokens
+    fragment = results._repr_html_()
+    assert "<script" not in fragment and "&lt;script&gt;" in fragment and "neg&lt;b&gt;" in fragment
+
+
+def test_several_methods_side_by_side(explainer):
+    methods = ["attnlrp", "cp_lrp", "grad_x_input"]
+    results = explainer.explain(TEXTS[:2], methods=methods)
+    assert [(e.text, e.method) for e in results] == [(t, m) for t in TEXTS[:2] for m in methods]
+    alone = explainer.explain(TEXTS[:2], methods=["cp_lrp"])
+    assert results[1].scores == pytest.approx(alone[0].scores, rel=1e-5, abs=1e-6)
+    fragment = results._repr_html_()
+    assert fragment.count('class="lrpk-row"') == 2
+    with pytest.raises(InputError, match="valid methods"):
+        explainer.explain("a", methods=["attnlrp", "lime"])
+
+
+def test_every_class_and_contrast(explainer):
+    every = explainer.explain(TEXTS, target="all")
+    for k in range(2):
+        one = explainer.explain(TEXTS, target=k)
+        for e, o in zip(every, one):
+            assert e.class_scores[k] == pytest.approx(o.scores, rel=1e-5, abs=1e-6)
+    assert every[0].scores == every[0].class_scores[every[0].label]
+    assert every[0].class_names == ["neg<b>", "pos&amp"]
+    against = explainer.explain(TEXTS, target=1, contrast=0)
+    for e, a in zip(every, against):
+        difference = torch.tensor(e.class_scores[1]) - torch.tensor(e.class_scores[0])
+        torch.testing.assert_close(torch.tensor(a.scores), difference, rtol=1e-4, atol=1e-5)
+        assert a.contrast == 0 and a.contrast_name == "neg<b>"
+        assert a.target_logit == pytest.approx(a.logits[1] - a.logits[0])
+
+
+def test_relevance_per_layer_reaches_the_explanation(explainer):
+    result = explainer.explain("a good film", layers=True, merge_subwords=True)[0]
+    layers = result.layers
+    assert layers["points"] == ["embedding_sum", "layer.0", "layer.1", "encoder_output"]
+    assert len(layers["relevance"]) == 4 and all(len(r) == len(result.tokens) for r in layers["relevance"])
+    assert sum(layers["relevance"][0]) == pytest.approx(result.total, rel=1e-5)
+    remaining = [sum(r) + sum(sum(s) for s in layers["absorbed"][k:]) for k, r in enumerate(layers["relevance"])]
+    assert remaining == pytest.approx([result.target_logit] * 4, rel=1e-4, abs=1e-5)
+    assert "relevance per layer" in result._repr_html_()
+
+
+def test_attribution_carries_the_tokens(explainer, held):
+    result = explainer.attribute(TEXTS[:2], method="cp_lrp")
+    assert result.tokens == [["[CLS]", "a", "good", "film", "[SEP]"], ["[CLS]", "bad", "and", "boring", "plot", "[SEP]"]]
+    model, tok = held
+    batch = tok(TEXTS[:2], return_tensors="pt", padding=True)
+    direct = lrp_kernels.attribute(model, **batch, method="cp_lrp").with_tokens(tok)
+    assert direct.tokens[0] == ["[CLS]", "a", "good", "film", "[SEP]", "[PAD]"]
+    torch.testing.assert_close(direct.scores[1], result.scores[1])

@@ -1,0 +1,143 @@
+"""Relevance per layer (``layers=True``): one backward, conservation layer by layer, the absorbed
+shares against independent computations."""
+
+import copy
+
+import pytest
+import torch
+
+import lrp_kernels
+from lrp_kernels import InputError, attribute
+from lrp_kernels.layer_relevance import KINDS
+from lrp_kernels.rules import lrp_rules
+
+transformers = pytest.importorskip("transformers")
+from model_factory import make_hf, padded, zero_biases  # noqa: E402
+
+INIT = 0.2
+ORDER = ["embedding_sum", "layer.0", "layer.1", "encoder_output"]
+
+
+def _batch(hf):
+    ids, mask, _ = padded((9, 5, 7), pad_id=hf.config.pad_token_id)
+    return ids, mask
+
+
+def _zeroed(hf, linear=True, norm=True):
+    """A copy with the linear layers' biases (``linear``) and the norms' β (``norm``) zeroed."""
+    return zero_biases(copy.deepcopy(hf), linear, norm)
+
+
+def _remaining(layers):
+    """R(point k) + Σ_{j ≥ k} absorbed[j]: the explained logit at every point when the books balance."""
+    after = layers.absorbed.sum(-1).flip(-1).cumsum(-1).flip(-1)
+    return layers.totals + after
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_cp_lrp_without_biases_carries_the_whole_logit_through_every_layer(kind):
+    hf = _zeroed(make_hf(kind, initializer_range=INIT))
+    ids, mask = _batch(hf)
+    layers = attribute(hf, ids, mask, method="cp_lrp", eps=0.0, layers=True).layers
+    assert list(layers.points) == ORDER
+    logit = layers.logit[:, None].expand_as(layers.totals)
+    torch.testing.assert_close(layers.totals, logit, rtol=1e-4, atol=1e-5)
+    assert layers.absorbed.abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+@pytest.mark.parametrize("method", ["attnlrp", "cp_lrp", "lrp_epsilon", "grad_x_input"])
+def test_layer_totals_plus_absorbed_shares_equal_the_logit(kind, method):
+    hf = make_hf(kind, initializer_range=INIT)
+    ids, mask = _batch(hf)
+    result = attribute(hf, ids, mask, method=method, eps=1e-2, layers=True)
+    layers = result.layers
+    logit = result.target_logit[:, None].expand_as(layers.totals)
+    torch.testing.assert_close(_remaining(layers), logit, rtol=1e-4, atol=1e-5)
+    # per stage: input total = output total − absorbed within it, and every op is accounted for
+    other = layers.absorbed[..., KINDS.index("other")]
+    assert other.abs().max() < 1e-4 * result.target_logit.abs().max()
+    assert layers.absorbed[..., KINDS.index("bias")].abs().amax(-1).min() > 1e-3  # biases do take a share
+
+
+def test_the_shares_are_where_the_rules_put_them():
+    hf = make_hf("bert", initializer_range=INIT)
+    ids, mask = _batch(hf)
+    only_beta = _zeroed(hf, linear=True, norm=False)  # linear biases zeroed, LayerNorm β kept
+    layers = attribute(only_beta, ids, mask, method="cp_lrp", eps=0.0, layers=True).layers
+    share = layers.absorbed.sum(1)
+    assert share[:, KINDS.index("bias")].abs().max() < 1e-6 and share[:, KINDS.index("norm")].abs().min() > 1e-3
+    only_linear = _zeroed(hf, linear=False, norm=True)  # β zeroed, linear biases kept
+    layers = attribute(only_linear, ids, mask, method="cp_lrp", eps=0.0, layers=True).layers
+    share = layers.absorbed.sum(1)
+    assert share[:, KINDS.index("norm")].abs().max() < 1e-6 and share[:, KINDS.index("bias")].abs().min() > 1e-3
+    layers = attribute(hf, ids, mask, method="attnlrp", layers=True).layers
+    assert layers.absorbed[:, 1:-1, KINDS.index("softmax")].abs().min() > 1e-4  # AttnLRP's softmax rule
+    layers = attribute(hf, ids, mask, method="cp_lrp", layers=True).layers
+    assert layers.absorbed[..., KINDS.index("softmax")].abs().max() < 1e-5
+
+
+def test_the_head_bias_share_by_hand():
+    """BERT's head at ε = 0: classifier bias b_c[target] + Σ_j b_p,j · g_z,j with g_z the identity
+    rule through the pooler's tanh: g_z = (W_c[target]) ⊙ tanh(z)/z."""
+    hf = make_hf("bert", initializer_range=INIT)
+    ids, mask = _batch(hf)
+    result = attribute(hf, ids, mask, method="cp_lrp", eps=0.0, layers=True)
+    with torch.no_grad():
+        cls = hf.bert(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
+        z = hf.bert.pooler.dense(cls)
+        g_z = hf.classifier.weight[result.target] * torch.tanh(z) / z
+        expected = hf.classifier.bias[result.target] + (hf.bert.pooler.dense.bias * g_z).sum(-1)
+    torch.testing.assert_close(result.layers.absorbed[:, -1, KINDS.index("bias")], expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["attnlrp", "grad_x_input"])
+def test_layer_rows_equal_taps_without_the_ledger(method):
+    """Each row against Σ x·g at a tap of a plain run (no ledger, GELU fused): an independent path."""
+    hf = make_hf("bert", initializer_range=INIT)
+    ids, mask = _batch(hf)
+    result = attribute(hf, ids, mask, method=method, layers=True, target=[2, 0, 1])
+    plain = attribute(hf, ids, mask, method=method, target=[2, 0, 1])
+    torch.testing.assert_close(result.scores, plain.scores, rtol=1e-5, atol=1e-6)
+    model = lrp_kernels.models.from_hf(hf)
+    rules = lrp_kernels.methods.get_method(method).rules(1e-6)
+    with torch.no_grad():
+        e = model.embed(ids).requires_grad_(True)
+    names = ORDER[1:]
+    with torch.enable_grad():
+        logits, p = model.run(e, mask, rules, taps=names)
+        seed = logits[torch.arange(3), torch.tensor([2, 0, 1])].sum()
+        grads = torch.autograd.grad(seed, [e] + [p.tapped[n] for n in names])
+    for row, (x, g) in enumerate(zip([e] + [p.tapped[n] for n in names], grads)):
+        torch.testing.assert_close(result.layers.relevance[:, row], (x * g).sum(-1) * mask, rtol=1e-4, atol=1e-6)
+
+
+def test_layers_with_all_and_the_table():
+    hf = make_hf("bert", initializer_range=INIT)
+    ids, mask = _batch(hf)
+    every = attribute(hf, ids, mask, method="cp_lrp", target="all", layers=True)
+    assert every.layers.relevance.shape == (3, 3, 4, ids.shape[1])
+    assert every.layers.absorbed.shape == (3, 3, 4, len(KINDS))
+    one = attribute(hf, ids, mask, method="cp_lrp", target=1, layers=True)
+    torch.testing.assert_close(every.layers.relevance[:, 1], one.layers.relevance, rtol=1e-5, atol=1e-6)
+    rows = one.layers.table(0)
+    assert [r["point"] for r in rows] == ORDER + ["logit"]
+    assert rows[-1]["relevance"] == pytest.approx(float(one.target_logit[0]))
+    assert (one.layers.relevance[1, :, 5:] == 0).all()  # padding
+
+
+def test_layers_only_for_gradient_methods():
+    hf = make_hf("bert", initializer_range=INIT)
+    ids, mask = _batch(hf)
+    for method in ("integrated_gradients", "lat", "random"):
+        with pytest.raises(InputError, match="layers=True applies to gradient methods"):
+            attribute(hf, ids, mask, method=method, layers=True)
+
+
+def test_the_ledger_leaves_the_plain_forward_alone():
+    """Without a ledger the pass records nothing and keeps the GELU fused."""
+    model = lrp_kernels.models.from_hf(make_hf("bert"))
+    ids, mask = _batch(make_hf("bert"))
+    e = model.embed(ids)
+    _, p = model.run(e, mask, lrp_rules("attnlrp"))
+    assert p.ledger is None and p.tapped == {}
