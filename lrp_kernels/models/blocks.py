@@ -126,6 +126,18 @@ def post_norm(p: Pass, x, residual, norm: nn.LayerNorm):
     return p.norm(x + residual, norm)
 
 
+def attention_sublayer(p: Pass, x, query: nn.Linear, key: nn.Linear, value: nn.Linear, output: nn.Linear,
+                       norm: nn.LayerNorm, heads: int):
+    """``norm(output(self_attention(x)) + x)``: the attention half of a post-norm layer (BERT, DistilBERT,
+    ALBERT — each names the four linears and the norm its own way)."""
+    return post_norm(p, p.linear(self_attention(p, x, query, key, value, heads), output), x, norm)
+
+
+def feed_forward_sublayer(p: Pass, x, up: nn.Linear, down: nn.Linear, norm: nn.LayerNorm, act: str):
+    """``norm(down(act(up(x))) + x)``: the feed-forward half of a post-norm layer."""
+    return post_norm(p, p.linear(p.linear(x, up, act), down), x, norm)
+
+
 # ---------------------------------------------------------------------------------- BERT-style modules
 class Embeddings(nn.Module):
     """``word + position (+ token type)`` then LayerNorm, of width ``size`` (ELECTRA/ALBERT: embedding_size)."""
@@ -193,10 +205,8 @@ class EncoderLayer(nn.Module):
 
     def forward(self, x, p: Pass):
         sa, out = self.attention.self, self.attention.output
-        x = post_norm(p, p.linear(self_attention(p, x, sa.query, sa.key, sa.value, self.heads), out.dense), x,
-                      out.LayerNorm)
-        h = p.linear(x, self.intermediate.dense, self.act)
-        return post_norm(p, p.linear(h, self.output.dense), x, self.output.LayerNorm)
+        x = attention_sublayer(p, x, sa.query, sa.key, sa.value, out.dense, out.LayerNorm, self.heads)
+        return feed_forward_sublayer(p, x, self.intermediate.dense, self.output.dense, self.output.LayerNorm, self.act)
 
 
 class Encoder(nn.Module):
