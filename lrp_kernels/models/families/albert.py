@@ -103,9 +103,6 @@ class AlbertClassifier(EncoderClassifier):
         self.albert = AlbertBackbone(config)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
 
-    def encode(self, e, p):
-        return self.albert.encoder(self.albert.embeddings.normalize(p, e), p)
-
     def classify(self, hidden, p):
         return p.linear(p.linear(hidden[:, 0], self.albert.pooler, "tanh"), self.classifier)
 
