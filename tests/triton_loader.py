@@ -10,10 +10,10 @@ _NO_TRITON = "triton is not installed (it is a test dependency: pip install -e .
 
 
 def import_triton_backend():
-    """Import lrp_kernels.triton, with its kernels run by Triton's interpreter when there is no GPU.
+    """Import lrp_kernels.backends.triton, with its kernels run by Triton's interpreter when there is no GPU.
 
     Triton decides between compiling and interpreting when a kernel is decorated — when
-    lrp_kernels.triton is first imported — and imports parts of itself lazily at launch, so
+    lrp_kernels.backends.triton is first imported — and imports parts of itself lazily at launch, so
     TRITON_INTERPRET=1 is set for the rest of this process before that import. The package is
     re-imported if another test imported it without the interpreter.
     """
@@ -23,11 +23,12 @@ def import_triton_backend():
     else:
         os.environ["TRITON_INTERPRET"] = "1"
     pytest.importorskip("triton", reason=_NO_TRITON)
-    if not torch.cuda.is_available() and not getattr(sys.modules.get("lrp_kernels.triton"), "INTERPRETED", True):
-        for name in [n for n in sys.modules if n == "lrp_kernels.triton" or n.startswith("lrp_kernels.triton.")]:
+    package = "lrp_kernels.backends.triton"
+    if not torch.cuda.is_available() and not getattr(sys.modules.get(package), "INTERPRETED", True):
+        for name in [n for n in sys.modules if n == package or n.startswith(package + ".")]:
             del sys.modules[name]
-    import lrp_kernels.triton as backend
+    import lrp_kernels.backends.triton as backend
 
-    if backend.available() is not None:
-        pytest.skip(backend.available(), allow_module_level=True)
+    if backend.why_unavailable() is not None:
+        pytest.skip(backend.why_unavailable(), allow_module_level=True)
     return backend
