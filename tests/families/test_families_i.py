@@ -297,3 +297,21 @@ def test_headless_checkpoints_get_a_fresh_head(tmp_path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             assert torch.isfinite(model(*batch(make_hf(kind))[:2])).all()
+
+
+# ------------------------------------------------------------------ base-size benchmark models
+@pytest.mark.parametrize("model_type", ["bert", "roberta", "xlm-roberta", "camembert", "distilbert", "electra",
+                                        "albert"])
+def test_base_configs_build_what_transformers_builds(model_type):
+    """benchmarking.BASE_CONFIGS read as config.json: our classifier has the parameter names and
+    shapes of transformers' model of the same config (both on the meta device: nothing allocated)."""
+    from lrp_kernels.benchmarking import BASE_CONFIGS
+    from lrp_kernels.models import build, config_from_dict
+
+    raw = BASE_CONFIGS[model_type]
+    with torch.device("meta"):
+        ours = build(config_from_dict(raw, num_labels=2))
+        hf = transformers.AutoModelForSequenceClassification.from_config(
+            transformers.AutoConfig.for_model(**raw, num_labels=2))
+    shapes = {name: tuple(p.shape) for name, p in ours.named_parameters()}
+    assert shapes == {name: tuple(p.shape) for name, p in hf.named_parameters()}
