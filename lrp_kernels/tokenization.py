@@ -1,7 +1,10 @@
 """Tokenizing texts for a checkpoint directory with the ``tokenizers`` library (no ``transformers`` needed).
 
-``tokenizer.json`` is used when present; a WordPiece ``vocab.txt`` (BERT) or ``vocab.json`` +
-``merges.txt`` (RoBERTa) otherwise. Truncation and padding are ours: the saved ones are switched off.
+``tokenizer.json`` is used when present — WordPiece (BERT, DistilBERT, ELECTRA), byte-level BPE
+(RoBERTa) or SentencePiece Unigram (ALBERT, XLM-R, CamemBERT) alike; a WordPiece ``vocab.txt`` (BERT)
+or ``vocab.json`` + ``merges.txt`` (RoBERTa) otherwise. A directory with only a SentencePiece model
+file gets an error saying how to write its tokenizer.json. Truncation and padding are ours: the
+saved ones are switched off.
 """
 
 from __future__ import annotations
@@ -28,6 +31,19 @@ class Encoded:
     word_ids: list[list[int | None]]
     offsets: list[list[tuple[int, int]]]
     sequence_ids: list[list[int | None]]
+
+
+#: the SentencePiece model files of ALBERT / T5-style (spiece.model) and XLM-R / CamemBERT checkpoints
+SENTENCEPIECE_FILES = ("spiece.model", "sentencepiece.bpe.model")
+
+
+def _sentencepiece_hint(directory: Path) -> str:
+    """How to get a tokenizer.json when ``directory`` holds only a SentencePiece model."""
+    found = [name for name in SENTENCEPIECE_FILES if (directory / name).is_file()]
+    if not found:
+        return ""
+    return (f"; it holds only the SentencePiece model {found[0]}: write tokenizer.json once with transformers "
+            "(AutoTokenizer.from_pretrained(dir).save_pretrained(dir), needs the sentencepiece package)")
 
 
 class TextEncoder:
@@ -66,7 +82,7 @@ class TextEncoder:
                 ("</s>", tokenizer.token_to_id("</s>")), ("<s>", tokenizer.token_to_id("<s>"))
             )
         else:
-            raise CheckpointError(f"{directory}: missing file tokenizer.json (or vocab.txt)")
+            raise CheckpointError(f"{directory}: missing file tokenizer.json (or vocab.txt){_sentencepiece_hint(directory)}")
         pad_token = config.get("pad_token", "[PAD]")
         if isinstance(pad_token, dict):
             pad_token = pad_token.get("content", "[PAD]")

@@ -285,6 +285,14 @@ def test_explainer_runs_the_family_tokenizer(kind):
     assert sum(merged.scores) == pytest.approx(sum(explanations[0].scores), abs=1e-5)
 
 
+def test_a_sentencepiece_model_without_tokenizer_json_says_how_to_convert(tmp_path):
+    from lrp_kernels.tokenization import TextEncoder
+
+    (tmp_path / "spiece.model").write_bytes(b"\x0a")
+    with pytest.raises(CheckpointError, match="only the SentencePiece model spiece.model.*save_pretrained"):
+        TextEncoder.from_pretrained(tmp_path)
+
+
 def test_headless_checkpoints_get_a_fresh_head(tmp_path):
     """A pre-training checkpoint (DistilBertForMaskedLM, ElectraForPreTraining, AlbertForMaskedLM):
     the encoder loads, the pre-training head is ignored, the classification head is initialized."""
