@@ -3,7 +3,9 @@
 :class:`Pass` is what one forward needs besides the weights — the rule set, the resolved backend,
 the masks — and applies the right op (plain or LRP rule) for every linear, norm, activation and
 attention; a family's forward calls only these. The functions below compose them into the blocks
-several families share (multi-head self-attention, the post-norm residual, the feed-forward), and
+several families share (multi-head self-attention, the post-norm residual, the attention and
+feed-forward sub-layers of a post-norm layer: BERT, DistilBERT and ALBERT name their linears and
+norms differently and pass their own modules), and
 the modules are the Hugging Face-named containers of the BERT-style families (BERT, RoBERTa,
 XLM-R, CamemBERT, ELECTRA): their parameter names are exactly what ``transformers`` saves.
 
