@@ -86,6 +86,20 @@ def test_albert_shares_one_layer_group_without_copies():
     assert sorted(p.tapped) == ["layer.0", "layer.1", "layer.2"]
 
 
+def test_albert_with_several_groups_and_inner_layers():
+    """num_hidden_groups = 2, inner_group_num = 2 over 4 applications: transformers' group schedule,
+    logits and AttnLRP relevance (explicit float64 reference) alike."""
+    hf = make_hf("albert", num_hidden_layers=4, num_hidden_groups=2, inner_group_num=2, initializer_range=INIT)
+    ids, mask, types = batch(hf)
+    with torch.no_grad():
+        torch.testing.assert_close(from_hf(hf)(ids, mask, types), hf(**hf_inputs(ids, mask, types)).logits,
+                                   atol=1e-5, rtol=0)
+    hf = hf.double()
+    relevance, _ = explicit_lrp(hf, ids, mask, types, target=TARGET, mode="attnlrp")
+    scores = attribute(hf, ids, mask, types, method="attnlrp", target=TARGET, eps=0.0).scores.double()
+    assert (scores - relevance.sum(-1)).abs().max() <= 1e-6 * relevance.sum(-1).abs().max()
+
+
 def test_electra_without_projection_when_sizes_agree():
     hf = make_hf("electra", embedding_size=36)
     ours = from_hf(hf)
