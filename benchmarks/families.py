@@ -50,21 +50,26 @@ def bench_family(model_type: str, args) -> dict:
     print(f"{model_type}: {load()}", flush=True)
     timings = measure(family_rows(model_type, args.backends, args.batch, args.seq), "cpu", repeat=args.repeat,
                       warmup=args.warmup, memory=False)
-    medians = {name: t.median for name, t in timings.items()}
     print(f"{model_type}: done, {load()}", flush=True)
-    return {"medians_s": medians, "spread": {name: t.spread for name, t in timings.items()}}
+    return {"medians_s": {name: t.median for name, t in timings.items()},
+            "best_s": {name: t.best for name, t in timings.items()},
+            "spread": {name: t.spread for name, t in timings.items()}}
 
 
 def report(results: dict, backends) -> str:
+    """Medians (ms) and their ratios to the plain gradient; the ratios of the fastest runs next to
+    them (on a shared machine the least disturbed ones); the largest spread (IQR / median) of the row."""
     headers = ["model", "backend", "forward ms", "gradient ms", "attnlrp ms", "cp_lrp ms",
-               "attnlrp/grad", "cp_lrp/grad"]
+               "attnlrp/grad", "cp_lrp/grad", "best: attnlrp/grad", "cp_lrp/grad", "max spread"]
     table = []
     for model_type, result in results.items():
-        m = result["medians_s"]
+        m, b = result["medians_s"], result["best_s"]
         for backend in backends:
-            a, c = m[f"attnlrp/{backend}"], m[f"cp_lrp/{backend}"]
-            table.append([model_type, backend, f"{m['forward'] * 1e3:.0f}", f"{m['gradient'] * 1e3:.0f}",
-                          f"{a * 1e3:.0f}", f"{c * 1e3:.0f}", f"{a / m['gradient']:.3f}", f"{c / m['gradient']:.3f}"])
+            a, c = f"attnlrp/{backend}", f"cp_lrp/{backend}"
+            spread = max(result["spread"][k] for k in ("forward", "gradient", a, c))
+            table.append([model_type, backend, *(f"{m[k] * 1e3:.0f}" for k in ("forward", "gradient", a, c)),
+                          f"{m[a] / m['gradient']:.3f}", f"{m[c] / m['gradient']:.3f}",
+                          f"{b[a] / b['gradient']:.3f}", f"{b[c] / b['gradient']:.3f}", f"{spread * 100:.0f}%"])
     return format_table(headers, table)
 
 
