@@ -7,7 +7,9 @@ Environment variables:
                             fall back to the CPU kernels alone if that build fails;
                             ``1``: build them, fail if nvcc is missing or the build fails;
                             ``0``: CPU kernels only.
-``LRP_KERNELS_CUDA_ARCHS``  CUDA architectures, CMake syntax (default ``80;86;89;90``).
+``LRP_KERNELS_CUDA_ARCHS``  CUDA architectures, CMake syntax, passed as ``CMAKE_CUDA_ARCHITECTURES``;
+                            unset: the default, which only CMakeLists.txt holds
+                            (``LRP_KERNELS_DEFAULT_CUDA_ARCHS``).
 ``MAX_JOBS`` / ``CMAKE_BUILD_PARALLEL_LEVEL``  parallel compile jobs (default: CPU count).
 
 The CPU kernels need only a C++17 compiler (CMake, Ninja and pybind11 come from the build
@@ -28,7 +30,6 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
-DEFAULT_ARCHS = "80;86;89;90"
 
 
 def _cuda_mode() -> str:
@@ -121,9 +122,13 @@ class CMakeBuild(build_ext):
         if ninja is not None:
             args += ["-GNinja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
         if nvcc is not None:
-            archs = os.environ.get("LRP_KERNELS_CUDA_ARCHS", DEFAULT_ARCHS)
-            args += ["-DLRP_KERNELS_CUDA=ON", f"-DCMAKE_CUDA_COMPILER={nvcc}", f"-DCMAKE_CUDA_ARCHITECTURES={archs}"]
-            print(f"lrp_kernels: building the CUDA kernels with {nvcc} for architectures {archs}")
+            args += ["-DLRP_KERNELS_CUDA=ON", f"-DCMAKE_CUDA_COMPILER={nvcc}"]
+            # unset: CMakeLists.txt's default architectures (the one place that holds them)
+            archs = os.environ.get("LRP_KERNELS_CUDA_ARCHS", "").strip()
+            if archs:
+                args.append(f"-DCMAKE_CUDA_ARCHITECTURES={archs}")
+            print(f"lrp_kernels: building the CUDA kernels with {nvcc} for architectures "
+                  f"{archs or 'of CMakeLists.txt (LRP_KERNELS_DEFAULT_CUDA_ARCHS)'}")
         else:
             args.append("-DLRP_KERNELS_CUDA=OFF")
             print("lrp_kernels: building the CPU kernels only (no nvcc, or LRP_KERNELS_CUDA=0)")
@@ -134,6 +139,9 @@ class CMakeBuild(build_ext):
             shutil.rmtree(detected, ignore_errors=True)
         cmake = _cmake()
         subprocess.run([cmake, "-S", str(ROOT), "-B", str(build_temp), *args], check=True)
+        # The CPU and the CUDA build trees link the same output file: remove it, or the tree that
+        # did not write it last would find it newer than its objects and keep the other flavour.
+        Path(self.get_ext_fullpath(ext.name)).unlink(missing_ok=True)
         subprocess.run([cmake, "--build", str(build_temp), "--parallel", _jobs()], check=True)
 
 

@@ -1,8 +1,9 @@
 """Collect the ``bench_*.py`` files when ``pytest benchmarks/`` is given the directory.
 
 pytest's default file patterns (``test_*.py``) skip them, so ``python -m pytest benchmarks/
---benchmark-only`` would collect nothing; a file named on the command line is collected anyway
-and is left to pytest here, so that it is not collected twice.
+--benchmark-only`` would collect nothing; this collects them in every folder below (``ops/``: one
+file per rule, ``e2e/``: end to end). A file named on the command line is collected anyway and is
+left to pytest here, so that it is not collected twice.
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 # GPU check of the compiled kernels, in one go on a CUDA machine (under 8 minutes on an H100):
 #   1. build lrp_kernels._C with the CUDA kernels for this GPU's architecture (pip install -e,
 #      no build isolation: the machine may be offline, its setuptools/pybind11/cmake/ninja are used);
-#   2. run tests/test_cpp_kernels.py (CUDA and CPU kernels against the torch reference);
-#   3. run tests/test_triton*.py, if present;
-#   4. run benchmarks/bench_cpp_kernels.py -k cuda (CUDA kernels vs eager torch);
-#   5. run benchmarks/bench_triton.py and benchmarks/bench_e2e.py, if present;
+#   2. run tests/ops and tests/backends without Triton (CUDA and CPU kernels against the torch reference);
+#   3. run the Triton cases of tests/ops and tests/backends (compiled for this GPU);
+#   4. run benchmarks/ops -k cuda (every CUDA backend's kernels vs the torch reference);
+#   5. run benchmarks/e2e/bench_gpu_e2e.py and benchmarks/e2e/bench_e2e.py, if present;
 # then print a short table: each step's status and time, and the kernel speedups.
 #
 #   bash benchmarks/gpu_check.sh                 # logs in $OUT (if set) or /tmp/lrp_gpu_check
@@ -67,23 +67,19 @@ run_step "build (pip install -e)" 300 1 build.log \
   "$PY" -m pip install --no-build-isolation --no-deps -v -e .
 run_step "import + has_cuda" 60 1 import.log "$PY" -c "
 import torch
-from lrp_kernels import _cpp_backend as cpp
-assert cpp.available() is None, cpp.available()
-assert cpp.has_cuda(), 'built without CUDA'
+from lrp_kernels.backends.cpp import CUDA, _glue
+assert CUDA.unavailable_reason('cuda') is None, CUDA.unavailable_reason('cuda')
+assert _glue.has_cuda(), 'built without CUDA'
 u = torch.randn(1000, 77, device='cuda')
-torch.testing.assert_close(cpp.gelu_forward(u), torch.nn.functional.gelu(u))
-print('ok: _C has CUDA, ISA', cpp._C.cpu_isa())
+torch.testing.assert_close(CUDA.activation.forward(u, 'gelu'), torch.nn.functional.gelu(u))
+print('ok: _C has CUDA, ISA', _glue._C.cpu_isa())
 "
 run_step "tests: cpp + cuda kernels" 180 1 tests.log \
-  "$PY" -m pytest -q -p no:cacheprovider tests/test_cpp_kernels.py
-shopt -s nullglob
-TRITON_TESTS=(tests/test_triton*.py)
-if ((${#TRITON_TESTS[@]})); then
-  run_step "tests: triton" 150 1 triton_tests.log \
-    "$PY" -m pytest -q -p no:cacheprovider "${TRITON_TESTS[@]}"
-fi
+  "$PY" -m pytest -q -p no:cacheprovider tests/ops tests/backends -k "not triton"
+run_step "tests: triton" 150 1 triton_tests.log \
+  "$PY" -m pytest -q -p no:cacheprovider tests/ops tests/backends -k triton
 run_step "bench: cuda kernels vs torch" 150 0 bench.log \
-  "$PY" -m pytest -q -p no:cacheprovider benchmarks/bench_cpp_kernels.py -k cuda \
+  "$PY" -m pytest -q -p no:cacheprovider benchmarks/ops -k cuda \
   --benchmark-columns=median,iqr,rounds --benchmark-max-time=0.5
 # A benchmark file is either a script (it has a __main__ block) or a pytest-benchmark module
 # (then only its CUDA cases run).
@@ -97,19 +93,19 @@ run_bench_file() {
       --benchmark-columns=median,rounds
   fi
 }
-run_bench_file benchmarks/bench_triton.py "bench: triton" 150 bench_triton.log
-run_bench_file benchmarks/bench_e2e.py "bench: end to end" 120 bench_e2e.log
+run_bench_file benchmarks/e2e/bench_gpu_e2e.py "bench: gpu end to end" 150 bench_gpu_e2e.log
+run_bench_file benchmarks/e2e/bench_e2e.py "bench: end to end" 120 bench_e2e.log
 
 {
   echo
   echo "=== gpu_check summary ($(($(date +%s) - START))s, archs $LRP_KERNELS_CUDA_ARCHS)"
   printf '%s\n' "${SUMMARY[@]}"
   echo
-  sed -n '/^compiled kernels vs eager torch/,/^$/p' "$LOGS/bench.log" 2>/dev/null | grep -E '^(compiled|device|cuda|cpu)'
-  if [[ -f "$LOGS/bench_triton.log" ]]; then
+  sed -n '/^kernels vs the torch reference/,/^$/p' "$LOGS/bench.log" 2>/dev/null | grep -E '^(kernels|device|cuda|cpu)'
+  if [[ -f "$LOGS/bench_gpu_e2e.log" ]]; then
     echo
-    echo "--- bench_triton.py (last lines)"
-    tail -30 "$LOGS/bench_triton.log"
+    echo "--- bench_gpu_e2e.py (last lines)"
+    tail -30 "$LOGS/bench_gpu_e2e.log"
   fi
   if [[ -f "$LOGS/bench_e2e.log" ]]; then
     echo

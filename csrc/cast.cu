@@ -20,14 +20,11 @@ void cast(int src_dtype, int dst_dtype, int64_t n, const void* src, void* dst, i
           void* stream) {
   using namespace cuda_detail;
   if (n == 0) return;
-  DeviceGuard guard(device);
-  dispatch_dtype(src_dtype, [&](auto src_tag) {
+  on_device(device, src_dtype, [&](auto src_tag) {
     using S = typename decltype(src_tag)::type;
     dispatch_dtype(dst_dtype, [&](auto dst_tag) {
       using D = typename decltype(dst_tag)::type;
-      int64_t blocks = (n + 255) / 256;
-      if (blocks > 65536) blocks = 65536;
-      cast_kernel<S, D><<<unsigned(blocks), 256, 0, as_stream(stream)>>>(
+      cast_kernel<S, D><<<grid_blocks(n, 256), 256, 0, as_stream(stream)>>>(
           n, static_cast<const S*>(src), static_cast<D*>(dst));
       check(cudaGetLastError(), "cast launch");
     });

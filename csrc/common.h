@@ -14,6 +14,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "kernels.h"
 
@@ -34,8 +35,6 @@
 #define LRP_SIMD_MAX(var) LRP_PRAGMA(omp simd reduction(max : var))
 
 namespace lrp {
-
-constexpr float kGeluGuard = 1e-6f;  // |u| below this: gelu(u)/u is taken as its limit 1/2
 
 struct half_t {
   uint16_t bits;
@@ -160,7 +159,7 @@ inline float gelu_over_u(float u, int approx) {
   return 0.5f * (1.0f + fast_erf(u * 0.7071067811865476f));
 }
 
-// gelu(u)/u with the identity-rule guard: 1/2 where |u| < 1e-6.
+// gelu(u)/u with the identity-rule guard: 1/2 where |u| < kGeluGuard (kernels.h).
 inline float gelu_factor(float u, int approx) {
   const float f = gelu_over_u(u, approx);
   return std::fabs(u) < kGeluGuard ? 0.5f : f;
@@ -270,6 +269,68 @@ inline void for_each_chunk(int64_t rows, int64_t cols, F&& body) {
     const int64_t c1 = c0 + kChunk < cols ? c0 + kChunk : cols;
     body(r, c0, c1);
   }
+}
+
+
+// Call f(std::integral_constant<int, approximate>{}), so that the loops see the GELU approximate
+// code as a constant; throws std::invalid_argument for an unknown code.
+template <class F>
+inline void dispatch_gelu(int approximate, F&& f) {
+  switch (approximate) {
+    case kGeluErf:
+      f(std::integral_constant<int, kGeluErf>{});
+      break;
+    case kGeluTanh:
+      f(std::integral_constant<int, kGeluTanh>{});
+      break;
+    default:
+      throw std::invalid_argument("gelu: unknown approximate code " + std::to_string(approximate));
+  }
+}
+
+// out[c] = op(a[c]) and out[c] = op(a[c], b[c]) over one contiguous span; restrict pointers so
+// that the loops vectorize.
+template <class T, class Op>
+inline void map_span(int64_t n, const T* __restrict a, T* __restrict out, Op op) {
+  LRP_SIMD
+  for (int64_t c = 0; c < n; ++c) store(out, c, op(load(a, c)));
+}
+
+template <class T, class Op>
+inline void map_span(int64_t n, const T* __restrict a, const T* __restrict b, T* __restrict out,
+                     Op op) {
+  LRP_SIMD
+  for (int64_t c = 0; c < n; ++c) store(out, c, op(load(a, c), load(b, c)));
+}
+
+// Element-wise kernels: out = op(a) or op(a, b) over rows x cols matrices of the element type of
+// `dtype` (op maps floats to a float), in parallel chunks.
+template <class Op>
+inline void map_rows(int dtype, int64_t rows, int64_t cols, const void* a, int64_t a_stride,
+                     void* out, int64_t out_stride, Op op) {
+  dispatch_dtype(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const T* at = static_cast<const T*>(a);
+    T* ot = static_cast<T*>(out);
+    for_each_chunk(rows, cols, [=](int64_t r, int64_t c0, int64_t c1) {
+      map_span(c1 - c0, at + r * a_stride + c0, ot + r * out_stride + c0, op);
+    });
+  });
+}
+
+template <class Op>
+inline void map_rows(int dtype, int64_t rows, int64_t cols, const void* a, int64_t a_stride,
+                     const void* b, int64_t b_stride, void* out, int64_t out_stride, Op op) {
+  dispatch_dtype(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const T* at = static_cast<const T*>(a);
+    const T* bt = static_cast<const T*>(b);
+    T* ot = static_cast<T*>(out);
+    for_each_chunk(rows, cols, [=](int64_t r, int64_t c0, int64_t c1) {
+      map_span(c1 - c0, at + r * a_stride + c0, bt + r * b_stride + c0, ot + r * out_stride + c0,
+               op);
+    });
+  });
 }
 
 }  // namespace lrp

@@ -1,7 +1,8 @@
 // Shared helpers of the CUDA kernels: dtype dispatch, 16-byte packs, block reductions, error
-// checks and the device guard. Kernels compute in float32; every global access of a row goes
-// through 16-byte packs (4 floats or 8 halves) when the row pointers, strides and length allow it,
-// otherwise element by element.
+// checks, the device guard, the launchers of one-block-per-row and element-wise kernels, and the
+// element-wise math of the linear and activation rules. Kernels compute in float32; every global
+// access of a row goes through 16-byte packs (4 floats or 8 halves) when the row pointers, strides
+// and length allow it, otherwise element by element.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -65,6 +66,13 @@ class DeviceGuard {
 };
 
 inline cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
+
+// Make `device` current and call f(Tag<T>{}), T the element type of the dtype code.
+template <class F>
+inline void on_device(int device, int dtype, F&& f) {
+  DeviceGuard guard(device);
+  dispatch_dtype(dtype, f);
+}
 
 __device__ __forceinline__ float to_float(float v) { return v; }
 __device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
@@ -197,6 +205,43 @@ inline int row_threads(int64_t cols) {
   return int(t);
 }
 
+// Launch `kernel` with each argument converted to the kernel's parameter type (a void pointer of
+// the kernel API to the T pointer of the instance).
+template <class... Params, class... Args>
+inline void launch_converted(void (*kernel)(Params...), unsigned blocks, int threads, void* stream,
+                             Args... args) {
+  kernel<<<blocks, threads, 0, as_stream(stream)>>>(static_cast<Params>(args)...);
+}
+
+// The kernel instance a launch picks: element type T; rows read in 16-byte packs (Vec) or not.
+template <class T, bool Vec>
+struct Instance {
+  using type = T;
+  static constexpr bool vec = Vec;
+};
+
+// A one-block-per-row kernel over `rows` rows of `cols` elements on `device` (nothing when rows
+// is 0): pick(Instance<T, Vec>{}) returns the kernel instance, T the element type of the dtype
+// code and Vec whether the rows at `row_ptrs` with `strides` can be read in 16-byte packs; it runs
+// with row_threads<T>(cols) threads a block and `args`.
+template <class Pick, class... Args>
+inline void launch_rows(const char* what, int dtype, int64_t rows, int64_t cols,
+                        std::initializer_list<const void*> row_ptrs,
+                        std::initializer_list<int64_t> strides, Pick pick, int device,
+                        void* stream, Args... args) {
+  if (rows == 0) return;
+  on_device(device, dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if (packable<T>(cols, row_ptrs, strides))
+      launch_converted(pick(Instance<T, true>{}), unsigned(rows), row_threads<T>(cols), stream,
+                       args...);
+    else
+      launch_converted(pick(Instance<T, false>{}), unsigned(rows), row_threads<T>(cols), stream,
+                       args...);
+    check(cudaGetLastError(), (std::string(what) + " launch").c_str());
+  });
+}
+
 // Element-wise kernel over a rows x cols matrix: out = op(a, b) (b unused by unary ops). Each
 // row splits into cols / N packs and a scalar tail; a grid-stride loop walks the items.
 template <class T, bool Vec, class Op>
@@ -228,27 +273,70 @@ __global__ void elementwise_kernel(int64_t rows, int64_t cols, const T* a, int64
   }
 }
 
+// Blocks of a grid-stride kernel over `items` items: one item per thread, at most 65536 blocks.
+inline unsigned grid_blocks(int64_t items, int threads) {
+  const int64_t blocks = (items + threads - 1) / threads;
+  return unsigned(blocks < 65536 ? blocks : 65536);
+}
+
 // Launch elementwise_kernel; packs are used when the row starts are 16-byte aligned.
 template <class T, class Op>
-inline void launch_elementwise(int64_t rows, int64_t cols, const T* a, int64_t a_stride,
-                               const T* b, int64_t b_stride, T* out, int64_t out_stride, Op op,
-                               cudaStream_t stream) {
-  if (rows == 0 || cols == 0) return;
+inline void launch_elementwise_as(int64_t rows, int64_t cols, const T* a, int64_t a_stride,
+                                  const T* b, int64_t b_stride, T* out, int64_t out_stride, Op op,
+                                  cudaStream_t stream) {
   constexpr int64_t n = Pack<T>::N;
   // one row: its stride is never used, so it does not decide the packing
   const bool vec = rows == 1 ? packable<T>(n, {a, b, out}, {})
                              : packable<T>(n, {a, b, out}, {a_stride, b_stride, out_stride});
   const int64_t items = rows * (vec ? cols / n + cols % n : cols);
   const int threads = 256;
-  int64_t blocks = (items + threads - 1) / threads;
-  if (blocks > 65536) blocks = 65536;
+  const unsigned blocks = grid_blocks(items, threads);
   if (vec)
-    elementwise_kernel<T, true><<<unsigned(blocks), threads, 0, stream>>>(
-        rows, cols, a, a_stride, b, b_stride, out, out_stride, op);
+    elementwise_kernel<T, true><<<blocks, threads, 0, stream>>>(rows, cols, a, a_stride, b,
+                                                                b_stride, out, out_stride, op);
   else
-    elementwise_kernel<T, false><<<unsigned(blocks), threads, 0, stream>>>(
-        rows, cols, a, a_stride, b, b_stride, out, out_stride, op);
+    elementwise_kernel<T, false><<<blocks, threads, 0, stream>>>(rows, cols, a, a_stride, b,
+                                                                 b_stride, out, out_stride, op);
   check(cudaGetLastError(), "element-wise kernel launch");
+}
+
+// An element-wise kernel on `device`: out = op(a, b) over rows x cols matrices of the element type
+// of `dtype` (op maps floats to a float; a unary op ignores b, pass a twice).
+template <class Op>
+inline void launch_elementwise(int dtype, int64_t rows, int64_t cols, const void* a,
+                               int64_t a_stride, const void* b, int64_t b_stride, void* out,
+                               int64_t out_stride, Op op, int device, void* stream) {
+  if (rows == 0 || cols == 0) return;
+  on_device(device, dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    launch_elementwise_as<T>(rows, cols, static_cast<const T*>(a), a_stride,
+                             static_cast<const T*>(b), b_stride, static_cast<T*>(out), out_stride,
+                             op, as_stream(stream));
+  });
+}
+
+// ---- shared math of the element-wise rules (linear.cu, activation.cu); CPU: common.h ----
+
+// z + eps * sign(z), sign(0) = 1: the stabilizer of the epsilon-rule.
+__device__ __forceinline__ float stabilize(float z, float eps) {
+  return z + (z >= 0.0f ? eps : -eps);
+}
+
+// gelu(u)/u: 0.5 (1 + erf(u/sqrt 2)) or 0.5 (1 + tanh(sqrt(2/pi)(u + 0.044715 u^3))).
+__device__ __forceinline__ float gelu_over_u(float u, int approximate) {
+  if (approximate == kGeluTanh)
+    return 0.5f * (1.0f + tanhf(0.7978845608028654f * (u + 0.044715f * u * u * u)));
+  return 0.5f * (1.0f + erff(u * 0.7071067811865476f));
+}
+
+// gelu(u)/u with the identity-rule guard: 1/2 where |u| < kGeluGuard (kernels.h).
+__device__ __forceinline__ float gelu_factor(float u, int approximate) {
+  return fabsf(u) < kGeluGuard ? 0.5f : gelu_over_u(u, approximate);
+}
+
+inline void check_gelu_approximate(int approximate) {
+  if (approximate != kGeluErf && approximate != kGeluTanh)
+    throw std::invalid_argument("gelu: unknown approximate code " + std::to_string(approximate));
 }
 
 }  // namespace cuda_detail

@@ -11,12 +11,15 @@ namespace lrp {
 namespace cpu {
 namespace {
 
-#define LRP_KERNEL_TABLE(ns)                                                                  \
-  Kernels {                                                                                   \
-    #ns, &ns::layer_norm_forward, &ns::layer_norm_backward, &ns::softmax_forward,           \
-        &ns::softmax_backward, &ns::eps_ratio, &ns::gelu_forward, &ns::gelu_backward,         \
-        &ns::gelu_eps_ratio, &ns::cast                                                        \
-  }
+// Kernels{"ns", &ns::<kernel>...} for every kernel of LRP_KERNEL_LIST (kernels.h), in its order.
+// The using-directive lets the list name the kernels unqualified; nothing else in lrp or lrp::cpu
+// bears a kernel's name.
+#define LRP_TABLE_ENTRY(name, params) &name,
+#define LRP_KERNEL_TABLE(ns)                              \
+  [] {                                                    \
+    using namespace ::lrp::ns;                            \
+    return Kernels{#ns, LRP_KERNEL_LIST(LRP_TABLE_ENTRY)}; \
+  }()
 
 std::vector<Kernels> supported_tables() {
   std::vector<Kernels> tables{LRP_KERNEL_TABLE(base)};

@@ -10,36 +10,53 @@
 #include <string>
 #include <vector>
 
-// One declaration list, instantiated in the namespace of each CPU instruction set and, with a
-// trailing (device, stream) pair, in lrp::cuda.
-#define LRP_KERNEL_DECLS(EXTRA)                                                                  \
-  void layer_norm_forward(int dtype, int64_t rows, int64_t cols, const void* x, int64_t x_stride, \
-                          const float* weight, const float* bias, float eps, void* y,             \
-                          int64_t y_stride, float* mean, float* rstd EXTRA);                      \
-  void layer_norm_backward(int dtype, int64_t rows, int64_t cols, const void* grad_y,             \
-                           int64_t g_stride, const float* weight, const float* rstd,              \
-                           void* grad_x, int64_t out_stride EXTRA);                               \
-  void softmax_forward(int dtype, int64_t rows, int64_t cols, int64_t rows_per_mask_row,          \
-                       const void* scores, int64_t s_stride, const float* mask,                   \
-                       int64_t mask_stride, float scale, void* probs, int64_t p_stride EXTRA);    \
-  void softmax_backward(int dtype, int64_t rows, int64_t cols, const void* grad_p,                \
-                        int64_t g_stride, const void* probs, int64_t p_stride, float factor,      \
-                        void* grad_s, int64_t out_stride EXTRA);                                  \
-  void eps_ratio(int dtype, int64_t rows, int64_t cols, const void* grad_z, int64_t g_stride,     \
-                 const void* z, int64_t z_stride, float eps, void* out,                           \
-                 int64_t out_stride EXTRA);                                                       \
-  void gelu_forward(int dtype, int approximate, int64_t rows, int64_t cols, const void* u,        \
-                    int64_t u_stride, void* out, int64_t out_stride EXTRA);                       \
-  void gelu_backward(int dtype, int approximate, int64_t rows, int64_t cols, const void* grad_h,  \
-                     int64_t g_stride, const void* u, int64_t u_stride, void* out,                \
-                     int64_t out_stride EXTRA);                                                   \
-  void gelu_eps_ratio(int dtype, int approximate, int64_t rows, int64_t cols,                     \
-                      const void* grad_h, int64_t g_stride, const void* u, int64_t u_stride,      \
-                      float eps, void* out, int64_t out_stride EXTRA);                            \
-  void cast(int src_dtype, int dst_dtype, int64_t n, const void* src, void* dst EXTRA);
+// THE list of kernels: X(name, (parameters)) once per kernel, named <rule>_<what> after the file
+// that defines it. Everything else comes from it: the declarations below (per CPU instruction set,
+// and in lrp::cuda with a trailing (device, stream)), the table of CPU kernels (cpu::Kernels,
+// dispatch.cpp) and the Python bindings (python/bindings.cpp: `name` runs the CPU kernel,
+// `name`_cuda the CUDA one; pointers cross as integer addresses, the parameter names become the
+// keyword names). Adding a kernel is one line here plus its definitions in csrc/<rule>.cpp and
+// csrc/<rule>.cu (a new file also goes into the source lists of CMakeLists.txt).
+// Parameters are plain declarations separated by commas (no function pointers, no defaults);
+// parameters named `rows`, `cols` or `n` are checked to be non-negative by the bindings.
+#define LRP_KERNEL_LIST(X)                                                                      \
+  /* linear.{cpp,cu}: the epsilon-rule factor of a linear layer's backward GEMM */               \
+  X(linear_eps_ratio, (int dtype, int64_t rows, int64_t cols, const void* grad_z,                \
+                       int64_t g_stride, const void* z, int64_t z_stride, float eps, void* out,  \
+                       int64_t out_stride))                                                      \
+  X(linear_gelu_eps_ratio, (int dtype, int approximate, int64_t rows, int64_t cols,              \
+                            const void* grad_h, int64_t g_stride, const void* u,                 \
+                            int64_t u_stride, float eps, void* out, int64_t out_stride))         \
+  /* layer_norm.{cpp,cu} */                                                                      \
+  X(layer_norm_forward, (int dtype, int64_t rows, int64_t cols, const void* x, int64_t x_stride, \
+                         const float* weight, const float* bias, float eps, void* y,             \
+                         int64_t y_stride, float* mean, float* rstd))                            \
+  X(layer_norm_backward, (int dtype, int64_t rows, int64_t cols, const void* grad_y,             \
+                          int64_t g_stride, const float* weight, const float* rstd, void* grad_x, \
+                          int64_t out_stride))                                                   \
+  /* activation.{cpp,cu}: GELU */                                                                \
+  X(activation_gelu_forward, (int dtype, int approximate, int64_t rows, int64_t cols,            \
+                              const void* u, int64_t u_stride, void* out, int64_t out_stride))   \
+  X(activation_gelu_backward, (int dtype, int approximate, int64_t rows, int64_t cols,           \
+                               const void* grad_h, int64_t g_stride, const void* u,              \
+                               int64_t u_stride, void* out, int64_t out_stride))                 \
+  /* attention.{cpp,cu}: the masked attention softmax */                                         \
+  X(attention_softmax_forward, (int dtype, int64_t rows, int64_t cols,                           \
+                                int64_t rows_per_mask_row, const void* scores, int64_t s_stride, \
+                                const float* mask, int64_t mask_stride, float scale,             \
+                                void* probs, int64_t p_stride))                                  \
+  X(attention_softmax_backward, (int dtype, int64_t rows, int64_t cols, const void* grad_p,      \
+                                 int64_t g_stride, const void* probs, int64_t p_stride,          \
+                                 float factor, void* grad_s, int64_t out_stride))                \
+  /* cast.{cpp,cu}: float32/float16/bfloat16 conversions (tests) */                              \
+  X(cast, (int src_dtype, int dst_dtype, int64_t n, const void* src, void* dst))
 
-#define LRP_NO_EXTRA
-#define LRP_CUDA_EXTRA , int device, void* stream
+// X callbacks of the declarations below.
+#define LRP_UNPAREN(...) __VA_ARGS__
+#define LRP_DECLARE_CPU_KERNEL(name, params) void name params;
+#define LRP_DECLARE_CUDA_KERNEL(name, params) \
+  void name(LRP_UNPAREN params, int device, void* stream);
+#define LRP_KERNEL_POINTER(name, params) decltype(&base::name) name;
 
 namespace lrp {
 
@@ -49,15 +66,19 @@ enum DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 // approximate codes of GELU
 enum GeluApprox : int { kGeluErf = 0, kGeluTanh = 1 };
 
+// The GELU guard of the CPU and CUDA kernels (exposed as _C.GELU_GUARD): where |u| is below it,
+// gelu(u)/u is taken as its limit 1/2.
+constexpr float kGeluGuard = 1e-6f;
+
 namespace base {
-LRP_KERNEL_DECLS(LRP_NO_EXTRA)
+LRP_KERNEL_LIST(LRP_DECLARE_CPU_KERNEL)
 }
 #ifdef LRP_X86_ISAS
 namespace avx2 {
-LRP_KERNEL_DECLS(LRP_NO_EXTRA)
+LRP_KERNEL_LIST(LRP_DECLARE_CPU_KERNEL)
 }
 namespace avx512 {
-LRP_KERNEL_DECLS(LRP_NO_EXTRA)
+LRP_KERNEL_LIST(LRP_DECLARE_CPU_KERNEL)
 }
 #endif
 
@@ -66,15 +87,7 @@ namespace cpu {
 // The CPU kernels of one instruction set.
 struct Kernels {
   const char* isa;
-  decltype(&base::layer_norm_forward) layer_norm_forward;
-  decltype(&base::layer_norm_backward) layer_norm_backward;
-  decltype(&base::softmax_forward) softmax_forward;
-  decltype(&base::softmax_backward) softmax_backward;
-  decltype(&base::eps_ratio) eps_ratio;
-  decltype(&base::gelu_forward) gelu_forward;
-  decltype(&base::gelu_backward) gelu_backward;
-  decltype(&base::gelu_eps_ratio) gelu_eps_ratio;
-  decltype(&base::cast) cast;
+  LRP_KERNEL_LIST(LRP_KERNEL_POINTER)
 };
 
 // The kernels in use: the widest instruction set this CPU supports (or LRP_KERNELS_ISA).
@@ -89,7 +102,7 @@ int num_threads();
 
 #ifdef LRP_WITH_CUDA
 namespace cuda {
-LRP_KERNEL_DECLS(LRP_CUDA_EXTRA)
+LRP_KERNEL_LIST(LRP_DECLARE_CUDA_KERNEL)
 }
 #endif
 

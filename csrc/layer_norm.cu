@@ -3,7 +3,7 @@
 // Forward:  mu = mean(x), var = mean((x - mu)^2), rstd = 1/sqrt(var + eps), y = (x - mu) rstd w + b.
 // Backward with sigma held constant (Ali et al. ICML 2022; Achtibat et al. ICML 2024):
 //           g = w * grad_y,  grad_x = rstd * (g - mean(g)).
-// One block per row; the row is read in 16-byte packs; block reductions in float32.
+// One block per row (launch_rows); the row is read in 16-byte packs; block reductions in float32.
 #include "cuda_common.cuh"
 
 namespace lrp {
@@ -61,43 +61,25 @@ namespace cuda {
 void layer_norm_forward(int dtype, int64_t rows, int64_t cols, const void* x, int64_t x_stride,
                         const float* weight, const float* bias, float eps, void* y,
                         int64_t y_stride, float* mean, float* rstd, int device, void* stream) {
-  using namespace cuda_detail;
-  if (rows == 0) return;
-  DeviceGuard guard(device);
-  dispatch_dtype(dtype, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* xt = static_cast<const T*>(x);
-    T* yt = static_cast<T*>(y);
-    const int threads = row_threads<T>(cols);
-    if (packable<T>(cols, {x, y}, {x_stride, y_stride}))
-      layer_norm_forward_kernel<T, true><<<unsigned(rows), threads, 0, as_stream(stream)>>>(
-          cols, xt, x_stride, weight, bias, eps, yt, y_stride, mean, rstd);
-    else
-      layer_norm_forward_kernel<T, false><<<unsigned(rows), threads, 0, as_stream(stream)>>>(
-          cols, xt, x_stride, weight, bias, eps, yt, y_stride, mean, rstd);
-    check(cudaGetLastError(), "layer_norm_forward launch");
-  });
+  cuda_detail::launch_rows(
+      "layer_norm_forward", dtype, rows, cols, {x, y}, {x_stride, y_stride},
+      [](auto i) {
+        using I = decltype(i);
+        return cuda_detail::layer_norm_forward_kernel<typename I::type, I::vec>;
+      },
+      device, stream, cols, x, x_stride, weight, bias, eps, y, y_stride, mean, rstd);
 }
 
 void layer_norm_backward(int dtype, int64_t rows, int64_t cols, const void* grad_y,
                          int64_t g_stride, const float* weight, const float* rstd, void* grad_x,
                          int64_t out_stride, int device, void* stream) {
-  using namespace cuda_detail;
-  if (rows == 0) return;
-  DeviceGuard guard(device);
-  dispatch_dtype(dtype, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* gt = static_cast<const T*>(grad_y);
-    T* ot = static_cast<T*>(grad_x);
-    const int threads = row_threads<T>(cols);
-    if (packable<T>(cols, {grad_y, grad_x}, {g_stride, out_stride}))
-      layer_norm_backward_kernel<T, true><<<unsigned(rows), threads, 0, as_stream(stream)>>>(
-          cols, gt, g_stride, weight, rstd, ot, out_stride);
-    else
-      layer_norm_backward_kernel<T, false><<<unsigned(rows), threads, 0, as_stream(stream)>>>(
-          cols, gt, g_stride, weight, rstd, ot, out_stride);
-    check(cudaGetLastError(), "layer_norm_backward launch");
-  });
+  cuda_detail::launch_rows(
+      "layer_norm_backward", dtype, rows, cols, {grad_y, grad_x}, {g_stride, out_stride},
+      [](auto i) {
+        using I = decltype(i);
+        return cuda_detail::layer_norm_backward_kernel<typename I::type, I::vec>;
+      },
+      device, stream, cols, grad_y, g_stride, weight, rstd, grad_x, out_stride);
 }
 
 }  // namespace cuda

@@ -99,23 +99,49 @@ def _check_inputs(model: EncoderClassifier, input_ids, attention_mask, token_typ
     return _Batch(input_ids, attention_mask, token_type_ids)
 
 
-def resolve_target(target, logits: torch.Tensor) -> torch.Tensor:
-    """[batch] int64 targets: the predicted class (None), one int for all, or one per example."""
-    batch, n_labels = logits.shape
+def _right_padded(batch: _Batch) -> tuple[_Batch, torch.Tensor | None]:
+    """The batch with each sequence's tokens first (left padding or holes re-packed), and the
+    per-row order used (None when the batch already was right-padded)."""
+    keep = batch.attention_mask.bool()
+    if not (keep[:, 1:] & ~keep[:, :-1]).any():
+        return batch, None
+    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
+    types = None if batch.token_type_ids is None else batch.token_type_ids.gather(1, order)
+    return _Batch(batch.input_ids.gather(1, order), batch.attention_mask.gather(1, order), types), order
+
+
+def check_targets(target, batch: int, n_labels: int) -> torch.Tensor | None:
+    """``target`` as [batch] int64 class indices on the CPU, or None (the predicted class).
+
+    Accepts an int (numpy and 0-d torch integers too) for every example, or one per example (a
+    list, array or tensor); integral floats are taken, anything else is an :class:`InputError`."""
     if target is None:
-        return logits.argmax(dim=-1)
-    if isinstance(target, int) and not isinstance(target, bool):
-        target = torch.full((batch,), target, dtype=torch.long)
-    else:
-        target = torch.as_tensor(target, dtype=torch.long).reshape(-1)
-        if target.numel() == 1:
-            target = target.expand(batch)
-        if target.numel() != batch:
-            raise InputError(f"got {target.numel()} targets for a batch of {batch}")
-    bad = (target < 0) | (target >= n_labels)
+        return None
+    try:
+        t = torch.as_tensor(target).detach().cpu()
+    except (TypeError, ValueError, RuntimeError):
+        raise InputError(f"target must be class indices (int or one per example), got {target!r}") from None
+    if t.dtype == torch.bool or t.is_complex():
+        raise InputError(f"target must be class indices, got {target!r}")
+    if t.is_floating_point():
+        bad = t[t != t.round()]
+        if bad.numel():
+            raise InputError(f"target must be integral class indices, got {bad.reshape(-1)[0].item():g}")
+    t = t.long().reshape(-1)
+    if t.numel() == 1:
+        t = t.expand(batch)
+    if t.numel() != batch:
+        raise InputError(f"got {t.numel()} targets for a batch of {batch}")
+    bad = (t < 0) | (t >= n_labels)
     if bad.any():
-        raise InputError(f"target {int(target[bad][0])} out of range: the model has {n_labels} labels (0..{n_labels - 1})")
-    return target.to(logits.device)
+        raise InputError(f"target {int(t[bad][0])} out of range: the model has {n_labels} labels (0..{n_labels - 1})")
+    return t
+
+
+def resolve_target(target, logits: torch.Tensor) -> torch.Tensor:
+    """[batch] int64 targets on the logits' device: the predicted class when ``target`` is None."""
+    checked = check_targets(target, *logits.shape)
+    return logits.argmax(dim=-1) if checked is None else checked.to(logits.device)
 
 
 def _backward_at(model, e, attention_mask, rules, backend, target, read_at):
@@ -242,14 +268,19 @@ def attribute(
     spec = get_method(method)
     read_at = _read_at(spec, read_at)
     model = as_lrp_model(model)
-    batch = _check_inputs(model, input_ids, attention_mask, token_type_ids)
-    kernels = resolve(backend, batch.input_ids.device)
-    with frozen(model), torch.no_grad():
+    # Inside torch.inference_mode() no backward is possible: leave it for the call (new tensors are
+    # ordinary; the caller's inference tensors are only read).
+    with torch.inference_mode(False), frozen(model), torch.no_grad():
+        batch, order = _right_padded(_check_inputs(model, input_ids, attention_mask, token_type_ids))
+        kernels = resolve(backend, batch.input_ids.device)
+        if order is not None and torch.is_tensor(ig_baseline) and ig_baseline.dim() == 3 and ig_baseline.shape[0] > 1:
+            ig_baseline = ig_baseline.gather(1, order[..., None].expand(-1, -1, ig_baseline.shape[-1]))
         e = model.embed(batch.input_ids, batch.token_type_ids)
         scores, logits, target = _KINDS[spec.kind](
             spec, model, e, batch, target=target, eps=eps, backend=kernels, read_at=read_at, ig_steps=ig_steps,
             ig_baseline=ig_baseline, ig_batch_size=ig_batch_size, seed=seed,
         )
-    valid = batch.attention_mask.bool()
-    scores = torch.where(valid, scores.float(), torch.zeros((), device=scores.device))
+        scores = torch.where(batch.attention_mask.bool(), scores.float(), torch.zeros((), device=scores.device))
+        if order is not None:  # back to the caller's positions
+            scores = torch.zeros_like(scores).scatter_(1, order, scores)
     return Attribution(scores=scores, logits=logits.float(), target=target, method=spec.name, read_at=read_at)

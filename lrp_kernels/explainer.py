@@ -6,26 +6,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import torch
 
-from lrp_kernels.attribution import attribute
+from lrp_kernels.attribution import attribute, check_targets
 from lrp_kernels.errors import InputError
 from lrp_kernels.methods import get_method
 from lrp_kernels.models.base import EncoderClassifier
 from lrp_kernels.models.loading import as_lrp_model
+from lrp_kernels.options import parse_dtype
 from lrp_kernels.tokenization import TextEncoder
-
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float64": torch.float64}
-
-
-def parse_dtype(dtype) -> torch.dtype | None:
-    """``None``, a ``torch.dtype`` or one of the names in ``_DTYPES``."""
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in _DTYPES:
-        raise InputError(f"unknown dtype {dtype!r}; valid: {', '.join(_DTYPES)}")
-    return _DTYPES[dtype]
 
 
 @dataclass
@@ -193,15 +181,5 @@ class Explainer:
         return results
 
     def _targets(self, target, n: int) -> list[int] | None:
-        if target is None:
-            return None
-        if isinstance(target, int) and not isinstance(target, bool):
-            target = [target] * n
-        target = [int(t) for t in target]
-        if len(target) != n:
-            raise InputError(f"got {len(target)} targets for {n} texts")
-        n_labels = self.model.config.num_labels
-        for t in target:
-            if not 0 <= t < n_labels:
-                raise InputError(f"target {t} out of range: the model has {n_labels} labels (0..{n_labels - 1})")
-        return target
+        checked = check_targets(target, n, self.model.config.num_labels)
+        return None if checked is None else checked.tolist()

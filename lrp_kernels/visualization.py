@@ -22,9 +22,6 @@ from pathlib import Path
 _POSITIVE = (214, 39, 40)
 _NEGATIVE = (31, 119, 180)
 
-_FIELDS = ("text", "text_pair", "tokens", "scores", "special", "label", "label_name", "probability",
-           "target", "target_name", "method")
-
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em; color: #222; }
 .lrpk-expl { margin: 0 0 1.2em 0; padding: 0.6em 0.8em; border: 1px solid #ddd; border-radius: 6px; }
@@ -155,6 +152,47 @@ def _mpl_text(text: str) -> str:
     return text.replace("$", r"\$")
 
 
+_LINE_H = 0.32  # inches per wrapped line of tokens in plot_explanations
+
+
+def _wrap(expl, max_chars: int) -> list[list[tuple[str, bool, float, bool]]]:
+    """The explanation's tokens as lines of (shown text, space before, normalized score, special)."""
+    tokens = [str(t) for t in _get(expl, "tokens", [])]
+    scores = [float(s) for s in _get(expl, "scores", [])]
+    special = list(_get(expl, "special", None) or [False] * len(tokens))
+    norm = normalized_scores(scores, special)
+    lines, line, used = [], [], 0
+    for (shown, space), value, sp in zip(_display_tokens(tokens), norm, special):
+        cost = len(shown) + (1 if space else 0)
+        if line and used + cost > max_chars:
+            lines.append(line)
+            line, used, space = [], 0, False
+        line.append((shown, space, value, sp))
+        used += cost
+    if line:
+        lines.append(line)
+    return lines
+
+
+def _draw(fig, expl, lines, top: float, total: float, char_w: float, fontsize: float) -> None:
+    """One explanation's header and wrapped, colored tokens, from ``top`` (inches from the bottom) down."""
+    header = (f"{_get(expl, 'method', '')}: predicted {_get(expl, 'label_name', '')}"
+              f" (p = {float(_get(expl, 'probability', float('nan'))):.3f}),"
+              f" explained {_get(expl, 'target_name', '')}")
+    fig.text(0.01, (top - 0.2) / total, _mpl_text(header), fontsize=8, color="#555", va="center")
+    for i, line in enumerate(lines):
+        ly = (top - 0.35 - _LINE_H * (i + 0.5)) / total
+        x = 0.01
+        for shown, space, value, sp in line:
+            if space:
+                x += char_w
+            color = "#999999" if sp else "black"
+            face = (1.0, 1.0, 1.0) if sp else tuple(c / 255 for c in relevance_color(value))
+            fig.text(x, ly, _mpl_text(shown), fontsize=fontsize, family="monospace", color=color, va="center",
+                     bbox=dict(boxstyle="square,pad=0.15", facecolor=face, edgecolor="none"))
+            x += char_w * max(1, len(shown))
+
+
 def plot_explanations(explanations, path=None, width: float = 10.0, fontsize: float = 9.0, dpi: int = 150):
     """A matplotlib figure with one heatmap per explanation (tokens as colored boxes, wrapped).
 
@@ -169,46 +207,13 @@ def plot_explanations(explanations, path=None, width: float = 10.0, fontsize: fl
     if not explanations:
         raise ValueError("no explanations to plot")
     char_w = 0.6 * fontsize / 72 / width  # a monospace glyph is about 0.6 em wide, in figure fractions
-    max_chars_per_line = max(10, int(0.96 / char_w))
-    layouts = []
-    for expl in explanations:
-        tokens = [str(t) for t in _get(expl, "tokens", [])]
-        scores = [float(s) for s in _get(expl, "scores", [])]
-        special = list(_get(expl, "special", None) or [False] * len(tokens))
-        norm = normalized_scores(scores, special)
-        lines, line, used = [], [], 0
-        for (shown, space), value, sp in zip(_display_tokens(tokens), norm, special):
-            cost = len(shown) + (1 if space else 0)
-            if line and used + cost > max_chars_per_line:
-                lines.append(line)
-                line, used, space = [], 0, False
-            line.append((shown, space, value, sp))
-            used += cost
-        if line:
-            lines.append(line)
-        layouts.append((expl, lines))
-    line_h = 0.32
-    heights = [0.35 + line_h * max(1, len(lines)) + 0.2 for _, lines in layouts]
+    layouts = [(expl, _wrap(expl, max(10, int(0.96 / char_w)))) for expl in explanations]
+    heights = [0.35 + _LINE_H * max(1, len(lines)) + 0.2 for _, lines in layouts]
     fig = plt.figure(figsize=(width, sum(heights) + 0.2))
     total = sum(heights) + 0.2
     y = total - 0.1
     for (expl, lines), h in zip(layouts, heights):
-        header = (f"{_get(expl, 'method', '')}: predicted {_get(expl, 'label_name', '')}"
-                  f" (p = {float(_get(expl, 'probability', float('nan'))):.3f}),"
-                  f" explained {_get(expl, 'target_name', '')}")
-        fig.text(0.01, (y - 0.2) / total, _mpl_text(header), fontsize=8, color="#555", va="center")
-        for i, line in enumerate(lines):
-            ly = (y - 0.35 - line_h * (i + 0.5)) / total
-            x = 0.01
-            for shown, space, value, sp in line:
-                if space:
-                    x += char_w
-                w = char_w * max(1, len(shown))
-                color = "#999999" if sp else "black"
-                face = (1.0, 1.0, 1.0) if sp else tuple(c / 255 for c in relevance_color(value))
-                fig.text(x, ly, _mpl_text(shown), fontsize=fontsize, family="monospace", color=color, va="center",
-                         bbox=dict(boxstyle="square,pad=0.15", facecolor=face, edgecolor="none"))
-                x += w
+        _draw(fig, expl, lines, y, total, char_w, fontsize)
         y -= h
     if path is not None:
         path = Path(path)

@@ -1,14 +1,21 @@
-// pybind11 bindings: the module lrp_kernels._C.
+// pybind11 bindings: the module lrp_kernels._C, generated from LRP_KERNEL_LIST (csrc/kernels.h).
 //
 // Tensors cross the boundary as integer addresses (torch.Tensor.data_ptr()) with sizes, row
-// strides (elements) and a dtype code (0 float32, 1 float16, 2 bfloat16); CUDA launchers also take
-// the device index and the stream as an integer (torch.cuda.current_stream().cuda_stream). No
-// libtorch linkage, so one build works with any torch version. The GIL is released while a kernel
-// runs. lrp_kernels/_cpp_backend.py is the torch glue on top.
+// strides (elements) and a dtype code (0 float32, 1 float16, 2 bfloat16); CUDA launchers, named
+// <kernel>_cuda, also take the device index and the stream as an integer
+// (torch.cuda.current_stream().cuda_stream). No libtorch linkage, so one build works with any torch
+// version. The GIL is released while a kernel runs. lrp_kernels/_cpp_backend.py is the torch glue
+// on top.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstddef>
 #include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "kernels.h"
 
@@ -16,49 +23,91 @@ namespace py = pybind11;
 
 namespace {
 
+// A kernel parameter as Python passes it: a pointer as an integer address, anything else as is.
 template <class T>
-T* ptr(std::uintptr_t address) {
-  return reinterpret_cast<T*>(address);
+struct Boundary {
+  using type = T;
+  static T in(T value) { return value; }
+};
+template <class T>
+struct Boundary<T*> {
+  using type = std::uintptr_t;
+  static T* in(std::uintptr_t address) { return reinterpret_cast<T*>(address); }
+};
+
+// The names of a stringified parameter list "(int dtype, int64_t rows, ...)": the last identifier
+// of each comma-separated declaration.
+std::vector<std::string> parameter_names(const std::string& params) {
+  static const char* const kIdentifier =
+      "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_";
+  std::vector<std::string> names;
+  std::size_t start = params.find('(') + 1;
+  while (start < params.size()) {
+    const std::size_t end = params.find_first_of(",)", start);
+    const std::string declaration = params.substr(start, end - start);
+    const std::size_t last = declaration.find_last_of(kIdentifier);
+    if (last != std::string::npos) {
+      const std::size_t before = declaration.find_last_not_of(kIdentifier, last);
+      const std::size_t first = before == std::string::npos ? 0 : before + 1;
+      names.push_back(declaration.substr(first, last - first + 1));
+    }
+    if (end == std::string::npos || params[end] == ')') break;
+    start = end + 1;
+  }
+  return names;
 }
 
-void check_sizes(int64_t rows, int64_t cols) {
-  if (rows < 0 || cols < 0) throw std::invalid_argument("rows and cols must be non-negative");
+bool is_size(const std::string& name) { return name == "rows" || name == "cols" || name == "n"; }
+
+template <class T>
+int64_t as_size(T value) {
+  if constexpr (std::is_integral_v<T>)
+    return int64_t(value);
+  else
+    return 0;
 }
 
-// The arguments shared by the CPU and CUDA launchers, as pybind11 keyword names.
-#define LRP_ARGS_LN_FWD                                                                       \
-  py::arg("dtype"), py::arg("rows"), py::arg("cols"), py::arg("x"), py::arg("x_stride"),      \
-      py::arg("weight"), py::arg("bias"), py::arg("eps"), py::arg("y"), py::arg("y_stride"),  \
-      py::arg("mean"), py::arg("rstd")
-#define LRP_ARGS_LN_BWD                                                                       \
-  py::arg("dtype"), py::arg("rows"), py::arg("cols"), py::arg("grad_y"), py::arg("g_stride"), \
-      py::arg("weight"), py::arg("rstd"), py::arg("grad_x"), py::arg("out_stride")
-#define LRP_ARGS_SM_FWD                                                                       \
-  py::arg("dtype"), py::arg("rows"), py::arg("cols"), py::arg("rows_per_mask_row"),           \
-      py::arg("scores"), py::arg("s_stride"), py::arg("mask"), py::arg("mask_stride"),        \
-      py::arg("scale"), py::arg("probs"), py::arg("p_stride")
-#define LRP_ARGS_SM_BWD                                                                       \
-  py::arg("dtype"), py::arg("rows"), py::arg("cols"), py::arg("grad_p"), py::arg("g_stride"), \
-      py::arg("probs"), py::arg("p_stride"), py::arg("factor"), py::arg("grad_s"),            \
-      py::arg("out_stride")
-#define LRP_ARGS_EPS                                                                          \
-  py::arg("dtype"), py::arg("rows"), py::arg("cols"), py::arg("grad_z"), py::arg("g_stride"), \
-      py::arg("z"), py::arg("z_stride"), py::arg("eps"), py::arg("out"), py::arg("out_stride")
-#define LRP_ARGS_GELU_FWD                                                                     \
-  py::arg("dtype"), py::arg("approximate"), py::arg("rows"), py::arg("cols"), py::arg("u"),   \
-      py::arg("u_stride"), py::arg("out"), py::arg("out_stride")
-#define LRP_ARGS_GELU_BWD                                                                     \
-  py::arg("dtype"), py::arg("approximate"), py::arg("rows"), py::arg("cols"),                 \
-      py::arg("grad_h"), py::arg("g_stride"), py::arg("u"), py::arg("u_stride"),              \
-      py::arg("out"), py::arg("out_stride")
-#define LRP_ARGS_GELU_EPS                                                                     \
-  py::arg("dtype"), py::arg("approximate"), py::arg("rows"), py::arg("cols"),                 \
-      py::arg("grad_h"), py::arg("g_stride"), py::arg("u"), py::arg("u_stride"),              \
-      py::arg("eps"), py::arg("out"), py::arg("out_stride")
-#define LRP_ARGS_CAST \
-  py::arg("src_dtype"), py::arg("dst_dtype"), py::arg("n"), py::arg("src"), py::arg("dst")
+template <class Signature>
+struct Binder;
 
-using addr = std::uintptr_t;
+// Defines `name` on the module: takes the parameters of Signature with pointers as addresses,
+// checks the sizes, releases the GIL and calls call(parameters...).
+template <class... A>
+struct Binder<void(A...)> {
+  template <class Call>
+  static void def(py::module_& m, const char* name, const std::vector<std::string>& names,
+                  Call call) {
+    if (names.size() != sizeof...(A))
+      throw std::logic_error(std::string("lrp_kernels._C: cannot read the parameter names of ") +
+                             name);
+    def(m, name, names, call, std::index_sequence_for<A...>{});
+  }
+
+ private:
+  template <class Call, std::size_t... I>
+  static void def(py::module_& m, const char* name, const std::vector<std::string>& names,
+                  Call call, std::index_sequence<I...>) {
+    std::vector<std::string> sizes;  // names of the size parameters, "" for the others
+    for (const std::string& n : names) sizes.push_back(is_size(n) ? n : "");
+    m.def(
+        name,
+        [call, sizes](typename Boundary<A>::type... args) {
+          const int64_t values[] = {as_size(args)..., 0};
+          for (std::size_t i = 0; i < sizeof...(A); ++i)
+            if (!sizes[i].empty() && values[i] < 0)
+              throw std::invalid_argument(sizes[i] + " must be non-negative");
+          py::gil_scoped_release nogil;
+          call(Boundary<A>::in(args)...);
+        },
+        py::arg(names[I].c_str())...);
+  }
+};
+
+std::vector<std::string> with_device_and_stream(std::vector<std::string> names) {
+  names.emplace_back("device");
+  names.emplace_back("stream");
+  return names;
+}
 
 }  // namespace
 
@@ -69,6 +118,7 @@ PYBIND11_MODULE(_C, m) {
   m.attr("BFLOAT16") = int(lrp::kBFloat16);
   m.attr("GELU_ERF") = int(lrp::kGeluErf);
   m.attr("GELU_TANH") = int(lrp::kGeluTanh);
+  m.attr("GELU_GUARD") = lrp::kGeluGuard;  // the float32 value, as a Python float
 
   m.def("has_cuda", [] {
 #ifdef LRP_WITH_CUDA
@@ -85,178 +135,20 @@ PYBIND11_MODULE(_C, m) {
         "Use the CPU kernels of another instruction set (tests and benchmarks).");
   m.def("num_threads", &lrp::cpu::num_threads, "OpenMP threads the CPU kernels use.");
 
-  // ---- CPU kernels ----
-  m.def("layer_norm_forward",
-        [](int dtype, int64_t rows, int64_t cols, addr x, int64_t xs, addr w, addr b, float eps,
-           addr y, int64_t ys, addr mean, addr rstd) {
-          check_sizes(rows, cols);
-          py::gil_scoped_release nogil;
-          lrp::cpu::kernels().layer_norm_forward(dtype, rows, cols, ptr<const void>(x), xs,
-                                                 ptr<const float>(w), ptr<const float>(b), eps,
-                                                 ptr<void>(y), ys, ptr<float>(mean),
-                                                 ptr<float>(rstd));
-        },
-        LRP_ARGS_LN_FWD);
-  m.def("layer_norm_backward",
-        [](int dtype, int64_t rows, int64_t cols, addr g, int64_t gs, addr w, addr rstd, addr out,
-           int64_t os) {
-          check_sizes(rows, cols);
-          py::gil_scoped_release nogil;
-          lrp::cpu::kernels().layer_norm_backward(dtype, rows, cols, ptr<const void>(g), gs,
-                                                  ptr<const float>(w), ptr<const float>(rstd),
-                                                  ptr<void>(out), os);
-        },
-        LRP_ARGS_LN_BWD);
-  m.def("softmax_forward",
-        [](int dtype, int64_t rows, int64_t cols, int64_t rpm, addr s, int64_t ss, addr mask,
-           int64_t ms, float scale, addr p, int64_t ps) {
-          check_sizes(rows, cols);
-          py::gil_scoped_release nogil;
-          lrp::cpu::kernels().softmax_forward(dtype, rows, cols, rpm, ptr<const void>(s), ss,
-                                              ptr<const float>(mask), ms, scale, ptr<void>(p), ps);
-        },
-        LRP_ARGS_SM_FWD);
-  m.def("softmax_backward",
-        [](int dtype, int64_t rows, int64_t cols, addr g, int64_t gs, addr p, int64_t ps,
-           float factor, addr out, int64_t os) {
-          check_sizes(rows, cols);
-          py::gil_scoped_release nogil;
-          lrp::cpu::kernels().softmax_backward(dtype, rows, cols, ptr<const void>(g), gs,
-                                               ptr<const void>(p), ps, factor, ptr<void>(out), os);
-        },
-        LRP_ARGS_SM_BWD);
-  m.def("eps_ratio",
-        [](int dtype, int64_t rows, int64_t cols, addr g, int64_t gs, addr z, int64_t zs,
-           float eps, addr out, int64_t os) {
-          check_sizes(rows, cols);
-          py::gil_scoped_release nogil;
-          lrp::cpu::kernels().eps_ratio(dtype, rows, cols, ptr<const void>(g), gs,
-                                        ptr<const void>(z), zs, eps, ptr<void>(out), os);
-        },
-        LRP_ARGS_EPS);
-  m.def("gelu_forward",
-        [](int dtype, int approx, int64_t rows, int64_t cols, addr u, int64_t us, addr out,
-           int64_t os) {
-          check_sizes(rows, cols);
-          py::gil_scoped_release nogil;
-          lrp::cpu::kernels().gelu_forward(dtype, approx, rows, cols, ptr<const void>(u), us,
-                                           ptr<void>(out), os);
-        },
-        LRP_ARGS_GELU_FWD);
-  m.def("gelu_backward",
-        [](int dtype, int approx, int64_t rows, int64_t cols, addr g, int64_t gs, addr u,
-           int64_t us, addr out, int64_t os) {
-          check_sizes(rows, cols);
-          py::gil_scoped_release nogil;
-          lrp::cpu::kernels().gelu_backward(dtype, approx, rows, cols, ptr<const void>(g), gs,
-                                            ptr<const void>(u), us, ptr<void>(out), os);
-        },
-        LRP_ARGS_GELU_BWD);
-  m.def("gelu_eps_ratio",
-        [](int dtype, int approx, int64_t rows, int64_t cols, addr g, int64_t gs, addr u,
-           int64_t us, float eps, addr out, int64_t os) {
-          check_sizes(rows, cols);
-          py::gil_scoped_release nogil;
-          lrp::cpu::kernels().gelu_eps_ratio(dtype, approx, rows, cols, ptr<const void>(g), gs,
-                                             ptr<const void>(u), us, eps, ptr<void>(out), os);
-        },
-        LRP_ARGS_GELU_EPS);
-  m.def("cast",
-        [](int sd, int dd, int64_t n, addr src, addr dst) {
-          check_sizes(1, n);
-          py::gil_scoped_release nogil;
-          lrp::cpu::kernels().cast(sd, dd, n, ptr<const void>(src), ptr<void>(dst));
-        },
-        LRP_ARGS_CAST);
+  // CPU kernels: the instruction set in use at the time of the call.
+#define LRP_BIND_CPU(name, params)                                                      \
+  Binder<decltype(lrp::base::name)>::def(m, #name, parameter_names(#params),            \
+                                         [](auto... args) { lrp::cpu::kernels().name(args...); });
+  LRP_KERNEL_LIST(LRP_BIND_CPU)
+#undef LRP_BIND_CPU
 
 #ifdef LRP_WITH_CUDA
-  // ---- CUDA kernels: same arguments plus the device index and the stream ----
-  m.def("layer_norm_forward_cuda",
-        [](int dtype, int64_t rows, int64_t cols, addr x, int64_t xs, addr w, addr b, float eps,
-           addr y, int64_t ys, addr mean, addr rstd, int device, addr stream) {
-          check_sizes(rows, cols);
-          py::gil_scoped_release nogil;
-          lrp::cuda::layer_norm_forward(dtype, rows, cols, ptr<const void>(x), xs,
-                                        ptr<const float>(w), ptr<const float>(b), eps,
-                                        ptr<void>(y), ys, ptr<float>(mean), ptr<float>(rstd),
-                                        device, ptr<void>(stream));
-        },
-        LRP_ARGS_LN_FWD, py::arg("device"), py::arg("stream"));
-  m.def("layer_norm_backward_cuda",
-        [](int dtype, int64_t rows, int64_t cols, addr g, int64_t gs, addr w, addr rstd, addr out,
-           int64_t os, int device, addr stream) {
-          check_sizes(rows, cols);
-          py::gil_scoped_release nogil;
-          lrp::cuda::layer_norm_backward(dtype, rows, cols, ptr<const void>(g), gs,
-                                         ptr<const float>(w), ptr<const float>(rstd),
-                                         ptr<void>(out), os, device, ptr<void>(stream));
-        },
-        LRP_ARGS_LN_BWD, py::arg("device"), py::arg("stream"));
-  m.def("softmax_forward_cuda",
-        [](int dtype, int64_t rows, int64_t cols, int64_t rpm, addr s, int64_t ss, addr mask,
-           int64_t ms, float scale, addr p, int64_t ps, int device, addr stream) {
-          check_sizes(rows, cols);
-          py::gil_scoped_release nogil;
-          lrp::cuda::softmax_forward(dtype, rows, cols, rpm, ptr<const void>(s), ss,
-                                     ptr<const float>(mask), ms, scale, ptr<void>(p), ps, device,
-                                     ptr<void>(stream));
-        },
-        LRP_ARGS_SM_FWD, py::arg("device"), py::arg("stream"));
-  m.def("softmax_backward_cuda",
-        [](int dtype, int64_t rows, int64_t cols, addr g, int64_t gs, addr p, int64_t ps,
-           float factor, addr out, int64_t os, int device, addr stream) {
-          check_sizes(rows, cols);
-          py::gil_scoped_release nogil;
-          lrp::cuda::softmax_backward(dtype, rows, cols, ptr<const void>(g), gs,
-                                      ptr<const void>(p), ps, factor, ptr<void>(out), os, device,
-                                      ptr<void>(stream));
-        },
-        LRP_ARGS_SM_BWD, py::arg("device"), py::arg("stream"));
-  m.def("eps_ratio_cuda",
-        [](int dtype, int64_t rows, int64_t cols, addr g, int64_t gs, addr z, int64_t zs,
-           float eps, addr out, int64_t os, int device, addr stream) {
-          check_sizes(rows, cols);
-          py::gil_scoped_release nogil;
-          lrp::cuda::eps_ratio(dtype, rows, cols, ptr<const void>(g), gs, ptr<const void>(z), zs,
-                               eps, ptr<void>(out), os, device, ptr<void>(stream));
-        },
-        LRP_ARGS_EPS, py::arg("device"), py::arg("stream"));
-  m.def("gelu_forward_cuda",
-        [](int dtype, int approx, int64_t rows, int64_t cols, addr u, int64_t us, addr out,
-           int64_t os, int device, addr stream) {
-          check_sizes(rows, cols);
-          py::gil_scoped_release nogil;
-          lrp::cuda::gelu_forward(dtype, approx, rows, cols, ptr<const void>(u), us,
-                                  ptr<void>(out), os, device, ptr<void>(stream));
-        },
-        LRP_ARGS_GELU_FWD, py::arg("device"), py::arg("stream"));
-  m.def("gelu_backward_cuda",
-        [](int dtype, int approx, int64_t rows, int64_t cols, addr g, int64_t gs, addr u,
-           int64_t us, addr out, int64_t os, int device, addr stream) {
-          check_sizes(rows, cols);
-          py::gil_scoped_release nogil;
-          lrp::cuda::gelu_backward(dtype, approx, rows, cols, ptr<const void>(g), gs,
-                                   ptr<const void>(u), us, ptr<void>(out), os, device,
-                                   ptr<void>(stream));
-        },
-        LRP_ARGS_GELU_BWD, py::arg("device"), py::arg("stream"));
-  m.def("gelu_eps_ratio_cuda",
-        [](int dtype, int approx, int64_t rows, int64_t cols, addr g, int64_t gs, addr u,
-           int64_t us, float eps, addr out, int64_t os, int device, addr stream) {
-          check_sizes(rows, cols);
-          py::gil_scoped_release nogil;
-          lrp::cuda::gelu_eps_ratio(dtype, approx, rows, cols, ptr<const void>(g), gs,
-                                    ptr<const void>(u), us, eps, ptr<void>(out), os, device,
-                                    ptr<void>(stream));
-        },
-        LRP_ARGS_GELU_EPS, py::arg("device"), py::arg("stream"));
-  m.def("cast_cuda",
-        [](int sd, int dd, int64_t n, addr src, addr dst, int device, addr stream) {
-          check_sizes(1, n);
-          py::gil_scoped_release nogil;
-          lrp::cuda::cast(sd, dd, n, ptr<const void>(src), ptr<void>(dst), device,
-                          ptr<void>(stream));
-        },
-        LRP_ARGS_CAST, py::arg("device"), py::arg("stream"));
+  // CUDA kernels: the same parameters plus the device index and the stream.
+#define LRP_BIND_CUDA(name, params)                                                    \
+  Binder<decltype(lrp::cuda::name)>::def(m, #name "_cuda",                             \
+                                         with_device_and_stream(parameter_names(#params)), \
+                                         [](auto... args) { lrp::cuda::name(args...); });
+  LRP_KERNEL_LIST(LRP_BIND_CUDA)
+#undef LRP_BIND_CUDA
 #endif
 }

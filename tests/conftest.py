@@ -19,6 +19,21 @@ def minilm_dir() -> str:
     return str(package.get_model_path())
 
 
+@pytest.fixture
+def run_cli(capsys):
+    """``run_cli(*argv)``: ``lrp-kernels argv`` in this process, as a :class:`cli_helpers.CliResult`."""
+    from cli_helpers import CliResult
+    from lrp_kernels.cli import main
+
+    def run(*argv) -> CliResult:
+        capsys.readouterr()  # only what this command prints
+        status = main([str(a) for a in argv])
+        captured = capsys.readouterr()
+        return CliResult(status, captured.out, captured.err)
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def sst2_dir() -> Path:
     if not (SST2_DIR / "dev.tsv").is_file():

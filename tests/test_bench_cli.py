@@ -1,8 +1,9 @@
-"""``lrp-kernels bench`` on a tiny random model: the table's rows and columns, and user errors."""
+"""``lrp-kernels bench`` on a tiny random model: the table's rows and columns (its user
+errors are in test_cli_errors.py)."""
 
 import pytest
 
-from lrp_kernels.cli import USER_ERROR, main
+from lrp_kernels.cli import main
 
 BASE = ["bench", "--model", "tiny", "--batch", "2", "--seq", "8", "--repeat", "2", "--warmup", "0", "--threads", "1"]
 
@@ -34,20 +35,3 @@ def test_bench_without_memory_prints_dashes(capsys):
     assert main(BASE + ["--methods", "grad_x_input", "--no-memory"]) == 0
     rows = _table(capsys.readouterr().out)
     assert all(cells[-1] == "-" for cells in rows.values())
-
-
-@pytest.mark.parametrize(
-    "extra, message",
-    [
-        (["--methods", "nope"], "unknown method 'nope'"),
-        (["--model", "no/such/dir"], "neither one of"),
-        (["--batch", "0"], "--batch must be >= 1"),
-        (["--dtype", "int8"], "unknown dtype"),
-        (["--backend", "gpu"], "unknown backend"),
-        (["--seq", "100000"], "exceeds the model's"),
-    ],
-)
-def test_bench_user_errors_are_one_line(capsys, extra, message):
-    assert main(BASE + extra) == USER_ERROR
-    err = capsys.readouterr().err.strip()
-    assert message in err and len(err.splitlines()) == 1

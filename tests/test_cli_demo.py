@@ -1,26 +1,22 @@
-"""``lrp-kernels demo`` end to end with a tiny base model: fine-tune once, then cached; --model; errors."""
+"""``lrp-kernels demo`` end to end with a tiny base model: fine-tune once, then cached; --model;
+where SST-2 is found (user errors: test_cli_errors.py)."""
 
 import random
 
 import pytest
 
+from cli_helpers import write_sst2_split
 from lrp_kernels.cli import main
 from tiny_checkpoint import shared_tiny_checkpoint, tiny_sentences
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo")
-    ckpt = shared_tiny_checkpoint()
-    data = root / "sst2"
-    data.mkdir()
+    data = tmp_path_factory.mktemp("demo") / "sst2"
     rng = random.Random(0)
     for split, n, seed in (("train", 40, 1), ("dev", 16, 2)):
-        with open(data / f"{split}.tsv", "w", encoding="utf-8") as f:
-            f.write("sentence\tlabel\n")
-            for s in tiny_sentences(n, seed=seed, min_words=4, max_words=16):
-                f.write(f"{s}\t{rng.randint(0, 1)}\n")
-    return ckpt, data
+        write_sst2_split(data / f"{split}.tsv", tiny_sentences(n, seed=seed, min_words=4, max_words=16), rng)
+    return shared_tiny_checkpoint(), data
 
 
 def _args(ckpt, data, out):
@@ -65,17 +61,29 @@ def test_demo_with_an_existing_model(setup, tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "cache").exists()
 
 
-@pytest.mark.parametrize(
-    "extra, message",
-    [
-        (["--data-dir", "/nonexistent/sst2"], "SST-2 not found"),
-        (["--model", "/nonexistent/model"], "checkpoint directory not found"),
-        (["--methods", "attnlrp,nope"], "unknown method 'nope'"),
-        (["--eval-examples", "0"], "--eval-examples must be at least 1"),
-    ],
-)
-def test_demo_bad_input(setup, tmp_path, capsys, extra, message):
-    ckpt, data = setup
-    assert main(_args(ckpt, data, tmp_path / "r") + extra) == 2
-    err = capsys.readouterr().err.strip()
-    assert message in err and len(err.splitlines()) == 1
+def test_sst2_from_the_flag_the_environment_or_walking_up(tmp_path, monkeypatch):
+    from lrp_kernels.cli.demo import SST2_ENV, find_sst2
+
+    found = tmp_path / "shared" / "data" / "sst2"
+    other = tmp_path / "elsewhere"
+    for directory in (found, other):
+        directory.mkdir(parents=True)
+        (directory / "dev.tsv").write_text("sentence\tlabel\ngood\t1\n")
+    monkeypatch.delenv(SST2_ENV, raising=False)
+    deep = tmp_path / "a" / "b"
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+    assert find_sst2(None).resolve() == found.resolve()  # found walking up from the current directory
+    monkeypatch.setenv(SST2_ENV, str(other))
+    assert find_sst2(None) == other
+    assert find_sst2(str(found)) == found  # the flag comes first
+
+
+def test_sst2_not_found_names_the_flag(tmp_path, monkeypatch):
+    from lrp_kernels.cli.demo import SST2_ENV, find_sst2
+    from lrp_kernels.errors import InputError
+
+    monkeypatch.delenv(SST2_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match="SST-2 not found: .*; pass --data-dir DIR"):
+        find_sst2(None)

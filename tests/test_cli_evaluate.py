@@ -1,26 +1,21 @@
-"""``lrp-kernels evaluate`` end to end on a tiny checkpoint and a tiny SST-2-style split; bad input."""
+"""``lrp-kernels evaluate`` end to end on a tiny checkpoint and a tiny SST-2-style split (user errors:
+test_cli_errors.py)."""
 
 import csv
 import random
 
 import pytest
 
+from cli_helpers import write_sst2_split
 from lrp_kernels.cli import main
 from tiny_checkpoint import shared_tiny_checkpoint, tiny_sentences
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    ckpt = shared_tiny_checkpoint()
-    data = root / "data"
-    data.mkdir()
-    rng = random.Random(2)
-    with open(data / "dev.tsv", "w", encoding="utf-8") as f:
-        f.write("sentence\tlabel\n")
-        for s in tiny_sentences(30, seed=4, min_words=5, max_words=20):
-            f.write(f"{s}\t{rng.randint(0, 1)}\n")
-    return ckpt, data
+    data = tmp_path_factory.mktemp("tiny") / "data"
+    write_sst2_split(data / "dev.tsv", tiny_sentences(30, seed=4, min_words=5, max_words=20), random.Random(2))
+    return shared_tiny_checkpoint(), data
 
 
 def test_evaluate_all_methods(setup, tmp_path, capsys):
@@ -59,36 +54,3 @@ def test_evaluate_selected_metrics(setup, tmp_path):
     assert "acc@1" in header and "abpc" not in header and "aopc_comprehensiveness" not in header
     assert (out / "word_rank.csv").is_file() and not (out / "abpc_curves.csv").exists()
     assert (out / "index.html").read_text(encoding="utf-8").count('class="lrpk-expl"') == 2 * 2
-
-
-@pytest.mark.parametrize(
-    "extra, message",
-    [
-        (["--methods", "attnlrp,shap"], "unknown method 'shap'"),
-        (["--metrics", "deletion,bleu"], "unknown metric 'bleu'"),
-        (["--methods", "attnlrp,attnlrp"], "listed twice"),
-        (["--task", "nosuchtask"], "unknown task 'nosuchtask'"),
-        (["--split", "train"], "train.tsv"),
-        (["--max-examples", "0"], "--max-examples must be at least 1"),
-        (["--batch-size", "0"], "--batch-size must be at least 1"),
-        (["--task2", "sst2"], "--task2/--data-dir2 need --model2"),
-        (["--device", "tpu"], "unknown device 'tpu'"),
-    ],
-)
-def test_bad_input_is_one_line(setup, tmp_path, capsys, extra, message):
-    ckpt, data = setup
-    args = ["evaluate", "--model", str(ckpt), "--task", "sst2", "--data-dir", str(data), "--out", str(tmp_path),
-            "--no-progress"]
-    if "--task" in extra:
-        args = [a for a in args if a not in ("--task", "sst2")]
-    assert main(args + extra) == 2
-    err = capsys.readouterr().err.strip()
-    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
-
-
-def test_missing_model_is_one_line(setup, tmp_path, capsys):
-    _, data = setup
-    assert main(["evaluate", "--model", str(tmp_path / "absent"), "--task", "sst2", "--data-dir", str(data),
-                 "--out", str(tmp_path / "o"), "--no-progress"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "absent" in err and len(err.splitlines()) == 1

@@ -1,4 +1,5 @@
-"""``lrp-kernels explain`` end to end on a tiny checkpoint: inputs, outputs, resuming, torchrun, errors."""
+"""``lrp-kernels explain`` end to end on a tiny checkpoint: inputs, outputs, resuming, torchrun, bad
+input files (bad arguments: test_cli_errors.py)."""
 
 import json
 import os
@@ -127,42 +128,22 @@ def test_torchrun_two_processes_equal_one(ckpt, texts, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "extra, message",
-    [
-        (["--method", "nope", "good"], "unknown method 'nope'"),
-        (["--target", "5", "good"], "--target 5 out of range"),
-        (["--target", "maybe", "good"], "neither a class index nor a label name"),
-        (["good", "--input", "x.txt"], "either TEXT arguments or --input"),
-        ([], "either TEXT arguments or --input"),
-        (["  "], "text 0 is empty"),
-        (["--batch-size", "0", "good"], "--batch-size must be at least 1"),
-    ],
-)
-def test_bad_arguments_are_one_line_errors(ckpt, capsys, extra, message):
-    assert main(["explain", "--model", str(ckpt), "--no-progress"] + extra) == 2
-    err = capsys.readouterr().err.strip()
-    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
-
-
-@pytest.mark.parametrize(
     "name, content, extra, message",
     [
         ("empty.txt", b"", [], "file is empty"),
         ("latin1.txt", "caf\u00e9 film\n".encode("latin-1"), [], "not valid UTF-8"),
         ("cols.csv", b"a,b\n1,2\n", [], "no column 'text'"),
         ("cols2.csv", b"text,b\ngood,2\n", ["--id-column", "key"], "no column 'key'"),
-        ("broken.jsonl", b'{"text": "good"}\n{"text": \n', [], "not valid JSON"),
+        ("broken.jsonl", b'{"text": "good"}\n{"text": \n', [], "invalid JSON"),
         ("nofield.jsonl", b'{"body": "good"}\n', [], "no 'text' field"),
         ("dupe.jsonl", b'{"id": 1, "text": "good"}\n{"id": 1, "text": "bad"}\n', [], "appears twice"),
         ("in.docx", b"good", [], "unsupported input type"),
     ],
 )
-def test_bad_inputs_are_one_line_errors(ckpt, tmp_path, capsys, name, content, extra, message):
+def test_bad_inputs_are_one_line_errors(ckpt, tmp_path, run_cli, name, content, extra, message):
     path = tmp_path / name
     path.write_bytes(content)
-    assert main(["explain", "--model", str(ckpt), "--input", str(path), "--no-progress"] + extra) == 2
-    err = capsys.readouterr().err.strip()
-    assert message in err and len(err.splitlines()) == 1
+    run_cli("explain", "--model", ckpt, "--input", path, "--no-progress", *extra).assert_user_error(message)
 
 
 def test_missing_model_and_foreign_output(ckpt, tmp_path, capsys):

@@ -195,21 +195,34 @@ def test_generic_needs_columns(tmp_path):
 # bad input: one line naming the file (and the line)
 
 
-def test_missing_file(tmp_path):
-    with pytest.raises(InputError, match=rf"^{re.escape(str(tmp_path / 'dev.tsv'))}: file not found$"):
-        load_task("sst2", tmp_path, "dev")
+# (file name, its content (None: no file), task, split, the message after the file name, load_task keywords)
+BAD_FILES = {
+    "missing_file": ("dev.tsv", None, "sst2", "dev", r": file not found$", {}),
+    "missing_column": ("dev.tsv", "text\tlabel\nfine\t1\n", "sst2", "dev",
+                       r":1: no column 'sentence' in the header \(columns: text, label\)$", {}),
+    "missing_label_column": ("train_IMDb.csv", "text,stars\nfine,1\n", "imdb", "train", r":1: no column 'label'", {}),
+    "non_utf8": ("dev.tsv", b"sentence\tlabel\ngood\t1\ncaf\xe9 au lait\t1\n", "sst2", "dev",
+                 r":3: not valid UTF-8 \(byte 0xe9 at column 4\)$", {}),
+    "wrong_field_count": ("train.tsv", "sentence1\tsentence2\tlabel\na\tb\t0\nonly one\t1\n", "qnli", "train",
+                          r":3: expected 3 fields \(sentence1, sentence2, label\), found 2$", {}),
+    "empty_text": ("test_SemEval.csv", "text,label\nok,1\n,2\n", "semeval", "test",
+                   r":3: empty text in column 'text'$", {}),
+    "malformed_label_first_line": ("stsa.fine.train", "3 fine\n4\n", "sst5", "train",
+                                   r":2: expected 'LABEL SENTENCE'", {}),
+    "bad_jsonl": ("train.jsonl", '{"t": "a", "l": 0}\n{"t": "b", "l": 1\n', "generic", "train", r":2: invalid JSON",
+                  {"text_column": "t", "label_column": "l"}),
+}
 
 
-def test_missing_column(tmp_path):
-    path = write(tmp_path / "dev.tsv", "text\tlabel\nfine\t1\n")
-    with pytest.raises(InputError, match=rf"^{re.escape(str(path))}:1: no column 'sentence' in the header \(columns: text, label\)$"):
-        load_task("sst2", tmp_path, "dev")
-
-
-def test_missing_label_column(tmp_path):
-    path = write(tmp_path / "train_IMDb.csv", "text,stars\nfine,1\n")
-    with pytest.raises(InputError, match=rf"^{re.escape(str(path))}:1: no column 'label'"):
-        load_task("imdb", tmp_path, "train")
+@pytest.mark.parametrize("name, content, task, split, message, kwargs", BAD_FILES.values(), ids=BAD_FILES.keys())
+def test_bad_file(tmp_path, name, content, task, split, message, kwargs):
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        write(path, content)
+    with pytest.raises(InputError, match=f"^{re.escape(str(path))}{message}"):
+        load_task(task, tmp_path, split, **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -236,37 +249,6 @@ def test_empty_file(tmp_path, content):
         load_task("sst2", tmp_path, "dev")
 
 
-def test_non_utf8(tmp_path):
-    path = tmp_path / "dev.tsv"
-    path.write_bytes(b"sentence\tlabel\ngood\t1\ncaf\xe9 au lait\t1\n")
-    with pytest.raises(InputError, match=rf"^{re.escape(str(path))}:3: not valid UTF-8 \(byte 0xe9 at column 4\)$"):
-        load_task("sst2", tmp_path, "dev")
-
-
-def test_wrong_field_count(tmp_path):
-    path = write(tmp_path / "train.tsv", "sentence1\tsentence2\tlabel\na\tb\t0\nonly one\t1\n")
-    with pytest.raises(InputError, match=rf"^{re.escape(str(path))}:3: expected 3 fields \(sentence1, sentence2, label\), found 2$"):
-        load_task("qnli", tmp_path, "train")
-
-
-def test_empty_text(tmp_path):
-    path = write(tmp_path / "test_SemEval.csv", "text,label\nok,1\n,2\n")
-    with pytest.raises(InputError, match=rf"^{re.escape(str(path))}:3: empty text in column 'text'$"):
-        load_task("semeval", tmp_path, "test")
-
-
-def test_malformed_label_first_line(tmp_path):
-    path = write(tmp_path / "stsa.fine.train", "3 fine\n4\n")
-    with pytest.raises(InputError, match=rf"^{re.escape(str(path))}:2: expected 'LABEL SENTENCE'"):
-        load_task("sst5", tmp_path, "train")
-
-
-def test_bad_jsonl(tmp_path):
-    path = write(tmp_path / "train.jsonl", '{"t": "a", "l": 0}\n{"t": "b", "l": 1\n')
-    with pytest.raises(InputError, match=rf"^{re.escape(str(path))}:2: invalid JSON"):
-        load_task("generic", tmp_path, "train", text_column="t", label_column="l")
-
-
 def test_unknown_task_and_split(tmp_path):
     with pytest.raises(InputError, match="unknown task 'sst-2'; known tasks: sst2, sst5"):
         get_task("sst-2")
@@ -286,19 +268,15 @@ def test_unknown_task_and_split(tmp_path):
         (None, "dev.tsv: file not found"),
     ],
 )
-def test_cli_reports_one_line(tmp_path, capsys, content, expected):
+def test_cli_reports_one_line(tmp_path, run_cli, content, expected):
     """Bad data given to ``lrp-kernels train``: exit status 2, one line on stderr, no traceback."""
-    from lrp_kernels.cli import main
-
     write(tmp_path / "train.tsv", "sentence\tlabel\ngood\t1\nbad\t0\n")
     if content is not None:
         (tmp_path / "dev.tsv").write_bytes(content)
-    status = main(["train", "--model", "minilm", "--task", "sst2", "--data-dir", str(tmp_path),
-                   "--output-dir", str(tmp_path / "out"), "--no-progress"])
-    err = capsys.readouterr().err
-    assert status == 2
-    assert err.count("\n") == 1 and "Traceback" not in err
-    assert err.startswith("lrp-kernels train: error: ") and expected in err
+    result = run_cli("train", "--model", "minilm", "--task", "sst2", "--data-dir", tmp_path,
+                     "--output-dir", tmp_path / "out", "--no-progress")
+    result.assert_user_error(expected)
+    assert result.err.startswith("lrp-kernels train: error: ")
 
 
 def test_hub_path_with_a_local_dataset_directory(tmp_path):

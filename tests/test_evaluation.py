@@ -250,18 +250,12 @@ def test_word_rank_and_agreement():
 # ------------------------------------------------------------------------------ the whole study
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
+    from cli_helpers import write_sst2_split
     from tiny_checkpoint import shared_tiny_checkpoint, tiny_sentences
 
-    root = tmp_path_factory.mktemp("tiny")
-    ckpt = shared_tiny_checkpoint()
-    data = root / "data"
-    data.mkdir()
-    rng = random.Random(1)
-    with open(data / "dev.tsv", "w", encoding="utf-8") as f:
-        f.write("sentence\tlabel\n")
-        for s in tiny_sentences(36, seed=3, min_words=4, max_words=18):
-            f.write(f"{s}\t{rng.randint(0, 1)}\n")
-    return ckpt, data
+    data = tmp_path_factory.mktemp("tiny") / "data"
+    write_sst2_split(data / "dev.tsv", tiny_sentences(36, seed=3, min_words=4, max_words=18), random.Random(1))
+    return shared_tiny_checkpoint(), data
 
 
 def test_run_study_writes_every_table(tiny, tmp_path):

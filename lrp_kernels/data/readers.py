@@ -90,41 +90,48 @@ def read_delimited(path: str | Path, delimiter: str, quoting: int = csv.QUOTE_MI
     return header, rows
 
 
-def read_label_first(path: str | Path) -> tuple[list[str], list[Row]]:
-    """The ``stsa.*`` layout of SST-5: each line is ``LABEL SENTENCE`` split at the first space."""
+def read_lines(path: str | Path) -> list[tuple[int, str]]:
+    """``(line number, stripped line)`` for every non-blank line."""
     path = Path(path)
     text = read_text(path)
+    return [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+
+
+def read_label_first(path: str | Path) -> tuple[list[str], list[Row]]:
+    """The ``stsa.*`` layout of SST-5: each line is ``LABEL SENTENCE`` split at the first space."""
     rows: list[Row] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        label, sep, sentence = line.strip().partition(" ")
+    for number, line in read_lines(path):
+        label, sep, sentence = line.partition(" ")
         if not sep or not sentence.strip():
-            raise InputError(f"{path}:{number}: expected 'LABEL SENTENCE', found {line.strip()[:40]!r}")
+            raise InputError(f"{path}:{number}: expected 'LABEL SENTENCE', found {line[:40]!r}")
         rows.append((number, {"label": label, "sentence": sentence}))
     return ["label", "sentence"], rows
 
 
-def read_jsonl(path: str | Path) -> tuple[list[str], list[Row]]:
-    """One JSON object per line; the header is the union of the keys, in order of appearance."""
-    path = Path(path)
-    text = read_text(path)
-    rows: list[Row] = []
-    header: dict[str, None] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+def read_json_objects(path: str | Path) -> list[tuple[int, dict]]:
+    """``(line number, object)`` for every non-blank line of a JSON-lines file; values keep their JSON types."""
+    objects = []
+    for number, line in read_lines(path):
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InputError(f"{path}:{number}: invalid JSON ({exc.msg} at column {exc.colno})") from None
         if not isinstance(obj, dict):
             raise InputError(f"{path}:{number}: expected a JSON object, found {type(obj).__name__}")
-        fields = {}
-        for key, value in obj.items():
-            header.setdefault(key, None)
-            fields[key] = value if isinstance(value, str) else json.dumps(value)
-        rows.append((number, fields))
+        objects.append((number, obj))
+    return objects
+
+
+def read_jsonl(path: str | Path) -> tuple[list[str], list[Row]]:
+    """One JSON object per line; the header is the union of the keys, in order of appearance.
+
+    Values are strings: non-string JSON values are written back as JSON text.
+    """
+    rows: list[Row] = []
+    header: dict[str, None] = {}
+    for number, obj in read_json_objects(path):
+        header.update(dict.fromkeys(obj))
+        rows.append((number, {k: v if isinstance(v, str) else json.dumps(v) for k, v in obj.items()}))
     return list(header), rows
 
 

@@ -115,7 +115,7 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 
 def model_forward(model) -> Forward:
-    """Plain logits of a :class:`~lrp_kernels.models.BertClassifier` on its own device."""
+    """Plain logits of a :class:`~lrp_kernels.models.EncoderClassifier` on its own device."""
     device = next(model.parameters()).device
 
     def forward(ids, mask, types):

@@ -85,29 +85,12 @@ class RankedWord:
     count: int
 
 
-def word_rank(items: Sequence[Item], top: int = 10, min_count: int = 3) -> list[RankedWord]:
-    """The ``top`` words by mean normalized attribution, per explained class."""
-    sums: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    counts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for it in items:
-        ws = word_scores(it)
-        scale = max((abs(s) for _, s in ws), default=0.0)
-        if scale == 0.0 or not math.isfinite(scale):
-            continue
-        for word, s in ws:
-            key = word.lower()
-            sums[it.target][key] += s / scale
-            counts[it.target][key] += 1
-    ranked = []
-    for target in sorted(sums):
-        means = [(w, sums[target][w] / c, c) for w, c in counts[target].items() if c >= min_count]
-        means.sort(key=lambda x: (-x[1], x[0]))
-        ranked += [RankedWord(target, r + 1, w, m, c) for r, (w, m, c) in enumerate(means[:top])]
-    return ranked
+def _word_means(items: Sequence[Item]) -> dict[tuple[int, str], tuple[float, int]]:
+    """(explained class, lower-cased word) -> (mean normalized score, occurrences).
 
-
-def mean_word_scores(items: Sequence[Item], min_count: int = 3) -> dict[tuple[int, str], float]:
-    """(explained class, word) -> mean normalized word score, for pairs seen ``min_count`` times."""
+    Per example the word scores are divided by its largest |word score|; examples without a finite,
+    non-zero score are left out.
+    """
     sums: dict[tuple[int, str], float] = defaultdict(float)
     counts: dict[tuple[int, str], int] = defaultdict(int)
     for it in items:
@@ -119,7 +102,25 @@ def mean_word_scores(items: Sequence[Item], min_count: int = 3) -> dict[tuple[in
             key = (it.target, word.lower())
             sums[key] += s / scale
             counts[key] += 1
-    return {k: sums[k] / c for k, c in counts.items() if c >= min_count}
+    return {key: (sums[key] / count, count) for key, count in counts.items()}
+
+
+def word_rank(items: Sequence[Item], top: int = 10, min_count: int = 3) -> list[RankedWord]:
+    """The ``top`` words by mean normalized attribution, per explained class."""
+    by_class: dict[int, list[tuple[str, float, int]]] = defaultdict(list)
+    for (target, word), (mean, count) in _word_means(items).items():
+        if count >= min_count:
+            by_class[target].append((word, mean, count))
+    ranked = []
+    for target in sorted(by_class):
+        means = sorted(by_class[target], key=lambda x: (-x[1], x[0]))
+        ranked += [RankedWord(target, r + 1, w, m, c) for r, (w, m, c) in enumerate(means[:top])]
+    return ranked
+
+
+def mean_word_scores(items: Sequence[Item], min_count: int = 3) -> dict[tuple[int, str], float]:
+    """(explained class, word) -> mean normalized word score, for pairs seen ``min_count`` times."""
+    return {key: mean for key, (mean, count) in _word_means(items).items() if count >= min_count}
 
 
 def item_agreement(a: Item, b: Item) -> float:

@@ -17,6 +17,7 @@ Files (in the output directory):
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import html
 import math
@@ -78,108 +79,100 @@ def summary_rows(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     return header, rows
 
 
-def _plot_deletion(path: Path, results) -> Path | None:
+@contextlib.contextmanager
+def _figure(path: Path, **subplots: Any):
+    """A matplotlib figure and its axes, laid out, saved to ``path`` (120 dpi) and closed on exit."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    fig, ax = plt.subplots(**subplots)
+    try:
+        yield fig, ax
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+    finally:
+        plt.close(fig)
+
+
+def _label_curves(ax, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+
+
+def _plot_deletion(path: Path, results) -> Path | None:
     rows = [(m, r["deletion"]) for m, r in results["methods"].items() if "deletion" in r]
     if not rows or all(d.n_examples == 0 for _, d in rows):
         return None
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for method, d in rows:
-        ax.plot([0] + d.ks, [1.0] + d.accuracy, marker="o", markersize=3, label=method,
-                linestyle="--" if method == "random" else "-")
-    ax.set_xlabel("top-k tokens replaced")
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"Word deletion ({rows[0][1].n_examples} examples)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with _figure(path, figsize=(6.4, 4.2)) as (_, ax):
+        for method, d in rows:
+            ax.plot([0] + d.ks, [1.0] + d.accuracy, marker="o", markersize=3, label=method,
+                    linestyle="--" if method == "random" else "-")
+        _label_curves(ax, "top-k tokens replaced", "accuracy", f"Word deletion ({rows[0][1].n_examples} examples)")
     return path
 
 
 def _plot_abpc(path: Path, results) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     rows = [(m, r["abpc"]) for m, r in results["methods"].items() if "abpc" in r]
     if not rows:
         return None
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for i, (method, a) in enumerate(rows):
-        color = f"C{i % 10}"
-        ax.plot(a.fractions, a.morf, color=color, label=f"{method} (ABPC {a.abpc:.2f})")
-        ax.plot(a.fractions, a.lerf, color=color, linestyle=":")
-    ax.set_xlabel("fraction of tokens replaced (solid: most relevant first, dotted: least)")
-    ax.set_ylabel("target logit")
-    ax.set_title("Perturbation curves")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with _figure(path, figsize=(6.4, 4.2)) as (_, ax):
+        for i, (method, a) in enumerate(rows):
+            color = f"C{i % 10}"
+            ax.plot(a.fractions, a.morf, color=color, label=f"{method} (ABPC {a.abpc:.2f})")
+            ax.plot(a.fractions, a.lerf, color=color, linestyle=":")
+        _label_curves(ax, "fraction of tokens replaced (solid: most relevant first, dotted: least)", "target logit",
+                      "Perturbation curves")
     return path
 
 
 def _plot_agreement(path: Path, methods: list[str], agreement) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     if not agreement:
         return None
     n = len(methods)
     matrix = [[agreement[(a, b)][0] for b in methods] for a in methods]
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.8 + 0.55 * n))
-    im = ax.imshow(matrix, cmap="RdBu_r", vmin=-1, vmax=1)
-    ax.set_xticks(range(n), methods, rotation=45, ha="right", fontsize=7)
-    ax.set_yticks(range(n), methods, fontsize=7)
-    for i in range(n):
-        for j in range(n):
-            v = matrix[i][j]
-            ax.text(j, i, "" if math.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=6)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="mean Spearman ρ")
-    ax.set_title("Method agreement", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with _figure(path, figsize=(1.0 + 0.6 * n, 0.8 + 0.55 * n)) as (fig, ax):
+        im = ax.imshow(matrix, cmap="RdBu_r", vmin=-1, vmax=1)
+        ax.set_xticks(range(n), methods, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(n), methods, fontsize=7)
+        for i in range(n):
+            for j in range(n):
+                v = matrix[i][j]
+                ax.text(j, i, "" if math.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=6)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="mean Spearman ρ")
+        ax.set_title("Method agreement", fontsize=9)
     return path
 
 
-def _plot_faithfulness(path: Path, results) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+def _faithfulness_panels(results) -> list[tuple[str, list[float]]]:
     methods = list(results["methods"])
+    rows = [results["methods"][m] for m in methods]
     panels = []
-    any_row = results["methods"][methods[0]]
-    if "aopc" in any_row:
-        panels.append(("AOPC comprehensiveness ↑", [results["methods"][m]["aopc"].comprehensiveness for m in methods]))
-        panels.append(("AOPC sufficiency ↓", [results["methods"][m]["aopc"].sufficiency for m in methods]))
-    if "abpc" in any_row:
-        panels.append(("ABPC ↑", [results["methods"][m]["abpc"].abpc for m in methods]))
+    if "aopc" in rows[0]:
+        panels.append(("AOPC comprehensiveness ↑", [r["aopc"].comprehensiveness for r in rows]))
+        panels.append(("AOPC sufficiency ↓", [r["aopc"].sufficiency for r in rows]))
+    if "abpc" in rows[0]:
+        panels.append(("ABPC ↑", [r["abpc"].abpc for r in rows]))
+    return panels
+
+
+def _plot_faithfulness(path: Path, results) -> Path | None:
+    methods = list(results["methods"])
+    panels = _faithfulness_panels(results)
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.4))
-    axes = axes if len(panels) > 1 else [axes]
-    for ax, (title, values) in zip(axes, panels):
-        ax.bar(range(len(methods)), values, color=[f"C{i % 10}" for i in range(len(methods))])
-        ax.set_xticks(range(len(methods)), methods, rotation=60, ha="right", fontsize=7)
-        ax.set_title(title, fontsize=9)
-        ax.axhline(0, color="black", linewidth=0.5)
-        ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with _figure(path, nrows=1, ncols=len(panels), figsize=(3.4 * len(panels), 3.4)) as (_, axes):
+        axes = axes if len(panels) > 1 else [axes]
+        for ax, (title, values) in zip(axes, panels):
+            ax.bar(range(len(methods)), values, color=[f"C{i % 10}" for i in range(len(methods))])
+            ax.set_xticks(range(len(methods)), methods, rotation=60, ha="right", fontsize=7)
+            ax.set_title(title, fontsize=9)
+            ax.axhline(0, color="black", linewidth=0.5)
+            ax.grid(axis="y", alpha=0.3)
     return path
 
 
@@ -212,12 +205,19 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def _html_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def html_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """An HTML table; floats with 3 decimals, None as an empty cell."""
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(_fmt(v, 3) if isinstance(v, float) else str(v))}</td>" for v in r)
         + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def png_html(name: str, path: Path) -> str:
+    """A PNG file embedded in a paragraph (the page stays one self-contained file)."""
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f'<p><img alt="{html.escape(name)}" src="data:image/png;base64,{data}"></p>'
 
 
 _PAGE_CSS = """
@@ -231,6 +231,14 @@ img { max-width: 100%; }
   background: linear-gradient(to right, rgb(31,119,180), #ffffff, rgb(214,39,40)); }
 """
 
+
+def html_page(title: str, parts: Sequence[str]) -> str:
+    """A standalone page (no scripts, no external assets) of the HTML ``parts``."""
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<title>{html.escape(title)}</title>\n<style>{_PAGE_CSS}</style>\n</head>\n<body>\n"
+            + "\n".join(parts) + "\n</body>\n</html>\n")
+
+
 EXPLANATIONS = {
     "acc@k": "accuracy after replacing the k most relevant tokens (lower = more faithful)",
     "deletion_mean_acc": "mean of acc@1…acc@10 (lower = more faithful)",
@@ -240,112 +248,151 @@ EXPLANATIONS = {
 }
 
 
+def _per_method(results: dict[str, Any], key: str):
+    """(method, its ``key`` result) for every method."""
+    return [(m, r[key]) for m, r in results["methods"].items()]
+
+
+class _Report:
+    """The files of one evaluation, written step by step (tables, plots, report.md, index.html)."""
+
+    def __init__(self, out: Path, info: dict[str, Any], results: dict[str, Any],
+                 by_method: dict[str, list[Item]], id2label: dict[int, str]):
+        self.out, self.info, self.results, self.by_method, self.id2label = out, info, results, by_method, id2label
+        self.methods = list(results["methods"])
+        self.first = results["methods"][self.methods[0]]  # every method has the same metrics
+        self.agreement = results.get("agreement")
+        self.header, self.rows = summary_rows(results)
+        self.plots: dict[str, Path] = {}
+
+    def _label(self, target: int) -> str:
+        return self.id2label.get(target, str(target))
+
+    def _agreement_rows(self) -> list[list[Any]]:
+        return [[a] + [self.agreement[(a, b)][0] for b in self.methods] for a in self.methods]
+
+    def _word_rows(self, max_rank: int | None = None) -> list[list[Any]]:
+        return [[m, self._label(w.target), w.rank, w.word, w.score, w.count]
+                for m, words in _per_method(self.results, "word_rank") for w in words
+                if max_rank is None or w.rank <= max_rank]
+
+    # ------------------------------------------------------------------------------ CSV tables
+    def write_tables(self) -> None:
+        out, first = self.out, self.first
+        write_csv(out / "summary.csv", self.header, self.rows)
+        if "deletion" in first:
+            write_csv(out / "deletion.csv", ["method", "k", "accuracy", "examples"], self._deletion_rows())
+        if "abpc" in first:
+            write_csv(out / "abpc_curves.csv", ["method", "fraction", "morf_logit", "lerf_logit"],
+                      [[m, f, a, b] for m, r in _per_method(self.results, "abpc")
+                       for f, a, b in zip(r.fractions, r.morf, r.lerf)])
+        if "word_rank" in first:
+            write_csv(out / "word_rank.csv", ["method", "class", "rank", "word", "mean_normalized_score", "count"],
+                      self._word_rows())
+        if self.agreement:
+            write_csv(out / "agreement.csv", ["method"] + self.methods, self._agreement_rows())
+        if "cross_dataset" in first:
+            self._write_cross_dataset()
+
+    def _deletion_rows(self) -> list[list[Any]]:
+        deletion = _per_method(self.results, "deletion")
+        return ([[m, 0, 1.0, d.n_examples] for m, d in deletion]
+                + [[m, k, a, d.n_examples] for m, d in deletion for k, a in zip(d.ks, d.accuracy)])
+
+    def _write_cross_dataset(self) -> None:
+        header = ["method", "per_example_rho", "examples"]
+        if "word_rank" in self.first["cross_dataset"]:
+            header += ["word_rank_rho", "shared_words"]
+        rows = [[m, *c["per_example"], *c.get("word_rank", ())] for m, c in _per_method(self.results, "cross_dataset")]
+        write_csv(self.out / "cross_dataset.csv", header, rows)
+
+    def write_plots(self) -> None:
+        out, results = self.out, self.results
+        plots = {
+            "deletion.png": _plot_deletion(out / "deletion.png", results),
+            "perturbation_curves.png": _plot_abpc(out / "perturbation_curves.png", results),
+            "faithfulness.png": _plot_faithfulness(out / "faithfulness.png", results),
+            "agreement.png": _plot_agreement(out / "agreement.png", self.methods, self.agreement),
+        }
+        self.plots = {name: path for name, path in plots.items() if path is not None}
+
+    # ------------------------------------------------------------------------------ pages
+    def setup(self) -> str:
+        info = self.info
+        return (f"model `{info['model']}`, task `{info['task']}` ({info['split']}), {info['examples']} examples, "
+                f"accuracy {info['accuracy']:.4f}; replacement `{info['replacement']}`; word deletion on correctly "
+                f"classified examples with ≥ {info['min_tokens']} content tokens; device {info['device']} "
+                f"({info['torch_threads']} threads); {info['seconds']:.1f} s in all")
+
+    def markdown(self) -> str:
+        md = [f"# {self.info['title']}", "", self.setup(), "", "## Faithfulness", "",
+              _md_table(self.header, self.rows), ""]
+        md += [f"- `{k}`: {v}" for k, v in EXPLANATIONS.items()]
+        md.append("")
+        md += [f"![{name}]({name})" for name in self.plots]
+        if "word_rank" in self.first:
+            md += ["", "## Word rank (top words by mean normalized attribution)", "",
+                   _md_table(["method", "class", "top words"], self._top_words())]
+        if self.agreement:
+            md += ["", "## Method agreement (mean Spearman ρ over examples)", "",
+                   _md_table(["method"] + self.methods, self._agreement_rows())]
+        return "\n".join(md) + "\n"
+
+    def _top_words(self) -> list[list[Any]]:
+        """(method, class, its 10 top words) per method and class."""
+        rows = []
+        for m, words in _per_method(self.results, "word_rank"):
+            by_class: dict[int, list[str]] = {}
+            for w in words:
+                by_class.setdefault(w.target, []).append(w.word)
+            rows += [[m, self._label(c), ", ".join(ws[:10])] for c, ws in sorted(by_class.items())]
+        return rows
+
+    def index_html(self, heatmaps: int) -> str:
+        parts = [f"<h1>{html.escape(self.info['title'])}</h1>", f"<p>{html.escape(self.setup().replace('`', ''))}</p>",
+                 "<h2>Faithfulness</h2>", html_table(self.header, self.rows), "<ul>"]
+        parts += [f"<li><code>{html.escape(k)}</code>: {html.escape(v)}</li>" for k, v in EXPLANATIONS.items()]
+        parts.append("</ul>")
+        parts += [png_html(name, path) for name, path in self.plots.items()]
+        if "word_rank" in self.first:
+            parts += ["<h2>Word rank</h2>",
+                      html_table(["method", "class", "rank", "word", "score", "count"], self._word_rows(max_rank=5))]
+        if self.agreement:
+            parts += ["<h2>Method agreement (mean Spearman ρ)</h2>",
+                      html_table(["method"] + self.methods, self._agreement_rows())]
+        if heatmaps > 0:
+            parts += self._heatmaps(heatmaps)
+        return html_page(self.info["title"], parts)
+
+    def _heatmaps(self, count: int) -> list[str]:
+        from lrp_kernels.visualization import explanation_html, legend_html
+
+        parts = ["<h2>Heatmaps</h2>", legend_html()]
+        for i in range(min(count, len(self.by_method[self.methods[0]]))):
+            label = self.by_method[self.methods[0]][i].label
+            gold = "" if label is None else f" (gold: {self.id2label.get(label, label)})"
+            parts.append(f"<h3>Example {i}{html.escape(gold)}</h3>")
+            parts += [explanation_html(item_explanation(self.by_method[m][i], m, self.id2label)) for m in self.methods]
+        return parts
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON-able summary: the setup, the summary table per method, agreement, the files written."""
+        summary = dict(self.info)
+        summary["methods"] = {r[0]: {h: (None if isinstance(v, float) and math.isnan(v) else v)
+                                     for h, v in zip(self.header[1:], r[1:])} for r in self.rows}
+        if self.agreement:
+            summary["agreement"] = {f"{a}|{b}": self.agreement[(a, b)][0] for a in self.methods for b in self.methods}
+        summary["files"] = sorted(p.name for p in self.out.iterdir() if p.is_file())
+        return summary
+
+
 def write_report(out: Path, info: dict[str, Any], results: dict[str, Any], by_method: dict[str, list[Item]],
                  id2label: dict[int, str], heatmaps: int = 5) -> dict[str, Any]:
     """Write every table, plot and page; return the JSON-able summary."""
-    from lrp_kernels.visualization import explanation_html, legend_html
-
     out.mkdir(parents=True, exist_ok=True)
-    methods = list(results["methods"])
-    header, rows = summary_rows(results)
-    write_csv(out / "summary.csv", header, rows)
-    first = results["methods"][methods[0]]
-    if "deletion" in first:
-        write_csv(out / "deletion.csv", ["method", "k", "accuracy", "examples"],
-                  [[m, 0, 1.0, r["deletion"].n_examples] for m, r in results["methods"].items()]
-                  + [[m, k, a, r["deletion"].n_examples] for m, r in results["methods"].items()
-                     for k, a in zip(r["deletion"].ks, r["deletion"].accuracy)])
-    if "abpc" in first:
-        write_csv(out / "abpc_curves.csv", ["method", "fraction", "morf_logit", "lerf_logit"],
-                  [[m, f, a, b] for m, r in results["methods"].items()
-                   for f, a, b in zip(r["abpc"].fractions, r["abpc"].morf, r["abpc"].lerf)])
-    if "word_rank" in first:
-        write_csv(out / "word_rank.csv", ["method", "class", "rank", "word", "mean_normalized_score", "count"],
-                  [[m, id2label.get(w.target, str(w.target)), w.rank, w.word, w.score, w.count]
-                   for m, r in results["methods"].items() for w in r["word_rank"]])
-    agreement = results.get("agreement")
-    if agreement:
-        write_csv(out / "agreement.csv", ["method"] + methods,
-                  [[a] + [agreement[(a, b)][0] for b in methods] for a in methods])
-    if "cross_dataset" in first:
-        cross_rows = []
-        for m, r in results["methods"].items():
-            c = r["cross_dataset"]
-            row = [m, c["per_example"][0], c["per_example"][1]]
-            if "word_rank" in c:
-                row += list(c["word_rank"])
-            cross_rows.append(row)
-        cross_header = ["method", "per_example_rho", "examples"]
-        if "word_rank" in first["cross_dataset"]:
-            cross_header += ["word_rank_rho", "shared_words"]
-        write_csv(out / "cross_dataset.csv", cross_header, cross_rows)
-
-    plots = {
-        "deletion.png": _plot_deletion(out / "deletion.png", results),
-        "perturbation_curves.png": _plot_abpc(out / "perturbation_curves.png", results),
-        "faithfulness.png": _plot_faithfulness(out / "faithfulness.png", results),
-        "agreement.png": _plot_agreement(out / "agreement.png", methods, agreement),
-    }
-    plots = {name: path for name, path in plots.items() if path is not None}
-
-    # ---------------------------------------------------------------- report.md
-    setup = (f"model `{info['model']}`, task `{info['task']}` ({info['split']}), {info['examples']} examples, "
-             f"accuracy {info['accuracy']:.4f}; replacement `{info['replacement']}`; word deletion on correctly "
-             f"classified examples with ≥ {info['min_tokens']} content tokens; device {info['device']} "
-             f"({info['torch_threads']} threads); {info['seconds']:.1f} s in all")
-    md = [f"# {info['title']}", "", setup, "", "## Faithfulness", "", _md_table(header, rows), ""]
-    md += [f"- `{k}`: {v}" for k, v in EXPLANATIONS.items()]
-    md.append("")
-    md += [f"![{name}]({name})" for name in plots]
-    if "word_rank" in first:
-        md += ["", "## Word rank (top words by mean normalized attribution)", ""]
-        wr_rows = []
-        for m, r in results["methods"].items():
-            by_class: dict[int, list[str]] = {}
-            for w in r["word_rank"]:
-                by_class.setdefault(w.target, []).append(w.word)
-            for c, words in sorted(by_class.items()):
-                wr_rows.append([m, id2label.get(c, str(c)), ", ".join(words[:10])])
-        md.append(_md_table(["method", "class", "top words"], wr_rows))
-    if agreement:
-        md += ["", "## Method agreement (mean Spearman ρ over examples)", "",
-               _md_table(["method"] + methods, [[a] + [agreement[(a, b)][0] for b in methods] for a in methods])]
-    (out / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
-
-    # ---------------------------------------------------------------- index.html
-    parts = [f"<h1>{html.escape(info['title'])}</h1>", f"<p>{html.escape(setup.replace('`', ''))}</p>",
-             "<h2>Faithfulness</h2>", _html_table(header, rows), "<ul>"]
-    parts += [f"<li><code>{html.escape(k)}</code>: {html.escape(v)}</li>" for k, v in EXPLANATIONS.items()]
-    parts.append("</ul>")
-    for name, path in plots.items():
-        data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-        parts.append(f'<p><img alt="{html.escape(name)}" src="data:image/png;base64,{data}"></p>')
-    if "word_rank" in first:
-        parts += ["<h2>Word rank</h2>", _html_table(
-            ["method", "class", "rank", "word", "score", "count"],
-            [[m, id2label.get(w.target, str(w.target)), w.rank, w.word, w.score, w.count]
-             for m, r in results["methods"].items() for w in r["word_rank"] if w.rank <= 5])]
-    if agreement:
-        parts += ["<h2>Method agreement (mean Spearman ρ)</h2>", _html_table(
-            ["method"] + methods, [[a] + [agreement[(a, b)][0] for b in methods] for a in methods])]
-    if heatmaps > 0:
-        parts += ["<h2>Heatmaps</h2>", legend_html()]
-        for i in range(min(heatmaps, len(next(iter(by_method.values()))))):
-            first_item = by_method[methods[0]][i]
-            gold = "" if first_item.label is None else f" (gold: {id2label.get(first_item.label, first_item.label)})"
-            parts.append(f"<h3>Example {i}{html.escape(gold)}</h3>")
-            parts += [explanation_html(item_explanation(by_method[m][i], m, id2label)) for m in methods]
-    page = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<title>{html.escape(info['title'])}</title>\n<style>{_PAGE_CSS}</style>\n</head>\n<body>\n"
-            + "\n".join(parts) + "\n</body>\n</html>\n")
-    (out / "index.html").write_text(page, encoding="utf-8")
-
-    summary = dict(info)
-    summary["methods"] = {}
-    for r in rows:
-        summary["methods"][r[0]] = {h: (None if isinstance(v, float) and math.isnan(v) else v)
-                                    for h, v in zip(header[1:], r[1:])}
-    if agreement:
-        summary["agreement"] = {f"{a}|{b}": agreement[(a, b)][0] for a in methods for b in methods}
-    summary["files"] = sorted(p.name for p in out.iterdir() if p.is_file())
-    return summary
+    report = _Report(out, info, results, by_method, id2label)
+    report.write_tables()
+    report.write_plots()
+    (out / "report.md").write_text(report.markdown(), encoding="utf-8")
+    (out / "index.html").write_text(report.index_html(heatmaps), encoding="utf-8")
+    return report.summary()

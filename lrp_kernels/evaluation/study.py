@@ -16,10 +16,11 @@ from typing import Any
 
 import torch
 
-from lrp_kernels.attribution import METHODS
+from lrp_kernels.methods import METHODS
 from lrp_kernels.errors import InputError
 from lrp_kernels.evaluation import perturbation, ranking
 from lrp_kernels.evaluation.items import Item, attribute_items, batched_logits, make_items, model_forward
+from lrp_kernels.options import parse_device, parse_methods, parse_names, resolve_model_path
 
 METRICS = ("deletion", "aopc", "abpc", "word_rank", "agreement")
 
@@ -54,37 +55,15 @@ class StudyConfig:
     title: str | None = None
 
 
-def parse_list(value: str | None, valid: tuple[str, ...], what: str) -> tuple[str, ...]:
-    """A comma-separated list checked against ``valid`` (``all`` or empty: all of them)."""
-    if value is None or value.strip() in ("", "all"):
-        return valid
-    names = tuple(v.strip() for v in value.split(",") if v.strip())
-    for name in names:
-        if name not in valid:
-            raise InputError(f"unknown {what} {name!r}; valid: {', '.join(valid)}")
-    if len(set(names)) != len(names):
-        raise InputError(f"a {what} is listed twice in {value!r}")
-    return names
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: CUDA is not available on this machine")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise InputError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto")
-    return torch.device(device)
-
-
 def load_model_and_encoder(path: str, device: torch.device, max_length: int):
-    """A :class:`~lrp_kernels.models.BertClassifier` in eval mode and its :class:`TextEncoder`."""
+    """A :class:`~lrp_kernels.models.EncoderClassifier` in eval mode and its :class:`TextEncoder`."""
     from lrp_kernels.models.loading import load_pretrained
     from lrp_kernels.tokenization import TextEncoder
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    path = resolve_model_path(path)
     model = load_pretrained(path, device=device).eval()
-    encoder = TextEncoder.from_pretrained(Path(path), max_length=max_length)
+    encoder = TextEncoder.from_pretrained(path, max_length=max_length)
     encoder.max_length = min(encoder.max_length, model.config.max_tokens)
     return model, encoder
 
@@ -109,120 +88,145 @@ def load_examples(task: str, data_dir: str | None, split: str, max_examples: int
     return list(dataset["text"]), pairs, labels
 
 
-def _method_kwargs(config: StudyConfig) -> dict[str, Any]:
-    return {"backend": config.backend, "ig_steps": config.ig_steps}
+def _check(config: StudyConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The (methods, metrics) to run, after a one-line error for any bad option."""
+    metrics = parse_names(config.metrics, METRICS, "metric")
+    methods = parse_methods(config.methods)
+    if config.min_tokens < 1:
+        raise InputError("--min-tokens must be at least 1")
+    if (config.task2 or config.data_dir2) and not config.model2:
+        raise InputError("--task2/--data-dir2 need --model2")
+    return methods, metrics
+
+
+@dataclasses.dataclass
+class _SecondModel:
+    """Cross-dataset: a second model, the examples as it tokenizes them, and its own task's examples."""
+
+    model: Any
+    encoder: Any
+    items: list[Item]  # the study's examples
+    own_items: list[Item] | None  # examples of --task2 (None without it)
+
+    @classmethod
+    def load(cls, config: StudyConfig, device: torch.device, texts, pairs, labels) -> "_SecondModel":
+        model, encoder = load_model_and_encoder(config.model2, device, config.max_length)
+        own = None
+        if config.task2:
+            own = make_items(encoder, *load_examples(config.task2, config.data_dir2, config.split,
+                                                     config.max_examples, model.config.num_labels))
+        return cls(model, encoder, make_items(encoder, texts, pairs, labels), own)
+
+
+class Study:
+    """The model, its examples and the logits cache shared by every method; one row of results per method."""
+
+    def __init__(self, config: StudyConfig, device: torch.device):
+        self.config, self.device = config, device
+        self.model, self.encoder = load_model_and_encoder(config.model, device, config.max_length)
+        self.replacement_id = perturbation.replacement_token_id(self.encoder, config.replacement)
+        texts, pairs, labels = load_examples(config.task, config.data_dir, config.split, config.max_examples,
+                                             self.model.config.num_labels)
+        self.items = make_items(self.encoder, texts, pairs, labels)
+        self.forward = model_forward(self.model)
+        self.cache: dict[bytes, torch.Tensor] = {}  # logits of every sequence scored so far, across methods
+        predictions = batched_logits(self.forward, [(it.ids, it.types) for it in self.items], self.encoder.pad_id,
+                                     config.eval_batch_size, self.cache).argmax(dim=-1)
+        self.accuracy = float(predictions.eq(torch.tensor(labels)).float().mean())
+        self.second = _SecondModel.load(config, device, texts, pairs, labels) if config.model2 else None
+
+    def _attribute(self, model, items: list[Item], method: str, pad_id: int) -> tuple[list[Item], float]:
+        return attribute_items(model, items, method, pad_id, self.config.batch_size, backend=self.config.backend,
+                               ig_steps=self.config.ig_steps)
+
+    def method_row(self, method: str, metrics: tuple[str, ...]) -> tuple[list[Item], dict[str, Any]]:
+        """The examples scored by ``method`` and its row of results."""
+        items, seconds = self._attribute(self.model, self.items, method, self.encoder.pad_id)
+        row: dict[str, Any] = {"attribution_seconds": seconds}
+        started = time.perf_counter()
+        row.update(self._metrics(items, metrics))
+        if self.second is not None:
+            row["cross_dataset"] = self._cross_dataset(method, items)
+        row["metric_seconds"] = time.perf_counter() - started
+        row["scored_sequences"] = len(self.cache)
+        return items, row
+
+    def _metrics(self, items: list[Item], metrics: tuple[str, ...]) -> dict[str, Any]:
+        config, pad, batch, cache = self.config, self.encoder.pad_id, self.config.eval_batch_size, self.cache
+        row: dict[str, Any] = {}
+        if "deletion" in metrics:
+            row["deletion"] = perturbation.word_deletion(items, self.forward, self.replacement_id, pad,
+                                                         min_tokens=config.min_tokens, batch_size=batch, cache=cache)
+        if "aopc" in metrics:
+            row["aopc"] = perturbation.aopc(items, self.forward, pad, batch_size=batch, cache=cache)
+        if "abpc" in metrics:
+            row["abpc"] = perturbation.abpc(items, self.forward, self.replacement_id, pad, batch_size=batch,
+                                            cache=cache)
+        if "word_rank" in metrics:
+            row["word_rank"] = ranking.word_rank(items, top=config.word_rank_top, min_count=config.word_min_count)
+        return row
+
+    def _cross_dataset(self, method: str, items: list[Item]) -> dict[str, Any]:
+        second, min_count = self.second, self.config.word_min_count
+        items2, _ = self._attribute(second.model, second.items, method, second.encoder.pad_id)
+        cross = {"per_example": ranking.cross_model_correlation(items, items2)}
+        if second.own_items is not None:
+            own, _ = self._attribute(second.model, second.own_items, method, second.encoder.pad_id)
+            cross["word_rank"] = ranking.word_rank_correlation(ranking.mean_word_scores(items, min_count),
+                                                               ranking.mean_word_scores(own, min_count))
+        return cross
+
+    def info(self, seconds: float) -> dict[str, Any]:
+        """The setup the report describes."""
+        config = self.config
+        return {
+            "model": str(config.model),
+            "task": config.task,
+            "split": config.split,
+            "examples": len(self.items),
+            "accuracy": self.accuracy,
+            "replacement": config.replacement,
+            "min_tokens": config.min_tokens,
+            "device": str(self.device),
+            "torch_threads": torch.get_num_threads(),
+            "model2": config.model2,
+            "task2": config.task2,
+            "seconds": seconds,
+            "title": config.title or (f"lrp-kernels evaluation: {Path(config.model).name} on {config.task} "
+                                      f"{config.split}"),
+        }
+
+
+def _with_progress(methods: tuple[str, ...], show: bool):
+    """The methods, with a progress bar naming the current one when ``show``."""
+    if not show:
+        yield from methods
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(methods), desc="evaluate", unit="method") as bar:
+        for method in methods:
+            bar.set_postfix_str(method)
+            yield method
+            bar.update(1)
 
 
 def run_study(config: StudyConfig) -> dict[str, Any]:
     """Run the study; write the report to ``config.out``; return the summary (also summary.json)."""
     from lrp_kernels.evaluation import report
 
-    metrics = tuple(config.metrics)
-    for m in metrics:
-        if m not in METRICS:
-            raise InputError(f"unknown metric {m!r}; valid: {', '.join(METRICS)}")
-    for m in config.methods:
-        if m not in METHODS:
-            raise InputError(f"unknown method {m!r}; valid methods: {', '.join(METHODS)}")
-    if not config.methods:
-        raise InputError("no methods to evaluate")
-    if config.min_tokens < 1:
-        raise InputError("--min-tokens must be at least 1")
-    if (config.task2 or config.data_dir2) and not config.model2:
-        raise InputError("--task2/--data-dir2 need --model2")
-    device = resolve_device(config.device)
-    out = Path(config.out)
+    methods, metrics = _check(config)
+    device = parse_device(config.device)
     started = time.perf_counter()
-
-    model, encoder = load_model_and_encoder(config.model, device, config.max_length)
-    replacement_id = perturbation.replacement_token_id(encoder, config.replacement)
-    texts, pairs, labels = load_examples(config.task, config.data_dir, config.split, config.max_examples,
-                                         model.config.num_labels)
-    base_items = make_items(encoder, texts, pairs, labels)
-    forward = model_forward(model)
-    cache: dict[bytes, torch.Tensor] = {}  # logits of every sequence scored so far, across methods
-    predictions = batched_logits(forward, [(it.ids, it.types) for it in base_items], encoder.pad_id,
-                                 config.eval_batch_size, cache).argmax(dim=-1)
-    accuracy = float(predictions.eq(torch.tensor(labels)).float().mean())
-
-    second = None
-    if config.model2:
-        model2, encoder2 = load_model_and_encoder(config.model2, device, config.max_length)
-        items2_on_a = make_items(encoder2, texts, pairs, labels)
-        items2_on_b = None
-        if config.task2:
-            t2, p2, l2 = load_examples(config.task2, config.data_dir2, config.split, config.max_examples,
-                                       model2.config.num_labels)
-            items2_on_b = make_items(encoder2, t2, p2, l2)
-        second = (model2, encoder2, items2_on_a, items2_on_b)
-
+    study = Study(config, device)
     results: dict[str, Any] = {"methods": {}, "agreement": None, "cross_dataset": None}
     by_method: dict[str, list[Item]] = {}
-    methods = list(config.methods)
-    bar = None
-    if config.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(methods, desc="evaluate", unit="method")
-    for method in methods:
-        if bar is not None:
-            bar.set_postfix_str(method)
-        items, seconds = attribute_items(model, base_items, method, encoder.pad_id, config.batch_size,
-                                         **_method_kwargs(config))
-        by_method[method] = items
-        row: dict[str, Any] = {"attribution_seconds": seconds}
-        t0 = time.perf_counter()
-        if "deletion" in metrics:
-            row["deletion"] = perturbation.word_deletion(items, forward, replacement_id, encoder.pad_id,
-                                                         min_tokens=config.min_tokens,
-                                                         batch_size=config.eval_batch_size, cache=cache)
-        if "aopc" in metrics:
-            row["aopc"] = perturbation.aopc(items, forward, encoder.pad_id, batch_size=config.eval_batch_size,
-                                            cache=cache)
-        if "abpc" in metrics:
-            row["abpc"] = perturbation.abpc(items, forward, replacement_id, encoder.pad_id,
-                                            batch_size=config.eval_batch_size, cache=cache)
-        if "word_rank" in metrics:
-            row["word_rank"] = ranking.word_rank(items, top=config.word_rank_top, min_count=config.word_min_count)
-        if second is not None:
-            model2, encoder2, on_a, on_b = second
-            items2, _ = attribute_items(model2, on_a, method, encoder2.pad_id, config.batch_size,
-                                        **_method_kwargs(config))
-            cross = {"per_example": ranking.cross_model_correlation(items, items2)}
-            if on_b is not None:
-                items2b, _ = attribute_items(model2, on_b, method, encoder2.pad_id, config.batch_size,
-                                             **_method_kwargs(config))
-                cross["word_rank"] = ranking.word_rank_correlation(
-                    ranking.mean_word_scores(items, config.word_min_count),
-                    ranking.mean_word_scores(items2b, config.word_min_count))
-            row["cross_dataset"] = cross
-        row["metric_seconds"] = time.perf_counter() - t0
-        row["scored_sequences"] = len(cache)
-        results["methods"][method] = row
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+    for method in _with_progress(methods, config.progress):
+        by_method[method], results["methods"][method] = study.method_row(method, metrics)
     if "agreement" in metrics and len(by_method) > 1:
         results["agreement"] = ranking.method_agreement(by_method)
-
-    info = {
-        "model": str(config.model),
-        "task": config.task,
-        "split": config.split,
-        "examples": len(base_items),
-        "accuracy": accuracy,
-        "replacement": config.replacement,
-        "min_tokens": config.min_tokens,
-        "device": str(device),
-        "torch_threads": torch.get_num_threads(),
-        "model2": config.model2,
-        "task2": config.task2,
-        "seconds": None,
-        "title": config.title or f"lrp-kernels evaluation: {Path(config.model).name} on {config.task} {config.split}",
-    }
-    info["seconds"] = round(time.perf_counter() - started, 2)
-    summary = report.write_report(out, info, results, by_method, id2label=model.config.id2label,
-                                  heatmaps=config.heatmaps)
+    out = Path(config.out)
+    summary = report.write_report(out, study.info(round(time.perf_counter() - started, 2)), results, by_method,
+                                  id2label=study.model.config.id2label, heatmaps=config.heatmaps)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary

@@ -196,9 +196,9 @@ def backend(request):
     """Every backend that runs here besides the torch reference; Triton through its interpreter on the
     CPU (tests/triton_loader.py sets TRITON_INTERPRET=1 before the kernels are imported)."""
     if request.param == "triton":
-        from triton_loader import import_triton_backend
+        from triton_loader import load_triton_backend
 
-        import_triton_backend()
+        load_triton_backend()
     reason = available_backends("cpu")[request.param]
     if reason is not None:
         pytest.skip(reason)

@@ -13,14 +13,14 @@ def gelu_forward(u, approximate="none"):
     code = approximate_code(approximate)
     if not supported(u):
         return reference.gelu_forward(u, approximate)
-    return elementwise("gelu_forward", u, [u], prefix=(code,))
+    return elementwise("activation_gelu_forward", u, [u], prefix=(code,))
 
 
 def gelu_backward(grad_h, u, approximate="none"):
     code = approximate_code(approximate)
     if not supported(grad_h, u):
         return reference.gelu_backward(grad_h, u, approximate)
-    return elementwise("gelu_backward", grad_h, [grad_h, u], prefix=(code,))
+    return elementwise("activation_gelu_backward", grad_h, [grad_h, u], prefix=(code,))
 
 
 def forward(x, fn):

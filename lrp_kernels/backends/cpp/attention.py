@@ -29,7 +29,7 @@ def softmax_forward(scores, mask, scale):
     sm, s_stride = rows(scores)
     probs = torch.empty(scores.shape, dtype=scores.dtype, device=scores.device)
     launch(
-        "softmax_forward",
+        "attention_softmax_forward",
         scores.device,
         DTYPE_CODES[scores.dtype],
         sm.shape[0],
@@ -54,7 +54,7 @@ def softmax_backward(grad_p, probs, factor):
     n_rows, cols = gm.shape
     out = torch.empty(grad_p.shape, dtype=grad_p.dtype, device=grad_p.device)
     launch(
-        "softmax_backward",
+        "attention_softmax_backward",
         grad_p.device,
         DTYPE_CODES[grad_p.dtype],
         n_rows,

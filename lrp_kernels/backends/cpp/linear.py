@@ -13,14 +13,14 @@ def eps_ratio(grad_z, z, eps):
         return grad_z
     if not supported(grad_z, z):
         return reference.eps_ratio(grad_z, z, eps)
-    return elementwise("eps_ratio", grad_z, [grad_z, z], float(eps))
+    return elementwise("linear_eps_ratio", grad_z, [grad_z, z], float(eps))
 
 
 def gelu_eps_ratio(grad_h, u, eps, approximate="none"):
     code = approximate_code(approximate)
     if not supported(grad_h, u):
         return reference.gelu_eps_ratio(grad_h, u, eps, approximate)
-    return elementwise("gelu_eps_ratio", grad_h, [grad_h, u], float(eps), prefix=(code,))
+    return elementwise("linear_gelu_eps_ratio", grad_h, [grad_h, u], float(eps), prefix=(code,))
 
 
 KERNELS = LinearKernels(eps_ratio=eps_ratio, gelu_eps_ratio=gelu_eps_ratio)

@@ -5,7 +5,8 @@ On the CPU the forward is aten's fused attention (the kernel behind
 tensor is stored; ``grad`` and ``attnlrp`` take its fused backward (attnlrp's is the plain one
 scaled by powers of two, exactly), ``cp_lrp`` recomputes P. Elsewhere, and for a batch with a
 fully padded sequence, the eager path stores P (aten's fused CPU backward is wrong for a sequence
-whose keys are all masked: its log-sum-exp drops the log L of the uniform row).
+whose keys are all masked: its log-sum-exp drops the log L of the uniform row; its float16 forward
+does not give such a row the uniform softmax).
 """
 
 from __future__ import annotations
@@ -46,10 +47,12 @@ def _flash_mask(mask, dtype):
 
 
 def uses_fused_kernel(q, mode, mask=None) -> bool:
-    """Whether this attention runs as aten's fused CPU kernel (see the module docstring)."""
+    """Whether this attention runs as aten's fused CPU kernel (see the module docstring): not for a
+    batch with a fully padded sequence, in any mode (the fused float16 forward does not give such a
+    row the uniform softmax either)."""
     if q.device.type != "cpu":
         return False
-    if mask is None or mode == "cp_lrp":
+    if mask is None:
         return True
     keep = mask > torch.finfo(torch.float32).min / 2
     return bool(keep.any(dim=-1).all())

@@ -380,7 +380,7 @@ def backward(grad_out, q, k, v, mask, scale: float, mode: str, saved):
     For ``cp_lrp`` q, k, v may be None (q and k come from ``saved``).
     """
     _check_mode(mode)
-    if use_reference(saved[0]):  # float64: the forward was the reference's, saved = (P,)
+    if use_reference(grad_out):  # float64: the forward was the reference's
         return reference.backward(grad_out, q, k, v, mask, scale, mode, saved)
     compute_qk = mode != "cp_lrp"
     if compute_qk:

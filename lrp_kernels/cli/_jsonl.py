@@ -1,0 +1,129 @@
+"""Where ``explain`` puts its explanations: a resumable JSON-lines file, or memory (printed at the end).
+
+:class:`JsonlSink` appends each batch as it is computed; a re-run reads what the file already holds
+and skips those ids (a half-written last line is dropped). Under ``torchrun`` rank r writes
+``<output>.part-rank<r>`` and rank 0 merges the parts into the output (:func:`merge_outputs`), in
+input order, so that the merged file equals a single-process one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from lrp_kernels.cli._inputs import id_key
+from lrp_kernels.errors import InputError
+
+PART_SUFFIX = ".part-rank"
+
+
+def read_done(path: Path, method: str, repair: bool) -> list[dict[str, Any]]:
+    """Records already in a JSONL output file.
+
+    Lines are written whole with their newline, so only a last line without a newline can be cut
+    short by an interruption: it is ignored (and cut off the file when ``repair``). Any other bad
+    line is an error.
+    """
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    complete_end = data.rfind(b"\n") + 1  # everything after the last newline is an unfinished write
+    records = []
+    for number, raw in enumerate(data[:complete_end].split(b"\n")[:-1], start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise InputError(f"{path}:{number}: not a JSON line; remove the file to start over") from None
+        if not isinstance(obj, dict) or "id" not in obj:
+            raise InputError(f"{path}:{number}: not an explain output line (no id)")
+        if obj.get("method") != method:
+            raise InputError(f"{path} holds {obj.get('method')} explanations, not {method}; use another --output")
+        records.append(obj)
+    if repair and complete_end < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(complete_end)
+    return records
+
+
+def part_files(output: Path) -> list[Path]:
+    return sorted(output.parent.glob(output.name + PART_SUFFIX + "*"))
+
+
+def merge_outputs(output: Path, order: list[str], method: str) -> list[dict[str, Any]]:
+    """Rewrite ``output`` (plus any rank parts) in input order (``order``: id keys), atomically; remove the parts."""
+    records: dict[str, dict[str, Any]] = {}
+    for path in [output] + part_files(output):
+        for r in read_done(path, method, repair=False):
+            records.setdefault(id_key(r["id"]), r)
+    rank = {key: i for i, key in enumerate(order)}
+    ordered = sorted(records.values(), key=lambda r: rank.get(id_key(r["id"]), len(rank)))
+    tmp = output.with_name(output.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in ordered:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    os.replace(tmp, output)
+    for path in part_files(output):
+        path.unlink()
+    return ordered
+
+
+class JsonlSink:
+    """Explanations appended to ``output`` (or this rank's part of it) batch by batch; resumable.
+
+    ``done`` holds the id keys already written by earlier runs (of any rank); they are not written again.
+    """
+
+    def __init__(self, output: Path, method: str, rank: int = 0, world: int = 1):
+        self.output, self.method = output, method
+        self.path = output if world == 1 else output.with_name(f"{output.name}{PART_SUFFIX}{rank}")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        self.done: set[str] = set()
+        for path in [output] + part_files(output):
+            self.done |= {id_key(r["id"]) for r in read_done(path, method, repair=(path == self.path))}
+        self._file = None
+
+    def __enter__(self) -> "JsonlSink":
+        self._file = open(self.path, "a", encoding="utf-8")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
+
+    def add(self, index: int, record: dict[str, Any]) -> None:
+        if id_key(record["id"]) not in self.done:
+            self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def merge(self, order: list[str]) -> list[dict[str, Any]]:
+        """The whole output in input order (see :func:`merge_outputs`)."""
+        return merge_outputs(self.output, order, self.method)
+
+
+class MemorySink:
+    """Explanations kept in memory; :meth:`in_order` gives them in input order."""
+
+    done: frozenset[str] = frozenset()
+
+    def __init__(self):
+        self._records: dict[int, dict[str, Any]] = {}
+
+    def __enter__(self) -> "MemorySink":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def add(self, index: int, record: dict[str, Any]) -> None:
+        self._records[index] = record
+
+    def flush(self) -> None:
+        pass
+
+    def in_order(self) -> list[dict[str, Any]]:
+        return [self._records[i] for i in sorted(self._records)]

@@ -1,1 +1,0 @@
-"""Subcommands of the ``lrp-kernels`` CLI, one module each."""

@@ -1,0 +1,61 @@
+"""The Triton backend as a whole: registered with its own kernel sets and the fused linear backward
+declared, available where it can run (with the reason where it cannot), and end-to-end
+attributions equal to the torch backend's on a tiny random model — through Triton's interpreter on
+the CPU when there is no GPU. The kernels rule by rule are tested in ``tests/ops/test_<rule>.py``;
+their ahead-of-time compilation for sm_80/sm_90 in ``test_triton_compile.py``."""
+
+import pytest
+import torch
+
+from triton_loader import import_triton_backend  # tests/ helper
+
+tk = import_triton_backend()
+DEVICE = "cpu" if tk.INTERPRETED else "cuda"
+
+from lrp_kernels import attribute  # noqa: E402
+from lrp_kernels.backends import registry  # noqa: E402
+from lrp_kernels.backends.torch import BACKEND as TORCH  # noqa: E402
+from lrp_kernels.models import BertClassifier  # noqa: E402
+from lrp_kernels.models.config import ModelConfig  # noqa: E402
+
+
+def test_available_and_dispatched():
+    assert tk.why_unavailable() is None
+    assert DEVICE in tk.BACKEND.devices
+    assert registry.resolve("triton", DEVICE) is tk.BACKEND
+    assert registry.unavailable_reason("triton", DEVICE) is None
+    # each rule's kernel set is the one its Triton file declares, none of them the reference's
+    for rule in ("linear", "layer_norm", "activation", "attention"):
+        kernels = getattr(tk.BACKEND, rule)
+        assert kernels is getattr(tk, rule).KERNELS
+        assert kernels is not getattr(TORCH, rule)
+    # the fused GEMM is a declared capability, not found by duck typing
+    assert tk.BACKEND.linear.fused_backward is tk.linear.linear_backward
+    assert tk.BACKEND.capabilities == frozenset({"fused_linear_backward"})
+
+
+def test_interpreted_kernels_need_the_interpreter_to_stay_on(monkeypatch):
+    if not tk.INTERPRETED:
+        pytest.skip("the kernels are compiled for the GPU here")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert "TRITON_INTERPRET=1 is no longer set" in tk.why_unavailable()
+    assert "TRITON_INTERPRET=1 is no longer set" in registry.unavailable_reason("triton", "cpu")
+
+
+@pytest.mark.parametrize("method", ["attnlrp", "cp_lrp", "lrp_epsilon"])
+def test_attribute_on_triton_equals_torch(method):
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=50, hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=96, max_position_embeddings=32)
+    model = BertClassifier(config).eval().to(DEVICE)
+    ids = torch.randint(1, 50, (2, 11), device=DEVICE)
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0  # ragged batch
+    got = attribute(model, ids, mask, method=method, backend="triton")
+    want = attribute(model, ids, mask, method=method, backend="torch")
+    torch.testing.assert_close(got.logits, want.logits, atol=1e-5, rtol=1e-5)
+    # float32 through one layer: kernel vs reference summation orders; relevance is measured in
+    # units of the explained logit (for lrp_epsilon on a random model it is almost all absorbed)
+    scale = want.logits.abs().max().item()
+    torch.testing.assert_close(got.scores, want.scores, atol=1e-5 * scale, rtol=1e-4)
+    assert torch.count_nonzero(got.scores[1, 7:]) == 0
