@@ -126,23 +126,71 @@ def measure(fns: dict[str, Callable[[], object]], device, repeat: int = 5, warmu
     return timings
 
 
-def random_bert(num_labels: int = 2, seed: int = 0, dtype=torch.float32, device="cpu", **sizes):
-    """A BERT classifier with random weights (normal, std 0.02; LayerNorm γ = 1, β = 0), eval mode,
-    frozen. ``sizes`` override :data:`BERT_BASE` (hidden_size, num_hidden_layers, ...)."""
-    from lrp_kernels.models import BertClassifier, ModelConfig
+#: the published base configurations (config.json names) of each family's reference checkpoint
+BASE_CONFIGS: dict[str, dict] = {
+    # bert-base-uncased
+    "bert": dict(model_type="bert", vocab_size=30522, max_position_embeddings=512, type_vocab_size=2, **BERT_BASE),
+    # roberta-base
+    "roberta": dict(model_type="roberta", vocab_size=50265, max_position_embeddings=514, type_vocab_size=1,
+                    pad_token_id=1, layer_norm_eps=1e-5, **BERT_BASE),
+    # xlm-roberta-base: the 250k SentencePiece vocabulary
+    "xlm-roberta": dict(model_type="xlm-roberta", vocab_size=250002, max_position_embeddings=514, type_vocab_size=1,
+                        pad_token_id=1, layer_norm_eps=1e-5, **BERT_BASE),
+    # camembert-base
+    "camembert": dict(model_type="camembert", vocab_size=32005, max_position_embeddings=514, type_vocab_size=1,
+                      pad_token_id=1, layer_norm_eps=1e-5, **BERT_BASE),
+    # distilbert-base-uncased: 6 layers
+    "distilbert": dict(model_type="distilbert", vocab_size=30522, dim=768, n_layers=6, n_heads=12, hidden_dim=3072,
+                       max_position_embeddings=512, activation="gelu"),
+    # google/electra-base-discriminator: embedding_size = hidden_size, so no embeddings_project
+    "electra": dict(model_type="electra", vocab_size=30522, embedding_size=768, max_position_embeddings=512,
+                    type_vocab_size=2, **BERT_BASE),
+    # albert-base-v2: 128-wide factorized embeddings, one shared layer group applied 12 times
+    "albert": dict(model_type="albert", vocab_size=30000, embedding_size=128, max_position_embeddings=512,
+                   type_vocab_size=2, num_hidden_groups=1, inner_group_num=1, hidden_act="gelu_new", **BERT_BASE),
+}
 
-    config = ModelConfig(**{**BERT_BASE, **sizes}, num_labels=num_labels)
-    model = BertClassifier(config)
+
+def randomize(model, seed: int = 0):
+    """Random weights in place, as ``transformers`` initializes them: norms γ = 1, β = 0; biases 0;
+    every other parameter normal with std ``initializer_range``. Frozen, eval mode; returns the model."""
+    from torch import nn
+
     generator = torch.Generator().manual_seed(seed)
+    std = model.config.initializer_range
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if "LayerNorm" in name:
+            owner = model.get_submodule(name.rpartition(".")[0])
+            if isinstance(owner, nn.LayerNorm):
                 param.fill_(1.0 if name.endswith("weight") else 0.0)
             elif name.endswith("bias"):
                 param.zero_()
             else:
-                param.copy_(torch.randn(param.shape, generator=generator) * config.initializer_range)
-    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+                param.copy_(torch.randn(param.shape, generator=generator) * std)
+    return model.eval().requires_grad_(False)
+
+
+def random_bert(num_labels: int = 2, seed: int = 0, dtype=torch.float32, device="cpu", **sizes):
+    """A BERT classifier with random weights (:func:`randomize`), eval mode, frozen. ``sizes``
+    override :data:`BERT_BASE` (hidden_size, num_hidden_layers, ...)."""
+    from lrp_kernels.models import BertClassifier, ModelConfig
+
+    model = BertClassifier(ModelConfig(**{**BERT_BASE, **sizes}, num_labels=num_labels))
+    return randomize(model, seed).to(device=device, dtype=dtype)
+
+
+def random_classifier(model_type: str, num_labels: int = 2, seed: int = 0, dtype=torch.float32, device="cpu"):
+    """Our classifier of ``model_type`` with random weights (:func:`randomize`) at the real base size
+    of its family (:data:`BASE_CONFIGS`): the model the base-size benchmarks time."""
+    from lrp_kernels.models import build, config_from_dict
+
+    if model_type not in BASE_CONFIGS:
+        raise ValueError(f"no base configuration for {model_type!r}; have {', '.join(BASE_CONFIGS)}")
+    config = config_from_dict(BASE_CONFIGS[model_type], num_labels=num_labels, source=f"{model_type}-base")
+    with torch.device("meta"):
+        model = build(config)
+    model = model.to_empty(device="cpu")
+    return randomize(model, seed).to(device=device, dtype=dtype)
 
 
 def random_inputs(config, batch: int, seq: int, seed: int = 0, device="cpu", padded: bool = False):

@@ -1,9 +1,12 @@
 """Tokenizing texts with the ``tokenizers`` library (no ``transformers`` needed), words, and windows.
 
 :class:`TextEncoder` wraps a ``tokenizers.Tokenizer``: from a checkpoint directory
-(``tokenizer.json`` when present; a WordPiece ``vocab.txt`` (BERT) or ``vocab.json`` +
-``merges.txt`` (RoBERTa) otherwise) or from any fast tokenizer the user holds (a copy of its
-backend). Truncation and padding are ours: the saved ones are switched off.
+(``tokenizer.json`` when present — WordPiece (BERT, DistilBERT, ELECTRA), byte-level BPE
+(RoBERTa) or SentencePiece Unigram (ALBERT, XLM-R, CamemBERT) alike; a WordPiece ``vocab.txt``
+(BERT) or ``vocab.json`` + ``merges.txt`` (RoBERTa) otherwise; a directory with only a
+SentencePiece model file gets an error saying how to write its tokenizer.json) or from any fast
+tokenizer the user holds (a copy of its backend). Truncation and padding are ours: the saved ones
+are switched off.
 
 **Words** (:func:`word_index`), the same for WordPiece (``##``), byte-level BPE (``Ġ``) and
 SentencePiece (``▁``): words are read from the text by character offsets, not from the token
@@ -46,6 +49,19 @@ class Encoded:
     word_ids: list[list[int | None]]
     offsets: list[list[tuple[int, int]]]
     sequence_ids: list[list[int | None]]
+
+
+#: the SentencePiece model files of ALBERT / T5-style (spiece.model) and XLM-R / CamemBERT checkpoints
+SENTENCEPIECE_FILES = ("spiece.model", "sentencepiece.bpe.model")
+
+
+def _sentencepiece_hint(directory: Path) -> str:
+    """How to get a tokenizer.json when ``directory`` holds only a SentencePiece model."""
+    found = [name for name in SENTENCEPIECE_FILES if (directory / name).is_file()]
+    if not found:
+        return ""
+    return (f"; it holds only the SentencePiece model {found[0]}: write tokenizer.json once with transformers "
+            "(AutoTokenizer.from_pretrained(dir).save_pretrained(dir), needs the sentencepiece package)")
 
 
 @dataclass
@@ -124,7 +140,7 @@ class TextEncoder:
                 ("</s>", tokenizer.token_to_id("</s>")), ("<s>", tokenizer.token_to_id("<s>"))
             )
         else:
-            raise CheckpointError(f"{directory}: missing file tokenizer.json (or vocab.txt)")
+            raise CheckpointError(f"{directory}: missing file tokenizer.json (or vocab.txt){_sentencepiece_hint(directory)}")
         pad_token = config.get("pad_token", "[PAD]")
         if isinstance(pad_token, dict):
             pad_token = pad_token.get("content", "[PAD]")

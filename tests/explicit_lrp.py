@@ -1,4 +1,4 @@
-"""Explicit float64 LRP reference for a Hugging Face ``BertForSequenceClassification``.
+"""Explicit float64 LRP reference for the Hugging Face sequence classifiers of every family.
 
 This module is the arbiter for the single-backward (gradient × input) implementation: it
 recomputes the forward pass in float64 from the model's weights and passes *relevance tensors*
@@ -9,23 +9,32 @@ Rules (see ``../shared/design/lrp-rules.md``):
 
 - output: R_logits = one-hot(target) ⊙ logits;
 - linear z = Wx + b: ε-rule (Bach et al. 2015), the bias absorbs its share;
-- GELU, tanh: identity rule (Achtibat et al. 2024, AttnLRP);
+- GELU, tanh, ReLU: identity rule (Achtibat et al. 2024, AttnLRP);
 - residual add and embedding sum: proportional split (Montavon et al. 2019);
 - LayerNorm with σ held constant (Ali et al. 2022): ε = 0 rule on the affine map;
 - attention, mode ``"attnlrp"`` (Achtibat et al. 2024): uniform rule on the bilinear products
   P·V and Q·Kᵀ, first-order Taylor rule on the softmax;
 - attention, mode ``"cp_lrp"`` (Ali et al. 2022): P constant, O = P·V linear in V.
 
+The rules are the ``lrp_*`` functions; :class:`Network` runs a model's forward block by block
+(linear, activation, norm, residual, self-attention, first token) and records per block how
+relevance passes back; a family is one short function composing blocks under its parameter names
+(:data:`FAMILIES`, keyed by ``model_type``).
+
 Call::
 
     R_e, logits = explicit_lrp(model, input_ids, attention_mask, token_type_ids,
                                target, mode="attnlrp", eps=0.0)
 
-``R_e`` [B, L, H] is the relevance at the embedding sum e = word + position + token type (the
-input of the embedding LayerNorm); ``logits`` [B, C]. Both are float64.
+``R_e`` [B, L, E] is the relevance at the embedding sum e = word + position (+ token type), the
+input of the embedding LayerNorm (E = ``embedding_size`` for ELECTRA and ALBERT); ``logits`` [B, C].
+Both are float64.
 """
 
 from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, fields
 
 import torch
 from transformers import BertConfig, BertForSequenceClassification
@@ -131,20 +140,12 @@ def lrp_query_key_product(q: torch.Tensor, k: torch.Tensor, s: torch.Tensor, r_s
 
 
 # ------------------------------------------------------------------------------ the network
-def _params(hf_model: BertForSequenceClassification) -> dict[str, torch.Tensor]:
-    """float64 copies of every parameter, keyed by the Hugging Face names."""
-    return {name: t.detach().double().clone() for name, t in hf_model.state_dict().items()}
-
-
-def _linear(p: dict, name: str, x: torch.Tensor) -> torch.Tensor:
-    return x @ p[f"{name}.weight"].T + p[f"{name}.bias"]
-
-
-def _layer_norm(p: dict, name: str, x: torch.Tensor, eps: float):
-    mu = x.mean(dim=-1, keepdim=True)
-    sigma = torch.sqrt(((x - mu) ** 2).mean(dim=-1, keepdim=True) + eps)
-    y = p[f"{name}.weight"] * (x - mu) / sigma + p[f"{name}.bias"]
-    return y, sigma
+_ACTIVATIONS = {
+    "gelu": torch.nn.functional.gelu,
+    "gelu_new": lambda x: torch.nn.functional.gelu(x, approximate="tanh"),
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+}
 
 
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -157,14 +158,233 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, l, n * d)
 
 
+class Network:
+    """One float64 forward of a model's weights, block by block; every block records the function
+    that passes relevance from its output back to its input, and :meth:`relevance` runs them in
+    reverse. A residual block records its branch on a tape of its own (:meth:`residual`)."""
+
+    def __init__(self, params: dict, heads: int, ln_eps: float, attention_mask: torch.Tensor, mode: str,
+                 eps: float):
+        self.p, self.heads, self.ln_eps, self.mode, self.eps = params, heads, ln_eps, mode, eps
+        self.key_valid = (attention_mask != 0)[:, None, None, :]                    # [B, 1, 1, L]
+        self.additive_mask = torch.zeros(self.key_valid.shape, dtype=torch.float64).masked_fill(
+            ~self.key_valid, torch.finfo(torch.float64).min)
+        self.backs = []
+
+    def fork(self) -> "Network":
+        """The same weights and mask, an empty tape."""
+        other = copy.copy(self)
+        other.backs = []
+        return other
+
+    def record(self, y: torch.Tensor, back) -> torch.Tensor:
+        self.backs.append(back)
+        return y
+
+    def relevance(self, r: torch.Tensor) -> torch.Tensor:
+        for back in reversed(self.backs):
+            r = back(r)
+        return r
+
+    # ------------------------------------------------------------------ blocks
+    def linear(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        z = self.linear_value(name, x)
+        return self.record(z, lambda r: lrp_linear_eps(x, self.p[f"{name}.weight"], z, r, self.eps))
+
+    def activation(self, fn: str, x: torch.Tensor) -> torch.Tensor:
+        return self.record(_ACTIVATIONS[fn](x), lrp_identity)
+
+    def layer_norm(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        y, sigma = self._layer_norm(name, x)
+        return self.record(y, lambda r: lrp_layer_norm(x, self.p[f"{name}.weight"], sigma, y, r))
+
+    def _layer_norm(self, name: str, x: torch.Tensor):
+        mu = x.mean(dim=-1, keepdim=True)
+        sigma = torch.sqrt(((x - mu) ** 2).mean(dim=-1, keepdim=True) + self.ln_eps)
+        return self.p[f"{name}.weight"] * (x - mu) / sigma + self.p[f"{name}.bias"], sigma
+
+    def first_token(self, h: torch.Tensor) -> torch.Tensor:
+        def back(r):
+            r_h = torch.zeros_like(h)
+            r_h[:, 0] = r
+            return r_h
+
+        return self.record(h[:, 0], back)
+
+    def residual(self, norm: str, x: torch.Tensor, branch) -> torch.Tensor:
+        """``norm(branch(x) + x)``: relevance of the sum split proportionally between the branch
+        (passed down its own tape) and the skip connection."""
+        tape = self.fork()
+        f = branch(tape, x)
+        s = f + x
+        y, sigma = self._layer_norm(norm, s)
+
+        def back(r_y):
+            r_s = lrp_layer_norm(s, self.p[f"{norm}.weight"], sigma, y, r_y)
+            r_f, r_x = lrp_add_proportional([f, x], s, r_s)
+            return r_x + tape.relevance(r_f)
+
+        return self.record(y, back)
+
+    def self_attention(self, names: tuple[str, str, str], x: torch.Tensor) -> torch.Tensor:
+        """Multi-head attention of x (before the output projection): Q, K, V by the ε-rule, P·V and
+        Q·Kᵀ by :func:`lrp_attention_value_product` / :func:`lrp_softmax_taylor` /
+        :func:`lrp_query_key_product`."""
+        proj = {key: _split_heads(self.linear_value(name, x), self.heads) for key, name in zip("qkv", names)}
+        scale = proj["q"].shape[-1] ** -0.5
+        s = scale * proj["q"] @ proj["k"].transpose(-1, -2)
+        probs = torch.softmax(s + self.additive_mask, dim=-1)
+        o = probs @ proj["v"]
+
+        def back(r_ctx):
+            r_p, r_v = lrp_attention_value_product(probs, proj["v"], o, _split_heads(r_ctx, self.heads), self.mode)
+            r_proj = {"v": r_v}
+            if self.mode == "attnlrp":
+                r_s = lrp_softmax_taylor(s, probs, r_p, self.key_valid)
+                r_proj["q"], r_proj["k"] = lrp_query_key_product(proj["q"], proj["k"], s, r_s, scale, self.key_valid)
+            r_x = torch.zeros_like(x)
+            for key, name in zip("qkv", names):
+                if key in r_proj:  # cp_lrp: Q and K get no relevance
+                    z, r_z = _merge_heads(proj[key]), _merge_heads(r_proj[key])
+                    r_x = r_x + lrp_linear_eps(x, self.p[f"{name}.weight"], z, r_z, self.eps)
+            return r_x
+
+        return self.record(_merge_heads(o), back)
+
+    def linear_value(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """A linear's output without recording it (its rule is applied by the caller)."""
+        return x @ self.p[f"{name}.weight"].T + self.p[f"{name}.bias"]
+
+    def post_norm_layer(self, names: "LayerNames", prefix: str, act: str, x: torch.Tensor) -> torch.Tensor:
+        """norm₁(out(attention(x)) + x), then norm₂(down(act(up(·))) + ·): one post-norm layer."""
+        n = names.under(prefix)
+        x = self.residual(n.attention_norm, x,
+                          lambda t, h: t.linear(n.output, t.self_attention((n.query, n.key, n.value), h)))
+        return self.residual(n.output_norm, x, lambda t, h: t.linear(n.down, t.activation(act, t.linear(n.up, h))))
+
+
+@dataclass(frozen=True)
+class LayerNames:
+    """The parameter names of one post-norm layer's linears and norms (relative to the layer)."""
+
+    query: str
+    key: str
+    value: str
+    output: str
+    attention_norm: str
+    up: str
+    down: str
+    output_norm: str
+
+    def under(self, prefix: str) -> "LayerNames":
+        return LayerNames(*(prefix + getattr(self, f.name) for f in fields(self)))
+
+
+BERT_LAYER = LayerNames("attention.self.query", "attention.self.key", "attention.self.value",
+                        "attention.output.dense", "attention.output.LayerNorm", "intermediate.dense",
+                        "output.dense", "output.LayerNorm")
+DISTILBERT_LAYER = LayerNames("attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin",
+                              "sa_layer_norm", "ffn.lin1", "ffn.lin2", "output_layer_norm")
+ALBERT_LAYER = LayerNames("attention.query", "attention.key", "attention.value", "attention.dense",
+                          "attention.LayerNorm", "ffn", "ffn_output", "full_layer_layer_norm")
+
+
+# ------------------------------------------------------------------------------ the families
+def _embedding_sum(p: dict, prefix: str, input_ids, position_ids, token_type_ids) -> torch.Tensor:
+    """word + position (+ token type, where the family has them), float64."""
+    e = p[f"{prefix}.embeddings.word_embeddings.weight"][input_ids] + \
+        p[f"{prefix}.embeddings.position_embeddings.weight"][position_ids]
+    if f"{prefix}.embeddings.token_type_embeddings.weight" in p:
+        e = e + p[f"{prefix}.embeddings.token_type_embeddings.weight"][token_type_ids]
+    return e
+
+
+def _roberta_positions(input_ids, pad: int) -> torch.Tensor:
+    """transformers' ``create_position_ids_from_input_ids``: pad + 1, pad + 2, … over non-padding ids."""
+    keep = (input_ids != pad).long()
+    return torch.cumsum(keep, dim=1) * keep + pad
+
+
+def _encoder(net: Network, h, config, prefix: str, names: LayerNames, act: str) -> torch.Tensor:
+    for i in range(config.num_hidden_layers):
+        h = net.post_norm_layer(names, f"{prefix}.{i}.", act, h)
+    return h
+
+
+def _bert_body(net, config, prefix, e):
+    h = net.layer_norm(f"{prefix}.embeddings.LayerNorm", e)
+    return net.first_token(_encoder(net, h, config, f"{prefix}.encoder.layer", BERT_LAYER, config.hidden_act))
+
+
+def _bert(net, config, e):
+    pooled = net.activation("tanh", net.linear("bert.pooler.dense", _bert_body(net, config, "bert", e)))
+    return net.linear("classifier", pooled)
+
+
+def _roberta(net, config, e):
+    h = net.activation("tanh", net.linear("classifier.dense", _bert_body(net, config, "roberta", e)))
+    return net.linear("classifier.out_proj", h)
+
+
+def _distilbert(net, config, e):
+    h = net.layer_norm("distilbert.embeddings.LayerNorm", e)
+    h = _encoder(net, h, config, "distilbert.transformer.layer", DISTILBERT_LAYER, config.activation)
+    h = net.activation("relu", net.linear("pre_classifier", net.first_token(h)))
+    return net.linear("classifier", h)
+
+
+def _electra(net, config, e):
+    h = net.layer_norm("electra.embeddings.LayerNorm", e)
+    if "electra.embeddings_project.weight" in net.p:
+        h = net.linear("electra.embeddings_project", h)
+    h = _encoder(net, h, config, "electra.encoder.layer", BERT_LAYER, config.hidden_act)
+    h = net.activation("gelu", net.linear("classifier.dense", net.first_token(h)))
+    return net.linear("classifier.out_proj", h)
+
+
+def _albert(net, config, e):
+    h = net.linear("albert.encoder.embedding_hidden_mapping_in", net.layer_norm("albert.embeddings.LayerNorm", e))
+    groups, layers = config.num_hidden_groups, config.num_hidden_layers
+    for i in range(layers):  # the same weights at every application of a group
+        for j in range(config.inner_group_num):
+            prefix = f"albert.encoder.albert_layer_groups.{int(i / (layers / groups))}.albert_layers.{j}."
+            h = net.post_norm_layer(ALBERT_LAYER, prefix, config.hidden_act, h)
+    pooled = net.activation("tanh", net.linear("albert.pooler", net.first_token(h)))
+    return net.linear("classifier", pooled)
+
+
+#: model_type -> (attribute of the encoder, RoBERTa-style positions, the network from the embedding sum)
+FAMILIES = {
+    "bert": ("bert", False, _bert),
+    "roberta": ("roberta", True, _roberta),
+    "xlm-roberta": ("roberta", True, _roberta),
+    "camembert": ("roberta", True, _roberta),
+    "distilbert": ("distilbert", False, _distilbert),
+    "electra": ("electra", False, _electra),
+    "albert": ("albert", False, _albert),
+}
+
+
+def _params(hf_model) -> dict[str, torch.Tensor]:
+    """float64 copies of every parameter, keyed by the Hugging Face names."""
+    return {name: t.detach().double().clone() for name, t in hf_model.state_dict().items()}
+
+
+def _activation_name(config) -> str:
+    return getattr(config, "hidden_act", None) or config.activation
+
+
 def _check(hf_model, input_ids, mode, target) -> None:
     config = hf_model.config
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if config.hidden_act != "gelu":
-        raise ValueError(f"only the erf GELU ('gelu') is supported, got hidden_act={config.hidden_act!r}")
+    if config.model_type not in FAMILIES:
+        raise ValueError(f"no explicit reference for model_type {config.model_type!r}; have {', '.join(FAMILIES)}")
+    if _activation_name(config) not in ("gelu", "gelu_new", "relu"):
+        raise ValueError("only the erf GELU ('gelu'), the tanh GELU ('gelu_new') and 'relu' are supported, "
+                         f"got {_activation_name(config)!r}")
     if getattr(config, "is_decoder", False):
-        raise ValueError("only encoder (bidirectional) BERT is supported")
+        raise ValueError("only encoder (bidirectional) models are supported")
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be [B, L], got shape {tuple(input_ids.shape)}")
     if int(target.min()) < 0 or int(target.max()) >= config.num_labels:
@@ -172,99 +392,30 @@ def _check(hf_model, input_ids, mode, target) -> None:
 
 
 @torch.no_grad()
-def explicit_lrp(hf_model: BertForSequenceClassification, input_ids: torch.Tensor,
-                 attention_mask: torch.Tensor | None = None,
-                 token_type_ids: torch.Tensor | None = None,
-                 target: int | torch.Tensor = 0, mode: str = "attnlrp",
-                 eps: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Explicit layer-by-layer LRP of ``hf_model`` (eval-mode BertForSequenceClassification).
+def explicit_lrp(hf_model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 token_type_ids: torch.Tensor | None = None, target: int | torch.Tensor = 0,
+                 mode: str = "attnlrp", eps: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Explicit layer-by-layer LRP of an eval-mode ``*ForSequenceClassification`` of a family in
+    :data:`FAMILIES` (BERT, RoBERTa, XLM-R, CamemBERT, DistilBERT, ELECTRA, ALBERT).
 
     input_ids, attention_mask (1 keep / 0 pad), token_type_ids: [B, L] (None → all ones / zeros);
     target: int or [B] class indices; mode: "attnlrp" or "cp_lrp"; eps: ε of the linear ε-rule.
-    Returns (relevance at the embedding sum [B, L, H], logits [B, C]), both float64.
+    Returns (relevance at the embedding sum [B, L, embedding width], logits [B, C]), both float64.
     """
-    b, l = input_ids.shape
+    b, _ = input_ids.shape
     target = torch.as_tensor(target, dtype=torch.long).expand(b).clone()
     _check(hf_model, input_ids, mode, target)
     config = hf_model.config
+    prefix, roberta_positions, network = FAMILIES[config.model_type]
+    attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+    token_type_ids = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
+    positions = (_roberta_positions(input_ids, config.pad_token_id) if roberta_positions
+                 else torch.arange(input_ids.shape[1]).expand_as(input_ids))
     p = _params(hf_model)
-    heads = config.num_attention_heads
-    head_dim = config.hidden_size // heads
-    scale = head_dim ** -0.5
-    ln_eps = config.layer_norm_eps
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
-    if token_type_ids is None:
-        token_type_ids = torch.zeros_like(input_ids)
-    key_valid = (attention_mask != 0)[:, None, None, :]                        # [B, 1, 1, L]
-    additive_mask = torch.zeros(key_valid.shape, dtype=torch.float64).masked_fill(
-        ~key_valid, torch.finfo(torch.float64).min)
-
-    # ---- forward, caching what the rules need
-    position_ids = torch.arange(l)
-    e = (p["bert.embeddings.word_embeddings.weight"][input_ids]
-         + p["bert.embeddings.position_embeddings.weight"][position_ids][None]
-         + p["bert.embeddings.token_type_embeddings.weight"][token_type_ids])
-    h, sigma_emb = _layer_norm(p, "bert.embeddings.LayerNorm", e, ln_eps)
-    embedding_out = h
-    caches = []
-    for i in range(config.num_hidden_layers):
-        pre = f"bert.encoder.layer.{i}."
-        c = {"h_in": h}
-        for proj in ("query", "key", "value"):
-            c[proj] = _split_heads(_linear(p, pre + "attention.self." + proj, h), heads)
-        c["s"] = scale * c["query"] @ c["key"].transpose(-1, -2)
-        c["p"] = torch.softmax(c["s"] + additive_mask, dim=-1)
-        c["o"] = c["p"] @ c["value"]
-        c["ctx"] = _merge_heads(c["o"])
-        c["a"] = _linear(p, pre + "attention.output.dense", c["ctx"])
-        c["r1"] = c["a"] + h
-        c["h_att"], c["sigma1"] = _layer_norm(p, pre + "attention.output.LayerNorm", c["r1"], ln_eps)
-        c["u"] = _linear(p, pre + "intermediate.dense", c["h_att"])
-        c["g"] = torch.nn.functional.gelu(c["u"])
-        c["f"] = _linear(p, pre + "output.dense", c["g"])
-        c["r2"] = c["f"] + c["h_att"]
-        h, c["sigma2"] = _layer_norm(p, pre + "output.LayerNorm", c["r2"], ln_eps)
-        c["h_out"] = h
-        caches.append(c)
-    cls = h[:, 0]
-    pooler_z = _linear(p, "bert.pooler.dense", cls)
-    pooled = torch.tanh(pooler_z)
-    logits = _linear(p, "classifier", pooled)
-
-    # ---- relevance, passed down op by op
-    r_logits = lrp_output(logits, target)
-    r_pooled = lrp_linear_eps(pooled, p["classifier.weight"], logits, r_logits, eps)
-    r_pooler_z = lrp_identity(r_pooled)
-    r_cls = lrp_linear_eps(cls, p["bert.pooler.dense.weight"], pooler_z, r_pooler_z, eps)
-    r_h = torch.zeros_like(h)
-    r_h[:, 0] = r_cls
-    for i in reversed(range(config.num_hidden_layers)):
-        pre = f"bert.encoder.layer.{i}."
-        c = caches[i]
-        r_r2 = lrp_layer_norm(c["r2"], p[pre + "output.LayerNorm.weight"], c["sigma2"], c["h_out"], r_h)
-        r_f, r_h_att = lrp_add_proportional([c["f"], c["h_att"]], c["r2"], r_r2)
-        r_g = lrp_linear_eps(c["g"], p[pre + "output.dense.weight"], c["f"], r_f, eps)
-        r_u = lrp_identity(r_g)
-        r_h_att = r_h_att + lrp_linear_eps(c["h_att"], p[pre + "intermediate.dense.weight"], c["u"], r_u, eps)
-        r_r1 = lrp_layer_norm(c["r1"], p[pre + "attention.output.LayerNorm.weight"], c["sigma1"],
-                              c["h_att"], r_h_att)
-        r_a, r_h_in = lrp_add_proportional([c["a"], c["h_in"]], c["r1"], r_r1)
-        r_ctx = lrp_linear_eps(c["ctx"], p[pre + "attention.output.dense.weight"], c["a"], r_a, eps)
-        r_o = _split_heads(r_ctx, heads)
-        r_p, r_value = lrp_attention_value_product(c["p"], c["value"], c["o"], r_o, mode)
-        r_proj = {"value": r_value}
-        if mode == "attnlrp":
-            r_s = lrp_softmax_taylor(c["s"], c["p"], r_p, key_valid)
-            r_proj["query"], r_proj["key"] = lrp_query_key_product(c["query"], c["key"], c["s"], r_s,
-                                                                   scale, key_valid)
-        for proj, r in r_proj.items():
-            name = pre + "attention.self." + proj
-            z = _merge_heads(c[proj])
-            r_h_in = r_h_in + lrp_linear_eps(c["h_in"], p[name + ".weight"], z, _merge_heads(r), eps)
-        r_h = r_h_in
-    r_e = lrp_layer_norm(e, p["bert.embeddings.LayerNorm.weight"], sigma_emb, embedding_out, r_h)
-    return r_e, logits
+    e = _embedding_sum(p, prefix, input_ids, positions, token_type_ids)
+    net = Network(p, config.num_attention_heads, getattr(config, "layer_norm_eps", 1e-12), attention_mask, mode, eps)
+    logits = network(net, config, e)
+    return net.relevance(lrp_output(logits, target)), logits
 
 
 # ------------------------------------------------------------------------- a test model

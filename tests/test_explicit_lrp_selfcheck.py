@@ -16,6 +16,7 @@ from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 
 from explicit_lrp import explicit_lrp, make_random_bert, safe_div, stabilize
+from model_factory import zero_biases
 
 
 # ---------------------------------------------------------------- independent g-form backward
@@ -170,16 +171,6 @@ def padded_batch(vocab=50, lengths=(9, 5), seed=1):
     return input_ids, attention_mask, token_type_ids
 
 
-def zero_biases(model):
-    """A copy with every linear bias and LayerNorm β set to 0 (embedding tables untouched)."""
-    model = copy.deepcopy(model)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("bias"):
-                param.zero_()
-    return model
-
-
 CONFIGS = [  # (layers, hidden, heads, intermediate): the task's default and an odd-sized one
     dict(num_layers=2, hidden=32, heads=4, intermediate=64),
     dict(num_layers=3, hidden=20, heads=5, intermediate=36),
@@ -267,6 +258,6 @@ def test_bad_mode_and_activation_are_rejected():
         explicit_lrp(model, input_ids, attention_mask, token_type_ids, 0, "lrp_epsilon", 0.0)
     with pytest.raises(ValueError, match="target must be in"):
         explicit_lrp(model, input_ids, attention_mask, token_type_ids, 3, "cp_lrp", 0.0)
-    model.config.hidden_act = "gelu_new"
+    model.config.hidden_act = "silu"
     with pytest.raises(ValueError, match="only the erf GELU"):
         explicit_lrp(model, input_ids, attention_mask, token_type_ids, 0, "cp_lrp", 0.0)

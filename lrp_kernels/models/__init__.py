@@ -7,7 +7,10 @@ in-memory ``transformers`` models). ``checkpoint`` reads weights and knows nothi
 
 from lrp_kernels.models.base import EncoderClassifier
 from lrp_kernels.models.config import ModelConfig
+from lrp_kernels.models.families.albert import AlbertClassifier
 from lrp_kernels.models.families.bert import BertClassifier
+from lrp_kernels.models.families.distilbert import DistilBertClassifier
+from lrp_kernels.models.families.electra import ElectraClassifier
 from lrp_kernels.models.families.roberta import RobertaClassifier
 from lrp_kernels.models.loading import as_lrp_model, build, config_from_dict, from_hf, load_pretrained, read_config
 from lrp_kernels.models.registry import Family, family_for, register, supported_model_types
@@ -20,7 +23,10 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "AlbertClassifier",
     "BertClassifier",
+    "DistilBertClassifier",
+    "ElectraClassifier",
     "EncoderClassifier",
     "Family",
     "ModelConfig",

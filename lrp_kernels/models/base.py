@@ -1,10 +1,11 @@
 """The base class of every family's classifier: one forward for all rule sets and read-out points.
 
-A family implements four small methods — :meth:`~EncoderClassifier.embed` (the embedding sum),
-:meth:`~EncoderClassifier.encode` (embedding sum → hidden states), :meth:`~EncoderClassifier.classify`
-(hidden states → logits) and, where positions depend on the ids, :meth:`~EncoderClassifier.position_ids`
-— out of the blocks of :mod:`lrp_kernels.models.blocks`. Everything else (the pass, attention maps,
-taps, plain ``forward``) is here, once.
+A family implements :meth:`~EncoderClassifier.classify` (hidden states → logits) and, where its
+layout differs from the defaults, :meth:`~EncoderClassifier.embed` (the embedding sum),
+:meth:`~EncoderClassifier.encode` (embedding sum → hidden states; default: embedding norm, then
+``backbone.encoder``) and :meth:`~EncoderClassifier.position_ids` (where positions depend on the
+ids) — out of the blocks of :mod:`lrp_kernels.models.blocks`. Everything else (the pass, attention
+maps, taps, plain ``forward``) is here, once.
 """
 
 from __future__ import annotations
@@ -57,8 +58,9 @@ class EncoderClassifier(nn.Module):
         return self.backbone.embeddings.sum(input_ids, position_ids, token_type_ids)
 
     def encode(self, e: torch.Tensor, p: Pass) -> torch.Tensor:
-        """Hidden states [B, L, hidden] from the embedding sum."""
-        raise NotImplementedError
+        """Hidden states [B, L, hidden] from the embedding sum: by default the embedding norm (the
+        read-out point ``embedding_output``), then ``backbone.encoder``."""
+        return self.backbone.encoder(self.backbone.embeddings.normalize(p, e), p)
 
     def classify(self, hidden: torch.Tensor, p: Pass) -> torch.Tensor:
         """Logits [B, num_labels] from the hidden states."""

@@ -3,7 +3,9 @@
 :class:`Pass` is what one forward needs besides the weights — the rule set, the resolved backend,
 the masks — and applies the right op (plain or LRP rule) for every linear, norm, activation and
 attention; a family's forward calls only these. The functions below compose them into the blocks
-several families share (multi-head self-attention, the post-norm residual, the feed-forward), and
+several families share (multi-head self-attention, the post-norm residual, the attention and
+feed-forward sub-layers of a post-norm layer: BERT, DistilBERT and ALBERT name their linears and
+norms differently and pass their own modules), and
 the modules are the Hugging Face-named containers of the BERT-style families (BERT, RoBERTa,
 XLM-R, CamemBERT, ELECTRA): their parameter names are exactly what ``transformers`` saves.
 
@@ -173,6 +175,18 @@ def post_norm(p: Pass, x, residual, norm: nn.LayerNorm):
     return p.norm(x + residual, norm)
 
 
+def attention_sublayer(p: Pass, x, query: nn.Linear, key: nn.Linear, value: nn.Linear, output: nn.Linear,
+                       norm: nn.LayerNorm, heads: int):
+    """``norm(output(self_attention(x)) + x)``: the attention half of a post-norm layer (BERT, DistilBERT,
+    ALBERT — each names the four linears and the norm its own way)."""
+    return post_norm(p, p.linear(self_attention(p, x, query, key, value, heads), output), x, norm)
+
+
+def feed_forward_sublayer(p: Pass, x, up: nn.Linear, down: nn.Linear, norm: nn.LayerNorm, act: str):
+    """``norm(down(act(up(x))) + x)``: the feed-forward half of a post-norm layer."""
+    return post_norm(p, p.linear(p.linear(x, up, act), down), x, norm)
+
+
 # ---------------------------------------------------------------------------------- BERT-style modules
 class Embeddings(nn.Module):
     """``word + position (+ token type)`` then LayerNorm, of width ``size`` (ELECTRA/ALBERT: embedding_size)."""
@@ -240,10 +254,8 @@ class EncoderLayer(nn.Module):
 
     def forward(self, x, p: Pass):
         sa, out = self.attention.self, self.attention.output
-        x = post_norm(p, p.linear(self_attention(p, x, sa.query, sa.key, sa.value, self.heads), out.dense), x,
-                      out.LayerNorm)
-        h = p.linear(x, self.intermediate.dense, self.act)
-        return post_norm(p, p.linear(h, self.output.dense), x, self.output.LayerNorm)
+        x = attention_sublayer(p, x, sa.query, sa.key, sa.value, out.dense, out.LayerNorm, self.heads)
+        return feed_forward_sublayer(p, x, self.intermediate.dense, self.output.dense, self.output.LayerNorm, self.act)
 
 
 class Encoder(nn.Module):

@@ -39,6 +39,8 @@ class ModelConfig:
 
     #: the ``hidden_act`` values this family implements
     hidden_acts: ClassVar[dict[str, str]] = HIDDEN_ACTS
+    #: this family's config.json names of the fields -> the field names (DistilBERT: ``dim`` -> ``hidden_size``)
+    aliases: ClassVar[dict[str, str]] = {}
 
     @property
     def head_dim(self) -> int:
@@ -57,8 +59,8 @@ class ModelConfig:
     # ------------------------------------------------------------------ reading config.json
     @classmethod
     def normalize(cls, raw: dict[str, Any]) -> dict[str, Any]:
-        """The raw config.json dictionary with this family's names mapped onto the field names."""
-        return raw
+        """The raw config.json dictionary with this family's names (:attr:`aliases`) mapped onto the field names."""
+        return {**raw, **{field: raw[name] for name, field in cls.aliases.items() if name in raw}}
 
     def validate(self, raw: dict[str, Any], source: str) -> None:
         """Raise :class:`CheckpointError` for a configuration this family does not implement."""

@@ -4,4 +4,5 @@ Adding a family: one module here that defines its classifier on :mod:`lrp_kernel
 and registers a :class:`~lrp_kernels.models.registry.Family`, plus its import below.
 """
 
-from lrp_kernels.models.families import bert, roberta  # noqa: F401
+# in this order: the order of the supported model_types in error messages and the README
+from lrp_kernels.models.families import bert, roberta, distilbert, electra, albert  # noqa: F401, I001

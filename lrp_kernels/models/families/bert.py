@@ -31,9 +31,6 @@ class BertClassifier(EncoderClassifier):
         self.bert = BertBackbone(config)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
 
-    def encode(self, e, p):
-        return self.bert.encoder(self.bert.embeddings.normalize(p, e), p)
-
     def classify(self, hidden, p):
         return p.linear(self.bert.pooler(hidden[:, 0], p), self.classifier)
 

@@ -35,9 +35,6 @@ class RobertaClassifier(EncoderClassifier):
         keep = input_ids.ne(pad).long()
         return torch.cumsum(keep, dim=1) * keep + pad
 
-    def encode(self, e, p):
-        return self.roberta.encoder(self.roberta.embeddings.normalize(p, e), p)
-
     def classify(self, hidden, p):
         return self.classifier(hidden[:, 0], p)
 
