@@ -18,6 +18,7 @@ from lrp_kernels.backends.registry import resolve
 from lrp_kernels.errors import InputError
 from lrp_kernels.methods import LRP_METHODS, METHODS, READ_OUT_POINTS, Method, get_method
 from lrp_kernels.models.base import EncoderClassifier
+from lrp_kernels.models.blocks import POSITIONS
 from lrp_kernels.models.loading import as_lrp_model
 from lrp_kernels.rules import GRADIENT
 
@@ -32,6 +33,10 @@ class Attribution:
 
     ``scores`` [batch, seq] float32 (0 at padding), ``logits`` [batch, labels] float32,
     ``target`` [batch] int64, ``method`` the method's name, ``read_at`` where its scores were read.
+    ``position_relevance`` [batch] float32: the relevance that left the tokens for position inputs the
+    batch shares (DeBERTa's relative-position embeddings, read at their table, the input of their
+    norm), reported by the LRP methods that hold norms constant (attnlrp, cp_lrp) for families that
+    have such inputs; None otherwise.
     """
 
     scores: torch.Tensor
@@ -39,6 +44,7 @@ class Attribution:
     target: torch.Tensor
     method: str
     read_at: str | None = None
+    position_relevance: torch.Tensor | None = None
 
     @property
     def target_logit(self) -> torch.Tensor:
@@ -46,8 +52,11 @@ class Attribution:
 
     @property
     def conservation(self) -> torch.Tensor:
-        """Σ scores / target logit per example (1 = all of the logit reached the input)."""
-        return self.scores.sum(dim=-1) / self.target_logit
+        """(Σ scores + position relevance) / target logit per example (1 = all of the logit reached the input)."""
+        total = self.scores.sum(dim=-1)
+        if self.position_relevance is not None:
+            total = total + self.position_relevance
+        return total / self.target_logit
 
     @property
     def probabilities(self) -> torch.Tensor:
@@ -144,29 +153,45 @@ def resolve_target(target, logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(dim=-1) if checked is None else checked.to(logits.device)
 
 
-def _backward_at(model, e, attention_mask, rules, backend, target, read_at):
+def _backward_at(model, e, attention_mask, rules, backend, target, read_at, positions=False):
     """One forward from the embedding sum and one backward of the target logit.
 
-    Returns ``(x, g, logits, target)`` with x the tensor at ``read_at`` and g the gradient there."""
-    taps = ("embedding_output",) if read_at == "embedding_output" else ()
+    Returns ``(x, g, logits, target, position)`` with x the tensor at ``read_at``, g the gradient
+    there and ``position`` the relevance of the shared position inputs when ``positions`` was asked
+    for and the family has them (else None)."""
+    taps = (("embedding_output",) if read_at == "embedding_output" else ()) + ((POSITIONS,) if positions else ())
     e = e.detach().requires_grad_(True)
     with torch.enable_grad():
         logits, p = model.run(e, attention_mask, rules, backend, taps=taps)
         target = resolve_target(target, logits.detach())
         selected = logits.gather(1, target[:, None]).sum()
-        x = p.tapped[read_at] if taps else e
-        (grad,) = torch.autograd.grad(selected, x)
-    return x.detach(), grad, logits.detach(), target
+        x = p.tapped[read_at] if read_at == "embedding_output" else e
+        views = [view for view, _ in p.position_terms]
+        grad, *grads = torch.autograd.grad(selected, [x, *views], allow_unused=True)
+    return x.detach(), grad, logits.detach(), target, _position_relevance(p.position_terms, grads)
+
+
+def _position_relevance(terms, grads) -> torch.Tensor | None:
+    """Σ share ⊙ g per example over every recorded position input (a term no relevance reached adds 0)."""
+    if not terms:
+        return None
+    total = torch.zeros(terms[0][0].shape[0], dtype=torch.float32, device=terms[0][0].device)
+    for (_, share), grad in zip(terms, grads):
+        if grad is not None:
+            total += (share.float() * grad.float()).flatten(1).sum(dim=1)
+    return total
 
 
 def _gradient_method(method: Method, model, e, batch: _Batch, *, target, eps, backend, read_at, **_):
-    x, grad, logits, target = _backward_at(model, e, batch.attention_mask, method.rules(eps), backend, target,
-                                           read_at)
+    rules = method.rules(eps)
+    positions = method.is_lrp and rules.layer_norm == "identity"
+    x, grad, logits, target, position = _backward_at(model, e, batch.attention_mask, rules, backend, target,
+                                                     read_at, positions)
     if method.norm:
-        return grad.float().norm(dim=-1), logits, target
+        return grad.float().norm(dim=-1), logits, target, None
     if read_at == "word_embeddings":  # e = w + p + t: the gradient at w is the gradient at e
         x = model.word_embeddings(batch.input_ids)
-    return (x.float() * grad.float()).sum(dim=-1), logits, target
+    return (x.float() * grad.float()).sum(dim=-1), logits, target, position
 
 
 def _baseline(model: EncoderClassifier, batch: _Batch, baseline) -> torch.Tensor:
@@ -198,17 +223,16 @@ def _integrated_gradients(method: Method, model, e, batch: _Batch, *, target, ba
         a = alphas[start : start + per_chunk].to(e.dtype)[:, None, None, None]
         path = (base + a * (e - base)).reshape(-1, *e.shape[1:])
         n = a.shape[0]
-        _, grad, _, _ = _backward_at(model, path, mask.repeat(n, 1), GRADIENT, backend, target.repeat(n),
-                                     "embedding_sum")
+        grad = _backward_at(model, path, mask.repeat(n, 1), GRADIENT, backend, target.repeat(n), "embedding_sum")[1]
         total += grad.float().reshape(n, *e.shape).sum(dim=0)
-    return ((e - base).float() * total / ig_steps).sum(dim=-1), logits, target
+    return ((e - base).float() * total / ig_steps).sum(dim=-1), logits, target, None
 
 
 def _attention_method(method: Method, model, e, batch: _Batch, *, target, **_):
     with torch.no_grad():
         logits, attentions = model.forward_from_embeddings(e, batch.attention_mask, output_attentions=True)
     target = resolve_target(target, logits)
-    return method.from_attentions([a.float() for a in attentions]), logits, target
+    return method.from_attentions([a.float() for a in attentions]), logits, target, None
 
 
 def _control_method(method: Method, model, e, batch: _Batch, *, target, seed, **_):
@@ -216,7 +240,7 @@ def _control_method(method: Method, model, e, batch: _Batch, *, target, seed, **
         logits = model.forward_from_embeddings(e, batch.attention_mask)
     target = resolve_target(target, logits)
     generator = torch.Generator().manual_seed(seed)
-    return torch.rand(batch.input_ids.shape, generator=generator).to(batch.input_ids.device), logits, target
+    return torch.rand(batch.input_ids.shape, generator=generator).to(batch.input_ids.device), logits, target, None
 
 
 _KINDS = {
@@ -276,11 +300,12 @@ def attribute(
         if order is not None and torch.is_tensor(ig_baseline) and ig_baseline.dim() == 3 and ig_baseline.shape[0] > 1:
             ig_baseline = ig_baseline.gather(1, order[..., None].expand(-1, -1, ig_baseline.shape[-1]))
         e = model.embed(batch.input_ids, batch.token_type_ids)
-        scores, logits, target = _KINDS[spec.kind](
+        scores, logits, target, position = _KINDS[spec.kind](
             spec, model, e, batch, target=target, eps=eps, backend=kernels, read_at=read_at, ig_steps=ig_steps,
             ig_baseline=ig_baseline, ig_batch_size=ig_batch_size, seed=seed,
         )
         scores = torch.where(batch.attention_mask.bool(), scores.float(), torch.zeros((), device=scores.device))
         if order is not None:  # back to the caller's positions
             scores = torch.zeros_like(scores).scatter_(1, order, scores)
-    return Attribution(scores=scores, logits=logits.float(), target=target, method=spec.name, read_at=read_at)
+    return Attribution(scores=scores, logits=logits.float(), target=target, method=spec.name, read_at=read_at,
+                       position_relevance=position)

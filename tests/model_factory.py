@@ -24,8 +24,56 @@ def _roberta(transformers, **extra):
     return transformers.RobertaForSequenceClassification(config)
 
 
+#: the dimensions of the newer families' tiny models (head dim 6: even, for rotary positions)
+SMALL = dict(vocab_size=100, hidden_size=36, num_attention_heads=6, intermediate_size=50, max_position_embeddings=40,
+             num_labels=3, pad_token_id=0)
+
+
+def _modernbert(transformers, **extra):
+    """4 layers alternating global / local; local layers see 3 tokens either side (shorter than the
+    batches' 12), mean pooling, every optional bias on."""
+    config = transformers.ModernBertConfig(**{**SMALL, "num_hidden_layers": 4, "local_attention": 6,
+                                              "global_attn_every_n_layers": 2, "global_rope_theta": 1000.0,
+                                              "local_rope_theta": 100.0, "attention_bias": True, "mlp_bias": True,
+                                              "norm_bias": True, "classifier_bias": True,
+                                              "classifier_pooling": "mean", **extra})
+    return transformers.ModernBertForSequenceClassification(config)
+
+
+def _eurobert(transformers, **extra):
+    """2 layers, 6 query heads sharing 2 K/V heads, late pooling, biases on."""
+    config = transformers.EuroBertConfig(**{**SMALL, "num_hidden_layers": 2, "num_key_value_heads": 2,
+                                            "attention_bias": True, "mlp_bias": True, "rope_theta": 500.0,
+                                            "classifier_pooling": "late", **extra})
+    return transformers.EuroBertForSequenceClassification(config)
+
+
+_DEBERTA_V3 = dict(relative_attention=True, position_buckets=8, norm_rel_ebd="layer_norm", share_att_key=True,
+                   pos_att_type="p2c|c2p", position_biased_input=False, type_vocab_size=0)
+_DEBERTA_V2 = dict(relative_attention=True, max_relative_positions=6, norm_rel_ebd="none", share_att_key=False,
+                   pos_att_type="c2p|p2c", position_biased_input=True, type_vocab_size=2)
+
+
+def _deberta(transformers, version="v3", **extra):
+    """2 layers; v3: log buckets (8, so distances ≥ 4 share rows), shared keys, the position norm, no
+    absolute positions; v2: separate position projections, 6 relative positions (clamped), absolute
+    positions and token types."""
+    config = transformers.DebertaV2Config(**{**SMALL, "num_hidden_layers": 2, "pooler_hidden_size": 36,
+                                             "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+                                             "pooler_dropout": 0.0, **(_DEBERTA_V3 if version == "v3" else _DEBERTA_V2),
+                                             **extra})
+    return transformers.DebertaV2ForSequenceClassification(config)
+
+
 #: family name -> builder(transformers, **config overrides) of a *ForSequenceClassification model
-CONFIGS = {"bert": _bert, "roberta": _roberta}
+CONFIGS = {
+    "bert": _bert,
+    "roberta": _roberta,
+    "modernbert": _modernbert,
+    "eurobert": _eurobert,
+    "deberta_v3": _deberta,
+    "deberta_v2": lambda transformers, **extra: _deberta(transformers, "v2", **extra),
+}
 
 
 def make_hf(kind: str, seed: int = 0, **extra):

@@ -4,4 +4,5 @@ Adding a family: one module here that defines its classifier on :mod:`lrp_kernel
 and registers a :class:`~lrp_kernels.models.registry.Family`, plus its import below.
 """
 
-from lrp_kernels.models.families import bert, roberta  # noqa: F401
+from lrp_kernels.models.families import bert, roberta  # noqa: F401  (first: error messages list them first)
+from lrp_kernels.models.families import deberta, eurobert, modernbert  # noqa: F401
