@@ -66,7 +66,8 @@ class Explanation:
 
 
 def merge_word_pieces(tokens, scores, word_ids, offsets, sequence_ids, texts):
-    """Sum the scores of word pieces of one word; the word's text is cut from the input by offsets."""
+    """Sum the scores of word pieces of one word; the word's text is cut from the input by offsets
+    (without the whitespace some tokenizers count into a word's first piece)."""
     merged_tokens, merged_scores, merged_special = [], [], []
     last = None
     for tok, score, wid, (start, end), sid in zip(tokens, scores, word_ids, offsets, sequence_ids):
@@ -85,7 +86,9 @@ def merge_word_pieces(tokens, scores, word_ids, offsets, sequence_ids, texts):
             merged_scores.append(score)
             merged_special.append(False)
         last = key
-    words = [t if isinstance(t, str) else texts[t[0]][t[1] : t[2]] for t in merged_tokens]
+    # byte-level BPE (RoBERTa without trimmed offsets, ModernBERT, EuroBERT) counts the space before a
+    # word into its first piece: a word cut from the text keeps no surrounding whitespace
+    words = [t if isinstance(t, str) else texts[t[0]][t[1] : t[2]].strip() for t in merged_tokens]
     return words, merged_scores, merged_special
 
 
