@@ -127,16 +127,23 @@ def measure(fns: dict[str, Callable[[], object]], device, repeat: int = 5, warmu
 
 
 def random_bert(num_labels: int = 2, seed: int = 0, dtype=torch.float32, device="cpu", **sizes):
-    """A BERT classifier with random weights (normal, std 0.02; LayerNorm γ = 1, β = 0), eval mode,
-    frozen. ``sizes`` override :data:`BERT_BASE` (hidden_size, num_hidden_layers, ...)."""
-    from lrp_kernels.models import BertClassifier, ModelConfig
+    """A BERT classifier with random weights (see :func:`random_classifier`). ``sizes`` override
+    :data:`BERT_BASE` (hidden_size, num_hidden_layers, ...)."""
+    from lrp_kernels.models import ModelConfig
 
-    config = ModelConfig(**{**BERT_BASE, **sizes}, num_labels=num_labels)
-    model = BertClassifier(config)
+    return random_classifier(ModelConfig(**{**BERT_BASE, **sizes}, num_labels=num_labels), seed, dtype, device)
+
+
+def random_classifier(config, seed: int = 0, dtype=torch.float32, device="cpu"):
+    """The classifier of ``config``'s family with random weights (normal, std ``initializer_range``;
+    norms γ = 1, β = 0; biases 0), eval mode, frozen."""
+    from lrp_kernels.models import build
+
+    model = build(config)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if "LayerNorm" in name:
+            if "norm" in name.lower():
                 param.fill_(1.0 if name.endswith("weight") else 0.0)
             elif name.endswith("bias"):
                 param.zero_()

@@ -198,55 +198,79 @@ def pool_backward(hidden, mask, pooling, r_pooled, pooled):
     return lrp_mean(hidden, mask.double(), pooled, r_pooled)
 
 
+# ------------------------------------------------------------------------- pre-norm layers
+def norm_with_rule(net, kind, name, x, eps):
+    """(y, rule): a norm's output and its relevance rule R_y ↦ R_x (σ or rms held constant);
+    ``name`` None: no norm (ModernBERT's first layer), the identity."""
+    if name is None:
+        return x, lambda r: r
+    if kind == "rms":
+        y, rms = net.rms_norm(name, x, eps)
+        return y, lambda r: lrp_rms_norm(x, net.w(name), rms, y, r)
+    y, sigma = net.layer_norm(name, x, eps)
+    return y, lambda r: lrp_layer_norm(x, net.w(name), sigma, y, r)
+
+
+def prenorm_forward(net, x, norms, attention, out_name, mlp, down_name):
+    """x1 = x + Wo·attention(norm₁(x)), x_out = x1 + W_down·mlp(norm₂(x1)); returns the cache."""
+    c = {"x_in": x}
+    c["a_in"], c["attn_rule"] = norms[0](x)
+    c["attn"] = attention(c["a_in"])
+    c["a"], c["wo"] = net.linear(out_name, c["attn"]["ctx"])
+    c["x1"] = x + c["a"]
+    c["m"], c["mlp_rule"] = norms[1](c["x1"])
+    c["mlp"] = mlp(c["m"])
+    c["f"], c["wf"] = net.linear(down_name, c["mlp"]["u"])
+    c["x_out"] = c["x1"] + c["f"]
+    return c
+
+
+def prenorm_backward(c, r_x, mode, eps):
+    """Relevance at the layer input from the relevance at its output (residuals: proportional)."""
+    r_x1, r_f = lrp_add_proportional([c["x1"], c["f"]], c["x_out"], r_x)
+    r_m = gated_backward(c["mlp"], lrp_linear_eps(c["mlp"]["u"], c["wf"], c["f"], r_f, eps), eps)
+    r_x1 = r_x1 + c["mlp_rule"](r_m)
+    r_x, r_a = lrp_add_proportional([c["x_in"], c["a"]], c["x1"], r_x1)
+    r_ain = attention_backward(c["attn"], lrp_linear_eps(c["attn"]["ctx"], c["wo"], c["a"], r_a, eps), mode, eps)
+    return r_x + c["attn_rule"](r_ain)
+
+
 # ------------------------------------------------------------------------------------ ModernBERT
+def _modernbert_layer(net, x, i, kind, ids, mask):
+    cfg, pre = net.config, f"model.layers.{i}."
+    hidden, inter, heads = cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads
+    rot = rotation_matrices(ids.shape[1], hidden // heads, cfg.rope_parameters[kind]["rope_theta"])
+    keep = keep_mask(mask, cfg.local_attention // 2 if kind == "sliding_attention" else None)
+    qkv = [(pre + "attn.Wqkv", slice(j * hidden, (j + 1) * hidden)) for j in range(3)]
+    norms = (lambda h: norm_with_rule(net, "ln", None if i == 0 else pre + "attn_norm", h, cfg.norm_eps),
+             lambda h: norm_with_rule(net, "ln", pre + "mlp_norm", h, cfg.norm_eps))
+    wi = pre + "mlp.Wi"
+    return prenorm_forward(net, x, norms, lambda h: attention_forward(net, h, qkv, heads, heads, rot, keep),
+                           pre + "attn.Wo", lambda m: gated_forward(net, m, (wi, slice(0, inter)),
+                                                                    (wi, slice(inter, 2 * inter)), F.gelu),
+                           pre + "mlp.Wo")
+
+
 def _modernbert(net, ids, mask, target, mode, eps):
     cfg = net.config
-    ln_eps, heads, hidden = cfg.norm_eps, cfg.num_attention_heads, cfg.hidden_size
     e = net.w("model.embeddings.tok_embeddings")[ids]
-    x, sigma0 = net.layer_norm("model.embeddings.norm", e, ln_eps)
-    h0, caches = x, []
+    x, embedding_rule = norm_with_rule(net, "ln", "model.embeddings.norm", e, cfg.norm_eps)
+    caches = []
     for i, kind in enumerate(cfg.layer_types):
-        pre, c = f"model.layers.{i}.", {"x_in": x}
-        c["a_in"], c["sigma_a"] = (x, None) if i == 0 else net.layer_norm(pre + "attn_norm", x, ln_eps)
-        theta = cfg.rope_parameters[kind]["rope_theta"]
-        rot = rotation_matrices(ids.shape[1], hidden // heads, theta)
-        window = cfg.local_attention // 2 if kind == "sliding_attention" else None
-        qkv = [(pre + "attn.Wqkv", slice(j * hidden, (j + 1) * hidden)) for j in range(3)]
-        c["attn"] = attention_forward(net, c["a_in"], qkv, heads, heads, rot, keep_mask(mask, window))
-        c["a"], c["wo"] = net.linear(pre + "attn.Wo", c["attn"]["ctx"])
-        c["x1"] = x + c["a"]
-        c["m"], c["sigma_m"] = net.layer_norm(pre + "mlp_norm", c["x1"], ln_eps)
-        inter = cfg.intermediate_size
-        c["mlp"] = gated_forward(net, c["m"], (pre + "mlp.Wi", slice(0, inter)), (pre + "mlp.Wi", slice(inter, 2 * inter)),
-                                 F.gelu)
-        c["f"], c["wf"] = net.linear(pre + "mlp.Wo", c["mlp"]["u"])
-        x = c["x1"] + c["f"]
-        c["x_out"] = x
-        caches.append(c)
-    hf, sigma_f = net.layer_norm("model.final_norm", x, ln_eps)
+        caches.append(_modernbert_layer(net, x, i, kind, ids, mask))
+        x = caches[-1]["x_out"]
+    hf, final_rule = norm_with_rule(net, "ln", "model.final_norm", x, cfg.norm_eps)
     pooled = hf[:, 0] if cfg.classifier_pooling == "cls" else (hf * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
     d, w_d = net.linear("head.dense", pooled)
-    g = F.gelu(d)
-    n, sigma_n = net.layer_norm("head.norm", g, ln_eps)
+    n, head_rule = norm_with_rule(net, "ln", "head.norm", F.gelu(d), cfg.norm_eps)
     logits, w_c = net.linear("classifier", n)
 
-    r_n = lrp_linear_eps(n, w_c, logits, lrp_output(logits, target), eps)
-    r_d = lrp_identity(lrp_layer_norm(g, net.w("head.norm"), sigma_n, n, r_n))
+    r_d = lrp_identity(head_rule(lrp_linear_eps(n, w_c, logits, lrp_output(logits, target), eps)))
     r_pooled = lrp_linear_eps(pooled, w_d, d, r_d, eps)
-    r_hf = pool_backward(hf, mask, cfg.classifier_pooling, r_pooled, pooled)
-    r_x = lrp_layer_norm(x, net.w("model.final_norm"), sigma_f, hf, r_hf)
-    for i in reversed(range(len(caches))):
-        c, pre = caches[i], f"model.layers.{i}."
-        r_x1, r_f = lrp_add_proportional([c["x1"], c["f"]], c["x_out"], r_x)
-        r_m = gated_backward(c["mlp"], lrp_linear_eps(c["mlp"]["u"], c["wf"], c["f"], r_f, eps), eps)
-        r_x1 = r_x1 + lrp_layer_norm(c["x1"], net.w(pre + "mlp_norm"), c["sigma_m"], c["m"], r_m)
-        r_x, r_a = lrp_add_proportional([c["x_in"], c["a"]], c["x1"], r_x1)
-        r_ain = attention_backward(c["attn"], lrp_linear_eps(c["attn"]["ctx"], c["wo"], c["a"], r_a, eps), mode, eps)
-        if i > 0:
-            r_ain = lrp_layer_norm(c["x_in"], net.w(pre + "attn_norm"), c["sigma_a"], c["a_in"], r_ain)
-        r_x = r_x + r_ain
-    r_e = lrp_layer_norm(e, net.w("model.embeddings.norm"), sigma0, h0, r_x)
-    return r_e, torch.zeros(ids.shape[0], dtype=torch.float64), logits
+    r_x = final_rule(pool_backward(hf, mask, cfg.classifier_pooling, r_pooled, pooled))
+    for c in reversed(caches):
+        r_x = prenorm_backward(c, r_x, mode, eps)
+    return embedding_rule(r_x), torch.zeros(ids.shape[0], dtype=torch.float64), logits
 
 
 # ------------------------------------------------------------------------------------ EuroBERT
@@ -263,37 +287,30 @@ def _eurobert_head(net, hf, mask, pooling, target, eps):
     return logits, (r_pooled if pooling == "late" else pool_backward(hf, mask, pooling, r_pooled, pooled))
 
 
+def _eurobert_layer(net, x, i, rot, mask):
+    cfg, pre = net.config, f"model.layers.{i}."
+    projections = [(pre + f"self_attn.{n}_proj", None) for n in "qkv"]
+    norms = (lambda h: norm_with_rule(net, "rms", pre + "input_layernorm", h, cfg.rms_norm_eps),
+             lambda h: norm_with_rule(net, "rms", pre + "post_attention_layernorm", h, cfg.rms_norm_eps))
+    attention = lambda h: attention_forward(net, h, projections, cfg.num_attention_heads, cfg.num_key_value_heads,  # noqa: E731
+                                            rot, keep_mask(mask))
+    mlp = lambda m: gated_forward(net, m, (pre + "mlp.gate_proj", None), (pre + "mlp.up_proj", None), F.silu)  # noqa: E731
+    return prenorm_forward(net, x, norms, attention, pre + "self_attn.o_proj", mlp, pre + "mlp.down_proj")
+
+
 def _eurobert(net, ids, mask, target, mode, eps):
     cfg = net.config
-    rms_eps, heads, kv_heads = cfg.rms_norm_eps, cfg.num_attention_heads, cfg.num_key_value_heads
     rot = rotation_matrices(ids.shape[1], cfg.head_dim, cfg.rope_parameters["rope_theta"])
     x = net.w("model.embed_tokens")[ids]
-    e, caches = x, []
+    caches = []
     for i in range(cfg.num_hidden_layers):
-        pre, c = f"model.layers.{i}.", {"x_in": x}
-        c["h"], c["rms_a"] = net.rms_norm(pre + "input_layernorm", x, rms_eps)
-        projections = [(pre + f"self_attn.{n}_proj", None) for n in "qkv"]
-        c["attn"] = attention_forward(net, c["h"], projections, heads, kv_heads, rot, keep_mask(mask))
-        c["a"], c["wo"] = net.linear(pre + "self_attn.o_proj", c["attn"]["ctx"])
-        c["x1"] = x + c["a"]
-        c["m"], c["rms_m"] = net.rms_norm(pre + "post_attention_layernorm", c["x1"], rms_eps)
-        c["mlp"] = gated_forward(net, c["m"], (pre + "mlp.gate_proj", None), (pre + "mlp.up_proj", None), F.silu)
-        c["f"], c["wf"] = net.linear(pre + "mlp.down_proj", c["mlp"]["u"])
-        x = c["x1"] + c["f"]
-        c["x_out"] = x
-        caches.append(c)
-    hf, rms_f = net.rms_norm("model.norm", x, rms_eps)
+        caches.append(_eurobert_layer(net, x, i, rot, mask))
+        x = caches[-1]["x_out"]
+    hf, final_rule = norm_with_rule(net, "rms", "model.norm", x, cfg.rms_norm_eps)
     logits, r_hf = _eurobert_head(net, hf, mask, cfg.classifier_pooling, target, eps)
-    r_x = lrp_rms_norm(x, net.w("model.norm"), rms_f, hf, r_hf)
-    for i in reversed(range(len(caches))):
-        c, pre = caches[i], f"model.layers.{i}."
-        r_x1, r_f = lrp_add_proportional([c["x1"], c["f"]], c["x_out"], r_x)
-        r_m = gated_backward(c["mlp"], lrp_linear_eps(c["mlp"]["u"], c["wf"], c["f"], r_f, eps), eps)
-        r_x1 = r_x1 + lrp_rms_norm(c["x1"], net.w(pre + "post_attention_layernorm"), c["rms_m"], c["m"], r_m)
-        r_x, r_a = lrp_add_proportional([c["x_in"], c["a"]], c["x1"], r_x1)
-        r_h = attention_backward(c["attn"], lrp_linear_eps(c["attn"]["ctx"], c["wo"], c["a"], r_a, eps), mode, eps)
-        r_x = r_x + lrp_rms_norm(c["x_in"], net.w(pre + "input_layernorm"), c["rms_a"], c["h"], r_h)
-    assert r_x.shape == e.shape
+    r_x = final_rule(r_hf)
+    for c in reversed(caches):
+        r_x = prenorm_backward(c, r_x, mode, eps)
     return r_x, torch.zeros(ids.shape[0], dtype=torch.float64), logits
 
 

@@ -105,3 +105,46 @@ def padded(lengths=(12, 7, 3), pad_id: int = 0, vocab: int = 100, seed: int = 1,
     types = torch.zeros_like(ids)
     types[:, max(lengths) // 2 :] = 1
     return ids, mask, types * mask
+
+
+def zero_biases(model):
+    """Every bias (norm β included) set to 0 in place; returns the model."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.zero_()
+    return model
+
+
+def read_out_modules(hf):
+    """(module whose input is the embedding sum, module whose output is ``embedding_output``, the word
+    embeddings) of a ``transformers`` classifier; a family without an embedding norm (EuroBERT) reads
+    every point at the token embeddings: (None, embeddings, embeddings)."""
+    base = hf.base_model
+    if not hasattr(base, "embeddings"):
+        return None, base.get_input_embeddings(), base.get_input_embeddings()
+    norm = getattr(base.embeddings, "LayerNorm", None) or base.embeddings.norm
+    return norm, norm, base.get_input_embeddings()
+
+
+def hf_gradient_at(hf, ids, mask, target, point):
+    """x at read-out ``point`` and ∂logit_target/∂x by plain autograd on the transformers model
+    (a hook makes x a leaf of the graph)."""
+    store = {}
+
+    def leaf(t):
+        store["x"] = t.detach().requires_grad_(True)
+        return store["x"]
+
+    before, after, word = read_out_modules(hf)
+    if point == "embedding_sum" and before is not None:
+        handle = before.register_forward_pre_hook(lambda _m, args: (leaf(args[0]),))
+    else:
+        module = {"embedding_sum": word, "embedding_output": after, "word_embeddings": word}[point]
+        handle = module.register_forward_hook(lambda _m, _args, out: leaf(out))
+    try:
+        logits = hf(input_ids=ids, attention_mask=mask).logits
+        (grad,) = torch.autograd.grad(logits[torch.arange(len(ids)), target].sum(), store["x"])
+    finally:
+        handle.remove()
+    return store["x"].detach(), grad

@@ -40,17 +40,9 @@ def test_single_backward_equals_explicit_float64_lrp(tiny_hf, method, eps):
     assert (ours.scores.double() - expected).abs().max() <= 1e-6 * scale
 
 
-def _zero_biases(model):
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias"):
-                p.zero_()
-    return model
-
-
 def test_cp_lrp_is_exactly_conservative_without_biases(tiny_hf):
     """ε = 0, every bias (LayerNorm β too) zeroed: Σ scores = target logit (fp32, 1e-4 relative)."""
-    model = _zero_biases(copy.deepcopy(tiny_hf))
+    model = model_factory.zero_biases(copy.deepcopy(tiny_hf))
     ids, mask, types = padded([10, 6])
     result = attribute(model, ids, mask, types, method="cp_lrp", eps=0.0)
     torch.testing.assert_close(result.conservation, torch.ones(2), rtol=1e-4, atol=1e-4)
@@ -59,7 +51,7 @@ def test_cp_lrp_is_exactly_conservative_without_biases(tiny_hf):
 def test_attnlrp_drops_the_softmax_taylor_remainder(tiny_hf):
     """attnlrp is not conservative even without biases (the softmax rule is first order): the ratio is
     finite and differs from 1 — reported, not asserted equal to 1."""
-    model = _zero_biases(copy.deepcopy(tiny_hf))
+    model = model_factory.zero_biases(copy.deepcopy(tiny_hf))
     ids, mask, types = padded([10, 6])
     ratio = attribute(model, ids, mask, types, method="attnlrp", eps=0.0).conservation
     assert torch.isfinite(ratio).all()

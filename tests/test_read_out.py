@@ -16,7 +16,7 @@ from lrp_kernels import attribute
 from lrp_kernels.methods import READ_OUT_POINTS, REGISTRY
 
 transformers = pytest.importorskip("transformers")
-from model_factory import make_hf, padded  # noqa: E402
+from model_factory import hf_gradient_at, make_hf, padded  # noqa: E402
 
 KINDS = ["bert", "roberta"]
 # weights of std 0.2: with transformers' default 0.02 a random 2-layer model's logits are mostly its
@@ -28,32 +28,6 @@ GRADIENT_METHODS = [m for m in REGISTRY.values() if m.kind == "gradient"]
 def _batch(hf):
     ids, mask, _ = padded((9, 5, 7), pad_id=hf.config.pad_token_id)
     return ids, mask
-
-
-def _leaf_at(hf, point, store):
-    """A hook that makes the tensor at ``point`` a leaf of the graph (stored in ``store``)."""
-    emb = hf.base_model.embeddings
-
-    def leaf(t):
-        store["x"] = t.detach().requires_grad_(True)
-        return store["x"]
-
-    if point == "embedding_sum":
-        return emb.LayerNorm.register_forward_pre_hook(lambda _m, args: (leaf(args[0]),))
-    module = emb.LayerNorm if point == "embedding_output" else emb.word_embeddings
-    return module.register_forward_hook(lambda _m, _args, out: leaf(out))
-
-
-def hf_gradient_at(hf, ids, mask, target, point):
-    """x at ``point`` and ∂logit_target/∂x by plain autograd on the transformers model."""
-    store = {}
-    handle = _leaf_at(hf, point, store)
-    try:
-        logits = hf(input_ids=ids, attention_mask=mask).logits
-        (grad,) = torch.autograd.grad(logits[torch.arange(len(ids)), target].sum(), store["x"])
-    finally:
-        handle.remove()
-    return store["x"].detach(), grad
 
 
 @pytest.mark.parametrize("kind", KINDS)

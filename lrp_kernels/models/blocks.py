@@ -156,7 +156,9 @@ class Pass:
             mask = None if self.token_mask is None else additive_mask(self.token_mask)
             dense = dense_mask(mask, window, length, None if mask is None else mask.device)
             dtype = self.plain_mask.dtype if self.plain_mask is not None else torch.float32
-            self._window_masks[window] = dense.clamp(min=torch.finfo(dtype).min).to(dtype)
+            if torch.finfo(dtype).max < torch.finfo(torch.float32).max:  # float16: keep it finite
+                dense = dense.clamp(min=torch.finfo(dtype).min)
+            self._window_masks[window] = dense.to(dtype)
         return self._window_masks[window]
 
     def attention(self, q, k, v, scale: float, window: int | None = None, rotary=None):

@@ -71,29 +71,26 @@ def dense_mask(mask, window, length, device=None):
     return zeros.masked_fill_(~keep, torch.finfo(torch.float32).min)[:, None]
 
 
-def rotate_half(x):
+def _rotate(x, rotary, sign: float):
+    """``x·cos + J(x)·sin`` with J = rotate_half (sign 1) or its transpose (sign −1), in float32:
+    J(x) = (−x₂, x₁), Jᵀ(x) = (x₂, −x₁) for the halves x₁, x₂ of the last dim."""
+    cos, sin = (t.unsqueeze(1) for t in rotary)
+    xf = acc(x)
     half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    out = xf * cos
+    out[..., :half].addcmul_(xf[..., half:], sin[..., :half], value=-sign)
+    out[..., half:].addcmul_(xf[..., :half], sin[..., half:], value=sign)
+    return out.to(x.dtype)
 
 
 def apply_rotary(x, rotary):
     """``x·cos + rotate_half(x)·sin`` over [B, H, L, D] (cos, sin [B | 1, L, D]), in float32."""
-    if rotary is None:
-        return x
-    cos, sin = (t.unsqueeze(1) for t in rotary)
-    xf = acc(x)
-    return (xf * cos + rotate_half(xf) * sin).to(x.dtype)
+    return x if rotary is None else _rotate(x, rotary, 1.0)
 
 
 def rotary_transposed(g, rotary):
     """The transpose of :func:`apply_rotary` applied to ``g``: ``g·cos + rotate_halfᵀ(g·sin)``."""
-    if rotary is None or g is None:
-        return g
-    cos, sin = (t.unsqueeze(1) for t in rotary)
-    gf = acc(g)
-    gs = gf * sin
-    half = g.shape[-1] // 2
-    return (gf * cos + torch.cat((gs[..., half:], -gs[..., :half]), dim=-1)).to(g.dtype)
+    return g if rotary is None or g is None else _rotate(g, rotary, -1.0)
 
 
 def repeat_kv(x, heads: int):
@@ -185,12 +182,21 @@ def _backward(grad_out, q, k, v, mask, scale, mode, saved, fused):
 
 def forward(q, k, v, mask, scale, mode, window=None, rotary=None):
     fused = uses_fused_kernel(q, mode, mask)
-    return _forward(*_loaded(q, k, v, mask, window, rotary), scale, mode, fused)
+    loaded = _loaded(q, k, v, mask, window, rotary)
+    out, saved = _forward(*loaded, scale, mode, fused)
+    if is_variant(q, k, window, rotary):  # the backward reads the rotated / repeated tensors again
+        saved = (*saved, *loaded[:3])
+    return out, saved
 
 
 def backward(grad_out, q, k, v, mask, scale, mode, saved, window=None, rotary=None):
     fused = uses_fused_kernel(q, mode, mask)
-    grad_q, grad_k, grad_v = _backward(grad_out, *_loaded(q, k, v, mask, window, rotary), scale, mode, saved, fused)
+    if is_variant(q, k, window, rotary):
+        *saved, q_loaded, k_loaded, v_loaded = saved
+        loaded = (q_loaded, k_loaded, v_loaded, dense_mask(mask, window, q.shape[-2], q.device))
+    else:
+        loaded = (q, k, v, mask)
+    grad_q, grad_k, grad_v = _backward(grad_out, *loaded, scale, mode, saved, fused)
     kv_heads = k.shape[1]
     grad_k, grad_v = sum_groups(grad_k, kv_heads), sum_groups(grad_v, kv_heads)
     return rotary_transposed(grad_q, rotary), rotary_transposed(grad_k, rotary), grad_v

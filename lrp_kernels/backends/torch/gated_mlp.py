@@ -13,8 +13,7 @@ import torch.nn.functional as F
 from lrp_kernels.backends.contract import GATED_ACTIVATIONS, GatedMLPKernels
 
 from ._common import acc
-from .activation import gelu_factor
-from .linear import divide_by_stabilized_abs
+from .activation import GELU_GUARD
 
 _APPROXIMATE = {"gelu": "none", "gelu_tanh": "tanh"}
 
@@ -30,11 +29,10 @@ def activate(a: torch.Tensor, fn: str) -> torch.Tensor:
     return F.silu(a) if fn == "silu" else F.gelu(a, approximate=_APPROXIMATE[fn])
 
 
-def activation_factor(af: torch.Tensor, fn: str, eps: float) -> torch.Tensor:
-    """act(a)/a · a/(a + ε·sign a): the identity rule of act times the ε-ratio of a."""
-    if eps != 0:
-        return divide_by_stabilized_abs(activate(af, fn).abs_(), af, eps)
-    return torch.sigmoid(af) if fn == "silu" else gelu_factor(af, _APPROXIMATE[fn])
+def activation_factor(af: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    """act(a)/a from a and act(a); where |a| < :data:`GELU_GUARD` its limit ½ (GELU: Φ(0), SiLU: σ(0))."""
+    small = af.abs() < GELU_GUARD
+    return torch.where(small, 0.5, act / torch.where(small, 1.0, af))
 
 
 def forward(a, b, fn):
@@ -44,13 +42,18 @@ def forward(a, b, fn):
 def backward(grad_u, a, b, fn, eps):
     check_function(fn)
     af, bf = acc(a), acc(b)
-    half = acc(grad_u) * 0.5
-    out = torch.empty((*a.shape[:-1], 2 * a.shape[-1]), dtype=half.dtype, device=a.device)
+    act = activate(af, fn)
+    out = torch.empty((*a.shape[:-1], 2 * a.shape[-1]), dtype=act.dtype, device=a.device)
     s_a, s_b = out.chunk(2, dim=-1)
-    torch.mul(half * bf, activation_factor(af, fn, eps), out=s_a)
-    torch.mul(half, activate(af, fn), out=s_b)
-    if eps != 0:
-        s_b.mul_(divide_by_stabilized_abs(bf.abs(), bf, eps))
+    if eps == 0:
+        torch.mul(bf, activation_factor(af, act), out=s_a)
+        s_b.copy_(act)
+    else:  # act(a)/a · a/(a + ε·sign a) = |act(a)|/(|a| + ε);  b/(b + ε·sign b) = |b|/(|b| + ε)
+        torch.mul(bf, act.abs(), out=s_a).div_(af.abs().add_(eps))
+        torch.mul(act, bf.abs(), out=s_b).div_(bf.abs().add_(eps))
+    half = acc(grad_u) * 0.5  # the uniform rule: each factor of the product gets half
+    s_a.mul_(half)
+    s_b.mul_(half)
     return out.to(grad_u.dtype)
 
 
