@@ -1,4 +1,4 @@
-"""Explicit float64 LRP for ModernBERT, EuroBERT and DeBERTa-v2/v3 sequence classifiers.
+"""Explicit float64 LRP for ModernBERT, EuroBERT, DeBERTa-v2/v3 and DeBERTa sequence classifiers.
 
 Like :mod:`explicit_lrp` (whose rule functions it reuses) it recomputes the forward pass in float64
 from the ``transformers`` model's weights and passes *relevance tensors* down op by op, every rule
@@ -85,10 +85,13 @@ class Net:
     def w(self, name):
         return self.p[f"{name}.weight"]
 
-    def linear(self, name, x, rows=None):
+    def linear(self, name, x, rows=None, bias=None):
+        """(W x + b, W) of the linear ``name`` (its ``rows`` only; ``bias`` the name of another bias)."""
         w, b = self.p[f"{name}.weight"], self.p.get(f"{name}.bias")
         if rows is not None:
             w, b = w[rows], None if b is None else b[rows]
+        if bias is not None:
+            b = self.p[bias]
         return x @ w.T + (0.0 if b is None else b), w
 
     def layer_norm(self, name, x, eps):
@@ -316,22 +319,42 @@ def _eurobert(net, ids, mask, target, mode, eps):
 
 # ------------------------------------------------------------------------------------ DeBERTa-v2
 def _relative_onehot(cfg, length):
-    """δ(i, j) as a one-hot [L, L, 2·span] over the whole table (transformers' own relative positions)."""
-    from transformers.models.deberta_v2.modeling_deberta_v2 import build_relative_position
-
+    """δ(i, j) as a one-hot [L, L, rows of the table] (transformers' own relative positions; DeBERTa
+    (v1) reads the rows max_rel − span … max_rel + span − 1 with span = min(L, max_rel))."""
     buckets, max_rel = getattr(cfg, "position_buckets", -1), cfg.max_relative_positions
     if max_rel < 1:
         max_rel = cfg.max_position_embeddings
-    span = buckets if buckets > 0 else max_rel
     dummy = torch.zeros(1, length, 1)
+    if cfg.model_type == "deberta":
+        from transformers.models.deberta.modeling_deberta import build_relative_position
+
+        span = min(length, max_rel)
+        rows = max_rel - span + (build_relative_position(dummy, dummy)[0] + span).clamp(0, 2 * span - 1)
+        return F.one_hot(rows, 2 * max_rel).double()
+    from transformers.models.deberta_v2.modeling_deberta_v2 import build_relative_position
+
+    span = buckets if buckets > 0 else max_rel
     rel = build_relative_position(dummy, dummy, bucket_size=buckets, max_position=max_rel)[0]
     return F.one_hot((rel + span).clamp(0, 2 * span - 1), 2 * span).double()
+
+
+def _deberta_projections(net, x, pre, cfg):
+    """(name, rows, bias) of Q, K, V: three linears (v2), or DeBERTa's per-head interleaved in_proj rows
+    with q_bias and v_bias (v1)."""
+    if cfg.model_type != "deberta":
+        return [(pre + n, None, None) for n in ("query_proj", "key_proj", "value_proj")]
+    heads, dim = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
+    rows = torch.arange(3 * heads * dim).view(heads, 3, dim)
+    biases = (pre + "q_bias", None, pre + "v_bias")
+    return [(pre + "in_proj", rows[:, j].reshape(-1), biases[j]) for j in range(3)]
 
 
 def _deberta_positions(net, c, pre, terms, cfg):
     """Forward of the projected position rows, per term: (z [1, R, H·D], weight, split [1, N, R, D])."""
     share = getattr(cfg, "share_att_key", False)
     names = {"c2p": "key_proj" if share else "pos_key_proj", "p2c": "query_proj" if share else "pos_query_proj"}
+    if cfg.model_type == "deberta":
+        names = {"c2p": "pos_proj", "p2c": "pos_q_proj"}
     out = {}
     for term in terms:
         z, w = net.linear(pre + "attention.self." + names[term], c["rel_y"])
@@ -341,8 +364,8 @@ def _deberta_positions(net, c, pre, terms, cfg):
 
 def _deberta_attention(net, x, rel, pre, cfg, keep, scale, terms):
     c = {"x": x, "rel_y": rel}
-    for key, name in (("q", "query_proj"), ("k", "key_proj"), ("v", "value_proj")):
-        c[key + "_z"], c[key + "_w"] = net.linear(pre + "attention.self." + name, x)
+    for key, (name, rows, bias) in zip("qkv", _deberta_projections(net, x, pre + "attention.self.", cfg)):
+        c[key + "_z"], c[key + "_w"] = net.linear(name, x, rows, bias)
         c[key] = split_heads(c[key + "_z"], cfg.num_attention_heads)
     c["pos"] = _deberta_positions(net, c, pre, terms, cfg)
     onehot = c["onehot"] = _relative_onehot(cfg, x.shape[1])
@@ -445,7 +468,7 @@ def _deberta(net, ids, mask, target, mode, eps):
     return r_e, r_rel.sum(dim=(1, 2)), logits
 
 
-_FAMILIES = {"modernbert": _modernbert, "eurobert": _eurobert, "deberta-v2": _deberta}
+_FAMILIES = {"modernbert": _modernbert, "eurobert": _eurobert, "deberta-v2": _deberta, "deberta": _deberta}
 
 
 @torch.no_grad()

@@ -65,6 +65,15 @@ def _deberta(transformers, version="v3", **extra):
     return transformers.DebertaV2ForSequenceClassification(config)
 
 
+def _deberta_v1(transformers, **extra):
+    """DeBERTa (v1): in_proj with q/v biases, both relative terms over 16 relative positions (more
+    than the batches' 12 tokens: the rows it reads depend on the length), absolute positions."""
+    config = transformers.DebertaConfig(**{**SMALL, "num_hidden_layers": 2, "hidden_dropout_prob": 0.0,
+                                           "attention_probs_dropout_prob": 0.0, "relative_attention": True,
+                                           "max_relative_positions": 16, "pos_att_type": "c2p|p2c", **extra})
+    return transformers.DebertaForSequenceClassification(config)
+
+
 #: family name -> builder(transformers, **config overrides) of a *ForSequenceClassification model
 CONFIGS = {
     "bert": _bert,
@@ -73,6 +82,7 @@ CONFIGS = {
     "eurobert": _eurobert,
     "deberta_v3": _deberta,
     "deberta_v2": lambda transformers, **extra: _deberta(transformers, "v2", **extra),
+    "deberta_v1": _deberta_v1,
 }
 
 

@@ -1,4 +1,4 @@
-"""Model families II — ModernBERT, EuroBERT, DeBERTa-v2/v3 — end to end on the torch backend.
+"""Model families II — ModernBERT, EuroBERT, DeBERTa-v2/v3, DeBERTa — end to end on the torch backend.
 
 Against ``transformers`` itself (random seeded configs, padded batches, ModernBERT's local windows
 shorter than the sequences): logits; GS and GI against plain autograd on the transformers model at
@@ -36,8 +36,9 @@ VARIANTS = {
     "eurobert-bos": ("eurobert", {"classifier_pooling": "bos"}),
     "deberta_v3": ("deberta_v3", {}),
     "deberta_v2": ("deberta_v2", {}),
+    "deberta_v1": ("deberta_v1", {}),
 }
-KINDS = ["modernbert", "eurobert", "deberta_v3", "deberta_v2"]
+KINDS = ["modernbert", "eurobert", "deberta_v3", "deberta_v2", "deberta_v1"]
 TARGET = torch.tensor([2, 0, 1])
 
 

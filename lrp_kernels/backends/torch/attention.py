@@ -205,6 +205,8 @@ def backward(grad_out, q, k, v, mask, scale, mode, saved, window=None, rotary=No
 # ---------------------------------------------------------------------------- DeBERTa's disentangled attention
 def relative_scores(q, k, pos_key, pos_query, rel_index):
     """c2p + p2c (unscaled) [B, H, L, L]: c2p_ij = q_i·pos_key_δ(i,j), p2c_ij = k_j·pos_query_δ(i,j)."""
+    if pos_key is None and pos_query is None:
+        return None
     batch, heads, length, _ = q.shape
     index = rel_index.expand(batch, heads, length, length)
     scores = None
@@ -245,7 +247,7 @@ def disentangled_backward(grad_out, q, k, v, pos_key, pos_query, rel_index, mask
     grad_q = torch.matmul(grad_s, k)
     grad_k = torch.matmul(grad_s.transpose(-1, -2), q)
     batch, heads, length, _ = q.shape
-    index = rel_index.expand(batch, heads, length, length)
+    index = None if rel_index is None else rel_index.expand(batch, heads, length, length)
     grad_pk = grad_pq = None
     if pos_key is not None:
         extra, grad_pk = _relative_backward(grad_s, q, pos_key, index, position_grads)

@@ -1,4 +1,5 @@
-"""DeBERTa-v2/v3: ``DebertaV2ForSequenceClassification`` (He et al. 2021, 2023).
+"""DeBERTa-v2/v3 and DeBERTa: ``DebertaV2ForSequenceClassification``, ``DebertaForSequenceClassification``
+(He et al. 2021, 2023).
 
 BERT's post-norm layers with disentangled attention: S = (Q Kᵀ + c2p + p2c)/√(d·(1 + #terms)),
 c2p_ij = Q_i·K^r_δ(i,j), p2c_ij = K_j·Q^r_δ(i,j), where K^r / Q^r are the relative-position
@@ -7,6 +8,11 @@ key/query projections (``share_att_key``) or by their own, and δ(i, j) the log-
 position. The embeddings are word (+ absolute position) (+ token type) → (embed_proj) →
 LayerNorm → × attention mask; the head is the ContextPooler (dense → GELU on [CLS]) and a linear
 classifier. Only the rows of the position table that a batch reads are projected.
+
+DeBERTa (v1) is the same network with other parameters: one ``in_proj`` (no bias, Q/K/V interleaved
+per head) plus ``q_bias`` and ``v_bias``, the position projections ``pos_proj`` (no bias) and
+``pos_q_proj``, no position norm and no buckets; it differs only in how a layer makes Q, K, V and
+which projection a relative term uses (:class:`DebertaV1Layer`).
 
 Position relevance: the relevance that reaches the position embeddings through c2p and p2c
 (``attnlrp``; none under ``cp_lrp``, whose P is constant) is collected per example by
@@ -131,10 +137,24 @@ class _SelfAttention(nn.Module):
                 self.pos_query_proj = nn.Linear(hidden, inner)
 
 
-class _Attention(nn.Module):
+class _SelfAttentionV1(nn.Module):
     def __init__(self, config: DebertaV2Config):
         super().__init__()
-        self.self = _SelfAttention(config)
+        hidden, inner = config.hidden_size, config.num_attention_heads * config.attention_head_size
+        self.in_proj = nn.Linear(hidden, 3 * inner, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(inner))
+        self.v_bias = nn.Parameter(torch.zeros(inner))
+        if config.relative_attention:
+            if "c2p" in config.pos_att_type:
+                self.pos_proj = nn.Linear(hidden, inner, bias=False)
+            if "p2c" in config.pos_att_type:
+                self.pos_q_proj = nn.Linear(hidden, inner)
+
+
+class _Attention(nn.Module):
+    def __init__(self, config: DebertaV2Config, self_attention: type[nn.Module]):
+        super().__init__()
+        self.self = self_attention(config)
         self.output = DenseLayerNorm(config.hidden_size, config.hidden_size, config.layer_norm_eps)
 
 
@@ -147,13 +167,15 @@ class _Intermediate(nn.Module):
 class DebertaLayer(nn.Module):
     """Disentangled self-attention → dense → add & norm → dense, act → dense → add & norm."""
 
+    self_attention: ClassVar[type[nn.Module]] = _SelfAttention
+
     def __init__(self, config: DebertaV2Config):
         super().__init__()
         self.heads, self.act, self.terms = config.num_attention_heads, config.activation, config.terms
         # transformers counts the listed terms in the scale even without relative attention
         listed = len(set(config.pos_att_type) & set(TERMS))
         self.scale = (config.attention_head_size * (1 + listed)) ** -0.5
-        self.attention = _Attention(config)
+        self.attention = _Attention(config, self.self_attention)
         self.intermediate = _Intermediate(config)
         self.output = DenseLayerNorm(config.intermediate_size, config.hidden_size, config.layer_norm_eps)
 
@@ -186,6 +208,30 @@ class DebertaLayer(nn.Module):
         x = post_norm(p, p.linear(merge_heads(context), out.dense), x, out.LayerNorm)
         h = p.linear(x, self.intermediate.dense, self.act)
         return post_norm(p, p.linear(h, self.output.dense), x, self.output.LayerNorm)
+
+
+class Affine(NamedTuple):
+    """A linear map given by its weight and bias (a slice of a larger layer)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+
+
+class DebertaV1Layer(DebertaLayer):
+    """DeBERTa's layer: Q, K, V from the per-head interleaved rows of ``in_proj`` with ``q_bias`` and
+    ``v_bias`` (each an ε-rule linear with its bias); c2p through ``pos_proj``, p2c through ``pos_q_proj``."""
+
+    self_attention = _SelfAttentionV1
+
+    def projections(self, p, x):
+        sa = self.attention.self
+        rows = sa.in_proj.weight.view(self.heads, 3, -1, sa.in_proj.in_features)  # [H, q/k/v, D, hidden]
+        parts = [Affine(rows[:, j].reshape(-1, rows.shape[-1]), bias) for j, bias in enumerate((sa.q_bias, None, sa.v_bias))]
+        return [split_heads(p.linear(x, part), self.heads) for part in parts]
+
+    def position_projection(self, term: str) -> nn.Linear:
+        sa = self.attention.self
+        return sa.pos_proj if term == "c2p" else sa.pos_q_proj
 
 
 class DebertaEmbeddings(Embeddings):
@@ -259,6 +305,32 @@ class DebertaV2Classifier(EncoderClassifier):
     def classify(self, hidden, p):
         return p.linear(self.pooler(hidden[:, 0], p), self.classifier)
 
+
+@dataclass
+class DebertaConfig(DebertaV2Config):
+    """DeBERTa (v1): transformers' DebertaConfig defaults."""
+
+    model_type: str = "deberta"
+    vocab_size: int = 50265
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+
+
+class DebertaClassifier(DebertaV2Classifier):
+    layer = DebertaV1Layer
+
+
+register(Family(
+    name="DeBERTa",
+    model_types=("deberta",),
+    classifier=DebertaClassifier,
+    config=DebertaConfig,
+    base_prefix="deberta",
+    optional_prefixes=("classifier.", "pooler."),
+    ignored_prefixes=("cls.", "lm_predictions.", "qa_outputs."),
+))
 
 FAMILY = register(Family(
     name="DeBERTa-v2/v3",
