@@ -4,7 +4,8 @@ Against ``transformers`` itself (random seeded configs, padded batches, ModernBE
 shorter than the sequences): logits; GS and GI against plain autograd on the transformers model at
 each read-out point; CP-LRP conservation with zero biases and ε = 0 (Σ scores + position relevance
 = target logit); AttnLRP and CP-LRP against the explicit float64 LRP of ``tests/explicit_lrp_modern.py``;
-padding invariance; every method; checkpoints; the Explainer with each family's kind of tokenizer.
+padding invariance; every method; checkpoints; the Explainer and ``lrp-kernels explain`` with each
+family's kind of tokenizer.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 import torch
 
 from lrp_kernels import Explainer, attribute
+from lrp_kernels.cli import main
 from lrp_kernels.errors import CheckpointError
 from lrp_kernels.methods import METHODS, READ_OUT_POINTS
 from lrp_kernels.models import config_from_dict, from_hf, load_pretrained
@@ -147,6 +149,19 @@ def test_every_method_runs(variant):
         assert not result.scores[mask == 0].any(), method
 
 
+@pytest.mark.parametrize("variant", KINDS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_half_precision_follows_float32(variant, dtype):
+    """The rules in a 16-bit model: logits within the dtype's rounding, scores ≈ float32's (correlation)."""
+    hf = _hf(variant)
+    ids, mask = _batch()
+    reference = attribute(hf, ids, mask, method="attnlrp", target=TARGET)
+    half = attribute(copy.deepcopy(hf).to(dtype), ids, mask, method="attnlrp", target=TARGET)
+    torch.testing.assert_close(half.logits, reference.logits, rtol=0, atol=0.05)
+    scores = torch.stack([half.scores.flatten(), reference.scores.flatten()])
+    assert torch.corrcoef(scores)[0, 1] > 0.99
+
+
 # ---------------------------------------------------------------------------------- checkpoints
 @pytest.mark.parametrize("variant", KINDS)
 def test_load_pretrained_round_trip(tmp_path, variant):
@@ -249,7 +264,7 @@ def _checkpoint(tmp_path, kind):
 
 
 @pytest.mark.parametrize("kind", list(TOKENIZERS))
-def test_explainer_with_the_family_tokenizer(tmp_path, kind):
+def test_explainer_and_cli_with_the_family_tokenizer(tmp_path, kind, capsys):
     directory, specials = _checkpoint(tmp_path, kind)
     explainer = Explainer.from_pretrained(directory, method="attnlrp")
     texts = ["unbelievably boring film", "a gorgeous witty movie about the plot"]
@@ -260,6 +275,9 @@ def test_explainer_with_the_family_tokenizer(tmp_path, kind):
         assert word.tokens[1:-1] == text.split()  # the words, cut from the text by offsets
         assert len(piece.tokens) > len(word.tokens)  # "film" is several pieces in every tiny vocabulary
         assert sum(word.scores) == pytest.approx(sum(piece.scores), rel=1e-5, abs=1e-7)
+    assert main(["explain", "--model", str(directory), "--no-progress", "--merge-subwords", texts[0]]) == 0
+    record = json.loads(capsys.readouterr().out)  # the CLI reads the same checkpoint and tokenizer
+    assert record["tokens"] == words[0].tokens and record["method"] == "attnlrp"
     batch = explainer.encoder.encode(texts)  # the same padded batch as explain()'s
     direct = attribute(explainer.model, batch.input_ids, batch.attention_mask)
     for row, piece in enumerate(pieces):
