@@ -44,7 +44,7 @@ from lrp_kernels.errors import InputError
 from lrp_kernels.layer_relevance import LayerRelevance, LedgerHooks, account
 from lrp_kernels.methods import LRP_METHODS, METHODS, READ_OUT_POINTS, Method, get_method
 from lrp_kernels.models.base import EncoderClassifier
-from lrp_kernels.models.blocks import Ledger
+from lrp_kernels.models.blocks import POSITIONS, Ledger
 from lrp_kernels.models.loading import as_lrp_model
 from lrp_kernels.rules import GRADIENT
 
@@ -65,7 +65,11 @@ class Attribution:
     ``contrast`` the contrast class, shaped as ``target``, or None; ``method`` the method's name;
     ``read_at`` where its scores were read; ``layers`` the :class:`LayerRelevance` of
     ``layers=True``; ``input_ids``/``attention_mask`` what was explained (on the CPU) and
-    ``tokens`` their token strings, when known (:meth:`with_tokens`, ``Explainer.attribute``).
+    ``tokens`` their token strings, when known (:meth:`with_tokens`, ``Explainer.attribute``);
+    ``position_relevance`` [batch] (or [batch, labels]) float32: the relevance that left the tokens
+    for position inputs the batch shares (DeBERTa's relative-position embeddings, read at their
+    table, the input of their norm), reported by the LRP methods that hold norms constant (attnlrp,
+    cp_lrp) for families that have such inputs; None otherwise.
     """
 
     scores: torch.Tensor
@@ -78,6 +82,7 @@ class Attribution:
     input_ids: torch.Tensor | None = None
     attention_mask: torch.Tensor | None = None
     tokens: list[list[str]] | None = None
+    position_relevance: torch.Tensor | None = None
 
     def _logit_of(self, classes: torch.Tensor) -> torch.Tensor:
         return self.logits.gather(1, classes.reshape(len(self.logits), -1)).reshape(classes.shape)
@@ -90,8 +95,12 @@ class Attribution:
 
     @property
     def conservation(self) -> torch.Tensor:
-        """Σ scores / :attr:`target_logit` per example (1 = all of the explained logit reached the input)."""
-        return self.scores.sum(dim=-1) / self.target_logit
+        """(Σ scores + position relevance) / :attr:`target_logit` per example (1 = all of the explained
+        logit reached the input)."""
+        total = self.scores.sum(dim=-1)
+        if self.position_relevance is not None:
+            total = total + self.position_relevance
+        return total / self.target_logit
 
     def with_tokens(self, tokenizer) -> "Attribution":
         """This result with :attr:`tokens` filled from :attr:`input_ids` by ``tokenizer`` (a
@@ -241,27 +250,45 @@ class _Backward:
     logits: torch.Tensor
     explained: _Explained
     layers: LayerRelevance | None = None
+    position: torch.Tensor | None = None  # [rows] relevance of the shared position inputs
 
 
-def _backward_at(model, e, attention_mask, rules, backend, seed, read_at, layers: bool = False) -> _Backward:
+def _backward_at(model, e, attention_mask, rules, backend, seed, read_at, layers: bool = False,
+                 positions: bool = False) -> _Backward:
     """One forward from the embedding sum and one backward of the seeded logits.
 
     ``seed``: a :class:`_Seed` (resolved against this forward's logits) or an :class:`_Explained`.
-    With ``layers`` the forward records a ledger and the same backward yields :class:`LayerRelevance`."""
-    taps = ("embedding_output",) if read_at == "embedding_output" else ()
+    With ``layers`` the forward records a ledger and the same backward yields :class:`LayerRelevance`;
+    with ``positions`` the relevance of the position inputs the batch shares (where the family has
+    any) comes from the same backward."""
+    taps = (("embedding_output",) if read_at == "embedding_output" else ()) + ((POSITIONS,) if positions else ())
     e = e.detach().requires_grad_(True)
     ledger = Ledger(points=[("embedding_sum", e)]) if layers else None
     with torch.enable_grad():
         logits, p = model.run(e, attention_mask, rules, backend, taps=taps, ledger=ledger)
         explained = seed if isinstance(seed, _Explained) else seed.resolve(logits.detach())
-        x = p.tapped[read_at] if taps else e
+        x = p.tapped[read_at] if read_at == "embedding_output" else e
         hooks = LedgerHooks(ledger) if layers else None
-        grads = torch.autograd.grad(logits, (x, e) if layers and taps else (x,), explained.grad_outputs,
+        inputs = (x, e) if layers and x is not e else (x,)
+        views = [view for view, _ in p.position_terms]
+        grads = torch.autograd.grad(logits, (*inputs, *views), explained.grad_outputs, allow_unused=bool(views),
                                     is_grads_batched=explained.grad_outputs.dim() == 3)
     relevance = None
     if layers:
-        relevance = account(ledger, hooks, grads[-1], explained.grad_outputs, logits, attention_mask)
-    return _Backward(x.detach(), grads[0], logits.detach(), explained, relevance)
+        relevance = account(ledger, hooks, grads[len(inputs) - 1], explained.grad_outputs, logits, attention_mask)
+    position = _position_relevance(p.position_terms, grads[len(inputs):])
+    return _Backward(x.detach(), grads[0], logits.detach(), explained, relevance, position)
+
+
+def _position_relevance(terms, grads) -> torch.Tensor | None:
+    """Σ share ⊙ g per example over every recorded position input (a term no relevance reached adds 0)."""
+    if not terms:
+        return None
+    total = torch.zeros(terms[0][0].shape[0], dtype=torch.float32, device=terms[0][0].device)
+    for (_, share), grad in zip(terms, grads):
+        if grad is not None:
+            total += (share.float() * grad.float()).flatten(1).sum(dim=1)
+    return total
 
 
 @dataclass
@@ -273,16 +300,19 @@ class _Out:
     logits: torch.Tensor
     explained: _Explained
     layers: LayerRelevance | None = None
+    position: torch.Tensor | None = None
 
 
 def _gradient_method(method: Method, model, e, batch: _Batch, *, seed, eps, backend, read_at, layers, **_):
-    b = _backward_at(model, e, batch.attention_mask, method.rules(eps), backend, seed, read_at, layers)
+    rules = method.rules(eps)
+    positions = method.is_lrp and rules.layer_norm == "identity"
+    b = _backward_at(model, e, batch.attention_mask, rules, backend, seed, read_at, layers, positions)
     if method.norm:
         return _Out(b.grad.float().norm(dim=-1), b.logits, b.explained, b.layers)
     x = b.x
     if read_at == "word_embeddings":  # e = w + p + t: the gradient at w is the gradient at e
         x = model.word_embeddings(batch.input_ids)
-    return _Out((x.float() * b.grad.float()).sum(dim=-1), b.logits, b.explained, b.layers)
+    return _Out((x.float() * b.grad.float()).sum(dim=-1), b.logits, b.explained, b.layers, b.position)
 
 
 def _baseline(model: EncoderClassifier, batch: _Batch, baseline) -> torch.Tensor:
@@ -403,7 +433,8 @@ def _every_label(run, spec: Method, model, e, batch: _Batch, seed: _Seed, kw: di
     explained = _Explained(_split(ex.grad_outputs, k), _split(ex.target, k),
                            None if ex.contrast is None else _split(ex.contrast, k))
     layers = None if out.layers is None else out.layers.map(lambda t: _split(t, k))
-    return _Out(_split(out.scores, k), out.logits[:b], explained, layers)
+    position = None if out.position is None else _split(out.position, k)
+    return _Out(_split(out.scores, k), out.logits[:b], explained, layers, position)
 
 
 def _caller_positions(t: torch.Tensor, attention_mask: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
@@ -475,4 +506,5 @@ def attribute(
     return Attribution(scores=scores, logits=out.logits.float(), target=out.explained.target, method=spec.name,
                        read_at=read_at, contrast=out.explained.contrast, layers=relevance,
                        input_ids=input_ids.detach().cpu(),
-                       attention_mask=None if attention_mask is None else attention_mask.detach().cpu())
+                       attention_mask=None if attention_mask is None else attention_mask.detach().cpu(),
+                       position_relevance=out.position)

@@ -161,7 +161,7 @@ def randomize(model, seed: int = 0):
     with torch.no_grad():
         for name, param in model.named_parameters():
             owner = model.get_submodule(name.rpartition(".")[0])
-            if isinstance(owner, nn.LayerNorm):
+            if isinstance(owner, nn.LayerNorm) or type(owner).__name__.endswith("Norm"):
                 param.fill_(1.0 if name.endswith("weight") else 0.0)
             elif name.endswith("bias"):
                 param.zero_()
@@ -179,18 +179,25 @@ def random_bert(num_labels: int = 2, seed: int = 0, dtype=torch.float32, device=
     return randomize(model, seed).to(device=device, dtype=dtype)
 
 
+def random_model(config, seed: int = 0, dtype=torch.float32, device="cpu"):
+    """The classifier of ``config``'s family (a :class:`~lrp_kernels.models.ModelConfig`) with random
+    weights (:func:`randomize`), eval mode, frozen."""
+    from lrp_kernels.models import build
+
+    with torch.device("meta"):
+        model = build(config)
+    return randomize(model.to_empty(device="cpu"), seed).to(device=device, dtype=dtype)
+
+
 def random_classifier(model_type: str, num_labels: int = 2, seed: int = 0, dtype=torch.float32, device="cpu"):
     """Our classifier of ``model_type`` with random weights (:func:`randomize`) at the real base size
     of its family (:data:`BASE_CONFIGS`): the model the base-size benchmarks time."""
-    from lrp_kernels.models import build, config_from_dict
+    from lrp_kernels.models import config_from_dict
 
     if model_type not in BASE_CONFIGS:
         raise ValueError(f"no base configuration for {model_type!r}; have {', '.join(BASE_CONFIGS)}")
     config = config_from_dict(BASE_CONFIGS[model_type], num_labels=num_labels, source=f"{model_type}-base")
-    with torch.device("meta"):
-        model = build(config)
-    model = model.to_empty(device="cpu")
-    return randomize(model, seed).to(device=device, dtype=dtype)
+    return random_model(config, seed, dtype, device)
 
 
 def random_inputs(config, batch: int, seq: int, seed: int = 0, device="cpu", padded: bool = False):

@@ -65,9 +65,71 @@ def _albert(transformers, **extra):
     return transformers.AlbertForSequenceClassification(config)
 
 
+#: the dimensions of the newer families' tiny models (head dim 6: even, for rotary positions)
+SMALL = dict(vocab_size=100, hidden_size=36, num_attention_heads=6, intermediate_size=50, max_position_embeddings=40,
+             num_labels=3, pad_token_id=0)
+
+
+def _modernbert(transformers, **extra):
+    """4 layers alternating global / local; local layers see 3 tokens either side (shorter than the
+    batches' 12), mean pooling, every optional bias on."""
+    config = transformers.ModernBertConfig(**{**SMALL, "num_hidden_layers": 4, "local_attention": 6,
+                                              "global_attn_every_n_layers": 2, "global_rope_theta": 1000.0,
+                                              "local_rope_theta": 100.0, "attention_bias": True, "mlp_bias": True,
+                                              "norm_bias": True, "classifier_bias": True,
+                                              "classifier_pooling": "mean", **extra})
+    return transformers.ModernBertForSequenceClassification(config)
+
+
+def _eurobert(transformers, **extra):
+    """2 layers, 6 query heads sharing 2 K/V heads, late pooling, biases on."""
+    config = transformers.EuroBertConfig(**{**SMALL, "num_hidden_layers": 2, "num_key_value_heads": 2,
+                                            "attention_bias": True, "mlp_bias": True, "rope_theta": 500.0,
+                                            "classifier_pooling": "late", **extra})
+    return transformers.EuroBertForSequenceClassification(config)
+
+
+_DEBERTA_V3 = dict(relative_attention=True, position_buckets=8, norm_rel_ebd="layer_norm", share_att_key=True,
+                   pos_att_type="p2c|c2p", position_biased_input=False, type_vocab_size=0)
+_DEBERTA_V2 = dict(relative_attention=True, max_relative_positions=6, norm_rel_ebd="none", share_att_key=False,
+                   pos_att_type="c2p|p2c", position_biased_input=True, type_vocab_size=2)
+
+
+def _deberta(transformers, version="v3", **extra):
+    """2 layers; v3: log buckets (8, so distances ≥ 4 share rows), shared keys, the position norm, no
+    absolute positions; v2: separate position projections, 6 relative positions (clamped), absolute
+    positions and token types."""
+    config = transformers.DebertaV2Config(**{**SMALL, "num_hidden_layers": 2, "pooler_hidden_size": 36,
+                                             "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+                                             "pooler_dropout": 0.0, **(_DEBERTA_V3 if version == "v3" else _DEBERTA_V2),
+                                             **extra})
+    return transformers.DebertaV2ForSequenceClassification(config)
+
+
+def _deberta_v1(transformers, **extra):
+    """DeBERTa (v1): in_proj with q/v biases, both relative terms over 16 relative positions (more
+    than the batches' 12 tokens: the rows it reads depend on the length), absolute positions."""
+    config = transformers.DebertaConfig(**{**SMALL, "num_hidden_layers": 2, "hidden_dropout_prob": 0.0,
+                                           "attention_probs_dropout_prob": 0.0, "relative_attention": True,
+                                           "max_relative_positions": 16, "pos_att_type": "c2p|p2c", **extra})
+    return transformers.DebertaForSequenceClassification(config)
+
+
 #: family name -> builder(transformers, **config overrides) of a *ForSequenceClassification model
-CONFIGS = {"bert": _bert, "roberta": _roberta, "xlm-roberta": _xlm_roberta, "camembert": _camembert,
-           "distilbert": _distilbert, "electra": _electra, "albert": _albert}
+CONFIGS = {
+    "bert": _bert,
+    "roberta": _roberta,
+    "xlm-roberta": _xlm_roberta,
+    "camembert": _camembert,
+    "distilbert": _distilbert,
+    "electra": _electra,
+    "albert": _albert,
+    "modernbert": _modernbert,
+    "eurobert": _eurobert,
+    "deberta_v3": _deberta,
+    "deberta_v2": lambda transformers, **extra: _deberta(transformers, "v2", **extra),
+    "deberta_v1": _deberta_v1,
+}
 
 
 def make_hf(kind: str, seed: int = 0, **extra):
@@ -113,25 +175,32 @@ def padded(lengths=(12, 7, 3), pad_id: int = 0, vocab: int = 100, seed: int = 1,
 
 
 # ------------------------------------------------------------------ autograd on the transformers model
-def _leaf_at(hf, point, store):
-    """A hook that makes the tensor at ``point`` (a read-out point of :mod:`lrp_kernels.methods`) a
-    leaf of the graph (stored in ``store``)."""
-    emb = hf.base_model.embeddings
+def read_out_modules(hf):
+    """(module whose input is the embedding sum, module whose output is ``embedding_output``, the word
+    embeddings) of a ``transformers`` classifier; a family without an embedding norm (EuroBERT) reads
+    every point at the token embeddings: (None, embeddings, embeddings)."""
+    base = hf.base_model
+    if not hasattr(base, "embeddings"):
+        return None, base.get_input_embeddings(), base.get_input_embeddings()
+    norm = getattr(base.embeddings, "LayerNorm", None) or base.embeddings.norm
+    return norm, norm, base.get_input_embeddings()
+
+
+def hf_gradient_at(hf, ids, mask, target, point, **inputs):
+    """x at read-out ``point`` (a read-out point of :mod:`lrp_kernels.methods`) and ∂logit_target/∂x by
+    plain autograd on the unmodified transformers model (a hook makes x a leaf of the graph)."""
+    store = {}
 
     def leaf(t):
         store["x"] = t.detach().requires_grad_(True)
         return store["x"]
 
-    if point == "embedding_sum":
-        return emb.LayerNorm.register_forward_pre_hook(lambda _m, args: (leaf(args[0]),))
-    module = emb.LayerNorm if point == "embedding_output" else emb.word_embeddings
-    return module.register_forward_hook(lambda _m, _args, out: leaf(out))
-
-
-def hf_gradient_at(hf, ids, mask, target, point, **inputs):
-    """x at ``point`` and ∂logit_target/∂x by plain autograd on the unmodified transformers model."""
-    store = {}
-    handle = _leaf_at(hf, point, store)
+    before, after, word = read_out_modules(hf)
+    if point == "embedding_sum" and before is not None:
+        handle = before.register_forward_pre_hook(lambda _m, args: (leaf(args[0]),))
+    else:
+        module = {"embedding_sum": word, "embedding_output": after, "word_embeddings": word}[point]
+        handle = module.register_forward_hook(lambda _m, _args, out: leaf(out))
     try:
         logits = hf(input_ids=ids, attention_mask=mask, **inputs).logits
         (grad,) = torch.autograd.grad(logits[torch.arange(len(ids)), target].sum(), store["x"])

@@ -8,11 +8,14 @@ above it (no ops, models, attribution or CLI).
 from lrp_kernels.backends.contract import (
     ACTIVATIONS,
     ATTENTION_MODES,
+    GATED_ACTIVATIONS,
     ActivationKernels,
     AttentionKernels,
     Backend,
+    GatedMLPKernels,
     LayerNormKernels,
     LinearKernels,
+    RMSNormKernels,
 )
 from lrp_kernels.backends.registry import (
     BACKENDS,
@@ -33,8 +36,11 @@ __all__ = [
     "AttentionKernels",
     "Backend",
     "BackendUnavailable",
+    "GATED_ACTIVATIONS",
+    "GatedMLPKernels",
     "LayerNormKernels",
     "LinearKernels",
+    "RMSNormKernels",
     "available_backends",
     "get_backend",
     "resolve",

@@ -17,6 +17,13 @@ Shared conventions of the host functions:
   :data:`ACTIVATIONS`.
 * ``mask`` of attention is additive, ``[B, L]`` float32: 0 at tokens, ``finfo(float32).min`` at padding.
 * ``mode`` of attention is one of :data:`ATTENTION_MODES`.
+* ``window`` of attention: None (global) or w ≥ 0, query i reads key j only when |i − j| ≤ w (a padded
+  query row reads every unpadded key instead, so that no row is empty; it carries no relevance).
+* ``rotary`` of attention: None or ``(cos, sin)``, each ``[B | 1, L, D]``; applied to q and k on load
+  (``x·cos + rotate_half(x)·sin``, math in float32); the gradients returned are those of the
+  un-rotated q and k.
+* Grouped K/V heads: k and v may have H_kv heads with H % H_kv = 0; query head h reads K/V head
+  h // (H / H_kv), and the gradient of a shared head is the sum over its query heads.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ Tensor = torch.Tensor
 ACTIVATIONS = ("gelu", "gelu_tanh", "tanh", "relu")
 #: backward rules of attention (``ops/attention.py``)
 ATTENTION_MODES = ("grad", "attnlrp", "cp_lrp")
+#: activations of the gated MLP rule (``ops/gated_mlp.py``): GeGLU and SwiGLU
+GATED_ACTIVATIONS = ("gelu", "gelu_tanh", "silu")
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,33 @@ class LayerNormKernels:
 
 
 @dataclass(frozen=True)
+class RMSNormKernels:
+    """RMSNorm with 1/rms held constant (``ops/rms_norm.py``).
+
+    ``forward(x[..., H], weight[H] | None, eps) -> (y, rstd[...] f32)`` with y = w · x/rms(x);
+    ``backward(grad_y[..., H], weight[H] | None, rstd[...] f32) -> rstd · w · g``.
+    """
+
+    forward: Callable[[Tensor, Optional[Tensor], float], "tuple[Tensor, Tensor]"]
+    backward: Callable[[Tensor, Optional[Tensor], Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class GatedMLPKernels:
+    """The gating product u = act(a) ⊙ b of a GeGLU / SwiGLU (``ops/gated_mlp.py``), element-wise.
+
+    ``forward(a, b, fn) -> act(a) · b`` (``fn`` one of :data:`GATED_ACTIVATIONS`);
+    ``backward(grad_u, a, b, fn, eps) -> s [..., 2I]``, the input of the backward GEMM of the two
+    linears that made a and b, in one pass: ``s[..., :I] = ½·g·b·act(a)/a · a/(a + ε·sign a)`` and
+    ``s[..., I:] = ½·g·act(a) · b/(b + ε·sign b)`` (identity rule on act, uniform rule on the product,
+    ε-rule of the linears). a and b may be strided views (the two halves of one GEMM's output).
+    """
+
+    forward: Callable[[Tensor, Tensor, str], Tensor]
+    backward: Callable[[Tensor, Tensor, Tensor, str, float], Tensor]
+
+
+@dataclass(frozen=True)
 class ActivationKernels:
     """Element-wise activations under the identity rule (``ops/activation.py``).
 
@@ -78,14 +114,25 @@ class ActivationKernels:
 class AttentionKernels:
     """Scaled dot-product attention with three backward rules (``ops/attention.py``).
 
-    ``forward(q, k, v [B, H, L, D], mask [B, L] | None, scale, mode) -> (out [B, H, L, D], saved)``
-    where ``saved`` is a tuple of tensors the same backend's backward reads;
-    ``backward(grad_out, q, k, v, mask, scale, mode, saved) -> (g_q, g_k, g_v)``, g_q = g_k = None
-    for ``cp_lrp``.
+    ``forward(q [B, H, L, D], k, v [B, H_kv, L, D], mask [B, L] | None, scale, mode, window=None,
+    rotary=None) -> (out [B, H, L, D], saved)`` where ``saved`` is a tuple of tensors the same
+    backend's backward reads;
+    ``backward(grad_out, q, k, v, mask, scale, mode, saved, window=None, rotary=None) -> (g_q, g_k,
+    g_v)``, g_q = g_k = None for ``cp_lrp``.
+
+    DeBERTa's disentangled attention, S = scale·(Q Kᵀ + c2p + p2c) with c2p_ij = Q_i·P^K_δ(i,j) and
+    p2c_ij = K_j·P^Q_δ(i,j):
+    ``disentangled_forward(q, k, v [B, H, L, D], pos_key, pos_query [B | 1, H, R, D] | None,
+    rel_index [L, L] int64 in [0, R), mask, scale, mode) -> (out, saved)``;
+    ``disentangled_backward(grad_out, q, k, v, pos_key, pos_query, rel_index, mask, scale, mode,
+    saved, position_grads) -> (g_q, g_k, g_v, g_pos_key, g_pos_query)`` — the position gradients
+    only when ``position_grads`` (else None), with pos_key's / pos_query's shape.
     """
 
     forward: Callable[..., "tuple[Tensor, tuple[Tensor, ...]]"]
     backward: Callable[..., "tuple[Optional[Tensor], Optional[Tensor], Tensor]"]
+    disentangled_forward: Callable[..., "tuple[Tensor, tuple[Tensor, ...]]"]
+    disentangled_backward: Callable[..., "tuple[Optional[Tensor], ...]"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +146,8 @@ class Backend:
     layer_norm: LayerNormKernels
     activation: ActivationKernels
     attention: AttentionKernels
+    rms_norm: RMSNormKernels
+    gated_mlp: GatedMLPKernels
 
     @property
     def capabilities(self) -> frozenset[str]:

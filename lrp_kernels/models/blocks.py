@@ -3,23 +3,30 @@
 :class:`Pass` is what one forward needs besides the weights — the rule set, the resolved backend,
 the masks — and applies the right op (plain or LRP rule) for every linear, norm, activation and
 attention; a family's forward calls only these. The functions below compose them into the blocks
-several families share (multi-head self-attention, the post-norm residual, the attention and
-feed-forward sub-layers of a post-norm layer: BERT, DistilBERT and ALBERT name their linears and
-norms differently and pass their own modules), and
+several families share (multi-head self-attention, the post-norm residual, the feed-forward), and
 the modules are the Hugging Face-named containers of the BERT-style families (BERT, RoBERTa,
 XLM-R, CamemBERT, ELECTRA): their parameter names are exactly what ``transformers`` saves.
 
 Taps: a family calls ``p.tap(name, x)`` at the points a method may read relevance from
-(``embedding_output`` after the embedding norm, ``layer.<i>`` at the input of block i; the base
-class adds ``encoder_output``); the pass keeps the tensors that were asked for, so that one backward
-yields the gradient at each of them.
+(``embedding_output`` after the embedding norm — a family without one taps its token embeddings
+there —, ``layer.<i>`` at the input of block i); the pass keeps the tensors that were asked for, so
+that one backward yields the gradient at each of them.
+
+Position relevance: relevance that leaves the tokens for an input shared by the whole batch (DeBERTa's
+relative-position embeddings) is collected when the tap :data:`POSITIONS` is asked for:
+``p.positions(x, share)`` hands the op a per-example view of x and records ``share``, such that the
+relevance of example b is ``Σ share ⊙ g_b`` (g the gradient at the view; see :func:`input_share`).
 
 Ledger (relevance per layer): with a :class:`Ledger`, ``tap`` also records ``layer.<i>`` and
 ``encoder_output`` as the points between stages, and every linear, norm, activation and attention
 records its inputs and output, each input as its own view (so that its gradient is the part that
 flowed through this op alone). Σ output·g − Σ input·g of an op is what its rule absorbs (biases
-and ε, the norm's β, the softmax rule); the accounting itself is in :mod:`lrp_kernels.layers`.
+and ε, the norm's β, the softmax rule); the accounting itself is in :mod:`lrp_kernels.layer_relevance`.
 Without a ledger nothing changes (the GELU stays fused into its linear).
+The gated MLP is recorded as one op of kind ``bias`` (its product and activation rules are
+conservative; its two linears' biases and ε are what it absorbs); DeBERTa's disentangled attention
+as ``softmax``, which then also holds the relevance that leaves for the relative positions
+(reported separately as ``position_relevance``).
 """
 
 from __future__ import annotations
@@ -31,18 +38,39 @@ from torch import nn
 
 from lrp_kernels.backends.contract import Backend
 from lrp_kernels.models.config import ModelConfig
+from lrp_kernels.ops._backend import or_reference
 from lrp_kernels.ops.activation import lrp_activation
-from lrp_kernels.ops.attention import additive_mask, lrp_attention
+from lrp_kernels.ops.attention import (additive_mask, apply_rotary, dense_mask, lrp_attention,
+                                       lrp_disentangled_attention, relative_scores)
+from lrp_kernels.ops.gated_mlp import lrp_gated_mlp
 from lrp_kernels.ops.layer_norm import lrp_layer_norm
 from lrp_kernels.ops.linear import FUSED_ACTIVATIONS, lrp_linear
+from lrp_kernels.ops.rms_norm import lrp_rms_norm
 from lrp_kernels.rules import GRADIENT, Rules
+
+#: the tap that asks a pass to collect position relevance (:meth:`Pass.positions`)
+POSITIONS = "position_relevance"
 
 _PLAIN_ACT = {
     "gelu": F.gelu,
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
     "tanh": torch.tanh,
     "relu": torch.relu,
+    "silu": F.silu,
 }
+
+
+class RMSNorm(nn.Module):
+    """``weight · x/rms(x)`` (Llama / EuroBERT: statistics in float32, cast back, then scaled)."""
+
+    def __init__(self, size: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x):
+        xf = x.float()
+        return self.weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
 
 
 @dataclass
@@ -69,10 +97,14 @@ class Pass:
     backend: Backend | None  # the resolved backend of the LRP ops (None: the torch reference)
     mask: torch.Tensor | None  # additive float32 [B, L], for the LRP attention op
     plain_mask: torch.Tensor | None  # additive [B, 1, 1, L] in the model dtype, for the plain path
+    token_mask: torch.Tensor | None = None  # the 0/1 attention mask [B, L] (pooling, DeBERTa's embeddings)
     record_attentions: bool = False
     tap_names: frozenset = frozenset()
     attentions: list = field(default_factory=list)
     tapped: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: (per-example view, share) of every shared input whose relevance is reported (:meth:`positions`)
+    position_terms: list = field(default_factory=list)
+    _window_masks: dict = field(default_factory=dict)
     ledger: Ledger | None = None
 
     @classmethod
@@ -88,7 +120,11 @@ class Pass:
             plain_mask = torch.zeros(attention_mask.shape, dtype=like.dtype, device=like.device)
             plain_mask = plain_mask.masked_fill(~attention_mask.bool(), torch.finfo(like.dtype).min)[:, None, None, :]
         mask = None if rules.is_plain else additive_mask(attention_mask)
-        return cls(rules, backend, mask, plain_mask, output_attentions, frozenset(taps), ledger=ledger)
+        return cls(rules, backend, mask, plain_mask, attention_mask, output_attentions, frozenset(taps), ledger=ledger)
+
+    @property
+    def batch_size(self) -> int | None:
+        return None if self.token_mask is None else self.token_mask.shape[0]
 
     def tap(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """Keep ``x`` under ``name`` when it was asked for (and as a ledger point); return it unchanged."""
@@ -104,6 +140,17 @@ class Pass:
 
     def _record(self, kind: str, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
         return output if self.ledger is None else self.ledger.op(kind, inputs, output)
+
+
+    def positions(self, x: torch.Tensor, share) -> torch.Tensor:
+        """``x`` [1, …], an input shared by the batch, as the op should read it: when position relevance
+        is asked for (the tap :data:`POSITIONS`), a per-example view that requires grad, recorded with
+        ``share`` (a callable giving the factor of its gradient, called only then); else ``x``."""
+        if POSITIONS not in self.tap_names or self.batch_size is None:
+            return x
+        view = x.detach().expand(self.batch_size, *x.shape[1:]).requires_grad_(True)
+        self.position_terms.append((view, share()))
+        return view
 
     def linear(self, x, layer: nn.Linear, activation: str | None = None):
         """``activation(layer(x))``: the ε-rule (fused with a GELU's identity rule) or the plain op."""
@@ -125,33 +172,118 @@ class Pass:
             return self._record("activation", (x,), lrp_activation(x, fn, self.backend))
         return self._record("activation", (x,), _PLAIN_ACT[fn](x))
 
-    def norm(self, x, norm: nn.LayerNorm):
+    def gated_mlp(self, x, layer: nn.Linear, fn: str, up: nn.Linear | None = None):
+        """``act(a) ⊙ b`` with a, b = the halves of ``layer(x)`` (``up`` None) or ``layer(x)``, ``up(x)``."""
+        eps = self.rules.linear_eps
+        up_weight, up_bias = (None, None) if up is None else (up.weight, up.bias)
+        if eps is not None and self.rules.activation == "identity":
+            x = self._own(x)
+            u = lrp_gated_mlp(x, layer.weight, layer.bias, fn, eps, self.backend, up_weight, up_bias)
+            return self._record("bias", (x,), u)
+        a = self.linear(x, layer)
+        a, b = a.chunk(2, dim=-1) if up is None else (a, self.linear(x, up))
+        return self.activation(a, fn) * b
+
+    def norm(self, x, norm: nn.Module):
+        """A LayerNorm (with or without bias) or :class:`RMSNorm`: its rule (σ / rms constant) or the plain op."""
         x = self._own(x)
-        if self.rules.layer_norm == "identity":
-            y = lrp_layer_norm(x, norm.weight, norm.bias, norm.eps, self.backend)
+        if self.rules.layer_norm != "identity":
+            y = norm(x)
+        elif isinstance(norm, RMSNorm):
+            y = lrp_rms_norm(x, norm.weight, norm.eps, self.backend)
         else:
-            y = F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+            y = lrp_layer_norm(x, norm.weight, norm.bias, norm.eps, self.backend)
         return self._record("norm", (x,), y)
 
-    def attention(self, q, k, v, scale: float):
-        """Attention over [B, H, L, D] heads under the rule set's attention rule."""
+    def _plain_mask(self, window, length):
+        """The plain path's additive mask in the model dtype: per key, or dense with a ``window``."""
+        if window is None:
+            return self.plain_mask
+        if window not in self._window_masks:
+            mask = None if self.token_mask is None else additive_mask(self.token_mask)
+            dense = dense_mask(mask, window, length, None if mask is None else mask.device)
+            dtype = self.plain_mask.dtype if self.plain_mask is not None else torch.float32
+            if torch.finfo(dtype).max < torch.finfo(torch.float32).max:  # float16: keep it finite
+                dense = dense.clamp(min=torch.finfo(dtype).min)
+            self._window_masks[window] = dense.to(dtype)
+        return self._window_masks[window]
+
+    def attention(self, q, k, v, scale: float, window: int | None = None, rotary=None):
+        """Attention over [B, H, L, D] heads (k, v may have fewer: grouped) under the rule set's
+        attention rule, with an optional sliding ``window`` and ``rotary=(cos, sin)``."""
         if self.ledger is not None:
             q, k, v = (self._own(t) for t in (q, k, v))
-            return self._record("softmax", (q, k, v), self._attention(q, k, v, scale))
-        return self._attention(q, k, v, scale)
+            return self._record("softmax", (q, k, v), self._attention(q, k, v, scale, window, rotary))
+        return self._attention(q, k, v, scale, window, rotary)
 
-    def _attention(self, q, k, v, scale: float):
+    def _attention(self, q, k, v, scale: float, window: int | None, rotary):
         if self.rules.attention != "grad":
-            return lrp_attention(q, k, v, self.mask, scale, self.rules.attention, self.backend)
+            return lrp_attention(q, k, v, self.mask, scale, self.rules.attention, self.backend, window=window,
+                                 rotary=rotary)
+        q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
+        mask = self._plain_mask(window, q.shape[-2])
         if not self.record_attentions:
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=self.plain_mask, scale=scale)
-        scores = torch.matmul(q, k.transpose(-1, -2)) * scale
-        probs = torch.softmax(scores + (self.plain_mask if self.plain_mask is not None else 0.0), dim=-1)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
+                                                  enable_gqa=k.shape[1] != q.shape[1])
+        groups = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        return self._recorded(torch.matmul(q, k.transpose(-1, -2)) * scale, mask, v)
+
+    def _recorded(self, scores, mask, v):
+        probs = torch.softmax(scores + (mask if mask is not None else 0.0), dim=-1)
         self.attentions.append(probs)
         return torch.matmul(probs, v)
 
+    def disentangled_attention(self, q, k, v, pos_key, pos_query, rel_index, scale: float):
+        """DeBERTa's attention (:func:`~lrp_kernels.ops.attention.lrp_disentangled_attention`)."""
+        if self.ledger is not None:
+            q, k, v = (self._own(t) for t in (q, k, v))
+            out = self._disentangled(q, k, v, pos_key, pos_query, rel_index, scale)
+            return self._record("softmax", (q, k, v), out)
+        return self._disentangled(q, k, v, pos_key, pos_query, rel_index, scale)
+
+    def _disentangled(self, q, k, v, pos_key, pos_query, rel_index, scale: float):
+        if self.rules.attention != "grad":
+            return lrp_disentangled_attention(q, k, v, pos_key, pos_query, rel_index, self.mask, scale,
+                                              self.rules.attention, self.backend)
+        scores = torch.matmul(q, k.transpose(-1, -2))
+        relative = relative_scores(q, k, pos_key, pos_query, rel_index)
+        scores = (scores if relative is None else scores + relative) * scale
+        if self.record_attentions:
+            return self._recorded(scores, self.plain_mask, v)
+        return torch.matmul(torch.softmax(scores + (self.plain_mask if self.plain_mask is not None else 0.0), -1), v)
+
 
 # ---------------------------------------------------------------------------------- functional blocks
+def input_share(p: Pass, z: torch.Tensor, layer: nn.Linear, norm: nn.Module | None = None) -> torch.Tensor:
+    """For z = layer(norm(x)) under the rules: the factor s with Σ_x R_x = Σ_z s ⊙ g_z, g_z z's gradient.
+
+    The ε-rule of the layer passes (z − b)·z/(z + ε·sign z) ⊙ g_z down; the norm held constant passes
+    what does not belong to its bias β: W·β is subtracted too (and nothing of it, by scale invariance,
+    under the plain gradient — then x's relevance is 0 and the share is taken at the norm's output)."""
+    content = z if layer.bias is None else z - layer.bias
+    if norm is not None and getattr(norm, "bias", None) is not None and p.rules.layer_norm == "identity":
+        content = content - F.linear(norm.bias, layer.weight)
+    eps = p.rules.linear_eps
+    return content if not eps else or_reference(p.backend).linear.eps_ratio(content, z, eps)
+
+
+def mean_pool(p: Pass, hidden: torch.Tensor) -> torch.Tensor:
+    """Σ_t m_t h_t / Σ_t m_t over unpadded tokens: linear (the count is a constant), its rule its gradient."""
+    if p.token_mask is None:
+        return hidden.mean(dim=1)
+    mask = p.token_mask
+    return (hidden * mask.unsqueeze(-1)).sum(dim=1) / mask.sum(dim=1, keepdim=True)
+
+
+def rotary_tables(length: int, dim: int, theta: float, like: torch.Tensor):
+    """``(cos, sin)`` [1, L, D] of rotary positions 0 … L−1 (transformers' default rope, in ``like``'s dtype)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
+    freqs = torch.arange(length, device=like.device)[None, :, None].float() * inv_freq.to(like.device)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos().to(like.dtype), emb.sin().to(like.dtype)
+
+
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     """[B, L, H·D] -> [B, H, L, D]."""
     batch, length, _ = x.shape
@@ -189,20 +321,23 @@ def feed_forward_sublayer(p: Pass, x, up: nn.Linear, down: nn.Linear, norm: nn.L
 
 # ---------------------------------------------------------------------------------- BERT-style modules
 class Embeddings(nn.Module):
-    """``word + position (+ token type)`` then LayerNorm, of width ``size`` (ELECTRA/ALBERT: embedding_size)."""
+    """``word (+ position) (+ token type)`` then LayerNorm, of width ``size`` (ELECTRA/ALBERT: embedding_size)."""
 
-    def __init__(self, config: ModelConfig, size: int | None = None, token_types: bool = True):
+    def __init__(self, config: ModelConfig, size: int | None = None, token_types: bool = True, positions: bool = True):
         super().__init__()
         size = size or config.hidden_size
         self.word_embeddings = nn.Embedding(config.vocab_size, size)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, size)
+        if positions:
+            self.position_embeddings = nn.Embedding(config.max_position_embeddings, size)
         if token_types:
             self.token_type_embeddings = nn.Embedding(config.type_vocab_size, size)
         self.LayerNorm = nn.LayerNorm(size, eps=config.layer_norm_eps)
 
     def sum(self, input_ids, position_ids, token_type_ids=None):
         """The embedding sum e, [B, L, size]."""
-        e = self.word_embeddings(input_ids) + self.position_embeddings(position_ids)
+        e = self.word_embeddings(input_ids)
+        if hasattr(self, "position_embeddings"):
+            e = e + self.position_embeddings(position_ids)
         if hasattr(self, "token_type_embeddings"):
             if token_type_ids is None:
                 token_type_ids = torch.zeros_like(input_ids)
@@ -266,20 +401,26 @@ class Encoder(nn.Module):
         self.layer = nn.ModuleList(layer(config) for _ in range(config.num_hidden_layers))
 
     def forward(self, x, p: Pass):
-        for i, layer in enumerate(self.layer):
-            x = layer(p.tap(f"layer.{i}", x), p)
-        return x
+        return run_layers(p, self.layer, x)
+
+
+def run_layers(p: Pass, layers, x, *args):
+    """``x`` through ``layers`` in turn (``layer(x, p, *args)``); the input of layer i is the tap ``layer.<i>``."""
+    for i, layer in enumerate(layers):
+        x = layer(p.tap(f"layer.{i}", x), p, *args)
+    return x
 
 
 class Pooler(nn.Module):
-    """BERT's pooler: dense → tanh on the first token."""
+    """BERT's pooler: dense → tanh on the first token (DeBERTa's ContextPooler: dense → its ``act``)."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, act: str = "tanh"):
         super().__init__()
+        self.act = act
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
 
     def forward(self, first: torch.Tensor, p: Pass):
-        return p.linear(first, self.dense, "tanh")
+        return p.linear(first, self.dense, self.act)
 
 
 class ClassificationHead(nn.Module):

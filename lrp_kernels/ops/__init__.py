@@ -8,8 +8,11 @@ runs the element-wise and row-wise parts. This layer imports only :mod:`lrp_kern
 """
 
 from lrp_kernels.ops.activation import lrp_activation
-from lrp_kernels.ops.attention import additive_mask, lrp_attention
+from lrp_kernels.ops.attention import additive_mask, lrp_attention, lrp_disentangled_attention
+from lrp_kernels.ops.gated_mlp import lrp_gated_mlp
 from lrp_kernels.ops.layer_norm import lrp_layer_norm
 from lrp_kernels.ops.linear import lrp_linear
+from lrp_kernels.ops.rms_norm import lrp_rms_norm
 
-__all__ = ["additive_mask", "lrp_activation", "lrp_attention", "lrp_layer_norm", "lrp_linear"]
+__all__ = ["additive_mask", "lrp_activation", "lrp_attention", "lrp_disentangled_attention", "lrp_gated_mlp",
+           "lrp_layer_norm", "lrp_linear", "lrp_rms_norm"]

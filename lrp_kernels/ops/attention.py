@@ -18,9 +18,33 @@ Backward, in the gradient×input form (relevance of x = x ⊙ g_x):
 ``mask`` is additive, per key: [B, L] float32 with 0 at tokens and ``finfo(float32).min`` at padding
 (:func:`additive_mask`). A backend may fuse the whole op (FlashAttention-style: no stored P).
 
+Variants (the newer encoders; the rules above are unchanged):
+
+sliding window (ModernBERT's local layers)
+    query i reads key j only when |i − j| ≤ ``window``: a constant band added to the mask.
+grouped K/V heads (EuroBERT, Llama-style GQA)
+    k and v have H_kv heads, query head h reads K/V head h // (H/H_kv). The sharing is a copy,
+    whose rule is its gradient: the relevance of a shared head is the sum over the query heads
+    that read it (conservative).
+rotary position embedding (Su et al. 2021; ModernBERT, EuroBERT), ``rotary=(cos, sin)``
+    q and k are rotated per position, q' = R_t q with R_t = cos θ·I + sin θ·J (J: rotate_half), a
+    fixed linear map without bias (θ depends on the position only, never on the input). Its rule is
+    its gradient: g_q = R_tᵀ g_q', and Σ_d q ⊙ R_tᵀ g_q' = Σ_d (R_t q) ⊙ g_q' = Σ_d q' ⊙ g_q' — the
+    ε = 0 rule of a bias-free linear map, conservative exactly (it is the rule of any bias-free linear
+    map; that R_t is orthogonal is not needed). It is applied inside this op (on load, as a fused
+    kernel would) and the gradients returned are those of the un-rotated q and k.
+disentangled attention (He et al. 2021, DeBERTa; :func:`lrp_disentangled_attention`)
+    S = scale·(Q Kᵀ + C2P + P2C) + mask, C2P_ij = Q_i·P^K_δ(i,j), P2C_ij = K_j·P^Q_δ(i,j), with
+    P^K, P^Q the projected relative-position embeddings and δ(i,j) the (bucketed) relative position.
+    The sum of the three terms is linear (its rule: the gradient); each term is a bilinear product
+    under the uniform rule in ``attnlrp`` (½ to each factor: Q, K, P^K and P^Q all get ¼ of the
+    plain gradient, V ½); in ``cp_lrp`` P is constant, g_V = Pᵀ g_O and nothing reaches Q, K or the
+    positions. The relevance reaching P^K and P^Q (``attnlrp``) is the relevance of the relative
+    positions: a caller reports it rather than dropping it (pass them with ``requires_grad``).
+
 Kernels (:class:`~lrp_kernels.backends.contract.AttentionKernels`): ``backends/{torch,cpp,triton}/attention.py``,
-``csrc/attention.{cpp,cu}`` (the masked softmax and its backward); tests ``tests/ops/test_attention.py``;
-benchmark ``benchmarks/ops/bench_attention.py``.
+``csrc/attention.{cpp,cu}`` (the masked softmax and its backward); tests ``tests/ops/test_attention.py``,
+``tests/ops/test_attention_variants.py``; benchmark ``benchmarks/ops/bench_attention.py``.
 """
 
 from __future__ import annotations
@@ -28,6 +52,7 @@ from __future__ import annotations
 import torch
 
 from lrp_kernels.backends.contract import ATTENTION_MODES, Backend
+from lrp_kernels.backends.torch.attention import apply_rotary, dense_mask, relative_scores
 
 from ._backend import or_reference
 
@@ -44,27 +69,71 @@ def additive_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     )
 
 
+__all__ = ["MODES", "additive_mask", "apply_rotary", "dense_mask", "lrp_attention", "lrp_disentangled_attention",
+           "relative_scores"]
+
+
 class LRPAttentionFunction(torch.autograd.Function):
     """Forward: softmax(Q Kᵀ·scale + mask) V; backward: the rule of ``mode``."""
 
     @staticmethod
-    def forward(ctx, q, k, v, mask, scale, mode, backend: Backend):
-        out, saved = backend.attention.forward(q, k, v, mask, scale, mode)
-        ctx.scale, ctx.mode, ctx.kernels = scale, mode, backend.attention
-        ctx.save_for_backward(q, k, v, mask, *saved)
+    def forward(ctx, q, k, v, mask, scale, mode, backend: Backend, window, cos, sin):
+        rotary = None if cos is None else (cos, sin)
+        out, saved = backend.attention.forward(q, k, v, mask, scale, mode, window, rotary)
+        ctx.scale, ctx.mode, ctx.kernels, ctx.window = scale, mode, backend.attention, window
+        ctx.save_for_backward(q, k, v, mask, cos, sin, *saved)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, mask, *saved = ctx.saved_tensors
-        gq, gk, gv = ctx.kernels.backward(grad_out.contiguous(), q, k, v, mask, ctx.scale, ctx.mode, tuple(saved))
-        return gq, gk, gv, None, None, None, None
+        q, k, v, mask, cos, sin, *saved = ctx.saved_tensors
+        rotary = None if cos is None else (cos, sin)
+        gq, gk, gv = ctx.kernels.backward(grad_out.contiguous(), q, k, v, mask, ctx.scale, ctx.mode, tuple(saved),
+                                          ctx.window, rotary)
+        return gq, gk, gv, None, None, None, None, None, None, None
 
 
-def lrp_attention(q, k, v, mask=None, scale=None, mode="attnlrp", backend: Backend | None = None):
-    """Attention over [B, H, L, D] tensors with the backward rule ``mode`` (one of :data:`MODES`)."""
+def _checked(mode, scale, q):
     if mode not in MODES:
         raise ValueError(f"unknown attention mode {mode!r}; valid: {', '.join(MODES)}")
-    if scale is None:
-        scale = q.shape[-1] ** -0.5
-    return LRPAttentionFunction.apply(q, k, v, mask, float(scale), mode, or_reference(backend))
+    return float(q.shape[-1] ** -0.5 if scale is None else scale)
+
+
+def lrp_attention(q, k, v, mask=None, scale=None, mode="attnlrp", backend: Backend | None = None, *,
+                  window: int | None = None, rotary=None):
+    """Attention over [B, H, L, D] queries (k, v: [B, H_kv, L, D]) with the backward rule ``mode``
+    (one of :data:`MODES`), an optional sliding ``window`` and ``rotary=(cos, sin)`` [B | 1, L, D]."""
+    scale = _checked(mode, scale, q)
+    if q.shape[1] % k.shape[1]:
+        raise ValueError(f"{q.shape[1]} query heads cannot share {k.shape[1]} K/V heads")
+    cos, sin = (None, None) if rotary is None else rotary
+    return LRPAttentionFunction.apply(q, k, v, mask, scale, mode, or_reference(backend), window, cos, sin)
+
+
+class LRPDisentangledAttentionFunction(torch.autograd.Function):
+    """Forward: softmax(scale·(Q Kᵀ + C2P + P2C) + mask) V; backward: the rule of ``mode``."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, pos_key, pos_query, rel_index, mask, scale, mode, backend: Backend):
+        kernels = backend.attention
+        out, saved = kernels.disentangled_forward(q, k, v, pos_key, pos_query, rel_index, mask, scale, mode)
+        ctx.scale, ctx.mode, ctx.kernels = scale, mode, kernels
+        ctx.save_for_backward(q, k, v, pos_key, pos_query, rel_index, mask, *saved)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, pos_key, pos_query, rel_index, mask, *saved = ctx.saved_tensors
+        position_grads = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
+        grads = ctx.kernels.disentangled_backward(grad_out.contiguous(), q, k, v, pos_key, pos_query, rel_index,
+                                                  mask, ctx.scale, ctx.mode, tuple(saved), position_grads)
+        return (*grads, None, None, None, None, None)
+
+
+def lrp_disentangled_attention(q, k, v, pos_key, pos_query, rel_index, mask=None, scale=None, mode="attnlrp",
+                               backend: Backend | None = None):
+    """DeBERTa's attention over [B, H, L, D] tensors: ``pos_key`` / ``pos_query`` [B | 1, H, R, D] (or
+    None: no c2p / p2c term), ``rel_index`` [L, L] int64 (δ(i, j) in [0, R)), backward rule ``mode``."""
+    scale = _checked(mode, scale, q)
+    return LRPDisentangledAttentionFunction.apply(q, k, v, pos_key, pos_query, rel_index, mask, scale, mode,
+                                                  or_reference(backend))

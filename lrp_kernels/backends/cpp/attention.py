@@ -4,6 +4,8 @@ backward; math: ``lrp_kernels/ops/attention.py``).
 The GEMMs stay on ``torch.matmul`` around the softmax kernels, unless the torch reference runs this
 attention as one fused aten kernel (FlashAttention style, no stored probabilities): then that is
 used as it is, being both faster and leaner. cp_lrp needs P and always takes the softmax kernels.
+Sliding windows, rotary positions, grouped K/V heads and DeBERTa's disentangled attention run the
+torch reference (no kernels of their own yet).
 """
 
 from __future__ import annotations
@@ -70,17 +72,26 @@ def softmax_backward(grad_p, probs, factor):
     return out
 
 
-def forward(q, k, v, mask, scale, mode):
-    if reference.uses_fused_kernel(q, mode, mask):
-        return reference.forward(q, k, v, mask, scale, mode)
+def _reference_runs(q, k, mask, mode, window, rotary):
+    return reference.uses_fused_kernel(q, mode, mask) or reference.is_variant(q, k, window, rotary)
+
+
+def forward(q, k, v, mask, scale, mode, window=None, rotary=None):
+    if _reference_runs(q, k, mask, mode, window, rotary):
+        return reference.forward(q, k, v, mask, scale, mode, window, rotary)
     probs = softmax_forward(torch.matmul(q, k.transpose(-1, -2)), mask, scale)
     return torch.matmul(probs, v), (probs,)
 
 
-def backward(grad_out, q, k, v, mask, scale, mode, saved):
-    if reference.uses_fused_kernel(q, mode, mask):
-        return reference.backward(grad_out, q, k, v, mask, scale, mode, saved)
+def backward(grad_out, q, k, v, mask, scale, mode, saved, window=None, rotary=None):
+    if _reference_runs(q, k, mask, mode, window, rotary):
+        return reference.backward(grad_out, q, k, v, mask, scale, mode, saved, window, rotary)
     return reference.eager_backward(grad_out, q, k, v, saved[0], scale, mode, softmax_backward=softmax_backward)
 
 
-KERNELS = AttentionKernels(forward=forward, backward=backward)
+KERNELS = AttentionKernels(
+    forward=forward,
+    backward=backward,
+    disentangled_forward=reference.disentangled_forward,
+    disentangled_backward=reference.disentangled_backward,
+)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from lrp_kernels.backends.contract import Backend
 
-from . import activation, attention, layer_norm, linear
+from . import activation, attention, gated_mlp, layer_norm, linear, rms_norm
 
 BACKEND = Backend(
     name="torch",
@@ -19,4 +19,6 @@ BACKEND = Backend(
     layer_norm=layer_norm.KERNELS,
     activation=activation.KERNELS,
     attention=attention.KERNELS,
+    rms_norm=rms_norm.KERNELS,
+    gated_mlp=gated_mlp.KERNELS,
 )

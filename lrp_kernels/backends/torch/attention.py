@@ -7,6 +7,13 @@ scaled by powers of two, exactly), ``cp_lrp`` recomputes P. Elsewhere, and for a
 fully padded sequence, the eager path stores P (aten's fused CPU backward is wrong for a sequence
 whose keys are all masked: its log-sum-exp drops the log L of the uniform row; its float16 forward
 does not give such a row the uniform softmax).
+
+The variants of the contract: a sliding ``window`` becomes a dense [B, 1, L, L] additive mask
+(:func:`dense_mask`); ``rotary`` rotates q and k on load and its transpose rotates their gradients
+back (:func:`apply_rotary`, :func:`rotary_transposed`); grouped K/V heads are repeated for the
+product and their gradients summed over the group. DeBERTa's disentangled attention
+(:func:`disentangled_forward`) is eager: its relative terms need P's gradient, which the fused
+kernel does not give.
 """
 
 from __future__ import annotations
@@ -19,10 +26,11 @@ from ._common import acc
 
 
 def softmax_forward(scores, mask, scale):
-    """``softmax(scores·scale + mask[:, None, None, :])`` over the last dim, for [B, H, Lq, Lk] scores."""
+    """``softmax(scores·scale + mask)`` over the last dim, for [B, H, Lq, Lk] scores and an additive
+    mask [B, Lk] (per key) or [B | 1, 1, Lq, Lk] (:func:`dense_mask`)."""
     s = acc(scores) * scale
     if mask is not None:
-        s.add_(mask[:, None, None, :].to(s.dtype))
+        s.add_((mask if mask.dim() == 4 else mask[:, None, None, :]).to(s.dtype))
     return torch.softmax(s, dim=-1).to(scores.dtype)
 
 
@@ -38,12 +46,66 @@ def softmax_backward(grad_p, probs, factor):
 
 
 def _flash_mask(mask, dtype):
-    """The additive [B, L] float32 mask as aten's CPU flash attention takes it: [B, 1, 1, L], q's dtype."""
+    """The additive mask ([B, L] or dense) as aten's CPU flash attention takes it: 4-d, q's dtype."""
     if mask is None:
         return None
     if torch.finfo(dtype).max < torch.finfo(mask.dtype).max:  # float16: keep padding finite
         mask = mask.clamp(min=torch.finfo(dtype).min)
-    return mask.to(dtype)[:, None, None, :]
+    return mask.to(dtype) if mask.dim() == 4 else mask.to(dtype)[:, None, None, :]
+
+
+def dense_mask(mask, window, length, device=None):
+    """The additive float32 mask of a sliding ``window`` (|i − j| ≤ window) and the key mask [B, L]:
+    [B | 1, 1, L, L]. A padded query row keeps every unpadded key, so that no row is empty (it carries
+    no relevance: nothing reads a padded position). ``window=None``: ``mask`` unchanged."""
+    if window is None:
+        return mask
+    device = mask.device if mask is not None else device
+    pos = torch.arange(length, device=device)
+    keep = (pos[:, None] - pos[None, :]).abs() <= window  # [L, L]
+    if mask is None:
+        keep = keep[None]
+    else:
+        key = mask > torch.finfo(torch.float32).min / 2  # [B, L]
+        keep = key[:, None, :] & (keep[None] | ~key[:, :, None])
+    zeros = torch.zeros(keep.shape, dtype=torch.float32, device=device)
+    return zeros.masked_fill_(~keep, torch.finfo(torch.float32).min)[:, None]
+
+
+def _rotate(x, rotary, sign: float):
+    """``x·cos + J(x)·sin`` with J = rotate_half (sign 1) or its transpose (sign −1), in float32:
+    J(x) = (−x₂, x₁), Jᵀ(x) = (x₂, −x₁) for the halves x₁, x₂ of the last dim."""
+    cos, sin = (t.unsqueeze(1) for t in rotary)
+    xf = acc(x)
+    half = x.shape[-1] // 2
+    out = xf * cos
+    out[..., :half].addcmul_(xf[..., half:], sin[..., :half], value=-sign)
+    out[..., half:].addcmul_(xf[..., :half], sin[..., half:], value=sign)
+    return out.to(x.dtype)
+
+
+def apply_rotary(x, rotary):
+    """``x·cos + rotate_half(x)·sin`` over [B, H, L, D] (cos, sin [B | 1, L, D]), in float32."""
+    return x if rotary is None else _rotate(x, rotary, 1.0)
+
+
+def rotary_transposed(g, rotary):
+    """The transpose of :func:`apply_rotary` applied to ``g``: ``g·cos + rotate_halfᵀ(g·sin)``."""
+    return g if rotary is None or g is None else _rotate(g, rotary, -1.0)
+
+
+def repeat_kv(x, heads: int):
+    """K or V [B, H_kv, L, D] repeated to ``heads`` heads (query head h reads head h // (heads/H_kv))."""
+    groups = heads // x.shape[1]
+    return x if groups == 1 else x.repeat_interleave(groups, dim=1)
+
+
+def sum_groups(g, kv_heads: int):
+    """The gradient of :func:`repeat_kv`: [B, H, L, D] summed over each group of query heads."""
+    if g is None or g.shape[1] == kv_heads:
+        return g
+    batch, heads, length, dim = g.shape
+    return g.view(batch, kv_heads, heads // kv_heads, length, dim).sum(dim=2)
 
 
 def uses_fused_kernel(q, mode, mask=None) -> bool:
@@ -58,23 +120,44 @@ def uses_fused_kernel(q, mode, mask=None) -> bool:
     return bool(keep.any(dim=-1).all())
 
 
-def eager_backward(grad_out, q, k, v, probs, scale, mode, softmax_backward=softmax_backward):
-    """The backward from stored probabilities, with the mode's factors (V ½, Q and K ¼ for attnlrp)."""
+def scores_backward(grad_out, v, probs, scale, mode, softmax_backward=softmax_backward):
+    """``(g_S, g_V)`` from stored probabilities with the mode's factors (V ½, the unscaled scores
+    Q·Kᵀ ¼ for attnlrp; g_S None for cp_lrp)."""
     grad_v = torch.matmul(probs.transpose(-1, -2), grad_out)
     if mode == "cp_lrp":
-        return None, None, grad_v
+        return None, grad_v
     half = 0.5 if mode == "attnlrp" else 1.0
     if half != 1.0:
         grad_v.mul_(half)
     grad_p = torch.matmul(grad_out, v.transpose(-1, -2))
-    grad_s = softmax_backward(grad_p, probs, scale * half * half)
+    return softmax_backward(grad_p, probs, scale * half * half), grad_v
+
+
+def eager_backward(grad_out, q, k, v, probs, scale, mode, softmax_backward=softmax_backward):
+    """The backward from stored probabilities, with the mode's factors (V ½, Q and K ¼ for attnlrp)."""
+    grad_s, grad_v = scores_backward(grad_out, v, probs, scale, mode, softmax_backward)
+    if grad_s is None:
+        return None, None, grad_v
     grad_q = torch.matmul(grad_s, k)
     grad_k = torch.matmul(grad_s.transpose(-1, -2), q)
     return grad_q, grad_k, grad_v
 
 
-def forward(q, k, v, mask, scale, mode):
-    if uses_fused_kernel(q, mode, mask):
+def is_variant(q, k, window=None, rotary=None) -> bool:
+    """Whether a sliding window, rotary positions or grouped K/V heads are asked for (a backend without
+    kernels for them hands the call to this reference)."""
+    return window is not None or rotary is not None or k.shape[1] != q.shape[1]
+
+
+def _loaded(q, k, v, mask, window, rotary):
+    """What the product reads: rotated q and k, K/V repeated to q's heads, the (dense) mask."""
+    heads = q.shape[1]
+    k = repeat_kv(apply_rotary(k, rotary), heads)
+    return apply_rotary(q, rotary), k, repeat_kv(v, heads), dense_mask(mask, window, q.shape[-2], q.device)
+
+
+def _forward(q, k, v, mask, scale, mode, fused):
+    if fused:
         out, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
             q, k, v, 0.0, False, attn_mask=_flash_mask(mask, q.dtype), scale=scale
         )
@@ -83,8 +166,8 @@ def forward(q, k, v, mask, scale, mode):
     return torch.matmul(probs, v), (probs,)
 
 
-def backward(grad_out, q, k, v, mask, scale, mode, saved):
-    if not uses_fused_kernel(q, mode, mask):
+def _backward(grad_out, q, k, v, mask, scale, mode, saved, fused):
+    if not fused:
         return eager_backward(grad_out, q, k, v, saved[0], scale, mode)
     if mode == "cp_lrp":
         probs = softmax_forward(torch.matmul(q, k.transpose(-1, -2)), mask, scale)
@@ -100,4 +183,84 @@ def backward(grad_out, q, k, v, mask, scale, mode, saved):
     return grad_q, grad_k, grad_v
 
 
-KERNELS = AttentionKernels(forward=forward, backward=backward)
+def forward(q, k, v, mask, scale, mode, window=None, rotary=None):
+    fused = uses_fused_kernel(q, mode, mask)
+    loaded = _loaded(q, k, v, mask, window, rotary)
+    out, saved = _forward(*loaded, scale, mode, fused)
+    if is_variant(q, k, window, rotary):  # the backward reads the rotated / repeated tensors again
+        saved = (*saved, *loaded[:3])
+    return out, saved
+
+
+def backward(grad_out, q, k, v, mask, scale, mode, saved, window=None, rotary=None):
+    fused = uses_fused_kernel(q, mode, mask)
+    if is_variant(q, k, window, rotary):
+        *saved, q_loaded, k_loaded, v_loaded = saved
+        loaded = (q_loaded, k_loaded, v_loaded, dense_mask(mask, window, q.shape[-2], q.device))
+    else:
+        loaded = (q, k, v, mask)
+    grad_q, grad_k, grad_v = _backward(grad_out, *loaded, scale, mode, saved, fused)
+    kv_heads = k.shape[1]
+    grad_k, grad_v = sum_groups(grad_k, kv_heads), sum_groups(grad_v, kv_heads)
+    return rotary_transposed(grad_q, rotary), rotary_transposed(grad_k, rotary), grad_v
+
+
+# ---------------------------------------------------------------------------- DeBERTa's disentangled attention
+def relative_scores(q, k, pos_key, pos_query, rel_index):
+    """c2p + p2c (unscaled) [B, H, L, L]: c2p_ij = q_i·pos_key_δ(i,j), p2c_ij = k_j·pos_query_δ(i,j)."""
+    if pos_key is None and pos_query is None:
+        return None
+    batch, heads, length, _ = q.shape
+    index = rel_index.expand(batch, heads, length, length)
+    scores = None
+    if pos_key is not None:
+        scores = torch.gather(torch.matmul(q, pos_key.transpose(-1, -2)), -1, index)
+    if pos_query is not None:
+        p2c = torch.gather(torch.matmul(k, pos_query.transpose(-1, -2)), -1, index.transpose(-1, -2))
+        scores = p2c.transpose(-1, -2) if scores is None else scores + p2c.transpose(-1, -2)
+    return scores
+
+
+def disentangled_forward(q, k, v, pos_key, pos_query, rel_index, mask, scale, mode):
+    scores = torch.matmul(q, k.transpose(-1, -2))
+    relative = relative_scores(q, k, pos_key, pos_query, rel_index)
+    if relative is not None:
+        scores = scores + relative
+    probs = softmax_forward(scores, mask, scale)
+    return torch.matmul(probs, v), (probs,)
+
+
+def _relative_backward(grad_s, x, pos, index, position_grads):
+    """Through gather(x·posᵀ, δ): the gradient of x [B, H, L, D] and (``position_grads``) of pos."""
+    grad_rel = torch.zeros((*grad_s.shape[:-1], pos.shape[-2]), dtype=grad_s.dtype, device=grad_s.device)
+    grad_rel.scatter_add_(-1, index, grad_s)  # [B, H, L, R]
+    grad_pos = None
+    if position_grads:
+        grad_pos = torch.matmul(grad_rel.transpose(-1, -2), x)
+        if pos.shape[0] != grad_pos.shape[0]:
+            grad_pos = grad_pos.sum(dim=0, keepdim=True)
+    return torch.matmul(grad_rel, pos), grad_pos
+
+
+def disentangled_backward(grad_out, q, k, v, pos_key, pos_query, rel_index, mask, scale, mode, saved,
+                          position_grads=False):
+    grad_s, grad_v = scores_backward(grad_out, v, saved[0], scale, mode)
+    if grad_s is None:
+        return None, None, grad_v, None, None
+    grad_q = torch.matmul(grad_s, k)
+    grad_k = torch.matmul(grad_s.transpose(-1, -2), q)
+    batch, heads, length, _ = q.shape
+    index = None if rel_index is None else rel_index.expand(batch, heads, length, length)
+    grad_pk = grad_pq = None
+    if pos_key is not None:
+        extra, grad_pk = _relative_backward(grad_s, q, pos_key, index, position_grads)
+        grad_q.add_(extra)
+    if pos_query is not None:
+        extra, grad_pq = _relative_backward(grad_s.transpose(-1, -2), k, pos_query, index.transpose(-1, -2),
+                                            position_grads)
+        grad_k.add_(extra)
+    return grad_q, grad_k, grad_v, grad_pk, grad_pq
+
+
+KERNELS = AttentionKernels(forward=forward, backward=backward, disentangled_forward=disentangled_forward,
+                           disentangled_backward=disentangled_backward)

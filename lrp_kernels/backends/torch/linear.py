@@ -20,7 +20,7 @@ def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
     return z + eps * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
 
 
-def _divide_by_stabilized_abs(out, x, eps):
+def divide_by_stabilized_abs(out, x, eps):
     """``out /= |x| + ε`` in place, through a temporary of at most :data:`CHUNK` elements (so the
     backward holds no second full-size buffer; strided inputs take one full-size temporary)."""
     if not (out.is_contiguous() and x.is_contiguous()):
@@ -40,7 +40,7 @@ def eps_ratio(grad_z, z, eps):
     # divided in place by |z| + ε.
     zf = acc(z)
     out = zf.abs().mul_(acc(grad_z))
-    return _divide_by_stabilized_abs(out, zf, eps).to(grad_z.dtype)
+    return divide_by_stabilized_abs(out, zf, eps).to(grad_z.dtype)
 
 
 def gelu_eps_ratio(grad_h, u, eps, approximate="none"):
@@ -50,7 +50,7 @@ def gelu_eps_ratio(grad_h, u, eps, approximate="none"):
     # quotient needs no guard at u → 0 (0/ε = 0; for |u| < GELU_GUARD it is Φ(u)·|u|/(|u| + ε),
     # within GELU_GUARD relative of the guarded ½·u/(u + ε·sign u)).
     uf = acc(u)
-    factor = _divide_by_stabilized_abs(torch.nn.functional.gelu(uf, approximate=approximate).abs_(), uf, eps)
+    factor = divide_by_stabilized_abs(torch.nn.functional.gelu(uf, approximate=approximate).abs_(), uf, eps)
     return factor.mul_(acc(grad_h)).to(grad_h.dtype)
 
 

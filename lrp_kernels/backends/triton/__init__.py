@@ -9,7 +9,9 @@ One file per rule, named as in ``lrp_kernels/ops/``; each ends with its kernel s
   ``fused_backward``: the whole ε-rule backward of a linear as one GEMM;
 * :mod:`.attention` — FlashAttention-style fused attention with the ``grad`` / ``attnlrp`` /
   ``cp_lrp`` backward; ``saved`` is ``(out, row_max, row_log_sum)``, or ``(q, k, row_max,
-  row_log_sum)`` for ``cp_lrp``.
+  row_log_sum)`` for ``cp_lrp``. Sliding windows, rotary positions, grouped K/V heads and DeBERTa's
+  disentangled attention run the torch reference;
+* RMSNorm and the gated MLP: the torch reference's kernel sets.
 
 Where it runs: on CUDA devices with Triton's GPU compiler, or — when ``TRITON_INTERPRET=1`` was set
 before this package was first imported — through Triton's NumPy interpreter on CPU tensors (for
@@ -28,6 +30,8 @@ except ImportError as exc:
 import torch
 
 from lrp_kernels.backends.contract import Backend
+from lrp_kernels.backends.torch import gated_mlp as torch_gated_mlp
+from lrp_kernels.backends.torch import rms_norm as torch_rms_norm
 
 from . import activation, attention, layer_norm, linear
 from ._common import INTERPRETED
@@ -57,4 +61,7 @@ BACKEND = Backend(
     layer_norm=layer_norm.KERNELS,
     activation=activation.KERNELS,
     attention=attention.KERNELS,
+    # no Triton kernels yet: the torch reference's, passed explicitly
+    rms_norm=torch_rms_norm.KERNELS,
+    gated_mlp=torch_gated_mlp.KERNELS,
 )

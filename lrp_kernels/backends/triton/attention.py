@@ -345,14 +345,17 @@ def _mask_arg(mask, like):
     return m, m.stride(0), True
 
 
-def forward(q, k, v, mask, scale: float, mode: str):
+def forward(q, k, v, mask, scale: float, mode: str, window=None, rotary=None):
     """``(O, saved)``: softmax(scale·QKᵀ + mask)·V without materializing P.
 
     ``saved`` is ``(O, row_max, row_log_sum)`` for ``grad``/``attnlrp`` and ``(q, k, row_max,
     row_log_sum)`` for ``cp_lrp``, whose backward is called without q, k, v (they are not needed by
-    the reference, which saves P); the fused backward recomputes P from q and k.
+    the reference, which saves P); the fused backward recomputes P from q and k. A sliding
+    ``window``, ``rotary`` positions or grouped K/V heads run the torch reference (no kernel yet).
     """
     _check_mode(mode)
+    if reference.is_variant(q, k, window, rotary):
+        return reference.forward(q, k, v, mask, scale, mode, window, rotary)
     _check(q, k, v, mask)
     if use_reference(q):
         return reference.forward(q, k, v, mask, scale, mode)
@@ -374,12 +377,14 @@ def forward(q, k, v, mask, scale: float, mode: str):
     return out, (out, row_max, row_log_sum)
 
 
-def backward(grad_out, q, k, v, mask, scale: float, mode: str, saved):
+def backward(grad_out, q, k, v, mask, scale: float, mode: str, saved, window=None, rotary=None):
     """``(g_Q, g_K, g_V)`` of the mode (g_Q = g_K = None for ``cp_lrp``) from the saved statistics.
 
     For ``cp_lrp`` q, k, v may be None (q and k come from ``saved``).
     """
     _check_mode(mode)
+    if k is not None and reference.is_variant(q, k, window, rotary):
+        return reference.backward(grad_out, q, k, v, mask, scale, mode, saved, window, rotary)
     if use_reference(grad_out):  # float64: the forward was the reference's
         return reference.backward(grad_out, q, k, v, mask, scale, mode, saved)
     compute_qk = mode != "cp_lrp"
@@ -428,4 +433,9 @@ def backward(grad_out, q, k, v, mask, scale: float, mode: str, saved):
     return gq, gk, gv
 
 
-KERNELS = AttentionKernels(forward=forward, backward=backward)
+KERNELS = AttentionKernels(
+    forward=forward,
+    backward=backward,
+    disentangled_forward=reference.disentangled_forward,
+    disentangled_backward=reference.disentangled_backward,
+)

@@ -1,0 +1,113 @@
+"""Base-size figures of model families II (ModernBERT, EuroBERT, DeBERTa-v3) on the torch backend.
+
+Random weights in the published dimensions of answerdotai/ModernBERT-base, EuroBERT/EuroBERT-210m and
+microsoft/deberta-v3-base (hard-coded below: nothing is downloaded); batch 8 × 128 tokens, float32,
+CPU, one thread by default. Rows: ``forward`` (logits, no autograd), ``gradient`` (the plain gradient
+at the embedding sum: one forward with autograd and one backward of plain ops — the floor of a
+one-backward method), ``attnlrp`` and ``cp_lrp`` through :func:`lrp_kernels.attribute`. Medians of
+``--repeat`` interleaved runs after one warm-up; the ratios attnlrp / gradient and cp_lrp / gradient
+are the figures of the issue (target ≤ 1.05), of the medians and of the fastest runs (on a shared
+machine the least disturbed ones). Where a median ratio misses the target, ``--profile`` prints a
+torch.profiler table of where the time goes (the LRP method next to the plain gradient).
+
+    python benchmarks/families_ii.py [--families modernbert eurobert deberta] [--threads 1]
+                                     [--repeat 5] [--profile]
+
+It reports, it never asserts. The machine load (``os.getloadavg``) is printed before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+from lrp_kernels.benchmarking import format_table, random_inputs, random_model, standard_rows, time_interleaved
+from lrp_kernels.models import config_from_dict
+
+BATCH, SEQ = 8, 128
+TARGET = 1.05
+METHODS = ("attnlrp", "cp_lrp")
+
+#: the published config.json values that matter for the forward (hub names; random weights)
+CONFIGS = {
+    "modernbert": {  # answerdotai/ModernBERT-base
+        "model_type": "modernbert", "vocab_size": 50368, "hidden_size": 768, "intermediate_size": 1152,
+        "num_hidden_layers": 22, "num_attention_heads": 12, "hidden_activation": "gelu", "norm_eps": 1e-5,
+        "norm_bias": False, "attention_bias": False, "mlp_bias": False, "global_attn_every_n_layers": 3,
+        "local_attention": 128, "global_rope_theta": 160000.0, "local_rope_theta": 10000.0,
+        "max_position_embeddings": 8192, "classifier_pooling": "mean", "classifier_activation": "gelu",
+        "classifier_bias": False, "pad_token_id": 50283,
+    },
+    "eurobert": {  # EuroBERT/EuroBERT-210m
+        "model_type": "eurobert", "vocab_size": 128256, "hidden_size": 768, "intermediate_size": 3072,
+        "num_hidden_layers": 12, "num_attention_heads": 12, "num_key_value_heads": 12, "hidden_act": "silu",
+        "rms_norm_eps": 1e-5, "rope_theta": 250000, "max_position_embeddings": 8192, "attention_bias": False,
+        "mlp_bias": False, "clf_pooling": "late", "pad_token_id": 128001,
+    },
+    "deberta": {  # microsoft/deberta-v3-base
+        "model_type": "deberta-v2", "vocab_size": 128100, "hidden_size": 768, "intermediate_size": 3072,
+        "num_hidden_layers": 12, "num_attention_heads": 12, "hidden_act": "gelu", "layer_norm_eps": 1e-7,
+        "max_position_embeddings": 512, "relative_attention": True, "position_buckets": 256,
+        "norm_rel_ebd": "layer_norm", "share_att_key": True, "pos_att_type": "p2c|c2p",
+        "max_relative_positions": -1, "position_biased_input": False, "type_vocab_size": 0,
+        "pooler_hidden_size": 768, "pooler_hidden_act": "gelu", "pad_token_id": 0,
+    },
+}
+
+
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
+
+
+def profile_table(fn, rows: int = 15) -> str:
+    """torch.profiler's table of one run of ``fn``, by self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
+def bench_family(name: str, repeat: int, profile: bool) -> list:
+    config = config_from_dict(CONFIGS[name], num_labels=2)
+    model = random_model(config)
+    ids, mask, types = random_inputs(config, BATCH, SEQ)
+    fns = standard_rows(model, ids, mask, types, METHODS, backend="torch")
+    timings = time_interleaved(fns, "cpu", repeat=repeat, warmup=1)
+    grad = timings["gradient"].median
+    row = [name, *(f"{timings[k].median:.2f}" for k in ("forward", "gradient", *METHODS))]
+    row += [f"{timings[m].median / grad:.3f}" for m in METHODS]
+    row += [f"{timings[m].best / timings['gradient'].best:.3f}" for m in METHODS]
+    row += [f"{max(t.spread for t in timings.values()):.2f}"]
+    missed = [m for m in METHODS if timings[m].median / grad > TARGET]
+    if profile and missed:
+        for key in ("gradient", *missed):
+            print(f"\n# {name}: profile of {key}\n{profile_table(fns[key])}", flush=True)
+    del model
+    return row
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--families", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--profile", action="store_true", help="profile the methods that miss the target")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} thread(s), b{BATCH} x L{SEQ}, float32; {load_average()}",
+          flush=True)
+    rows = [bench_family(name, args.repeat, args.profile) for name in args.families]
+    headers = ["family", "forward s", "gradient s", *(f"{m} s" for m in METHODS),
+               *(f"{m}/grad" for m in METHODS), *(f"{m}/grad best" for m in METHODS), "max spread"]
+    print("\n" + format_table(headers, rows))
+    print(f"\n{load_average()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

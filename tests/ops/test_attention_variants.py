@@ -1,0 +1,230 @@
+"""Attention variants of ``lrp_kernels/ops/attention.py``: sliding window, grouped K/V heads, rotary
+positions, and DeBERTa's disentangled attention.
+
+(a) the torch reference (forward and every mode's backward) against an explicit float64 formulation
+— rotation matrices, a head map instead of repeat, einsums instead of gathers — whose plain autograd
+gradient, scaled by the mode's factors (attnlrp: V ½, Q/K/positions ¼; cp_lrp: V only), is the rule;
+over odd shapes, the fused CPU path and the eager one, and fp32/fp16/bf16; (b) the masks; (c) the
+other backends hand the variants to the reference.
+"""
+
+import pytest
+import torch
+
+from lrp_kernels.backends import registry
+from lrp_kernels.backends.torch import attention as ref
+from lrp_kernels.ops.attention import additive_mask, lrp_attention, lrp_disentangled_attention
+
+F64 = torch.float64
+# (atol, rtol) of a reference result against float64 math on the same rounded inputs, O(1) values
+TOL = {
+    torch.float32: (2e-6, 1e-5),  # float32 softmax and products: a few ulp, summed over ≤ 40 keys
+    torch.float16: (2e-3, 2e-3),  # aten's half attention rounds P and the products to float16
+    torch.bfloat16: (2e-2, 2e-2),  # …and to bfloat16 (2^-8 relative per rounding, a few roundings)
+}
+DTYPES = [pytest.param(d, id=str(d).split(".")[1]) for d in TOL]
+FACTORS = {"grad": (1.0, 1.0, 1.0), "attnlrp": (0.25, 0.25, 0.5), "cp_lrp": (None, None, 1.0)}
+# (B, H, H_kv, L, D, lengths, window): ragged masks, a fully padded sequence (the eager path), a
+# window of 0 (each token reads itself only), head dims that are not powers of two
+CASES = [
+    (2, 4, 2, 11, 6, (11, 7), 3),
+    (2, 6, 3, 9, 10, (9, 0), 2),
+    (1, 2, 1, 5, 4, None, 0),
+    (3, 3, 3, 13, 8, (13, 6, 1), None),
+]
+
+
+def _randn(*shape, seed=0, dtype=F64):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=F64).to(dtype)
+
+
+def _rotary(length, dim, theta=50.0):
+    inv = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=F64) / dim)
+    freqs = torch.arange(length, dtype=F64)[:, None] * inv
+    emb = torch.cat([freqs, freqs], dim=-1)
+    return emb.cos()[None], emb.sin()[None]
+
+
+def _rotation_matrices(cos, sin):
+    """R_t [L, D, D] with (R_t x)_d = x_d cos_td + rotate_half(x)_d sin_td, written out."""
+    dim = cos.shape[-1]
+    half = dim // 2
+    j = torch.zeros(dim, dim, dtype=F64)
+    j[torch.arange(half), torch.arange(half) + half] = -1.0
+    j[torch.arange(half) + half, torch.arange(half)] = 1.0
+    return torch.diag_embed(cos[0]) + sin[0][:, :, None] * j
+
+
+def _explicit(q, k, v, lengths, window, cos, sin):
+    """Float64 attention with rotation matrices, a head map and a band mask (differentiable)."""
+    batch, heads, length, dim = q.shape
+    rot = _rotation_matrices(cos, sin)
+    q, k = torch.einsum("lde,bhle->bhld", rot, q), torch.einsum("lde,bhle->bhld", rot, k)
+    head_of = torch.arange(heads) // (heads // k.shape[1])
+    scores = torch.einsum("bhid,bhjd->bhij", q, k[:, head_of]) * dim**-0.5
+    pos = torch.arange(length)
+    keep = torch.ones(batch, 1, length, length, dtype=torch.bool)
+    if window is not None:
+        keep &= ((pos[:, None] - pos[None, :]).abs() <= window)[None, None]
+    if lengths is not None:
+        keep &= (pos[None, :] < torch.tensor(lengths)[:, None])[:, None, None, :]
+    probs = torch.softmax(scores.masked_fill(~keep, -torch.inf), dim=-1).nan_to_num(0.0)
+    return torch.einsum("bhij,bhjd->bhid", probs, v[:, head_of])
+
+
+def _mask(batch, length, lengths):
+    if lengths is None:
+        return None
+    return additive_mask(torch.arange(length)[None, :] < torch.tensor(lengths)[:, None])
+
+
+def _inputs(case, dtype):
+    batch, heads, kv_heads, length, dim, lengths, window = case
+    q = _randn(batch, heads, length, dim, seed=1, dtype=dtype)
+    k, v = (_randn(batch, kv_heads, length, dim, seed=s, dtype=dtype) for s in (2, 3))
+    g = _randn(batch, heads, length, dim, seed=4, dtype=dtype)
+    if lengths is not None:  # padded query rows carry no gradient (nothing reads them)
+        g = g * (torch.arange(length)[None, :] < torch.tensor(lengths)[:, None])[:, None, :, None].to(dtype)
+    return q, k, v, g, _mask(batch, length, lengths), window, _rotary(length, dim)
+
+
+def _valid_rows(case):
+    batch, _, _, length, _, lengths, _ = case
+    if lengths is None:
+        return torch.ones(batch, 1, length, 1, dtype=torch.bool)
+    return (torch.arange(length)[None, :] < torch.tensor(lengths)[:, None])[:, None, :, None]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"B{c[0]}H{c[1]}kv{c[2]}L{c[3]}D{c[4]}w{c[6]}")
+@pytest.mark.parametrize("mode", list(FACTORS))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_reference_against_explicit_float64(case, mode, dtype):
+    q, k, v, g, mask, window, (cos, sin) = _inputs(case, dtype)
+    rotary = (cos.to(dtype), sin.to(dtype))
+    out, saved = ref.forward(q, k, v, mask, q.shape[-1] ** -0.5, mode, window, rotary)
+    grads = ref.backward(g, q, k, v, mask, q.shape[-1] ** -0.5, mode, saved, window, rotary)
+    x64 = [t.double().requires_grad_(True) for t in (q, k, v)]
+    expected = _explicit(*x64, case[5], window, cos.to(dtype).double(), sin.to(dtype).double())
+    plain = torch.autograd.grad(expected, x64, g.double())
+    atol, rtol = TOL[dtype]
+    valid = _valid_rows(case)
+    torch.testing.assert_close((out.double() * valid), expected.detach() * valid, atol=atol, rtol=rtol)
+    for got, want, factor in zip(grads, plain, FACTORS[mode]):
+        if factor is None:
+            assert got is None
+        else:
+            assert got.dtype == dtype and got.shape == want.shape
+            torch.testing.assert_close(got.double(), factor * want, atol=atol, rtol=rtol)
+
+
+def test_op_matches_reference_and_shared_heads_sum_their_readers():
+    """Through the autograd op: the relevance of a shared K/V head is the sum of what its query heads
+    give it — the same as the same attention with the heads repeated by hand."""
+    q, k, v, g, mask, window, rotary = _inputs(CASES[0], torch.float32)
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+    out = lrp_attention(*leaves, mask, None, "attnlrp", window=window, rotary=rotary)
+    gq, gk, gv = torch.autograd.grad(out, leaves, g)
+    rep = [t.repeat_interleave(2, dim=1).requires_grad_(True) for t in (k, v)]
+    out2 = lrp_attention(leaves[0], *rep, mask, None, "attnlrp", window=window, rotary=rotary)
+    _, gk2, gv2 = torch.autograd.grad(out2, [leaves[0], *rep], g)
+    torch.testing.assert_close(out, out2)
+    torch.testing.assert_close(gk, gk2.view(*k.shape[:2], 2, *k.shape[2:]).sum(2))
+    torch.testing.assert_close(gv, gv2.view(*v.shape[:2], 2, *v.shape[2:]).sum(2))
+
+
+def test_rotary_transposed_is_the_transpose_and_conserves():
+    """<R x, g> = <x, Rᵀ g> per position: the rule of a bias-free linear map passes relevance unchanged."""
+    x, g = _randn(2, 3, 7, 10, seed=1), _randn(2, 3, 7, 10, seed=2)
+    rotary = _rotary(7, 10)
+    lhs = (ref.apply_rotary(x, rotary) * g).sum(-1)
+    rhs = (x * ref.rotary_transposed(g, rotary)).sum(-1)
+    torch.testing.assert_close(lhs, rhs, rtol=1e-12, atol=1e-12)
+
+
+def test_window_mask_keeps_every_row_nonempty():
+    mask = additive_mask(torch.tensor([[1, 1, 1, 0, 0, 0, 0, 0]]))
+    dense = ref.dense_mask(mask, 1, 8)
+    keep = dense[0, 0] == 0
+    assert keep[:3, :3].tolist() == [[True, True, False], [True, True, True], [False, True, True]]
+    assert not keep[:, 3:].any()  # no query reads a padded key
+    assert keep[3:, :3].all()  # a padded query row reads every unpadded key: never empty
+    assert ref.dense_mask(mask, None, 8) is mask
+
+
+def _disentangled_inputs(dtype, batch=2, heads=3, length=10, dim=6, span=4, pos_batch=1):
+    q, k, v = (_randn(batch, heads, length, dim, seed=s, dtype=dtype) for s in (1, 2, 3))
+    pk, pq = (_randn(pos_batch, heads, 2 * span, dim, seed=s, dtype=dtype) for s in (4, 5))
+    pos = torch.arange(length)
+    rel = pos[:, None] - pos[None, :]
+    bucket = torch.where(rel.abs() > 2, torch.sign(rel) * (2 + (rel.abs() > 5).long()), rel)  # collisions
+    index = (bucket + span).clamp(0, 2 * span - 1)
+    g = _randn(batch, heads, length, dim, seed=6, dtype=dtype)
+    g[1, :, 7:] = 0
+    mask = additive_mask(torch.tensor([[1] * length, [1] * 7 + [0] * (length - 7)]))
+    return q, k, v, pk, pq, index, mask, g
+
+
+def _disentangled64(q, k, v, pk, pq, index, mask, scale):
+    """S_ij = scale·(q_i·k_j + q_i·pk_δ(i,j) + k_j·pq_δ(i,j)) + mask_j with one-hot δ (no gather)."""
+    onehot = torch.nn.functional.one_hot(index, pk.shape[-2]).to(F64)  # [L, L, R]
+    c2p = torch.einsum("bhid,bhrd,ijr->bhij", q, pk.expand(q.shape[0], -1, -1, -1), onehot)
+    p2c = torch.einsum("bhjd,bhrd,ijr->bhij", k, pq.expand(q.shape[0], -1, -1, -1), onehot)
+    scores = (torch.einsum("bhid,bhjd->bhij", q, k) + c2p + p2c) * scale + mask[:, None, None, :].double()
+    return torch.softmax(scores, dim=-1) @ v
+
+
+@pytest.mark.parametrize("mode", list(FACTORS))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("pos_batch", [1, 2], ids=["shared-positions", "per-example-positions"])
+def test_disentangled_reference_against_explicit_float64(mode, dtype, pos_batch):
+    q, k, v, pk, pq, index, mask, g = _disentangled_inputs(dtype, pos_batch=pos_batch)
+    scale = (3 * q.shape[-1]) ** -0.5
+    out, saved = ref.disentangled_forward(q, k, v, pk, pq, index, mask, scale, mode)
+    grads = ref.disentangled_backward(g, q, k, v, pk, pq, index, mask, scale, mode, saved, True)
+    x64 = [t.double().requires_grad_(True) for t in (q, k, v, pk, pq)]
+    expected = _disentangled64(*x64, index, mask, scale)
+    plain = torch.autograd.grad(expected, x64, g.double())
+    atol, rtol = TOL[dtype]
+    torch.testing.assert_close(out.double(), expected.detach(), atol=atol, rtol=rtol)
+    q_factor, _, v_factor = FACTORS[mode]
+    for got, want, factor in zip(grads, plain, (q_factor, q_factor, v_factor, q_factor, q_factor)):
+        if factor is None:
+            assert got is None
+        else:
+            assert got.shape == want.shape
+            torch.testing.assert_close(got.double(), factor * want, atol=atol, rtol=rtol)
+
+
+def test_disentangled_op_without_position_grads_and_single_terms():
+    q, k, v, pk, pq, index, mask, g = _disentangled_inputs(F64)
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+    for pos_key, pos_query in ((pk, None), (None, pq), (pk, pq)):
+        out = lrp_disentangled_attention(*leaves, pos_key, pos_query, index, mask, 0.2, "attnlrp")
+        grads = torch.autograd.grad(out, leaves, g)
+        x64 = [t.detach().requires_grad_(True) for t in leaves]
+        zero = torch.zeros_like(pk)
+        expected = _disentangled64(*x64, zero if pos_key is None else pk, zero if pos_query is None else pq,
+                                   index, mask, 0.2)
+        plain = torch.autograd.grad(expected, x64, g)
+        torch.testing.assert_close(out, expected)
+        for got, want, factor in zip(grads, plain, (0.25, 0.25, 0.5)):
+            torch.testing.assert_close(got, factor * want)
+
+
+@pytest.mark.parametrize("name", ["cpp", "triton"])
+def test_other_backends_hand_the_variants_to_the_reference(name):
+    backend, reason = registry.load(name)
+    if backend is None or backend.unavailable_reason("cpu") is not None:
+        pytest.skip(reason or backend.unavailable_reason("cpu"))
+    q, k, v, g, mask, window, rotary = _inputs(CASES[0], torch.float32)
+    scale = q.shape[-1] ** -0.5
+    for mode in FACTORS:
+        out, saved = backend.attention.forward(q, k, v, mask, scale, mode, window, rotary)
+        expected, ref_saved = ref.forward(q, k, v, mask, scale, mode, window, rotary)
+        assert torch.equal(out, expected)
+        got = backend.attention.backward(g, q, k, v, mask, scale, mode, saved, window, rotary)
+        want = ref.backward(g, q, k, v, mask, scale, mode, ref_saved, window, rotary)
+        assert all(a is b is None or torch.equal(a, b) for a, b in zip(got, want))
+    assert backend.attention.disentangled_forward is ref.disentangled_forward
+    assert backend.attention.disentangled_backward is ref.disentangled_backward
