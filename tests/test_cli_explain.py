@@ -78,6 +78,20 @@ def test_input_jsonl_and_csv(ckpt, tmp_path):
     assert [r["id"] for r in records] == ["k1", "k2"] and records[0]["text"] == "good, fun film"
 
 
+def test_input_lines_and_tsv_quotes_are_read_as_written(ckpt, tmp_path, run_cli):
+    texts = ["good \u2028 film", "bad\x0cplot", "dull\x1dacting", "fine"]
+    source = tmp_path / "in.txt"
+    source.write_bytes(("\r\n".join(texts) + "\n").encode("utf-8"))
+    result = run_cli("explain", "--model", ckpt, "--no-progress", "--input", source, "--method", "random")
+    rows = result.out.split("\n")[:-1]  # (a raw U+2028 stays in a JSON line: str.splitlines would cut it)
+    assert [(r["id"], r["text"]) for r in map(json.loads, rows)] == list(enumerate(texts, 1))
+    table = tmp_path / "in.tsv"
+    rows = ['"good," she said', 'an "unbalanced film', "plain plot", '"quoted"']
+    table.write_text("text\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    result = run_cli("explain", "--model", ckpt, "--no-progress", "--input", table, "--method", "random")
+    assert [(r["id"], r["text"]) for r in map(json.loads, result.out.splitlines())] == list(enumerate(rows, 1))
+
+
 def test_pairs(ckpt, tmp_path, capsys):
     jl = tmp_path / "pairs.jsonl"
     jl.write_text(json.dumps({"text": "good film", "text_pair": "bad plot"}) + "\n", encoding="utf-8")
@@ -138,6 +152,12 @@ def test_torchrun_two_processes_equal_one(ckpt, texts, tmp_path):
         ("nofield.jsonl", b'{"body": "good"}\n', [], "no 'text' field"),
         ("dupe.jsonl", b'{"id": 1, "text": "good"}\n{"id": 1, "text": "bad"}\n', [], "appears twice"),
         ("in.docx", b"good", [], "unsupported input type"),
+        ("noid.csv", b"key,text\nk1,good\n,bad\n", ["--id-column", "key"], "noid.csv:3 (column 'key'): empty id"),
+        ("noid.tsv", b"key\ttext\nk1\tgood\n \tbad\n", ["--id-column", "key"], "noid.tsv:3 (column 'key'): empty id"),
+        ("nullid.jsonl", b'{"id": 1, "text": "good"}\n{"id": null, "text": "bad"}\n', [],
+         "nullid.jsonl:2: the id must be an integer or a string, not null"),
+        ("noidfield.jsonl", b'{"key": 1, "text": "good"}\n{"text": "bad"}\n', ["--id-column", "key"],
+         "noidfield.jsonl:2: no 'key' field"),
     ],
 )
 def test_bad_inputs_are_one_line_errors(ckpt, tmp_path, run_cli, name, content, extra, message):

@@ -88,6 +88,27 @@ def test_every_subcommand_spells_a_shared_option_the_same_way():
     assert seen == set(SHARED)
 
 
+# The shared options of each subcommand (one vocabulary: the same concept is the same flag everywhere)
+VOCABULARY = {
+    "train": {"model", "output", "batch_size", "max_length", "device", "threads", "progress"},
+    "explain": {"model", "methods", "output", "batch_size", "max_length", "device", "dtype", "threads", "backend",
+                "eps", "ig_steps", "progress"},
+    "evaluate": {"model", "methods", "output", "batch_size", "max_length", "device", "dtype", "threads", "backend",
+                 "eps", "ig_steps", "progress"},
+    "demo": {"model", "methods", "output", "device", "threads", "backend", "ig_steps", "progress"},
+    "bench": {"model", "methods", "batch_size", "device", "dtype", "threads", "backend", "eps"},
+}
+
+
+def test_each_subcommand_has_its_shared_options():
+    from lrp_kernels.cli import build_parser
+    from lrp_kernels.cli._common import SHARED
+
+    subcommands = build_parser()._subparsers._group_actions[0].choices
+    for name, parser in subcommands.items():
+        assert {a.dest for a in parser._actions if a.dest in SHARED} == VOCABULARY[name], name
+
+
 @pytest.mark.parametrize("alias, dest, value", [
     ("--out", "output", "x"), ("--output-dir", "output", "x"), ("--max-seq-length", "max_length", 7),
     ("--batch", "batch_size", 3), ("--method", "methods", "lat"),

@@ -47,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "dtype")
     add_option(parser, "threads")
     add_option(parser, "backend")
+    add_option(parser, "eps", default=d.eps)
     add_option(parser, "ig_steps", default=d.ig_steps)
     parser.add_argument("--heatmaps", type=int, default=d.heatmaps, help="examples shown as heatmaps in index.html")
     parser.add_argument("--model2", help="cross-dataset: a second checkpoint (fine-tuned on another task)")
@@ -57,6 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> StudyConfig:
     require_positive(args, "batch_size", "eval_batch_size", "ig_steps")
+    if args.eps < 0:
+        raise InputError("--eps must be non-negative")
     check_output(args.output, "directory")
     if args.heatmaps < 0:
         raise InputError("--heatmaps must be non-negative")
@@ -65,8 +68,8 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
         methods=parse_methods(args.methods), metrics=parse_names(args.metrics, METRICS, "metric"),
         max_examples=args.max_examples, replacement=args.replacement, min_tokens=args.min_tokens,
         batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, max_length=args.max_length,
-        device=args.device, dtype=args.dtype, backend=args.backend, ig_steps=args.ig_steps, heatmaps=args.heatmaps,
-        model2=args.model2, task2=args.task2, data_dir2=args.data_dir2, progress=args.progress,
+        device=args.device, dtype=args.dtype, backend=args.backend, ig_steps=args.ig_steps, eps=args.eps,
+        heatmaps=args.heatmaps, model2=args.model2, task2=args.task2, data_dir2=args.data_dir2, progress=args.progress,
     )
 
 

@@ -53,6 +53,7 @@ class StudyConfig:
     dtype: str | None = None
     backend: str | None = None
     ig_steps: int = 32
+    eps: float = 1e-6
     word_rank_top: int = 10
     word_min_count: int = 3
     heatmaps: int = 5
@@ -174,7 +175,8 @@ class Study:
     def _attribute(self, model, items: list[Item], method: str, pad_id: int) -> tuple[list[Item], float]:
         steps = self.config.ig_steps if get_method(method).kind == "integrated_gradients" else 1
         return attribute_items(model, items, method, pad_id, self.config.batch_size, backend=self.config.backend,
-                               ig_steps=self.config.ig_steps, on_batch=lambda n: self.advance(n * steps))
+                               ig_steps=self.config.ig_steps, eps=self.config.eps,
+                               on_batch=lambda n: self.advance(n * steps))
 
     def method_row(self, method: str, metrics: tuple[str, ...]) -> tuple[list[Item], dict[str, Any]]:
         """The examples scored by ``method`` and its row of results."""
