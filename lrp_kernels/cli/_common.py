@@ -54,6 +54,14 @@ def require_positive(args: argparse.Namespace, *names: str) -> None:
             raise InputError(f"{flag(name)} must be at least 1")
 
 
+def require_non_negative(args: argparse.Namespace, *names: str) -> None:
+    """A one-line error for the first of ``names`` (dests) whose value is below 0 (None passes)."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            raise InputError(f"{flag(name)} must be non-negative, not {value}")
+
+
 def check_output(path: str | Path, kind: str) -> None:
     """``--output`` must not be an existing directory (``kind`` "file") or an existing file ("directory")."""
     path = Path(path)

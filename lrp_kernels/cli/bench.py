@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lrp_kernels.cli._common import add_option, require_positive
+from lrp_kernels.cli._common import add_option, require_non_negative, require_positive
 from lrp_kernels.errors import CheckpointError, InputError
 from lrp_kernels.options import parse_device, parse_dtype, parse_methods, resolve_model_path, set_threads
 
@@ -46,8 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _check(args) -> tuple[str, ...]:
     """The methods to time, after a one-line error for any bad number."""
     require_positive(args, "batch_size", "seq", "repeat")
-    if args.warmup < 0:
-        raise InputError(f"--warmup must be >= 0, got {args.warmup}")
+    require_non_negative(args, "warmup", "eps")
     return parse_methods(args.methods)
 
 

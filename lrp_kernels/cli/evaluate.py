@@ -17,8 +17,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from lrp_kernels.cli._common import add_option, check_output, require_positive, warn_if_near_chance
-from lrp_kernels.errors import InputError
+from lrp_kernels.cli._common import (
+    add_option,
+    check_output,
+    require_non_negative,
+    require_positive,
+    warn_if_near_chance,
+)
 from lrp_kernels.evaluation.perturbation import REPLACEMENTS
 from lrp_kernels.evaluation.study import METRICS, StudyConfig, run_study
 from lrp_kernels.options import parse_methods, parse_names, resolve_model_path, set_threads
@@ -58,11 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> StudyConfig:
     require_positive(args, "batch_size", "eval_batch_size", "ig_steps")
-    if args.eps < 0:
-        raise InputError("--eps must be non-negative")
     check_output(args.output, "directory")
-    if args.heatmaps < 0:
-        raise InputError("--heatmaps must be non-negative")
+    require_non_negative(args, "eps", "heatmaps")
     return StudyConfig(
         model=args.model, task=args.task, out=args.output, data_dir=args.data_dir, split=args.split,
         methods=parse_methods(args.methods), metrics=parse_names(args.metrics, METRICS, "metric"),

@@ -30,7 +30,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from lrp_kernels.cli._common import add_option, check_output, require_positive, warn_if_near_chance
+from lrp_kernels.cli._common import (
+    add_option,
+    check_output,
+    require_non_negative,
+    require_positive,
+    warn_if_near_chance,
+)
 from lrp_kernels.cli._inputs import FORMATS, id_key, read_inputs, records_from_texts
 from lrp_kernels.cli._jsonl import JsonlSink, MemorySink, RowCheck, model_fingerprint, remove_outputs
 from lrp_kernels.cli._table import format_table
@@ -224,10 +230,7 @@ def computed_from(job: ExplainJob, args: argparse.Namespace, model_dir: Path) ->
 
 def _records(args: argparse.Namespace) -> list[dict[str, Any]]:
     require_positive(args, "batch_size", "ig_steps", "top_k")
-    if args.stop_after_batches is not None and args.stop_after_batches < 0:
-        raise InputError("--stop-after-batches must be non-negative")
-    if args.eps < 0:
-        raise InputError("--eps must be non-negative")
+    require_non_negative(args, "stop_after_batches", "eps")
     if args.output is not None:
         check_output(args.output, "file")
     if args.overwrite and args.output is None:
