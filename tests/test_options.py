@@ -179,6 +179,10 @@ def test_the_cli_leaves_hf_hub_offline_to_the_user(tmp_path, monkeypatch, run_cl
     from cli_helpers import write_sst2_split
     from tiny_checkpoint import shared_tiny_checkpoint, tiny_sentences
 
+    import datasets  # noqa: F401  (these read HF_HUB_OFFLINE when imported: import them while it is set)
+    import huggingface_hub  # noqa: F401
+    import transformers  # noqa: F401
+
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     ckpt = shared_tiny_checkpoint()
     for split in ("train", "dev"):

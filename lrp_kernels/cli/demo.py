@@ -189,7 +189,7 @@ def evaluate_model(model_dir: Path, data_dir: Path, methods, args, device, out: 
         model=str(model_dir), task="sst2", data_dir=str(data_dir), out=str(out / "evaluation"), methods=methods,
         max_examples=args.eval_examples, device=str(device), backend=args.backend, ig_steps=args.ig_steps,
         heatmaps=3, progress=args.progress, title="lrp-kernels demo: evaluation on SST-2 dev",
-    ))
+    ), log=_log)
     return summary, time.perf_counter() - started
 
 
