@@ -188,8 +188,10 @@ def run(args: argparse.Namespace) -> int:
     from lrp_kernels.explainer import Explainer
 
     method = _one_method(args.methods)
-    records = _records(args)
     ranks = Ranks.from_env()
+    if ranks.world > 1 and args.input == "-":
+        raise InputError("data-parallel explain (torchrun) reads --input from a file, not stdin")
+    records = _records(args)
     device = parse_device(args.device, ranks.local_rank if ranks.world > 1 else None)
     set_threads(args.threads)
     model_dir = resolve_model_path(args.model)
