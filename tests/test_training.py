@@ -282,3 +282,42 @@ def test_not_a_checkpoint(tmp_path):
     (tmp_path / "ckpt").mkdir()
     with pytest.raises(CheckpointError, match="no config.json"):
         train(TrainConfig(model=str(tmp_path / "ckpt"), task="sst2", data_dir=str(tmp_path), output_dir=str(tmp_path / "o")))
+
+
+# ---------------------------------------------------------------------------------------------
+# file permissions, runs that did not learn
+
+
+def test_checkpoint_files_follow_the_users_umask(uninterrupted):
+    _, out, _, _ = uninterrupted  # written under the umask set below
+    files = sorted(p for p in out.iterdir() if p.is_file())
+    assert {p.name for p in files} >= {"model.safetensors", "config.json", "metrics.json"}
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: oct(0o644) for p in files}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _umask_022():
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def test_a_run_at_the_majority_rate_is_warned_about(tiny_bert, tmp_path, run_cli):
+    from lrp_kernels.training import chance_warning
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.tsv").write_text("sentence\tlabel\n" + "".join(f"word{i} film\t{i % 2}\n" for i in range(16)))
+    (data / "dev.tsv").write_text("sentence\tlabel\n" + "".join(f"film word{i}\t1\n" for i in range(10)))
+    result = run_cli("train", "--model", tiny_bert, "--task", "sst2", "--data-dir", data, "--output", tmp_path / "o",
+                     "--epochs", "1", "--max-length", "16", "--no-progress")
+    assert result.status == 0, result.err
+    warning = [line for line in result.err.splitlines() if "warning" in line]
+    assert len(warning) == 1 and warning[0].startswith("lrp-kernels train: warning: ")
+    assert "is near the majority-class rate 1.0000" in warning[0]
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert metrics["dev_majority_rate"] == 1.0
+    assert chance_warning({"dev": {"accuracy": 0.9}, "dev_majority_rate": 0.51}) is None
+    assert "0.5600 is near the majority-class rate 0.5100" in chance_warning(
+        {"dev": {"accuracy": 0.56}, "dev_majority_rate": 0.51})
+    assert "rate 0.3333" in chance_warning({"dev": {"accuracy": 0.3}, "label_names": ["a", "b", "c"]})

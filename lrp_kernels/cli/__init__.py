@@ -3,15 +3,19 @@
 Each subcommand is a module of this package that provides ``add_arguments(parser)`` and
 ``run(args) -> int``; the options several of them share (model, device, dtype, threads, methods,
 batch size, max length, output, …) are spelled once in :mod:`lrp_kernels.cli._common`. This file
-only wires the subcommands and turns user errors into one line on stderr and exit status 2.
+only wires the subcommands, prints warnings as one line each, and turns user errors into one line
+on stderr and exit status 2 (:func:`error_message` is the one place that decides what a user error
+is and how it reads). It leaves the environment alone: ``HF_HUB_OFFLINE`` and the other Hugging Face
+settings are the user's.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
-import os
 import sys
+import warnings
 
 # subcommand -> (module, one-line help)
 COMMANDS = {
@@ -45,10 +49,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def one_line(exc: BaseException) -> str:
-    """The first line of an error's message (its type name when it has none)."""
+def one_line(exc: BaseException | str) -> str:
+    """The first line of an error's (or a warning's) message (its type name when it has none)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+# Errors of the file formats a checkpoint may come in, raised by libraries (matched by name so that
+# neither is imported here): a truncated or corrupt safetensors file, a pickle that is not plain tensors.
+_FORMAT_ERRORS = ("SafetensorError", "UnpicklingError")
+
+
+def error_message(exc: BaseException) -> str | None:
+    """The one line that a user error prints, or None for anything else (a bug: it keeps its traceback).
+
+    User errors: the library's own (:class:`~lrp_kernels.errors.LRPKernelsError`, whose messages
+    name the file and what is wrong), operating-system errors about a path (named with the path:
+    ``out: is a directory``), bad values (``ValueError``, JSON and UTF-8 errors among them) and
+    unreadable checkpoint formats.
+    """
+    from lrp_kernels.errors import LRPKernelsError
+
+    if isinstance(exc, LRPKernelsError):
+        return one_line(exc)
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        reason = exc.strerror[:1].lower() + exc.strerror[1:]
+        return f"{exc.filename}: {reason}"
+    if isinstance(exc, (OSError, ValueError)) or type(exc).__name__ in _FORMAT_ERRORS:
+        return one_line(exc)
+    return None
+
+
+@contextlib.contextmanager
+def one_line_warnings(command: str):
+    """Python warnings printed as ``lrp-kernels COMMAND: warning: ...`` (one line each, each text once)."""
+    shown: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = one_line(message)
+        if text not in shown:
+            shown.add(text)
+            print(f"lrp-kernels {command}: warning: {text}", file=sys.stderr, flush=True)
+
+    with warnings.catch_warnings():  # restores the previous showwarning on the way out
+        warnings.showwarning = show
+        yield
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,14 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return USER_ERROR
-    from lrp_kernels.errors import LRPKernelsError
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models are local directories; nothing is downloaded
     try:
-        return int(args._run(args) or 0)
-    except (LRPKernelsError, ValueError, FileNotFoundError, UnicodeDecodeError, KeyError) as exc:
-        print(f"lrp-kernels {args.command}: error: {one_line(exc)}", file=sys.stderr)
-        return USER_ERROR
+        with one_line_warnings(args.command):
+            return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print(f"lrp-kernels {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        message = error_message(exc)
+        if message is None:
+            raise
+        print(f"lrp-kernels {args.command}: error: {message}", file=sys.stderr)
+        return USER_ERROR

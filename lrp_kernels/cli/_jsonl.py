@@ -1,13 +1,18 @@
 """Where ``explain`` puts its explanations: a resumable JSON-lines file, or memory (printed at the end).
 
 :class:`JsonlSink` appends each batch as it is computed; a re-run reads what the file already holds
-and skips those ids (a half-written last line is dropped). Under ``torchrun`` rank r writes
+and skips those ids (a half-written last line is dropped). Every line records what it was computed
+from (``computed_from``: the model's fingerprint, the method and its settings, the target, the
+maximum length); a re-run whose settings, or whose text for an id, differ refuses to mix (one line
+naming the field; ``--overwrite`` starts over). Under ``torchrun`` rank r writes
 ``<output>.part-rank<r>`` and rank 0 merges the parts into the output (:func:`merge_outputs`), in
 input order, so that the merged file equals a single-process one.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -17,10 +22,52 @@ from lrp_kernels.cli._inputs import id_key
 from lrp_kernels.errors import InputError
 
 PART_SUFFIX = ".part-rank"
+# Files of a checkpoint directory that do not change what it computes
+_NOT_MODEL = ("metrics.json", "README.md")
 
 
-def read_done(path: Path, method: str, repair: bool) -> list[dict[str, Any]]:
-    """Records already in a JSONL output file.
+def model_fingerprint(directory: Path) -> str:
+    """``sha256:<16 hex>`` of the names and bytes of a checkpoint's files (config, weights, tokenizer)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(directory).iterdir() if p.is_file() and p.name not in _NOT_MODEL):
+        digest.update(path.name.encode() + b"\0")
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+@dataclasses.dataclass
+class RowCheck:
+    """What every row of an output must match: the run's ``computed_from`` and the input's text per id."""
+
+    computed_from: dict[str, Any]
+    texts: dict[str, tuple[str, str | None]]  # id key -> (text, text_pair)
+
+    def mismatch(self, row: dict[str, Any]) -> str | None:
+        """What differs between ``row`` and this run, in words (None when the row belongs to it)."""
+        saved = row.get("computed_from")
+        if not isinstance(saved, dict):
+            return "does not record what it was computed from (an output of an older version)"
+        for field, value in self.computed_from.items():
+            if saved.get(field) != value:
+                return f"was computed with {field} {json.dumps(saved.get(field))}, this run uses {json.dumps(value)}"
+        text = self.texts.get(id_key(row["id"]))
+        if text is None:
+            return "is not in this input"
+        if (row.get("text"), row.get("text_pair")) != text:
+            return "was computed from a different text (field text)"
+        return None
+
+    def check(self, path: Path, number: int, row: dict[str, Any]) -> None:
+        problem = self.mismatch(row)
+        if problem is not None:
+            raise InputError(f"{path}:{number}: id {json.dumps(row['id'])} {problem}; use another --output, "
+                             "or --overwrite to replace it")
+
+
+def read_done(path: Path, check: RowCheck, repair: bool) -> list[dict[str, Any]]:
+    """Records already in a JSONL output file, each checked against this run.
 
     Lines are written whole with their newline, so only a last line without a newline can be cut
     short by an interruption: it is ignored (and cut off the file when ``repair``). Any other bad
@@ -37,11 +84,12 @@ def read_done(path: Path, method: str, repair: bool) -> list[dict[str, Any]]:
         try:
             obj = json.loads(raw.decode("utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise InputError(f"{path}:{number}: not a JSON line; remove the file to start over") from None
+            raise InputError(f"{path}:{number}: not a JSON line; use another --output, or --overwrite to "
+                             "replace it") from None
         if not isinstance(obj, dict) or "id" not in obj:
-            raise InputError(f"{path}:{number}: not an explain output line (no id)")
-        if obj.get("method") != method:
-            raise InputError(f"{path} holds {obj.get('method')} explanations, not {method}; use another --output")
+            raise InputError(f"{path}:{number}: not an explain output line (no id); use another --output, "
+                             "or --overwrite to replace it")
+        check.check(path, number, obj)
         records.append(obj)
     if repair and complete_end < len(data):
         with open(path, "r+b") as f:
@@ -53,11 +101,17 @@ def part_files(output: Path) -> list[Path]:
     return sorted(output.parent.glob(output.name + PART_SUFFIX + "*"))
 
 
-def merge_outputs(output: Path, order: list[str], method: str) -> list[dict[str, Any]]:
+def remove_outputs(output: Path) -> None:
+    """``--overwrite``: the output and any rank parts of it are removed."""
+    for path in [output] + part_files(output):
+        path.unlink(missing_ok=True)
+
+
+def merge_outputs(output: Path, order: list[str], check: RowCheck) -> list[dict[str, Any]]:
     """Rewrite ``output`` (plus any rank parts) in input order (``order``: id keys), atomically; remove the parts."""
     records: dict[str, dict[str, Any]] = {}
     for path in [output] + part_files(output):
-        for r in read_done(path, method, repair=False):
+        for r in read_done(path, check, repair=False):
             records.setdefault(id_key(r["id"]), r)
     rank = {key: i for i, key in enumerate(order)}
     ordered = sorted(records.values(), key=lambda r: rank.get(id_key(r["id"]), len(rank)))
@@ -77,13 +131,13 @@ class JsonlSink:
     ``done`` holds the id keys already written by earlier runs (of any rank); they are not written again.
     """
 
-    def __init__(self, output: Path, method: str, rank: int = 0, world: int = 1):
-        self.output, self.method = output, method
+    def __init__(self, output: Path, check: RowCheck, rank: int = 0, world: int = 1):
+        self.output, self.check = output, check
         self.path = output if world == 1 else output.with_name(f"{output.name}{PART_SUFFIX}{rank}")
         output.parent.mkdir(parents=True, exist_ok=True)
         self.done: set[str] = set()
         for path in [output] + part_files(output):
-            self.done |= {id_key(r["id"]) for r in read_done(path, method, repair=(path == self.path))}
+            self.done |= {id_key(r["id"]) for r in read_done(path, check, repair=(path == self.path))}
         self._file = None
 
     def __enter__(self) -> "JsonlSink":
@@ -102,7 +156,7 @@ class JsonlSink:
 
     def merge(self, order: list[str]) -> list[dict[str, Any]]:
         """The whole output in input order (see :func:`merge_outputs`)."""
-        return merge_outputs(self.output, order, self.method)
+        return merge_outputs(self.output, order, self.check)
 
 
 class MemorySink:

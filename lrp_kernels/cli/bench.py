@@ -16,8 +16,9 @@ checkpoint directory.
 from __future__ import annotations
 
 import argparse
+import sys
 
-from lrp_kernels.cli._common import add_option, require_positive
+from lrp_kernels.cli._common import add_option, require_non_negative, require_positive
 from lrp_kernels.errors import CheckpointError, InputError
 from lrp_kernels.options import parse_device, parse_dtype, parse_methods, resolve_model_path, set_threads
 
@@ -38,15 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per row (default: 5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default: 1)")
     add_option(parser, "threads")
-    parser.add_argument("--eps", type=float, default=1e-6, help="ε of the LRP rules (default: 1e-6)")
+    add_option(parser, "eps")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
 
 
 def _check(args) -> tuple[str, ...]:
     """The methods to time, after a one-line error for any bad number."""
     require_positive(args, "batch_size", "seq", "repeat")
-    if args.warmup < 0:
-        raise InputError(f"--warmup must be >= 0, got {args.warmup}")
+    require_non_negative(args, "warmup", "eps")
     return parse_methods(args.methods)
 
 
@@ -87,10 +87,18 @@ def run(args) -> int:
         raise InputError(f"--seq {args.seq} exceeds the model's {model.config.max_tokens} positions")
     input_ids, attention_mask, token_type_ids = random_inputs(model.config, args.batch_size, args.seq, device=device)
     rows = standard_rows(model, input_ids, attention_mask, token_type_ids, methods, backend=backend_name, eps=args.eps)
-    timings = measure(rows, device, repeat=args.repeat, warmup=args.warmup, memory=not args.no_memory)
-    print(_setup_line(args, model.config, dtype, device, backend_name))
+    print(_setup_line(args, model.config, dtype, device, backend_name), flush=True)
+    timings = measure(rows, device, repeat=args.repeat, warmup=args.warmup, memory=not args.no_memory,
+                      on_round=_print_round)
     print(_table(timings, tokens=args.batch_size * args.seq))
     return 0
+
+
+def _print_round(index: int, warmup: int, rounds: int, seconds: dict[str, float]) -> None:
+    """One line on stderr per round, as it ends (the table follows on stdout)."""
+    what = f"warm-up {index + 1}/{warmup}" if index < warmup else f"round {index - warmup + 1}/{rounds - warmup}"
+    times = ", ".join(f"{name} {s * 1e3:.1f} ms" for name, s in seconds.items())
+    print(f"bench: {what}: {times}", file=sys.stderr, flush=True)
 
 
 def _backend(name: str, device) -> str:

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lrp_kernels.cli._common import add_option, require_positive
+from lrp_kernels.cli._common import add_option, check_output, require_positive
 from lrp_kernels.errors import InputError
 from lrp_kernels.options import parse_device, parse_methods, resolve_model_path, set_threads
 
@@ -189,7 +189,7 @@ def evaluate_model(model_dir: Path, data_dir: Path, methods, args, device, out: 
         model=str(model_dir), task="sst2", data_dir=str(data_dir), out=str(out / "evaluation"), methods=methods,
         max_examples=args.eval_examples, device=str(device), backend=args.backend, ig_steps=args.ig_steps,
         heatmaps=3, progress=args.progress, title="lrp-kernels demo: evaluation on SST-2 dev",
-    ))
+    ), log=_log)
     return summary, time.perf_counter() - started
 
 
@@ -199,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     methods = parse_methods(args.methods)
     require_positive(args, "explain_examples", "eval_examples", "ig_steps", "epochs", "train_examples")
+    check_output(args.output, "directory")
     set_threads(args.threads)
     data_dir = find_sst2(args.data_dir)
     device = parse_device(args.device)

@@ -2,22 +2,31 @@
 
 Example::
 
-    lrp-kernels evaluate --model ckpt/ --task sst2 --data-dir ../shared/data/sst2 \\
+    lrp-kernels evaluate --model ckpt/ --task sst2 --data-dir ../shared/data/sst2 --max-examples 200 \\
         --methods gradient,grad_x_input,lrp_epsilon,attnlrp,cp_lrp,lat,integrated_gradients,rollout,random \\
         --output report/
 
 writes ``report/summary.csv`` (and the other tables), PNG plots, ``report.md`` and ``index.html``.
+Before it starts it prints the plan (the forward and backward passes of every method); a progress
+bar per method shows how far it is and its ETA.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
-from lrp_kernels.cli._common import add_option, require_positive
-from lrp_kernels.errors import InputError
+from lrp_kernels.cli._common import (
+    add_option,
+    check_output,
+    require_non_negative,
+    require_positive,
+    warn_if_near_chance,
+)
 from lrp_kernels.evaluation.perturbation import REPLACEMENTS
 from lrp_kernels.evaluation.study import METRICS, StudyConfig, run_study
-from lrp_kernels.options import parse_methods, parse_names, set_threads
+from lrp_kernels.options import parse_methods, parse_names, resolve_model_path, set_threads
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,8 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="perturbed sequences per forward batch")
     add_option(parser, "max_length", default=d.max_length)
     add_option(parser, "device", default=d.device)
+    add_option(parser, "dtype")
     add_option(parser, "threads")
     add_option(parser, "backend")
+    add_option(parser, "eps", default=d.eps)
     add_option(parser, "ig_steps", default=d.ig_steps)
     parser.add_argument("--heatmaps", type=int, default=d.heatmaps, help="examples shown as heatmaps in index.html")
     parser.add_argument("--model2", help="cross-dataset: a second checkpoint (fine-tuned on another task)")
@@ -51,16 +62,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> StudyConfig:
-    require_positive(args, "batch_size", "eval_batch_size", "max_length", "ig_steps")
-    if args.heatmaps < 0:
-        raise InputError("--heatmaps must be non-negative")
+    require_positive(args, "batch_size", "eval_batch_size", "ig_steps")
+    check_output(args.output, "directory")
+    require_non_negative(args, "eps", "heatmaps")
     return StudyConfig(
         model=args.model, task=args.task, out=args.output, data_dir=args.data_dir, split=args.split,
         methods=parse_methods(args.methods), metrics=parse_names(args.metrics, METRICS, "metric"),
         max_examples=args.max_examples, replacement=args.replacement, min_tokens=args.min_tokens,
         batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, max_length=args.max_length,
-        device=args.device, backend=args.backend, ig_steps=args.ig_steps, heatmaps=args.heatmaps,
-        model2=args.model2, task2=args.task2, data_dir2=args.data_dir2, progress=args.progress,
+        device=args.device, dtype=args.dtype, backend=args.backend, ig_steps=args.ig_steps, eps=args.eps,
+        heatmaps=args.heatmaps, model2=args.model2, task2=args.task2, data_dir2=args.data_dir2, progress=args.progress,
     )
 
 
@@ -78,10 +89,15 @@ def print_summary(summary: dict) -> None:
         print(f"  {method:<22} " + ", ".join(parts))
 
 
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     set_threads(args.threads)
-    summary = run_study(config)
+    warn_if_near_chance(resolve_model_path(config.model))
+    summary = run_study(config, log=_log)
     print_summary(summary)
-    print(f"report: {args.output}/index.html")
+    print(f"report: {Path(args.output) / 'index.html'}")
     return 0

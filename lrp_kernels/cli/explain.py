@@ -1,13 +1,17 @@
 """``lrp-kernels explain``: token relevance for texts, as JSON lines, an HTML heatmap page or a PNG.
 
-Inputs: TEXT arguments, or ``--input`` (see :mod:`lrp_kernels.cli._inputs`). Every output line is
-the explanation (:meth:`Explanation.to_dict`) plus its ``id``.
+Inputs: TEXT arguments, or ``--input`` (a file, or ``-`` for standard input; see
+:mod:`lrp_kernels.cli._inputs`). Ids start at 1. Output: on a terminal a readable table (tokens with
+scores and bars, the top-k tokens); JSON lines with ``--json``, when stdout is not a terminal, and in
+``--output``. Every JSON line is the explanation (:meth:`Explanation.to_dict`) plus its ``id``; in
+``--output`` also ``computed_from`` (model fingerprint, method and its settings, target, max length).
 
 Restartable: texts are tokenized up front and cut into fixed, length-bucketed batches (an
 :class:`ExplainJob`); results are appended to ``--output`` batch by batch and a re-run skips the ids
 already there (:class:`~lrp_kernels.cli._jsonl.JsonlSink`), computing every remaining text in the
-very same batch as before — so a resumed output equals an uninterrupted one. When everything is done
-the file is rewritten in input order.
+very same batch as before — so a resumed output equals an uninterrupted one. A re-run with other
+settings or other texts for the same ids is refused (``--overwrite`` replaces the file). When
+everything is done the file is rewritten in input order.
 
 Data parallel: under ``torchrun --nproc_per_node N`` (``torch.distributed``; gloo on CPU, nccl on
 CUDA) rank r takes batches r, r+N, … and appends to ``<output>.part-rank<r>``; rank 0 merges
@@ -22,27 +26,52 @@ import dataclasses
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
-from lrp_kernels.cli._common import add_option, require_positive
-from lrp_kernels.cli._inputs import id_key, read_inputs, records_from_texts
-from lrp_kernels.cli._jsonl import JsonlSink, MemorySink
+from lrp_kernels.cli._common import (
+    add_option,
+    check_output,
+    require_non_negative,
+    require_positive,
+    warn_if_near_chance,
+)
+from lrp_kernels.cli._inputs import FORMATS, id_key, read_inputs, records_from_texts
+from lrp_kernels.cli._jsonl import JsonlSink, MemorySink, RowCheck, model_fingerprint, remove_outputs
+from lrp_kernels.cli._table import format_table
 from lrp_kernels.errors import InputError
-from lrp_kernels.options import parse_device, parse_methods, resolve_model_path, set_threads
+from lrp_kernels.options import (
+    check_max_length,
+    parse_device,
+    parse_dtype,
+    parse_methods,
+    resolve_model_path,
+    set_threads,
+)
+
+TRUNCATION_WARNING = r".*tokens were truncated"  # the tokenizer's; ExplainJob.create words its own
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from lrp_kernels.methods import READ_OUT_POINTS
+
     parser.add_argument("texts", nargs="*", metavar="TEXT", help="texts to explain (or use --input)")
     add_option(parser, "model", required=True)
     add_option(parser, "methods", default="attnlrp", help="the attribution method (one per run; default %(default)s)")
     parser.add_argument("--target", help="class to explain, index or label name (default: the predicted class)")
-    parser.add_argument("--input", help="a .txt (one text per line), .jsonl or .csv/.tsv file")
+    parser.add_argument("--input", help="a .txt (one text per line), .jsonl or .csv/.tsv file; - reads stdin")
+    parser.add_argument("--input-format", choices=FORMATS, help="the format of --input (default: its suffix; "
+                                                                 "stdin: txt)")
     parser.add_argument("--text-column", default="text", help="text column/field of --input (default %(default)s)")
     parser.add_argument("--text-pair-column", help="second-text column/field for sentence-pair models")
     parser.add_argument("--id-column", help="id column/field of --input (default: 'id' in jsonl, else the row number)")
     add_option(parser, "output", help="JSON-lines output, written as it goes and resumed on re-run "
                                       "(default: print to stdout)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --output instead of resuming it")
+    parser.add_argument("--json", action="store_true", help="print JSON lines even on a terminal")
+    parser.add_argument("--top-k", type=int, default=5, metavar="K", help="the table's top tokens "
+                                                                          "(default %(default)s)")
     parser.add_argument("--html", help="also write a heatmap page (standalone HTML)")
     parser.add_argument("--png", help="also write a heatmap figure (PNG; best for a few texts)")
     add_option(parser, "batch_size")
@@ -52,6 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "dtype")
     add_option(parser, "threads")
     add_option(parser, "backend")
+    add_option(parser, "eps")
+    parser.add_argument("--read-at", choices=READ_OUT_POINTS, help="read-out point of the gradient methods "
+                                                                   "(default: the method's own)")
     add_option(parser, "ig_steps")
     add_option(parser, "progress")
     parser.add_argument("--stop-after-batches", type=int, default=None,
@@ -70,12 +102,20 @@ class ExplainJob:
     merge_subwords: bool = False
     rank: int = 0
     world: int = 1
+    computed_from: dict[str, Any] | None = None  # added to every record (file output)
 
     @classmethod
     def create(cls, explainer, records: list[dict[str, Any]], batch_size: int, **options) -> "ExplainJob":
-        """Tokenize every record up front and bucket by length into batches of ``batch_size``."""
+        """Tokenize every record up front and bucket by length into batches of ``batch_size``;
+        one warning (naming the first id) for the texts cut at the maximum length."""
         texts, pairs = cls._texts(records, range(len(records)))
-        encodings = explainer.encoder.tokenize(texts, pairs)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=TRUNCATION_WARNING)
+            encodings = explainer.encoder.tokenize(texts, pairs)
+        cut = [records[i]["id"] for i, encoding in enumerate(encodings) if encoding.overflowing]
+        if cut:
+            warnings.warn(f"{len(cut)} text(s) longer than {explainer.encoder.max_length} tokens were truncated "
+                          f"(first: id {json.dumps(cut[0], ensure_ascii=False)})", stacklevel=2)
         return cls(explainer, records, list(explainer.batches(encodings, batch_size, bucket=True)), **options)
 
     @staticmethod
@@ -99,9 +139,17 @@ class ExplainJob:
 
     def explain_batch(self, index: list[int]) -> list[dict[str, Any]]:
         texts, pairs = self._texts(self.records, index)
-        explanations = self.explainer.explain(texts, pairs, target=self.target, batch_size=len(index),
-                                              merge_subwords=self.merge_subwords, bucket=False)
-        return [{"id": self.records[i]["id"], **e.to_dict()} for i, e in zip(index, explanations)]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=TRUNCATION_WARNING)  # create() reported them
+            explanations = self.explainer.explain(texts, pairs, target=self.target, batch_size=len(index),
+                                                  merge_subwords=self.merge_subwords, bucket=False)
+        extra = {} if self.computed_from is None else {"computed_from": self.computed_from}
+        return [{"id": self.records[i]["id"], **e.to_dict(), **extra} for i, e in zip(index, explanations)]
+
+    def row_check(self) -> RowCheck:
+        """What the rows of an existing output must match to be kept."""
+        texts = {id_key(r["id"]): (r["text"], r["text_pair"]) for r in self.records}
+        return RowCheck(self.computed_from, texts)
 
     def run(self, sink, stop_after: int | None = None, progress: bool = True) -> bool:
         """Explain the pending batches into ``sink``; False when stopped after ``stop_after`` batches."""
@@ -140,30 +188,59 @@ def run(args: argparse.Namespace) -> int:
     from lrp_kernels.explainer import Explainer
 
     method = _one_method(args.methods)
-    records = _records(args)
     ranks = Ranks.from_env()
+    if ranks.world > 1 and args.input == "-":
+        raise InputError("data-parallel explain (torchrun) reads --input from a file, not stdin")
+    records = _records(args)
     device = parse_device(args.device, ranks.local_rank if ranks.world > 1 else None)
     set_threads(args.threads)
-    explainer = Explainer.from_pretrained(resolve_model_path(args.model), method=method, device=device,
-                                          dtype=args.dtype, backend=args.backend, max_length=args.max_length,
-                                          ig_steps=args.ig_steps)
+    model_dir = resolve_model_path(args.model)
+    warn_if_near_chance(model_dir)
+    read_at = {"read_at": args.read_at} if args.read_at else {}
+    explainer = Explainer.from_pretrained(model_dir, method=method, device=device, dtype=args.dtype,
+                                          backend=args.backend, max_length=args.max_length, eps=args.eps,
+                                          ig_steps=args.ig_steps, **read_at)
+    check_max_length(explainer.encoder.tokenizer, args.max_length, records[0]["text_pair"] is not None)
     job = ExplainJob.create(explainer, records, args.batch_size, target=_target(args.target, explainer),
                             merge_subwords=args.merge_subwords, rank=ranks.rank, world=ranks.world)
     if args.output is None:
         if ranks.world > 1:
             raise InputError("data-parallel explain (torchrun) needs --output")
         return _to_stdout(job, args)
+    job.computed_from = computed_from(job, args, model_dir)
     return _to_file(job, args, device)
 
 
+def computed_from(job: ExplainJob, args: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
+    """What the rows of this run are computed from, beside their texts (the settings that change scores)."""
+    from lrp_kernels.methods import get_method
+
+    spec = get_method(job.method)
+    dtype = parse_dtype(args.dtype)
+    values = {"model": model_fingerprint(model_dir), "method": job.method,
+              "target": "predicted" if job.target is None else job.target,
+              "max_length": job.explainer.encoder.max_length, "merge_subwords": job.merge_subwords,
+              "dtype": "float32" if dtype is None else str(dtype).replace("torch.", "")}
+    if spec.is_lrp:
+        values["eps"] = job.explainer.eps
+    if spec.read_at is not None:
+        values["read_at"] = args.read_at or spec.read_at
+    if spec.kind == "integrated_gradients":
+        values["ig_steps"] = args.ig_steps
+    return values
+
+
 def _records(args: argparse.Namespace) -> list[dict[str, Any]]:
-    require_positive(args, "batch_size")
-    if args.stop_after_batches is not None and args.stop_after_batches < 0:
-        raise InputError("--stop-after-batches must be non-negative")
+    require_positive(args, "batch_size", "ig_steps", "top_k")
+    require_non_negative(args, "stop_after_batches", "eps")
+    if args.output is not None:
+        check_output(args.output, "file")
+    if args.overwrite and args.output is None:
+        raise InputError("--overwrite applies to --output")
     if bool(args.texts) == bool(args.input):
-        raise InputError("give either TEXT arguments or --input FILE")
+        raise InputError("give either TEXT arguments or --input FILE (- for stdin)")
     if args.input:
-        return read_inputs(args.input, args.text_column, args.text_pair_column, args.id_column)
+        return read_inputs(args.input, args.text_column, args.text_pair_column, args.id_column, args.input_format)
     return records_from_texts(args.texts)
 
 
@@ -193,11 +270,15 @@ def _target(value: str | None, explainer) -> int | None:
 
 
 def _to_stdout(job: ExplainJob, args: argparse.Namespace) -> int:
+    """JSON lines (``--json`` or not a terminal) or the readable table."""
     with MemorySink() as sink:
         job.run(sink, args.stop_after_batches, args.progress)
     records = sink.in_order()
-    for record in records:
-        print(json.dumps(record, ensure_ascii=False))
+    if args.json or not sys.stdout.isatty():
+        for record in records:
+            print(json.dumps(record, ensure_ascii=False))
+    else:
+        print(format_table(records, args.top_k))
     _write_pictures(records, args, job.method)
     return 0
 
@@ -205,7 +286,11 @@ def _to_stdout(job: ExplainJob, args: argparse.Namespace) -> int:
 def _to_file(job: ExplainJob, args: argparse.Namespace, device) -> int:
     output = Path(args.output)
     with _process_group(device, job.world) as group:
-        with JsonlSink(output, job.method, job.rank, job.world) as sink:
+        if args.overwrite and job.rank == 0:
+            remove_outputs(output)
+        if group is not None:
+            group.barrier()
+        with JsonlSink(output, job.row_check(), job.rank, job.world) as sink:
             finished = job.run(sink, args.stop_after_batches, args.progress)
         finished = _all_finished(group, finished, device)
         if job.rank == 0 and not finished:

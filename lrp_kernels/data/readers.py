@@ -1,9 +1,14 @@
-"""Readers for the local file layouts of the text-classification datasets.
+r"""Readers for the local file layouts of the text-classification datasets.
 
 Each reader returns ``(header, rows)`` where ``rows`` is a list of ``(line_number, fields)``; line
 numbers are 1-based and point at the line where a record starts, so every error about a record can
 name the file and the line. Bad input raises :class:`lrp_kernels.errors.InputError` with one line
 ``<file>:<line>: <what is wrong>``.
+
+Lines end at ``\n`` (or ``\r\n``) and nowhere else: U+2028, form feeds and other characters that
+:meth:`str.splitlines` would split at stay inside a line (JSON allows a raw U+2028 in a string).
+TSV files never interpret quotes (a field may start with ``"``); CSV files use standard quoting.
+The path ``-`` reads standard input (named ``<stdin>`` in messages).
 """
 
 from __future__ import annotations
@@ -11,25 +16,39 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from pathlib import Path
 
 from lrp_kernels.errors import InputError
 
 Row = tuple[int, dict[str, str]]
+STDIN = "-"
 
 
-def read_text(path: str | Path) -> str:
-    """The file's text, decoded as UTF-8 (a leading byte-order mark is dropped).
+def source_name(path: str | Path) -> str:
+    """How messages name ``path`` (``<stdin>`` for ``-``)."""
+    return "<stdin>" if str(path) == STDIN else str(path)
 
-    Missing files, directories, empty files and non-UTF-8 bytes raise an :class:`InputError`
-    naming the file (and the line of the first bad byte).
-    """
+
+def _read_bytes(path: str | Path) -> bytes:
+    if str(path) == STDIN:
+        return sys.stdin.buffer.read()
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
     if not path.is_file():
         raise InputError(f"{path}: not a regular file")
-    data = path.read_bytes()
+    return path.read_bytes()
+
+
+def read_text(path: str | Path) -> str:
+    """The file's text (``-``: standard input), decoded as UTF-8 (a leading byte-order mark is dropped).
+
+    Missing files, directories, empty files and non-UTF-8 bytes raise an :class:`InputError`
+    naming the file (and the line of the first bad byte).
+    """
+    data = _read_bytes(path)
+    path = source_name(path)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -53,14 +72,22 @@ def _check_header(path: Path, header: list[str]) -> list[str]:
     return header
 
 
+def split_lines(text: str) -> list[str]:
+    r"""The lines of ``text``, split at ``\n`` only (a ``\r`` before it is dropped; no empty last line)."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
 def read_delimited(path: str | Path, delimiter: str, quoting: int = csv.QUOTE_MINIMAL) -> tuple[list[str], list[Row]]:
     """A CSV/TSV file with a header line.
 
-    GLUE TSVs are read with ``quoting=csv.QUOTE_NONE`` (their sentences contain bare quotes); CSV
+    TSVs are read with ``quoting=csv.QUOTE_NONE`` (sentences contain bare quotes, e.g. GLUE's); CSV
     files use standard quoting, where a quoted field may span several lines.
     """
-    path = Path(path)
     text = read_text(path)
+    path = source_name(path)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=True)
     try:
         header = next(reader)
@@ -91,15 +118,15 @@ def read_delimited(path: str | Path, delimiter: str, quoting: int = csv.QUOTE_MI
 
 
 def read_lines(path: str | Path) -> list[tuple[int, str]]:
-    """``(line number, stripped line)`` for every non-blank line."""
-    path = Path(path)
+    r"""``(line number, stripped line)`` for every non-blank line (lines end at ``\n`` only)."""
     text = read_text(path)
-    return [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    return [(number, line.strip()) for number, line in enumerate(split_lines(text), start=1) if line.strip()]
 
 
 def read_label_first(path: str | Path) -> tuple[list[str], list[Row]]:
     """The ``stsa.*`` layout of SST-5: each line is ``LABEL SENTENCE`` split at the first space."""
     rows: list[Row] = []
+    path = source_name(path)
     for number, line in read_lines(path):
         label, sep, sentence = line.partition(" ")
         if not sep or not sentence.strip():
@@ -111,7 +138,9 @@ def read_label_first(path: str | Path) -> tuple[list[str], list[Row]]:
 def read_json_objects(path: str | Path) -> list[tuple[int, dict]]:
     """``(line number, object)`` for every non-blank line of a JSON-lines file; values keep their JSON types."""
     objects = []
-    for number, line in read_lines(path):
+    lines = read_lines(path)
+    path = source_name(path)
+    for number, line in lines:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
@@ -137,10 +166,8 @@ def read_jsonl(path: str | Path) -> tuple[list[str], list[Row]]:
 
 def read_table(path: str | Path, fmt: str) -> tuple[list[str], list[Row]]:
     """Dispatch on ``fmt``: ``glue-tsv``, ``tsv``, ``csv``, ``label-first`` or ``jsonl``."""
-    if fmt == "glue-tsv":
+    if fmt in ("glue-tsv", "tsv"):  # the same reader: TSV never interprets quotes
         return read_delimited(path, "\t", csv.QUOTE_NONE)
-    if fmt == "tsv":
-        return read_delimited(path, "\t")
     if fmt == "csv":
         return read_delimited(path, ",")
     if fmt == "label-first":

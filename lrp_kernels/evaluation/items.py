@@ -156,9 +156,10 @@ def batched_logits(forward: Forward, seqs: Sequence[tuple[torch.Tensor, torch.Te
 
 
 def attribute_items(model, items: Sequence[Item], method: str, pad_id: int, batch_size: int = 32,
-                    target=None, progress: bool = False, **kwargs) -> tuple[list[Item], float]:
+                    target=None, progress: bool = False, on_batch: Callable[[int], object] | None = None,
+                    **kwargs) -> tuple[list[Item], float]:
     """``items`` with ``method``'s scores (explaining ``target``, default the prediction) and the
-    seconds the attribution took. Batches are length-bucketed."""
+    seconds the attribution took. Batches are length-bucketed; ``on_batch(n)`` follows each batch of n."""
     device = next(model.parameters()).device
     out: list[Item | None] = [None] * len(items)
     batches = length_batches([int(it.ids.numel()) for it in items], batch_size)
@@ -177,4 +178,6 @@ def attribute_items(model, items: Sequence[Item], method: str, pad_id: int, batc
         for row, i in enumerate(index):
             n = int(items[i].ids.numel())
             out[i] = items[i].with_scores(scores[row, :n].clone(), logits[row].clone(), int(result.target[row]))
+        if on_batch is not None:
+            on_batch(len(index))
     return out, seconds

@@ -83,6 +83,16 @@ class DeletionResult:
     indices: list[int]
 
 
+def deletion_variants(subset: Sequence[Item], replacement_id: int, ks: Sequence[int] = DELETION_KS) -> list:
+    """(ids, types) of every item of ``subset`` with its top-k tokens replaced, for each k."""
+    seqs = []
+    for it in subset:
+        ranked = ranked_positions(it, most_first=True)
+        for k in ks:
+            seqs.append((replaced(it, ranked[: min(k, len(ranked))], replacement_id), it.types))
+    return seqs
+
+
 def word_deletion(items: Sequence[Item], forward: Forward, replacement_id: int, pad_id: int,
                   ks: Sequence[int] = DELETION_KS, min_tokens: int = 10, batch_size: int = 256,
                   cache: dict | None = None) -> DeletionResult:
@@ -90,11 +100,7 @@ def word_deletion(items: Sequence[Item], forward: Forward, replacement_id: int, 
     subset = deletion_subset(items, min_tokens)
     if not subset:
         return DeletionResult(list(ks), [float("nan")] * len(ks), 0, [])
-    seqs = []
-    for it in subset:
-        ranked = ranked_positions(it, most_first=True)
-        for k in ks:
-            seqs.append((replaced(it, ranked[: min(k, len(ranked))], replacement_id), it.types))
+    seqs = deletion_variants(subset, replacement_id, ks)
     logits = batched_logits(forward, seqs, pad_id, batch_size, cache).view(len(subset), len(ks), -1)
     labels = torch.tensor([it.label for it in subset])
     correct = logits.argmax(dim=-1).eq(labels[:, None]).float()
@@ -110,9 +116,8 @@ class AOPCResult:
     n_examples: int
 
 
-def aopc(items: Sequence[Item], forward: Forward, pad_id: int, percents: Sequence[int] = AOPC_PERCENTS,
-         batch_size: int = 256, cache: dict | None = None) -> AOPCResult:
-    """AOPC comprehensiveness and sufficiency (mean over items of the mean over the kept bins)."""
+def aopc_variants(items: Sequence[Item], percents: Sequence[int] = AOPC_PERCENTS) -> tuple[list, list[int]]:
+    """Per kept bin of each item: (its top v removed, only its top v kept); and the item of each pair."""
     seqs, owners = [], []
     for n_item, it in enumerate(items):
         ranked = ranked_positions(it, most_first=True)
@@ -126,6 +131,13 @@ def aopc(items: Sequence[Item], forward: Forward, pad_id: int, percents: Sequenc
             seqs.append(kept(it, ranked[:v]))  # comprehensiveness: the top v removed
             seqs.append(kept(it, ranked[v:]))  # sufficiency: only the top v (and specials) kept
             owners.append(n_item)
+    return seqs, owners
+
+
+def aopc(items: Sequence[Item], forward: Forward, pad_id: int, percents: Sequence[int] = AOPC_PERCENTS,
+         batch_size: int = 256, cache: dict | None = None) -> AOPCResult:
+    """AOPC comprehensiveness and sufficiency (mean over items of the mean over the kept bins)."""
+    seqs, owners = aopc_variants(items, percents)
     if not seqs:
         raise InputError("AOPC: no item has a content token")
     logits = batched_logits(forward, seqs, pad_id, batch_size, cache)
@@ -152,31 +164,37 @@ class ABPCResult:
     n_examples: int
 
 
-def abpc(items: Sequence[Item], forward: Forward, replacement_id: int, pad_id: int, steps: int = ABPC_STEPS,
-         batch_size: int = 256, cache: dict | None = None) -> ABPCResult:
-    """Mean MoRF and LeRF curves of the target logit and the mean area between them."""
-    if not items:
-        raise InputError("ABPC: no items")
+def abpc_variants(items: Sequence[Item], replacement_id: int, steps: int = ABPC_STEPS) -> tuple[list, list[dict]]:
+    """The MoRF and LeRF variants of every item, and per item the index of each (order, step) in them
+    (None: the unperturbed input). Everything replaced is one variant for both orders."""
     seqs: list[tuple[torch.Tensor, torch.Tensor]] = []
-    plan = []  # per item: per (order, step) the index into seqs, or None for the unperturbed input
+    plan = []
     for it in items:
-        most = ranked_positions(it, most_first=True)
-        least = ranked_positions(it, most_first=False)
-        n = len(most)
+        rankings = (("morf", ranked_positions(it, most_first=True)), ("lerf", ranked_positions(it, most_first=False)))
+        n = len(rankings[0][1])
         rows = {}
         variant_row: dict[tuple[str, int], int] = {}
-        for order, ranked in (("morf", most), ("lerf", least)):
+        for order, ranked in rankings:
             for j in range(steps + 1):
                 k = j * n // steps
                 if k == 0:
                     rows[(order, j)] = None
                     continue
-                key = ("all", n) if k == n else (order, k)  # everything replaced: one variant for both
+                key = ("all", n) if k == n else (order, k)
                 if key not in variant_row:
                     variant_row[key] = len(seqs)
                     seqs.append((replaced(it, ranked[:k], replacement_id), it.types))
                 rows[(order, j)] = variant_row[key]
         plan.append(rows)
+    return seqs, plan
+
+
+def abpc(items: Sequence[Item], forward: Forward, replacement_id: int, pad_id: int, steps: int = ABPC_STEPS,
+         batch_size: int = 256, cache: dict | None = None) -> ABPCResult:
+    """Mean MoRF and LeRF curves of the target logit and the mean area between them."""
+    if not items:
+        raise InputError("ABPC: no items")
+    seqs, plan = abpc_variants(items, replacement_id, steps)
     logits = batched_logits(forward, seqs, pad_id, batch_size, cache) if seqs else None
     curves = {"morf": torch.zeros(len(items), steps + 1), "lerf": torch.zeros(len(items), steps + 1)}
     for i, (it, rows) in enumerate(zip(items, plan)):
@@ -193,6 +211,21 @@ def abpc(items: Sequence[Item], forward: Forward, replacement_id: int, pad_id: i
         per_item=per_item.tolist(),
         n_examples=len(items),
     )
+
+
+def planned_sequences(items: Sequence[Item], logits: torch.Tensor, metrics: Sequence[str], replacement_id: int,
+                      min_tokens: int) -> int:
+    """How many perturbed sequences ``metrics`` score for ``items`` (whose logits are ``logits``), before
+    de-duplication. The count does not depend on the scores: it is taken from uniform ones."""
+    scored = [it.with_scores(torch.zeros(it.ids.numel()), row, int(row.argmax())) for it, row in zip(items, logits)]
+    count = 0
+    if "deletion" in metrics:
+        count += len(deletion_variants(deletion_subset(scored, min_tokens), replacement_id))
+    if "aopc" in metrics:
+        count += len(aopc_variants(scored)[0])
+    if "abpc" in metrics:
+        count += len(abpc_variants(scored, replacement_id)[0])
+    return count
 
 
 def replacement_token_id(encoder, replacement: str) -> int:

@@ -7,20 +7,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-from lrp_kernels.methods import METHODS
+from lrp_kernels.methods import METHODS, get_method
 from lrp_kernels.errors import InputError
 from lrp_kernels.evaluation import perturbation, ranking
-from lrp_kernels.evaluation.items import Item, attribute_items, batched_logits, make_items, model_forward
-from lrp_kernels.options import parse_device, parse_methods, parse_names, resolve_model_path
+from lrp_kernels.evaluation.items import Forward, Item, attribute_items, batched_logits, make_items, model_forward
+from lrp_kernels.options import (
+    check_max_length,
+    parse_device,
+    parse_dtype,
+    parse_methods,
+    parse_names,
+    resolve_model_path,
+)
 
 METRICS = ("deletion", "aopc", "abpc", "word_rank", "agreement")
 
@@ -43,8 +50,10 @@ class StudyConfig:
     eval_batch_size: int = 256
     max_length: int = 128
     device: str = "cpu"
+    dtype: str | None = None
     backend: str | None = None
     ig_steps: int = 32
+    eps: float = 1e-6
     word_rank_top: int = 10
     word_min_count: int = 3
     heatmaps: int = 5
@@ -55,14 +64,13 @@ class StudyConfig:
     title: str | None = None
 
 
-def load_model_and_encoder(path: str, device: torch.device, max_length: int):
+def load_model_and_encoder(path: str, device: torch.device, max_length: int, dtype=None):
     """A :class:`~lrp_kernels.models.EncoderClassifier` in eval mode and its :class:`TextEncoder`."""
     from lrp_kernels.models.loading import load_pretrained
     from lrp_kernels.tokenization import TextEncoder
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     path = resolve_model_path(path)
-    model = load_pretrained(path, device=device).eval()
+    model = load_pretrained(path, device=device, dtype=parse_dtype(dtype)).eval()
     encoder = TextEncoder.from_pretrained(path, max_length=max_length)
     encoder.max_length = min(encoder.max_length, model.config.max_tokens)
     return model, encoder
@@ -96,6 +104,10 @@ def _check(config: StudyConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
         raise InputError("--min-tokens must be at least 1")
     if (config.task2 or config.data_dir2) and not config.model2:
         raise InputError("--task2/--data-dir2 need --model2")
+    if config.backend is not None:
+        from lrp_kernels.backends import resolve
+
+        resolve(config.backend, parse_device(config.device))  # an unavailable backend: one line, before any work
     return methods, metrics
 
 
@@ -110,7 +122,7 @@ class _SecondModel:
 
     @classmethod
     def load(cls, config: StudyConfig, device: torch.device, texts, pairs, labels) -> "_SecondModel":
-        model, encoder = load_model_and_encoder(config.model2, device, config.max_length)
+        model, encoder = load_model_and_encoder(config.model2, device, config.max_length, config.dtype)
         own = None
         if config.task2:
             own = make_items(encoder, *load_examples(config.task2, config.data_dir2, config.split,
@@ -123,21 +135,48 @@ class Study:
 
     def __init__(self, config: StudyConfig, device: torch.device):
         self.config, self.device = config, device
-        self.model, self.encoder = load_model_and_encoder(config.model, device, config.max_length)
+        self.model, self.encoder = load_model_and_encoder(config.model, device, config.max_length, config.dtype)
         self.replacement_id = perturbation.replacement_token_id(self.encoder, config.replacement)
         texts, pairs, labels = load_examples(config.task, config.data_dir, config.split, config.max_examples,
                                              self.model.config.num_labels)
+        check_max_length(self.encoder.tokenizer, config.max_length, pairs is not None)
         self.items = make_items(self.encoder, texts, pairs, labels)
-        self.forward = model_forward(self.model)
+        self.advance: Callable[[int], object] = _ignore  # a progress bar's update, per sequence scored
+        self.forward = self._counted(model_forward(self.model))
         self.cache: dict[bytes, torch.Tensor] = {}  # logits of every sequence scored so far, across methods
-        predictions = batched_logits(self.forward, [(it.ids, it.types) for it in self.items], self.encoder.pad_id,
-                                     config.eval_batch_size, self.cache).argmax(dim=-1)
-        self.accuracy = float(predictions.eq(torch.tensor(labels)).float().mean())
+        self.logits = batched_logits(self.forward, [(it.ids, it.types) for it in self.items], self.encoder.pad_id,
+                                     config.eval_batch_size, self.cache)
+        self.accuracy = float(self.logits.argmax(dim=-1).eq(torch.tensor(labels)).float().mean())
         self.second = _SecondModel.load(config, device, texts, pairs, labels) if config.model2 else None
+        self._perturbed: dict[tuple[str, ...], int] = {}
+
+    def _counted(self, forward: Forward) -> Forward:
+        def counted(ids, mask, types):
+            logits = forward(ids, mask, types)
+            self.advance(ids.shape[0])
+            return logits
+
+        return counted
+
+    def plan(self, method: str, metrics: tuple[str, ...]) -> "MethodPlan":
+        """The passes ``method`` will take (attribution, and the perturbed sequences of ``metrics``)."""
+        kind = get_method(method).kind
+        steps = self.config.ig_steps if kind == "integrated_gradients" else 1
+        explained = len(self.items)
+        if self.second is not None:
+            explained += len(self.second.items) + len(self.second.own_items or ())
+        if metrics not in self._perturbed:  # the same for every method
+            self._perturbed[metrics] = perturbation.planned_sequences(self.items, self.logits, metrics,
+                                                                      self.replacement_id, self.config.min_tokens)
+        perturbed = self._perturbed[metrics]
+        return MethodPlan(backward=explained * steps if kind in ("gradient", "integrated_gradients") else 0,
+                          forward=explained if kind == "attention" else 0, perturbed=perturbed, steps=steps)
 
     def _attribute(self, model, items: list[Item], method: str, pad_id: int) -> tuple[list[Item], float]:
+        steps = self.config.ig_steps if get_method(method).kind == "integrated_gradients" else 1
         return attribute_items(model, items, method, pad_id, self.config.batch_size, backend=self.config.backend,
-                               ig_steps=self.config.ig_steps)
+                               ig_steps=self.config.ig_steps, eps=self.config.eps,
+                               on_batch=lambda n: self.advance(n * steps))
 
     def method_row(self, method: str, metrics: tuple[str, ...]) -> tuple[list[Item], dict[str, Any]]:
         """The examples scored by ``method`` and its row of results."""
@@ -197,32 +236,74 @@ class Study:
         }
 
 
-def _with_progress(methods: tuple[str, ...], show: bool):
-    """The methods, with a progress bar naming the current one when ``show``."""
+def _ignore(n: int) -> None:
+    pass
+
+
+@dataclasses.dataclass
+class MethodPlan:
+    """The passes one method takes: forward+backward (attribution), forward only (attention methods),
+    and forward passes of perturbed sequences (before repeats are scored once)."""
+
+    backward: int
+    forward: int
+    perturbed: int
+    steps: int = 1
+
+    @property
+    def total(self) -> int:
+        return self.backward + self.forward + self.perturbed
+
+
+def describe_plan(plans: dict[str, MethodPlan], examples: int, config: StudyConfig) -> str:
+    """One line: what the study will compute, before it starts."""
+    backward = sum(p.backward for p in plans.values())
+    forward = sum(p.forward for p in plans.values())
+    perturbed = sum(p.perturbed for p in plans.values())
+    ig = next((p.steps for p in plans.values() if p.steps > 1), None)
+    return (f"plan: {examples} examples x {len(plans)} methods: {backward:,} forward+backward passes"
+            + (f" (integrated gradients: {ig} steps each)" if ig else "")
+            + (f", {forward:,} forward passes of attention methods" if forward else "")
+            + f", up to {perturbed:,} forward passes of perturbed sequences (repeats are scored once); "
+            f"batches of {config.batch_size} (attribution) and {config.eval_batch_size} (forward)")
+
+
+@contextlib.contextmanager
+def _method_progress(study: Study, method: str, position: str, plan: MethodPlan, show: bool):
+    """A progress bar (with its ETA) over the passes of one method, fed by the study's ``advance``."""
     if not show:
-        yield from methods
+        yield
         return
     from tqdm.auto import tqdm
 
-    with tqdm(total=len(methods), desc="evaluate", unit="method") as bar:
-        for method in methods:
-            bar.set_postfix_str(method)
-            yield method
-            bar.update(1)
+    with tqdm(total=plan.total, desc=f"evaluate {position} {method}", unit="pass", dynamic_ncols=True) as bar:
+        study.advance = bar.update
+        try:
+            yield
+            bar.update(plan.total - bar.n)  # the repeats that were already scored
+        finally:
+            study.advance = _ignore
 
 
-def run_study(config: StudyConfig) -> dict[str, Any]:
-    """Run the study; write the report to ``config.out``; return the summary (also summary.json)."""
+def run_study(config: StudyConfig, log: Callable[[str], object] | None = None) -> dict[str, Any]:
+    """Run the study; write the report to ``config.out``; return the summary (also summary.json).
+
+    ``log`` receives the plan (the passes every method will take) before the first method runs.
+    """
     from lrp_kernels.evaluation import report
 
     methods, metrics = _check(config)
     device = parse_device(config.device)
     started = time.perf_counter()
     study = Study(config, device)
+    plans = {method: study.plan(method, metrics) for method in methods}
+    if log is not None:
+        log(describe_plan(plans, len(study.items), config))
     results: dict[str, Any] = {"methods": {}, "agreement": None, "cross_dataset": None}
     by_method: dict[str, list[Item]] = {}
-    for method in _with_progress(methods, config.progress):
-        by_method[method], results["methods"][method] = study.method_row(method, metrics)
+    for i, method in enumerate(methods, start=1):
+        with _method_progress(study, method, f"{i}/{len(methods)}", plans[method], config.progress):
+            by_method[method], results["methods"][method] = study.method_row(method, metrics)
     if "agreement" in metrics and len(by_method) > 1:
         results["agreement"] = ranking.method_agreement(by_method)
     out = Path(config.out)

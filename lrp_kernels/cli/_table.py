@@ -1,0 +1,29 @@
+"""``explain``'s readable output on a terminal: per text the prediction, every token with its score
+and a bar, and the top-k tokens (JSON lines instead with ``--json`` or when stdout is not a terminal)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+BAR = 12  # characters of the longest bar
+
+
+def format_explanation(record: dict[str, Any], top_k: int) -> str:
+    """One explanation (an output record) as a block of lines."""
+    scores = record["scores"]
+    peak = max((abs(s) for s in scores), default=0.0) or 1.0
+    width = max(len(t) for t in record["tokens"])
+    lines = [f"id {record['id']}: predicted {record['label_name']} (p = {record['probability']:.3f}); "
+             f"relevance for {record['target_name']} ({record['method']})"]
+    for token, score in zip(record["tokens"], scores):
+        bar = ("+" if score >= 0 else "-") * round(BAR * abs(score) / peak)
+        lines.append(f"  {token:<{width}}  {score:+.4f}  {bar}")
+    content = [(t, s) for t, s, special in zip(record["tokens"], scores, record["special"]) if not special]
+    top = sorted(content, key=lambda pair: -pair[1])[:top_k]
+    if top:
+        lines.append(f"  top {len(top)}: " + ", ".join(f"{t} {s:+.4f}" for t, s in top))
+    return "\n".join(lines)
+
+
+def format_table(records: list[dict[str, Any]], top_k: int) -> str:
+    return "\n\n".join(format_explanation(r, top_k) for r in records)
