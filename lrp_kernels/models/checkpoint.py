@@ -8,6 +8,7 @@ model classes.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -49,10 +50,9 @@ def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path}: refused to unpickle (it holds more than tensors: {str(exc).splitlines()[0][:120]}); "
-            "convert it to model.safetensors"
-        ) from None
+        culprit = re.search(r"unsupported GLOBAL ([\w.]+)|Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        what = f"it would call {culprit.group(1) or culprit.group(2)}" if culprit else "it holds more than tensors"
+        raise CheckpointError(f"{path}: refused to unpickle ({what}); convert it to model.safetensors") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(exc).splitlines()[0]})") from None
     if not isinstance(state, dict):

@@ -50,7 +50,7 @@ def test_explain(checkpoint, tmp_path):
     result = cli("explain", "--model", checkpoint, "--no-progress", "--target", "positive", "--merge-subwords",
                  "the films were dull", "a witty and moving story", cwd=tmp_path)
     records = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [r["id"] for r in records] == [0, 1]
+    assert [r["id"] for r in records] == [1, 2]  # positional texts count from 1, as file lines do
     assert [t for t, s in zip(records[0]["tokens"], records[0]["special"]) if not s] == ["the", "films", "were",
                                                                                          "dull"]
     for r in records:
