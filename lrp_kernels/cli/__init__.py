@@ -30,8 +30,16 @@ COMMANDS = {
 USER_ERROR = 2
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors (a bad or missing option) as one line and exit status 2, like every
+    other user error: ``lrp-kernels explain: error: argument --stride: invalid int value: 'x'``."""
+
+    def error(self, message: str):
+        self.exit(USER_ERROR, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="lrp-kernels",
         description="Explain BERT-family text classifiers with Layer-wise Relevance Propagation.",
     )
@@ -98,7 +106,10 @@ def one_line_warnings(command: str):
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad option (one line printed): a status, as every command returns
+        return exc.code if isinstance(exc.code, int) else USER_ERROR
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return USER_ERROR
