@@ -274,4 +274,4 @@ def test_truncation_is_one_clean_warning_line(ckpt, run_cli):
     result = run_cli("explain", "--model", ckpt, "--no-progress", "--max-length", "3", "good film is very bad", "good")
     assert result.status == 0
     assert result.err.splitlines() == ["lrp-kernels explain: warning: 1 text(s) longer than 3 tokens were truncated "
-                                       "(first: id 1)"]
+                                       "(first: id 1); --stride N explains them whole, in windows"]

@@ -1,10 +1,13 @@
 """Where ``explain`` puts its explanations: a resumable JSON-lines file, or memory (printed at the end).
 
 :class:`JsonlSink` appends each batch as it is computed; a re-run reads what the file already holds
-and skips those ids (a half-written last line is dropped). Every line records what it was computed
-from (``computed_from``: the model's fingerprint, the method and its settings, the target, the
-maximum length); a re-run whose settings, or whose text for an id, differ refuses to mix (one line
-naming the field; ``--overwrite`` starts over). Under ``torchrun`` rank r writes
+and skips the records already there — a record is one text explained by one method, known by its
+id and method (:func:`record_key`); a half-written last line is dropped. Every line records what it
+was computed from (``computed_from``: the model's fingerprint, its method and that method's
+settings, every method of the run, the target, contrast, maximum length, stride, …); a re-run whose
+settings, or whose text for an id, differ refuses to mix (one line naming the field;
+``--overwrite`` starts over). Fields added to ``computed_from`` later (:data:`ADDED_FIELDS`) are
+read from older lines as the value those were computed with. Under ``torchrun`` rank r writes
 ``<output>.part-rank<r>`` and rank 0 merges the parts into the output (:func:`merge_outputs`), in
 input order, so that the merged file equals a single-process one.
 """
@@ -24,6 +27,26 @@ from lrp_kernels.errors import InputError
 PART_SUFFIX = ".part-rank"
 # Files of a checkpoint directory that do not change what it computes
 _NOT_MODEL = ("metrics.json", "README.md")
+# computed_from fields that lines of earlier versions lack, and what those lines were computed with
+ADDED_FIELDS = {"contrast": None, "stride": None, "layers": False}
+
+
+def record_key(ident: Any, method: str) -> str:
+    """A record's key: its id (as written: 3 and "3" differ) and its method."""
+    return json.dumps([ident, method], ensure_ascii=False)
+
+
+def row_key(row: dict[str, Any]) -> str:
+    return record_key(row["id"], row.get("method"))
+
+
+def _saved(saved: dict[str, Any], field: str) -> Any:
+    """A ``computed_from`` field of a line, or what a line of an earlier version without it means."""
+    if field in saved:
+        return saved[field]
+    if field == "methods":  # one method per run
+        return [saved.get("method")]
+    return ADDED_FIELDS.get(field)
 
 
 def model_fingerprint(directory: Path) -> str:
@@ -39,9 +62,10 @@ def model_fingerprint(directory: Path) -> str:
 
 @dataclasses.dataclass
 class RowCheck:
-    """What every row of an output must match: the run's ``computed_from`` and the input's text per id."""
+    """What every row of an output must match: the run's ``computed_from`` for the row's method and
+    the input's text per id."""
 
-    computed_from: dict[str, Any]
+    computed_from: dict[str, dict[str, Any]]  # method -> its computed_from
     texts: dict[str, tuple[str, str | None]]  # id key -> (text, text_pair)
 
     def mismatch(self, row: dict[str, Any]) -> str | None:
@@ -49,9 +73,13 @@ class RowCheck:
         saved = row.get("computed_from")
         if not isinstance(saved, dict):
             return "does not record what it was computed from (an output of an older version)"
-        for field, value in self.computed_from.items():
-            if saved.get(field) != value:
-                return f"was computed with {field} {json.dumps(saved.get(field))}, this run uses {json.dumps(value)}"
+        expected = self.computed_from.get(saved.get("method"))
+        if expected is None:
+            return (f"was computed with method {json.dumps(saved.get('method'))}, this run uses "
+                    f"{json.dumps(','.join(self.computed_from))}")
+        for field, value in expected.items():
+            if _saved(saved, field) != value:
+                return f"was computed with {field} {json.dumps(_saved(saved, field))}, this run uses {json.dumps(value)}"
         text = self.texts.get(id_key(row["id"]))
         if text is None:
             return "is not in this input"
@@ -108,13 +136,13 @@ def remove_outputs(output: Path) -> None:
 
 
 def merge_outputs(output: Path, order: list[str], check: RowCheck) -> list[dict[str, Any]]:
-    """Rewrite ``output`` (plus any rank parts) in input order (``order``: id keys), atomically; remove the parts."""
+    """Rewrite ``output`` (plus any rank parts) in ``order`` (record keys), atomically; remove the parts."""
     records: dict[str, dict[str, Any]] = {}
     for path in [output] + part_files(output):
         for r in read_done(path, check, repair=False):
-            records.setdefault(id_key(r["id"]), r)
+            records.setdefault(row_key(r), r)
     rank = {key: i for i, key in enumerate(order)}
-    ordered = sorted(records.values(), key=lambda r: rank.get(id_key(r["id"]), len(rank)))
+    ordered = sorted(records.values(), key=lambda r: rank.get(row_key(r), len(rank)))
     tmp = output.with_name(output.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         for r in ordered:
@@ -128,7 +156,7 @@ def merge_outputs(output: Path, order: list[str], check: RowCheck) -> list[dict[
 class JsonlSink:
     """Explanations appended to ``output`` (or this rank's part of it) batch by batch; resumable.
 
-    ``done`` holds the id keys already written by earlier runs (of any rank); they are not written again.
+    ``done`` holds the record keys already written by earlier runs (of any rank); they are not written again.
     """
 
     def __init__(self, output: Path, check: RowCheck, rank: int = 0, world: int = 1):
@@ -137,7 +165,7 @@ class JsonlSink:
         output.parent.mkdir(parents=True, exist_ok=True)
         self.done: set[str] = set()
         for path in [output] + part_files(output):
-            self.done |= {id_key(r["id"]) for r in read_done(path, check, repair=(path == self.path))}
+            self.done |= {row_key(r) for r in read_done(path, check, repair=(path == self.path))}
         self._file = None
 
     def __enter__(self) -> "JsonlSink":
@@ -147,25 +175,25 @@ class JsonlSink:
     def __exit__(self, *exc) -> None:
         self._file.close()
 
-    def add(self, index: int, record: dict[str, Any]) -> None:
-        if id_key(record["id"]) not in self.done:
+    def add(self, record: dict[str, Any]) -> None:
+        if row_key(record) not in self.done:
             self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
 
     def flush(self) -> None:
         self._file.flush()
 
     def merge(self, order: list[str]) -> list[dict[str, Any]]:
-        """The whole output in input order (see :func:`merge_outputs`)."""
+        """The whole output in ``order`` (record keys; see :func:`merge_outputs`)."""
         return merge_outputs(self.output, order, self.check)
 
 
 class MemorySink:
-    """Explanations kept in memory; :meth:`in_order` gives them in input order."""
+    """Explanations kept in memory; :meth:`in_order` gives them in output order."""
 
     done: frozenset[str] = frozenset()
 
     def __init__(self):
-        self._records: dict[int, dict[str, Any]] = {}
+        self._records: dict[str, dict[str, Any]] = {}
 
     def __enter__(self) -> "MemorySink":
         return self
@@ -173,11 +201,12 @@ class MemorySink:
     def __exit__(self, *exc) -> None:
         pass
 
-    def add(self, index: int, record: dict[str, Any]) -> None:
-        self._records[index] = record
+    def add(self, record: dict[str, Any]) -> None:
+        self._records[row_key(record)] = record
 
     def flush(self) -> None:
         pass
 
-    def in_order(self) -> list[dict[str, Any]]:
-        return [self._records[i] for i in sorted(self._records)]
+    def in_order(self, order: list[str]) -> list[dict[str, Any]]:
+        """The records held, in ``order`` (record keys)."""
+        return [self._records[key] for key in order if key in self._records]

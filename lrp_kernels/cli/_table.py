@@ -14,7 +14,7 @@ def format_explanation(record: dict[str, Any], top_k: int) -> str:
     peak = max((abs(s) for s in scores), default=0.0) or 1.0
     width = max(len(t) for t in record["tokens"])
     lines = [f"id {record['id']}: predicted {record['label_name']} (p = {record['probability']:.3f}); "
-             f"relevance for {record['target_name']} ({record['method']})"]
+             f"relevance for {_explained(record)} ({record['method']})"]
     for token, score in zip(record["tokens"], scores):
         bar = ("+" if score >= 0 else "-") * round(BAR * abs(score) / peak)
         lines.append(f"  {token:<{width}}  {score:+.4f}  {bar}")
@@ -23,6 +23,16 @@ def format_explanation(record: dict[str, Any], top_k: int) -> str:
     if top:
         lines.append(f"  top {len(top)}: " + ", ".join(f"{t} {s:+.4f}" for t, s in top))
     return "\n".join(lines)
+
+
+def _explained(record: dict[str, Any]) -> str:
+    """The explained class in words: with its contrast, and a pointer to the others (``--target all``)."""
+    text = str(record["target_name"])
+    if record.get("contrast_name") is not None:
+        text += f" against {record['contrast_name']}"
+    if record.get("class_scores") is not None:
+        text += " (every class: --json or --html)"
+    return text
 
 
 def format_table(records: list[dict[str, Any]], top_k: int) -> str:

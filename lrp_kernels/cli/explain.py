@@ -3,15 +3,24 @@
 Inputs: TEXT arguments, or ``--input`` (a file, or ``-`` for standard input; see
 :mod:`lrp_kernels.cli._inputs`). Ids start at 1. Output: on a terminal a readable table (tokens with
 scores and bars, the top-k tokens); JSON lines with ``--json``, when stdout is not a terminal, and in
-``--output``. Every JSON line is the explanation (:meth:`Explanation.to_dict`) plus its ``id``; in
-``--output`` also ``computed_from`` (model fingerprint, method and its settings, target, max length).
+``--output``. Every JSON line is one text explained by one method (:meth:`Explanation.to_dict`) plus
+its ``id``; with several ``--methods`` a text has one line per method, in the order given. In
+``--output`` each line also records ``computed_from`` (model fingerprint, its method and that
+method's settings, every method of the run, target, contrast, max length, stride, layers, …).
+
+The options map onto :meth:`~lrp_kernels.explainer.Explainer.explain`: ``--target`` (a class
+index, a label name or ``all``: ``class_scores``/``class_names`` hold every class), ``--contrast``
+(explain logit_target − logit_contrast), ``--stride`` (texts longer than ``--max-length`` tokens
+are explained in windows sharing that many tokens; ``windows`` counts them; without it they are
+truncated, with one warning), ``--layers`` (the relevance per layer: the ``layers`` field, a token ×
+layer table in ``--html``), ``--methods`` and ``--merge-subwords``.
 
 Restartable: texts are tokenized up front and cut into fixed, length-bucketed batches (an
-:class:`ExplainJob`); results are appended to ``--output`` batch by batch and a re-run skips the ids
-already there (:class:`~lrp_kernels.cli._jsonl.JsonlSink`), computing every remaining text in the
-very same batch as before — so a resumed output equals an uninterrupted one. A re-run with other
-settings or other texts for the same ids is refused (``--overwrite`` replaces the file). When
-everything is done the file is rewritten in input order.
+:class:`~lrp_kernels.cli._job.ExplainJob`); results are appended to ``--output`` batch by batch and
+a re-run skips the (id, method) records already there (:class:`~lrp_kernels.cli._jsonl.JsonlSink`),
+computing every remaining text in the very same batch as before — so a resumed output equals an
+uninterrupted one. A re-run with other settings or other texts for the same ids is refused
+(``--overwrite`` replaces the file). When everything is done the file is rewritten in input order.
 
 Data parallel: under ``torchrun --nproc_per_node N`` (``torch.distributed``; gloo on CPU, nccl on
 CUDA) rank r takes batches r, r+N, … and appends to ``<output>.part-rank<r>``; rank 0 merges
@@ -26,7 +35,6 @@ import dataclasses
 import json
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +45,9 @@ from lrp_kernels.cli._common import (
     require_positive,
     warn_if_near_chance,
 )
-from lrp_kernels.cli._inputs import FORMATS, id_key, read_inputs, records_from_texts
-from lrp_kernels.cli._jsonl import JsonlSink, MemorySink, RowCheck, model_fingerprint, remove_outputs
+from lrp_kernels.cli._inputs import FORMATS, read_inputs, records_from_texts
+from lrp_kernels.cli._job import ExplainJob, Settings
+from lrp_kernels.cli._jsonl import JsonlSink, MemorySink, model_fingerprint, remove_outputs
 from lrp_kernels.cli._table import format_table
 from lrp_kernels.errors import InputError
 from lrp_kernels.options import (
@@ -50,16 +59,15 @@ from lrp_kernels.options import (
     set_threads,
 )
 
-TRUNCATION_WARNING = r".*tokens were truncated"  # the tokenizer's; ExplainJob.create words its own
+ALL = "all"  # --target all (lrp_kernels.attribution.ALL)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lrp_kernels.methods import READ_OUT_POINTS
-
     parser.add_argument("texts", nargs="*", metavar="TEXT", help="texts to explain (or use --input)")
     add_option(parser, "model", required=True)
-    add_option(parser, "methods", default="attnlrp", help="the attribution method (one per run; default %(default)s)")
-    parser.add_argument("--target", help="class to explain, index or label name (default: the predicted class)")
+    add_option(parser, "methods", default="attnlrp", help="attribution methods, comma-separated, or 'all'; several: "
+                                                          "one record per text and method (default %(default)s)")
+    _add_explained(parser)
     parser.add_argument("--input", help="a .txt (one text per line), .jsonl or .csv/.tsv file; - reads stdin")
     parser.add_argument("--input-format", choices=FORMATS, help="the format of --input (default: its suffix; "
                                                                  "stdin: txt)")
@@ -75,8 +83,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--html", help="also write a heatmap page (standalone HTML)")
     parser.add_argument("--png", help="also write a heatmap figure (PNG; best for a few texts)")
     add_option(parser, "batch_size")
-    add_option(parser, "max_length")
+    add_option(parser, "max_length", help="tokens per input (default %(default)s; the model's limit at most): "
+                                          "longer texts are truncated, or windowed with --stride")
     parser.add_argument("--merge-subwords", action="store_true", help="sum word-piece scores per word")
+    _add_running(parser)
+
+
+def _add_explained(parser: argparse.ArgumentParser) -> None:
+    """What is explained: the class, a contrast, windows, layers."""
+    parser.add_argument("--target", metavar="CLASS", help="class to explain: index, label name, or 'all' (every "
+                                                          "class in one backward; default: the predicted class)")
+    parser.add_argument("--contrast", metavar="CLASS", help="explain the target's logit minus this class's "
+                                                            "(index or label name; gradient and IG methods)")
+    parser.add_argument("--stride", type=int, metavar="N", help="explain texts longer than --max-length tokens "
+                                                                "in windows sharing N tokens (default: truncate)")
+    parser.add_argument("--layers", action="store_true", help="also the relevance per layer (gradient methods; "
+                                                              "a token x layer table in --html)")
+
+
+def _add_running(parser: argparse.ArgumentParser) -> None:
+    """Where and how it runs."""
+    from lrp_kernels.methods import READ_OUT_POINTS
+
     add_option(parser, "device")
     add_option(parser, "dtype")
     add_option(parser, "threads")
@@ -88,85 +116,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "progress")
     parser.add_argument("--stop-after-batches", type=int, default=None,
                         help="stop after N batches (an interruption on purpose; re-run to continue)")
-
-
-# ---------------------------------------------------------------------------------------- the job
-@dataclasses.dataclass
-class ExplainJob:
-    """The records to explain, cut into fixed batches (the same on every run and rank), and how."""
-
-    explainer: Any
-    records: list[dict[str, Any]]
-    batches: list[list[int]]
-    target: int | None = None
-    merge_subwords: bool = False
-    rank: int = 0
-    world: int = 1
-    computed_from: dict[str, Any] | None = None  # added to every record (file output)
-
-    @classmethod
-    def create(cls, explainer, records: list[dict[str, Any]], batch_size: int, **options) -> "ExplainJob":
-        """Tokenize every record up front and bucket by length into batches of ``batch_size``;
-        one warning (naming the first id) for the texts cut at the maximum length."""
-        texts, pairs = cls._texts(records, range(len(records)))
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=TRUNCATION_WARNING)
-            encodings = explainer.encoder.tokenize(texts, pairs)
-        cut = [records[i]["id"] for i, encoding in enumerate(encodings) if encoding.overflowing]
-        if cut:
-            warnings.warn(f"{len(cut)} text(s) longer than {explainer.encoder.max_length} tokens were truncated "
-                          f"(first: id {json.dumps(cut[0], ensure_ascii=False)})", stacklevel=2)
-        return cls(explainer, records, list(explainer.batches(encodings, batch_size, bucket=True)), **options)
-
-    @staticmethod
-    def _texts(records, index) -> tuple[list[str], list[str] | None]:
-        texts = [records[i]["text"] for i in index]
-        pairs = [records[i]["text_pair"] for i in index] if records[0]["text_pair"] is not None else None
-        return texts, pairs
-
-    @property
-    def method(self) -> str:
-        return self.explainer.method
-
-    def order(self) -> list[str]:
-        """The id keys in input order."""
-        return [id_key(r["id"]) for r in self.records]
-
-    def pending(self, done) -> list[list[int]]:
-        """This rank's batches (r, r+N, …) that hold an id not in ``done``."""
-        return [b for b in self.batches[self.rank :: self.world]
-                if any(id_key(self.records[i]["id"]) not in done for i in b)]
-
-    def explain_batch(self, index: list[int]) -> list[dict[str, Any]]:
-        texts, pairs = self._texts(self.records, index)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=TRUNCATION_WARNING)  # create() reported them
-            explanations = self.explainer.explain(texts, pairs, target=self.target, batch_size=len(index),
-                                                  merge_subwords=self.merge_subwords, bucket=False)
-        extra = {} if self.computed_from is None else {"computed_from": self.computed_from}
-        return [{"id": self.records[i]["id"], **e.to_dict(), **extra} for i, e in zip(index, explanations)]
-
-    def row_check(self) -> RowCheck:
-        """What the rows of an existing output must match to be kept."""
-        texts = {id_key(r["id"]): (r["text"], r["text_pair"]) for r in self.records}
-        return RowCheck(self.computed_from, texts)
-
-    def run(self, sink, stop_after: int | None = None, progress: bool = True) -> bool:
-        """Explain the pending batches into ``sink``; False when stopped after ``stop_after`` batches."""
-        pending = self.pending(sink.done)
-        with contextlib.ExitStack() as stack:
-            if progress and self.rank == 0:
-                from tqdm.auto import tqdm
-
-                pending = stack.enter_context(tqdm(pending, desc=f"explain ({self.method})", unit="batch",
-                                                   file=sys.stderr))
-            for n, index in enumerate(pending):
-                if stop_after is not None and n >= stop_after:
-                    return False
-                for i, record in zip(index, self.explain_batch(index)):
-                    sink.add(i, record)
-                sink.flush()
-        return True
 
 
 # ---------------------------------------------------------------------------------------- running
@@ -187,7 +136,7 @@ class Ranks:
 def run(args: argparse.Namespace) -> int:
     from lrp_kernels.explainer import Explainer
 
-    method = _one_method(args.methods)
+    methods = _methods(args)
     ranks = Ranks.from_env()
     if ranks.world > 1 and args.input == "-":
         raise InputError("data-parallel explain (torchrun) reads --input from a file, not stdin")
@@ -197,12 +146,13 @@ def run(args: argparse.Namespace) -> int:
     model_dir = resolve_model_path(args.model)
     warn_if_near_chance(model_dir)
     read_at = {"read_at": args.read_at} if args.read_at else {}
-    explainer = Explainer.from_pretrained(model_dir, method=method, device=device, dtype=args.dtype,
+    explainer = Explainer.from_pretrained(model_dir, method=methods[0], device=device, dtype=args.dtype,
                                           backend=args.backend, max_length=args.max_length, eps=args.eps,
                                           ig_steps=args.ig_steps, **read_at)
-    check_max_length(explainer.encoder.tokenizer, args.max_length, records[0]["text_pair"] is not None)
-    job = ExplainJob.create(explainer, records, args.batch_size, target=_target(args.target, explainer),
-                            merge_subwords=args.merge_subwords, rank=ranks.rank, world=ranks.world)
+    pair = records[0]["text_pair"] is not None
+    check_max_length(explainer.encoder.tokenizer, args.max_length, pair)
+    settings = _settings(args, explainer, methods, pair)
+    job = ExplainJob.create(explainer, records, args.batch_size, settings, rank=ranks.rank, world=ranks.world)
     if args.output is None:
         if ranks.world > 1:
             raise InputError("data-parallel explain (torchrun) needs --output")
@@ -211,16 +161,24 @@ def run(args: argparse.Namespace) -> int:
     return _to_file(job, args, device)
 
 
-def computed_from(job: ExplainJob, args: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
-    """What the rows of this run are computed from, beside their texts (the settings that change scores)."""
+def computed_from(job: ExplainJob, args: argparse.Namespace, model_dir: Path) -> dict[str, dict[str, Any]]:
+    """Per method, what the rows of this run are computed from beside their texts (every setting
+    that changes scores)."""
+    settings, dtype = job.settings, parse_dtype(args.dtype)
+    common = {"model": model_fingerprint(model_dir), "methods": list(settings.methods),
+              "target": "predicted" if settings.target is None else settings.target, "contrast": settings.contrast,
+              "max_length": job.explainer.encoder.max_length, "stride": settings.stride, "layers": settings.layers,
+              "merge_subwords": settings.merge_subwords,
+              "dtype": "float32" if dtype is None else str(dtype).replace("torch.", "")}
+    return {method: {"model": common["model"], "method": method, **common, **_method_settings(method, job, args)}
+            for method in settings.methods}
+
+
+def _method_settings(method: str, job: ExplainJob, args: argparse.Namespace) -> dict[str, Any]:
+    """The settings of one method: ε (LRP), the read-out point (gradient methods), IG's steps."""
     from lrp_kernels.methods import get_method
 
-    spec = get_method(job.method)
-    dtype = parse_dtype(args.dtype)
-    values = {"model": model_fingerprint(model_dir), "method": job.method,
-              "target": "predicted" if job.target is None else job.target,
-              "max_length": job.explainer.encoder.max_length, "merge_subwords": job.merge_subwords,
-              "dtype": "float32" if dtype is None else str(dtype).replace("torch.", "")}
+    spec, values = get_method(method), {}
     if spec.is_lrp:
         values["eps"] = job.explainer.eps
     if spec.read_at is not None:
@@ -232,7 +190,7 @@ def computed_from(job: ExplainJob, args: argparse.Namespace, model_dir: Path) ->
 
 def _records(args: argparse.Namespace) -> list[dict[str, Any]]:
     require_positive(args, "batch_size", "ig_steps", "top_k")
-    require_non_negative(args, "stop_after_batches", "eps")
+    require_non_negative(args, "stop_after_batches", "eps", "stride")
     if args.output is not None:
         check_output(args.output, "file")
     if args.overwrite and args.output is None:
@@ -244,42 +202,81 @@ def _records(args: argparse.Namespace) -> list[dict[str, Any]]:
     return records_from_texts(args.texts)
 
 
-def _one_method(value: str) -> str:
-    methods = parse_methods(value)
-    if len(methods) != 1:
-        raise InputError(f"explain takes one method per run, not {len(methods)} ({', '.join(methods)})")
-    return methods[0]
+# ---------------------------------------------------------------------------------------- settings
+def _methods(args: argparse.Namespace) -> tuple[str, ...]:
+    """``--methods``, each checked against the options that apply to some methods only."""
+    from lrp_kernels.methods import METHODS, get_method
+
+    methods = parse_methods(args.methods)
+    needs = [("--layers", args.layers, lambda spec: spec.kind == "gradient", "gradient methods"),
+             ("--read-at", args.read_at, lambda spec: spec.kind == "gradient", "gradient methods"),
+             ("--contrast", args.contrast is not None, lambda spec: spec.depends_on_target,
+              "methods whose scores depend on the explained class")]
+    for option, given, applies, what in needs:
+        valid = [m for m in METHODS if applies(get_method(m))]
+        wrong = [m for m in methods if given and m not in valid]
+        if wrong:
+            raise InputError(f"{option} applies to the {what} ({', '.join(valid)}), not {wrong[0]}")
+    return methods
 
 
-def _target(value: str | None, explainer) -> int | None:
-    """``--target``: a class index or a label name, checked against the model's labels."""
-    if value is None:
-        return None
+def _settings(args: argparse.Namespace, explainer, methods: tuple[str, ...], pair: bool) -> Settings:
+    """The checked ``--target``, ``--contrast`` and ``--stride`` (with the methods and flags)."""
+    target = _class("--target", args.target, explainer, every=True)
+    contrast = _class("--contrast", args.contrast, explainer)
+    if contrast is not None and contrast == target:
+        raise InputError(f"--contrast {args.contrast} is the explained class (--target {args.target}): "
+                         "every score would be 0")
+    if args.stride is not None:
+        room = explainer.encoder.max_length - explainer.encoder.special_tokens(pair)
+        if args.stride >= room:
+            raise InputError(f"--stride {args.stride} must be below {room}: a window of {explainer.encoder.max_length} "
+                             f"tokens (--max-length) holds {room} text tokens")
+    return Settings(methods, target, contrast, args.layers, args.stride, args.merge_subwords)
+
+
+def _class(option: str, value: str | None, explainer, every: bool = False) -> int | str | None:
+    """A class given as an index or a label name (``every``: or ``all``), checked against the model's labels."""
+    if value is None or (every and value == ALL):
+        return value
     id2label = explainer.id2label
     try:
-        target = int(value)
+        index = int(value)
     except ValueError:
-        target = next((index for index, name in id2label.items() if name == value), None)
-        if target is None:
-            raise InputError(f"--target {value!r} is neither a class index nor a label name "
-                             f"(labels: {', '.join(id2label.values())})") from None
+        index = next((i for i, name in id2label.items() if name == value), None)
+        if index is None:
+            raise InputError(f"{option} {value!r} is neither a class index nor a label name"
+                             f"{' nor all' if every else ''} (labels: {', '.join(id2label.values())})") from None
     n_labels = explainer.model.config.num_labels
-    if not 0 <= target < n_labels:
-        raise InputError(f"--target {target} out of range: the model has {n_labels} labels (0..{n_labels - 1})")
-    return target
+    if not 0 <= index < n_labels:
+        raise InputError(f"{option} {index} out of range: the model has {n_labels} labels (0..{n_labels - 1})")
+    return index
+
+
+def _intro(args: argparse.Namespace, job: ExplainJob) -> str:
+    """One line above the heatmaps: the model, the texts and what was explained."""
+    settings = job.settings
+    parts = [f"model {args.model}", f"{len(job.records)} texts", "methods " + ", ".join(settings.methods)]
+    parts.append("every class" if settings.target == ALL else "the predicted class" if settings.target is None
+                 else f"class {job.explainer._name(settings.target)}")
+    if settings.contrast is not None:
+        parts[-1] += f" against {job.explainer._name(settings.contrast)}"
+    if settings.stride is not None:
+        parts.append(f"texts over {job.explainer.encoder.max_length} tokens in windows sharing {settings.stride}")
+    return "; ".join(parts)
 
 
 def _to_stdout(job: ExplainJob, args: argparse.Namespace) -> int:
     """JSON lines (``--json`` or not a terminal) or the readable table."""
     with MemorySink() as sink:
         job.run(sink, args.stop_after_batches, args.progress)
-    records = sink.in_order()
+    records = sink.in_order(job.order())
     if args.json or not sys.stdout.isatty():
         for record in records:
             print(json.dumps(record, ensure_ascii=False))
     else:
         print(format_table(records, args.top_k))
-    _write_pictures(records, args, job.method)
+    _write_pictures(records, args, job)
     return 0
 
 
@@ -297,7 +294,7 @@ def _to_file(job: ExplainJob, args: argparse.Namespace, device) -> int:
             print(f"stopped early; re-run the same command to continue ({output})", file=sys.stderr)
         elif job.rank == 0:
             merged = sink.merge(job.order())
-            _write_pictures(merged, args, job.method, intro=f"model {args.model}, {len(merged)} texts")
+            _write_pictures(merged, args, job)
             print(f"wrote {len(merged)} explanations to {output}"
                   + (f" and {args.html}" if args.html else "") + (f" and {args.png}" if args.png else ""),
                   file=sys.stderr)
@@ -336,13 +333,12 @@ def _all_finished(group, finished: bool, device) -> bool:
     return bool(flag.item())
 
 
-def _write_pictures(records: list[dict[str, Any]], args: argparse.Namespace, method: str,
-                    intro: str | None = None) -> None:
+def _write_pictures(records: list[dict[str, Any]], args: argparse.Namespace, job: ExplainJob) -> None:
     """``--html`` and ``--png``, when asked for."""
     if args.html:
         from lrp_kernels.visualization import save_html
 
-        save_html(records, args.html, title=f"lrp-kernels explain: {method}", intro=intro)
+        save_html(records, args.html, title=f"lrp-kernels explain: {', '.join(job.methods)}", intro=_intro(args, job))
     if args.png:
         from lrp_kernels.visualization import plot_explanations
 
