@@ -10,10 +10,13 @@ the full range. Special tokens ([CLS], [SEP]) are shown in grey and take no part
 normalization (they often collect large relevance that says nothing about words).
 
 Each HTML block states the total relevance, the explained logit and their ratio (conservation).
-With ``target="all"`` every class is a ``<details>`` block (the predicted one open) — the reader
-picks a class without scripts; with ``layers`` a token × layer table shows the relevance reaching
-each block and what each block absorbs. Explanations of the same text by several methods stand
-side by side.
+Explanations of the same text by several methods stand side by side under one head (id,
+prediction, explained class and its colours, stated once). With ``target="all"`` a page gets a
+class picker (radio buttons and CSS ``:checked`` rules, no script) that shows one class — or each
+text's predicted class — in every heatmap at once; a fragment (Jupyter) shows every class as a
+``<details>`` block, the predicted one open. With ``layers`` a token × layer table shows per block
+the relevance reaching its input, what the block absorbs by kind (bias, norm, softmax, …) and the
+relevance per token.
 
 Every piece of text that reaches HTML (tokens, texts, label names, method, title) is escaped with
 :func:`html.escape`; the page has no scripts and no external assets.
@@ -121,26 +124,25 @@ def _totals(expl, scores=None, logit=None) -> str:
     return text
 
 
-def _header(expl) -> str:
-    method = _esc(_get(expl, "method", ""))
-    label = _esc(_get(expl, "label_name", _get(expl, "label", "")))
-    prob = _get(expl, "probability")
-    target = _esc(_get(expl, "target_name", _get(expl, "target", "")))
-    parts = [f"predicted <b>{label}</b>"]
-    if prob is not None:
-        parts[-1] += f" (p = {float(prob):.3f})"
-    if _get(expl, "class_scores") is None:
-        parts.append(f"explained class <b>{target}</b>")
-    contrast = _get(expl, "contrast_name", _get(expl, "contrast"))
-    if contrast is not None:
-        parts[-1] += f" against <b>{_esc(contrast)}</b>"
-    parts.append(f"method <b>{method}</b>")
-    windows = _get(expl, "windows") or 1
-    if windows > 1:
-        parts.append(f"{windows} windows")
-    ident = _get(expl, "id")
-    if ident is not None:
-        parts.insert(0, f"id <b>{_esc(ident)}</b>")
+def _header(expl, shared: bool = True, method: bool = True) -> str:
+    """The head line of a heatmap: (``shared``) the id, prediction, explained class and windows — what
+    every method of a text shares — and (``method``) the method."""
+    parts = []
+    if shared:
+        ident, prob = _get(expl, "id"), _get(expl, "probability")
+        if ident is not None:
+            parts.append(f"id <b>{_esc(ident)}</b>")
+        label = _esc(_get(expl, "label_name", _get(expl, "label", "")))
+        parts.append(f"predicted <b>{label}</b>" + ("" if prob is None else f" (p = {float(prob):.3f})"))
+        explained = (f"explained class <b>{_esc(_get(expl, 'target_name', _get(expl, 'target', '')))}</b>"
+                     if _get(expl, "class_scores") is None else "every class")
+        contrast = _get(expl, "contrast_name", _get(expl, "contrast"))
+        parts.append(explained + ("" if contrast is None else f" against <b>{_esc(contrast)}</b>"))
+        windows = _get(expl, "windows") or 1
+        if windows > 1:
+            parts.append(f"{windows} windows")
+    if method:
+        parts.append(f"method <b>{_esc(_get(expl, 'method', ''))}</b>")
     return " · ".join(parts)
 
 
@@ -163,46 +165,112 @@ def _small(text: str) -> str:
     return f'<div class="lrpk-key" style="font-size:0.8em;color:#555;margin:0.2em 0">{text}</div>'
 
 
-def _per_class(expl, tokens, special) -> str:
-    """``target="all"``: one ``<details>`` per class, the predicted one open."""
+def _classes(expl):
+    """``target="all"``: (index, name, scores, explained logit, title) per class."""
     names = _get(expl, "class_names") or [str(k) for k in range(len(_get(expl, "class_scores")))]
     logits = _get(expl, "logits") or []
-    contrast = _get(expl, "contrast")
-    blocks = []
+    contrast, label = _get(expl, "contrast"), _get(expl, "label")
     for k, (name, scores) in enumerate(zip(names, _get(expl, "class_scores"))):
         logit = logits[k] - (logits[contrast] if contrast is not None else 0.0) if logits else None
-        opened = " open" if k == _get(expl, "label") else ""
-        blocks.append(f"<details{opened}><summary>class <b>{_esc(name)}</b></summary>"
-                      f"{_small(_key(expl, name) + ' · ' + _totals(expl, scores, logit))}"
-                      f"{_token_spans(tokens, [float(s) for s in scores], special)}</details>")
+        title = f"class <b>{_esc(name)}</b>" + (" (predicted)" if k == label else "")
+        yield k, name, [float(s) for s in scores], logit, title
+
+
+def _picked(expl, k: int, content: str) -> str:
+    """``content`` shown when the page's class picker selects class ``k`` (or the predicted class)."""
+    shown = f"lrpk-cls lrpk-k{k}" + (" lrpk-pred" if k == _get(expl, "label") else "")
+    return f'<div class="{shown}">{content}</div>'
+
+
+def _class_heads(expl) -> str:
+    """Per class, its title and colour key, each shown by the class picker."""
+    return "".join(_picked(expl, k, _small(f"{title} · {_key(expl, name)}")) for k, name, _, _, title in _classes(expl))
+
+
+def _per_class(expl, tokens, special, picker: bool = False, grouped: bool = False) -> str:
+    """``target="all"``: a block per class — a ``<details>`` each, the predicted one open, or with
+    ``picker`` one that the page's class picker shows (:func:`_class_picker`; ``grouped``: its title
+    and key are in the group's head)."""
+    blocks = []
+    for k, name, scores, logit, title in _classes(expl):
+        body = _small(_totals(expl, scores, logit)) + _token_spans(tokens, scores, special)
+        if picker:
+            head = "" if grouped else _small(f"{title} · {_key(expl, name)}")
+            blocks.append(_picked(expl, k, head + body))
+        else:
+            opened = " open" if k == _get(expl, "label") else ""
+            blocks.append(f"<details{opened}><summary>{title}</summary>{_small(_key(expl, name))}{body}</details>")
     return "".join(blocks)
 
 
+def _class_picker(explanations) -> tuple[str, str]:
+    """``target="all"`` on a page: radio buttons that show one class in every heatmap at once (CSS
+    ``:checked`` rules, no script). (CSS, the buttons); empty when no explanation has every class."""
+    names = next((_get(e, "class_names") or [str(k) for k in range(len(_get(e, "class_scores")))]
+                  for e in explanations if _get(e, "class_scores") is not None), None)
+    if names is None:
+        return "", ""
+    css = [".lrpk-cls { display: none; }", "#lrpk-pick-p:checked ~ .lrpk-page .lrpk-pred { display: block; }"]
+    css += [f"#lrpk-pick-{k}:checked ~ .lrpk-page .lrpk-k{k} {{ display: block; }}" for k in range(len(names))]
+    options = [("p", "the predicted class")] + [(str(k), f"class {name}") for k, name in enumerate(names)]
+    buttons = "".join(f'<input type="radio" name="lrpk-pick" id="lrpk-pick-{key}"{" checked" if key == "p" else ""}>'
+                      f'<label for="lrpk-pick-{key}" style="margin-right:1em">{_esc(text)}</label>'
+                      for key, text in options)
+    return "\n".join(css), (f'<span style="font-weight:600;margin-right:0.6em">show the relevance for:</span>{buttons}'
+                            '<div style="margin-bottom:0.8em"></div>')
+
+
+def _number(value: float, scale: float) -> str:
+    """``value`` with 3 significant digits; "0" when it is below 1e-4 of ``scale`` (rounding noise)."""
+    return "0" if abs(value) < 1e-4 * max(abs(scale), 1e-12) else f"{value:.3g}"
+
+
 def layers_html(expl) -> str:
-    """A token × layer table of ``expl``'s ``layers``: the relevance reaching each point (colours
-    normalized per row), its total, and what the stage after it absorbs."""
+    """A token × layer table of ``expl``'s ``layers``: per point of the residual stream its total
+    relevance, what the stage after it absorbs by kind (the kinds that absorb anything), and the
+    relevance reaching each token (colours normalized per row); closed by the explained logit."""
     layers = _get(expl, "layers")
     tokens = [shown for shown, _ in _display_tokens([str(t) for t in _get(expl, "tokens", [])])]
     special = list(_get(expl, "special", None) or [False] * len(tokens))
-    cell = 'style="padding:0.1em 0.3em;border:1px solid #eee;{}"'
-    head = "".join(f"<th {cell.format('font-weight:normal')}>{_esc(t)}</th>" for t in tokens)
+    logit = _get(expl, "target_logit")
+    scale = logit if logit is not None else max((abs(sum(r)) for r in layers["relevance"]), default=1.0)
+    kinds = [j for j, _ in enumerate(layers["kinds"]) if any(_number(a[j], scale) != "0" for a in layers["absorbed"])]
+    cell = 'style="padding:0.1em 0.35em;border:1px solid #eee;white-space:nowrap;{}"'
+    head = f"<th {cell.format('')}>Σ</th>" + "".join(f"<th {cell.format('color:#555')}>{_esc(layers['kinds'][j])}</th>"
+                                                     for j in kinds)
+    head += "".join(f"<th {cell.format('font-weight:normal')}>{_esc(t)}</th>" for t in tokens)
     rows = []
     for point, values, stage, shares in zip(layers["points"], layers["relevance"], layers["stages"], layers["absorbed"]):
+        content = special if any(v for v, sp in zip(values, special) if not sp) else None  # only [CLS]: show it
         cells = "".join(f'<td {cell.format("background-color:rgb" + str(relevance_color(v)))} title="{s:.4g}"></td>'
-                        for v, s in zip(normalized_scores(values, special), values))
-        detail = ", ".join(f"{k} {float(x):.3g}" for k, x in zip(layers["kinds"], shares))
-        rows.append(f"<tr><th {cell.format('text-align:left')}>{_esc(point)}</th>{cells}"
-                    f"<td {cell.format('')}>{sum(values):.4g}</td>"
-                    f"<td {cell.format('')} title=\"{_esc(detail)}\">{_esc(stage)}: {sum(shares):.3g}</td></tr>")
-    return ('<details><summary>relevance per layer</summary><div style="overflow-x:auto">'
-            '<table style="border-collapse:collapse;font-size:0.75em">'
-            f"<tr><th></th>{head}<th>Σ</th><th>absorbed after (hover: by kind)</th></tr>{''.join(rows)}"
+                        for v, s in zip(normalized_scores(values, content), values))
+        absorbed = "".join(f"<td {cell.format('color:#555')} title=\"absorbed by {_esc(stage)}\">"
+                           f"{_number(shares[j], scale)}</td>" for j in kinds)
+        rows.append(f"<tr><th {cell.format('text-align:left')}>{_esc(point)}</th>"
+                    f"<td {cell.format('')}>{sum(values):.4g}</td>{absorbed}{cells}</tr>")
+    if logit is not None:
+        rows.append(f"<tr><th {cell.format('text-align:left')}>explained logit</th><td {cell.format('')}>"
+                    f"{float(logit):.4g}</td><td colspan=\"{len(kinds) + len(tokens)}\"></td></tr>")
+    note = ("rows: the input of each block; Σ: the relevance reaching it; "
+            + ", ".join(layers["kinds"][j] for j in kinds) + ": what the block after it absorbs (a row's Σ plus "
+            "all absorbed from it on is the explained logit); cells: relevance per token, colours normalized per row")
+    return (f'<details open><summary>relevance per layer</summary>{_small(note)}<div style="overflow-x:auto">'
+            f'<table style="border-collapse:collapse;font-size:0.75em"><tr><th></th>{head}</tr>{"".join(rows)}'
             "</table></div></details>")
 
 
-def explanation_html(expl) -> str:
+def _card(head: str, body: str) -> str:
+    return ('<div class="lrpk-expl" style="margin:0 0 1.2em 0;padding:0.6em 0.8em;border:1px solid #ddd;'
+            'border-radius:6px">'
+            f'<div class="lrpk-head" style="font-size:0.85em;color:#555;margin-bottom:0.4em">{head}</div>'
+            f"{body}</div>")
+
+
+def explanation_html(expl, grouped: bool = False, picker: bool = False) -> str:
     """An HTML fragment for one explanation (an :class:`~lrp_kernels.Explanation` or its dict).
 
+    ``grouped``: one of several methods of a text (:func:`explanations_html` states what they share
+    once, and the card names its method). ``picker``: the page has a class picker (``target="all"``).
     Inline styles only, so it renders the same in Jupyter (``_repr_html_``) and in a page.
     """
     tokens = [str(t) for t in _get(expl, "tokens", [])]
@@ -211,17 +279,13 @@ def explanation_html(expl) -> str:
         raise ValueError(f"explanation has {len(tokens)} tokens but {len(scores)} scores")
     special = list(_get(expl, "special", None) or [False] * len(tokens))
     if _get(expl, "class_scores") is not None:
-        body = _per_class(expl, tokens, special)
+        body = _per_class(expl, tokens, special, picker, grouped)
     else:
-        body = _small(_key(expl) + " · " + _totals(expl, scores)) + _token_spans(tokens, scores, special)
+        key = "" if grouped else _small(_key(expl))
+        body = key + _small(_totals(expl, scores)) + _token_spans(tokens, scores, special)
     if _get(expl, "layers"):
         body += layers_html(expl)
-    return (
-        '<div class="lrpk-expl" style="margin:0 0 1.2em 0;padding:0.6em 0.8em;border:1px solid #ddd;'
-        'border-radius:6px">'
-        f'<div class="lrpk-head" style="font-size:0.85em;color:#555;margin-bottom:0.4em">{_header(expl)}</div>'
-        f"{body}</div>"
-    )
+    return _card(_header(expl, shared=not grouped), body)
 
 
 def legend_html(target_name: str | None = None) -> str:
@@ -244,25 +308,40 @@ def _groups(explanations) -> list[list]:
     return groups
 
 
-def explanations_html(explanations) -> str:
+def group_html(group, picker: bool = False) -> str:
+    """Several methods' explanations of one text: what they share once (id, prediction, explained
+    class and its colours), then a card per method side by side (wrapping on narrow screens)."""
+    first = group[0]
+    every = _get(first, "class_scores") is not None
+    key, heads = ("", _class_heads(first) if picker else "") if every else (" · " + _key(first), "")
+    width = "32em" if _get(first, "layers") else "20em"  # the layer tables need room
+    cells = "".join(f'<div style="flex:1 1 0;min-width:{width}">{explanation_html(e, True, picker)}</div>'
+                    for e in group)
+    return ('<div class="lrpk-group" style="margin:0 0 0.4em 0">'
+            f'<div class="lrpk-head" style="font-size:0.85em;color:#555;margin-bottom:0.3em">{_header(first, method=False)}'
+            f"{key}</div>{heads}"
+            f'<div class="lrpk-row" style="display:flex;flex-wrap:wrap;gap:0.8em;align-items:flex-start">{cells}</div></div>')
+
+
+def explanations_html(explanations, picker: bool = False) -> str:
     """The legend and every explanation; several methods of one text side by side (a fragment)."""
     parts = [legend_html()]
     for group in _groups(explanations):
-        if len(group) == 1:
-            parts.append(explanation_html(group[0]))
-            continue
-        cells = "".join(f'<div style="flex:1 1 0;min-width:16em">{explanation_html(e)}</div>' for e in group)
-        parts.append(f'<div class="lrpk-row" style="display:flex;gap:0.8em;align-items:flex-start">{cells}</div>')
+        parts.append(explanation_html(group[0], picker=picker) if len(group) == 1 else group_html(group, picker))
     return "\n".join(parts)
 
 
 def render_html(explanations, title: str = "lrp-kernels explanations", intro: str | None = None) -> str:
-    """A standalone HTML page (no scripts, no external assets) with one heatmap per explanation."""
+    """A standalone HTML page (no scripts, no external assets) with one heatmap per explanation; with
+    ``target="all"`` a class picker above them."""
+    explanations = list(explanations)
     intro_html = f"<p>{_esc(intro)}</p>" if intro else ""
+    css, picker = _class_picker(explanations)
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        f"<title>{_esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-        f"<h1>{_esc(title)}</h1>\n{intro_html}\n{explanations_html(explanations)}\n</body>\n</html>\n"
+        f"<title>{_esc(title)}</title>\n<style>{_CSS}{css}</style>\n</head>\n<body>\n"
+        f"<h1>{_esc(title)}</h1>\n{intro_html}\n{picker}\n"
+        f'<div class="lrpk-page">{explanations_html(explanations, picker=bool(picker))}</div>\n</body>\n</html>\n'
     )
 
 

@@ -48,7 +48,8 @@ def test_target_all_gives_every_class_and_equals_one_run_per_class(ckpt, run_cli
         assert all(_close(e["class_scores"][k], s["scores"]) for e, s in zip(every, single))
     assert all(r["scores"] == r["class_scores"][r["label"]] and r["target"] == r["label"] for r in every)
     html = page.read_text(encoding="utf-8")
-    assert html.count("<details") == 2 * 2 and "class <b>neg&lt;b&gt;</b>" in html  # the reader picks a class
+    assert html.count('<input type="radio" name="lrpk-pick"') == 3 and "class neg&lt;b&gt;</label>" in html
+    assert html.count('class="lrpk-cls lrpk-k') == 2 * 2 and html.count(" lrpk-pred\"") == 2  # the predicted one each
 
 
 def test_contrast_explains_the_difference_of_two_logits(ckpt, run_cli):

@@ -137,3 +137,36 @@ def test_png_has_a_colour_bar_naming_the_class(tmp_path):
     labels = [t.get_text() for ax in fig.axes for t in ax.get_xticklabels()]
     assert labels == ["speaks against pos", "0", "supports pos"]
     assert any("red = supports pos" in t.get_text() for t in fig.texts)
+
+
+def test_several_methods_of_a_text_share_one_head():
+    one, two = (_explanation(["[CLS]", "good", "[SEP]"], [0.0, 1.0, 0.0], special=[True, False, True], method=m)
+                for m in ("attnlrp", "cp_lrp"))
+    page = render_html([one, two])
+    assert page.count("predicted <b>pos</b>") == 1 and page.count("speaks against pos") == 1
+    assert "method <b>attnlrp</b>" in page and "method <b>cp_lrp</b>" in page and page.count('class="lrpk-row"') == 1
+
+
+def test_a_page_of_every_class_has_a_class_picker_without_scripts():
+    expl = _explanation(["[CLS]", "a", "[SEP]"], [0.0, 1.0, 0.0], special=[True, False, True])
+    expl.class_scores, expl.class_names, expl.logits = [[0.0, -1.0, 0.0], [0.0, 1.0, 0.0]], ["<n>", "p"], [0.1, 0.9]
+    page = render_html([expl])
+    assert page.count('type="radio"') == 3 and "class &lt;n&gt;</label>" in page and "<script" not in page
+    assert "#lrpk-pick-0:checked ~ .lrpk-page .lrpk-k0 { display: block; }" in page
+    assert 'class="lrpk-cls lrpk-k1 lrpk-pred"' in page and "<details" not in page
+    assert explanation_html(expl).count("<details") == 2  # a fragment (Jupyter) keeps one block per class
+
+
+def test_the_layer_table_shows_totals_absorbed_shares_and_the_logit():
+    expl = _explanation(["[CLS]", "good", "[SEP]"], [0.5, 1.0, 0.0], special=[True, False, True])
+    expl.logits = [0.0, 2.0]
+    expl.layers = {"points": ["embedding_sum", "encoder_output"], "stages": ["embeddings", "head"],
+                   "kinds": ["bias", "norm", "softmax"], "relevance": [[0.5, 1.0, 0.0], [1.75, 0.0, 0.0]],
+                   "absorbed": [[0.0, 0.25, 1e-9], [0.25, 0.0, 0.0]]}
+    fragment = explanation_html(expl)
+    assert "<details open><summary>relevance per layer" in fragment
+    assert ">bias</th>" in fragment and ">norm</th>" in fragment and ">softmax</th>" not in fragment  # noise only
+    assert ">1.5</td>" in fragment and ">1.75</td>" in fragment and "explained logit</th>" in fragment
+    cls_cell = re.search(r"encoder_output</th>(?:<td[^>]*>[^<]*</td>){3}<td [^>]*background-color:rgb(\([^)]*\))",
+                         fragment)
+    assert cls_cell.group(1) == str(relevance_color(1.0))  # relevance on [CLS] alone is shown, not white
