@@ -41,6 +41,7 @@ def test_demo_fine_tunes_once_then_uses_the_cache(setup, tmp_path, monkeypatch, 
     page = (out / "index.html").read_text(encoding="utf-8")
     assert page.count('class="lrpk-expl"') == 2 * 3  # 2 sentences x 3 methods
     assert "<h2>Evaluation</h2>" in page and "data:image/png;base64," in page
+    assert "<th>acc@1 ↓</th>" in page and "<code>abpc ↑</code>: area between" in page  # every metric explained
     for name in ("explanations.jsonl", "heatmaps_attnlrp.png", "evaluation/index.html", "evaluation/summary.csv",
                  "evaluation/report.md"):
         assert (out / name).is_file(), name

@@ -234,18 +234,18 @@ def _facts(model: Model, shown: Shown, summary: dict, evaluate_seconds: float, t
 
 
 def _index_page(facts: list[str], shown: Shown, label_names, summary: dict, out: Path) -> str:
-    from lrp_kernels.evaluation.report import html_page, html_table, png_html
-    from lrp_kernels.visualization import explanation_html, legend_html
+    from lrp_kernels.evaluation.report import html_page, metric_table_html, png_html
+    from lrp_kernels.visualization import group_html, legend_html
 
     parts = ["<h1>lrp-kernels demo: MiniLM on SST-2</h1>", "<ul>" + "".join(f"<li>{f}</li>" for f in facts) + "</ul>",
              "<h2>Heatmaps</h2>", legend_html()]
     for i, sentence in enumerate(shown.sentences):
         gold = html.escape(label_names[shown.gold[i]])
         parts.append(f"<h3>{html.escape(sentence)} <small>(gold: {gold})</small></h3>")
-        parts += [explanation_html(explanations[i]) for explanations in shown.explained.values()]
+        parts.append(group_html([explanations[i] for explanations in shown.explained.values()]))
     parts += ["<h2>Evaluation</h2>",
               "<p>Full tables, plots and word ranks: <a href=\"evaluation/index.html\">evaluation/index.html</a>"
-              " (also <code>evaluation/report.md</code> and the CSV files).</p>", html_table(*summary_table(summary))]
+              " (also <code>evaluation/report.md</code> and the CSV files).</p>", metric_table_html(*summary_table(summary))]
     for name in ("deletion.png", "faithfulness.png"):
         if (out / "evaluation" / name).is_file():
             parts.append(png_html(name, out / "evaluation" / name))

@@ -17,13 +17,13 @@ Files (in the output directory):
 from __future__ import annotations
 
 import base64
-import contextlib
 import csv
 import html
 import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from lrp_kernels.evaluation.columns import definitions, with_direction
 from lrp_kernels.evaluation.items import Item
 
 
@@ -77,103 +77,6 @@ def summary_rows(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
         r += [round(row["attribution_seconds"], 3)]
         rows.append(r)
     return header, rows
-
-
-@contextlib.contextmanager
-def _figure(path: Path, **subplots: Any):
-    """A matplotlib figure and its axes, laid out, saved to ``path`` (120 dpi) and closed on exit."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(**subplots)
-    try:
-        yield fig, ax
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-    finally:
-        plt.close(fig)
-
-
-def _label_curves(ax, xlabel: str, ylabel: str, title: str) -> None:
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-
-
-def _plot_deletion(path: Path, results) -> Path | None:
-    rows = [(m, r["deletion"]) for m, r in results["methods"].items() if "deletion" in r]
-    if not rows or all(d.n_examples == 0 for _, d in rows):
-        return None
-    with _figure(path, figsize=(6.4, 4.2)) as (_, ax):
-        for method, d in rows:
-            ax.plot([0] + d.ks, [1.0] + d.accuracy, marker="o", markersize=3, label=method,
-                    linestyle="--" if method == "random" else "-")
-        _label_curves(ax, "top-k tokens replaced", "accuracy", f"Word deletion ({rows[0][1].n_examples} examples)")
-    return path
-
-
-def _plot_abpc(path: Path, results) -> Path | None:
-    rows = [(m, r["abpc"]) for m, r in results["methods"].items() if "abpc" in r]
-    if not rows:
-        return None
-    with _figure(path, figsize=(6.4, 4.2)) as (_, ax):
-        for i, (method, a) in enumerate(rows):
-            color = f"C{i % 10}"
-            ax.plot(a.fractions, a.morf, color=color, label=f"{method} (ABPC {a.abpc:.2f})")
-            ax.plot(a.fractions, a.lerf, color=color, linestyle=":")
-        _label_curves(ax, "fraction of tokens replaced (solid: most relevant first, dotted: least)", "target logit",
-                      "Perturbation curves")
-    return path
-
-
-def _plot_agreement(path: Path, methods: list[str], agreement) -> Path | None:
-    if not agreement:
-        return None
-    n = len(methods)
-    matrix = [[agreement[(a, b)][0] for b in methods] for a in methods]
-    with _figure(path, figsize=(1.0 + 0.6 * n, 0.8 + 0.55 * n)) as (fig, ax):
-        im = ax.imshow(matrix, cmap="RdBu_r", vmin=-1, vmax=1)
-        ax.set_xticks(range(n), methods, rotation=45, ha="right", fontsize=7)
-        ax.set_yticks(range(n), methods, fontsize=7)
-        for i in range(n):
-            for j in range(n):
-                v = matrix[i][j]
-                ax.text(j, i, "" if math.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=6)
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="mean Spearman ρ")
-        ax.set_title("Method agreement", fontsize=9)
-    return path
-
-
-def _faithfulness_panels(results) -> list[tuple[str, list[float]]]:
-    methods = list(results["methods"])
-    rows = [results["methods"][m] for m in methods]
-    panels = []
-    if "aopc" in rows[0]:
-        panels.append(("AOPC comprehensiveness ↑", [r["aopc"].comprehensiveness for r in rows]))
-        panels.append(("AOPC sufficiency ↓", [r["aopc"].sufficiency for r in rows]))
-    if "abpc" in rows[0]:
-        panels.append(("ABPC ↑", [r["abpc"].abpc for r in rows]))
-    return panels
-
-
-def _plot_faithfulness(path: Path, results) -> Path | None:
-    methods = list(results["methods"])
-    panels = _faithfulness_panels(results)
-    if not panels:
-        return None
-    with _figure(path, nrows=1, ncols=len(panels), figsize=(3.4 * len(panels), 3.4)) as (_, axes):
-        axes = axes if len(panels) > 1 else [axes]
-        for ax, (title, values) in zip(axes, panels):
-            ax.bar(range(len(methods)), values, color=[f"C{i % 10}" for i in range(len(methods))])
-            ax.set_xticks(range(len(methods)), methods, rotation=60, ha="right", fontsize=7)
-            ax.set_title(title, fontsize=9)
-            ax.axhline(0, color="black", linewidth=0.5)
-            ax.grid(axis="y", alpha=0.3)
-    return path
 
 
 def item_explanation(item: Item, method: str, id2label: dict[int, str]) -> dict[str, Any]:
@@ -239,13 +142,28 @@ def html_page(title: str, parts: Sequence[str]) -> str:
             + "\n".join(parts) + "\n</body>\n</html>\n")
 
 
-EXPLANATIONS = {
-    "acc@k": "accuracy after replacing the k most relevant tokens (lower = more faithful)",
-    "deletion_mean_acc": "mean of acc@1…acc@10 (lower = more faithful)",
-    "aopc_comprehensiveness": "mean drop of p(target) when the top 10…100 % tokens are removed (higher = better)",
-    "aopc_sufficiency": "mean drop of p(target) when only the top 10…100 % tokens are kept (lower = better)",
-    "abpc": "area between the least- and most-relevant-first curves of the target logit (higher = better)",
-}
+AGREEMENT_NOTE = ("mean Spearman ρ between two methods' token rankings over the examples (1: the same ranking, "
+                  "0: unrelated, −1: reversed); no better direction: it shows which methods agree")
+WORD_RANK_NOTE = ("score: a word's attribution divided by the largest |attribution| of its example, averaged over "
+                  "the examples it appears in (count); per explained class, the top words first")
+
+
+def metric_table_md(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    """A Markdown table whose metric columns show their direction (↑/↓), then a definition per metric."""
+    return ([_md_table([with_direction(h) for h in header], rows), ""]
+            + [f"- `{name}`: {definition}" for name, definition in definitions(header)])
+
+
+def metric_table_html(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """An HTML table whose metric columns show their direction (↑/↓), then a definition per metric."""
+    items = "".join(f"<li><code>{html.escape(name)}</code>: {html.escape(definition)}</li>"
+                    for name, definition in definitions(header))
+    return (html_table([with_direction(h) for h in header], rows)
+            + f'<ul style="font-size:0.85em">{items}<li>↑ higher is better, ↓ lower is better</li></ul>')
+
+
+def _note(text: str) -> str:
+    return f'<p style="font-size:0.85em;color:#555">{html.escape(text)}</p>'
 
 
 def _per_method(results: dict[str, Any], key: str):
@@ -307,12 +225,14 @@ class _Report:
         write_csv(self.out / "cross_dataset.csv", header, rows)
 
     def write_plots(self) -> None:
+        from lrp_kernels.evaluation import figures
+
         out, results = self.out, self.results
         plots = {
-            "deletion.png": _plot_deletion(out / "deletion.png", results),
-            "perturbation_curves.png": _plot_abpc(out / "perturbation_curves.png", results),
-            "faithfulness.png": _plot_faithfulness(out / "faithfulness.png", results),
-            "agreement.png": _plot_agreement(out / "agreement.png", self.methods, self.agreement),
+            "deletion.png": figures.plot_deletion(out / "deletion.png", results),
+            "perturbation_curves.png": figures.plot_perturbation(out / "perturbation_curves.png", results),
+            "faithfulness.png": figures.plot_faithfulness(out / "faithfulness.png", results),
+            "agreement.png": figures.plot_agreement(out / "agreement.png", self.methods, self.agreement),
         }
         self.plots = {name: path for name, path in plots.items() if path is not None}
 
@@ -326,15 +246,13 @@ class _Report:
 
     def markdown(self) -> str:
         md = [f"# {self.info['title']}", "", self.setup(), "", "## Faithfulness", "",
-              _md_table(self.header, self.rows), ""]
-        md += [f"- `{k}`: {v}" for k, v in EXPLANATIONS.items()]
-        md.append("")
+              *metric_table_md(self.header, self.rows), "- ↑ higher is better, ↓ lower is better", ""]
         md += [f"![{name}]({name})" for name in self.plots]
         if "word_rank" in self.first:
-            md += ["", "## Word rank (top words by mean normalized attribution)", "",
+            md += ["", "## Word rank (top words by mean normalized attribution)", "", WORD_RANK_NOTE, "",
                    _md_table(["method", "class", "top words"], self._top_words())]
         if self.agreement:
-            md += ["", "## Method agreement (mean Spearman ρ over examples)", "",
+            md += ["", "## Method agreement (mean Spearman ρ over examples)", "", AGREEMENT_NOTE, "",
                    _md_table(["method"] + self.methods, self._agreement_rows())]
         return "\n".join(md) + "\n"
 
@@ -350,29 +268,27 @@ class _Report:
 
     def index_html(self, heatmaps: int) -> str:
         parts = [f"<h1>{html.escape(self.info['title'])}</h1>", f"<p>{html.escape(self.setup().replace('`', ''))}</p>",
-                 "<h2>Faithfulness</h2>", html_table(self.header, self.rows), "<ul>"]
-        parts += [f"<li><code>{html.escape(k)}</code>: {html.escape(v)}</li>" for k, v in EXPLANATIONS.items()]
-        parts.append("</ul>")
+                 "<h2>Faithfulness</h2>", metric_table_html(self.header, self.rows)]
         parts += [png_html(name, path) for name, path in self.plots.items()]
         if "word_rank" in self.first:
-            parts += ["<h2>Word rank</h2>",
+            parts += ["<h2>Word rank</h2>", _note(WORD_RANK_NOTE),
                       html_table(["method", "class", "rank", "word", "score", "count"], self._word_rows(max_rank=5))]
         if self.agreement:
-            parts += ["<h2>Method agreement (mean Spearman ρ)</h2>",
+            parts += ["<h2>Method agreement (mean Spearman ρ)</h2>", _note(AGREEMENT_NOTE),
                       html_table(["method"] + self.methods, self._agreement_rows())]
         if heatmaps > 0:
             parts += self._heatmaps(heatmaps)
         return html_page(self.info["title"], parts)
 
     def _heatmaps(self, count: int) -> list[str]:
-        from lrp_kernels.visualization import explanation_html, legend_html
+        from lrp_kernels.visualization import group_html, legend_html
 
         parts = ["<h2>Heatmaps</h2>", legend_html()]
         for i in range(min(count, len(self.by_method[self.methods[0]]))):
             label = self.by_method[self.methods[0]][i].label
             gold = "" if label is None else f" (gold: {self.id2label.get(label, label)})"
             parts.append(f"<h3>Example {i}{html.escape(gold)}</h3>")
-            parts += [explanation_html(item_explanation(self.by_method[m][i], m, self.id2label)) for m in self.methods]
+            parts.append(group_html([item_explanation(self.by_method[m][i], m, self.id2label) for m in self.methods]))
         return parts
 
     def summary(self) -> dict[str, Any]:
