@@ -60,6 +60,11 @@ def test_contrast_explains_the_difference_of_two_logits(ckpt, run_cli):
     assert by_index == by_name and by_index["contrast"] == 0 and by_index["contrast_name"] == "neg<b>"
     assert _close(by_index["scores"], [a - b for a, b in zip(one["scores"], zero["scores"])])
     assert abs(by_index["target_logit"] - (by_index["logits"][1] - by_index["logits"][0])) < 1e-6
+    predicted = run_cli("explain", "--model", ckpt, "--no-progress", "--contrast", by_index["label"], "good film")
+    assert predicted.status == 0 and not any(json.loads(predicted.out)["scores"])
+    assert predicted.err.splitlines() == ["lrp-kernels explain: warning: some texts are predicted as the --contrast "
+                                          "class: their scores are all 0 (give --target to explain another class "
+                                          "against it)"]
 
 
 def test_stride_explains_long_texts_whole_as_the_library_does(ckpt, documents, run_cli, tmp_path):

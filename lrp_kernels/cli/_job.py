@@ -103,6 +103,9 @@ class ExplainJob:
             warnings.filterwarnings("ignore", message=TRUNCATION_WARNING)  # create() reported them
             explanations = self.explainer.explain(texts, pairs, batch_size=self.batch_size, bucket=False,
                                                   **self.settings.explain_kwargs())
+        if any(e.contrast is not None and e.contrast == e.target for e in explanations):
+            warnings.warn("some texts are predicted as the --contrast class: their scores are all 0 (give --target "
+                          "to explain another class against it)", stacklevel=2)
         records = []
         for n, explanation in enumerate(explanations):  # text-major: text 0 by every method, text 1, …
             extra = {} if self.computed_from is None else {"computed_from": self.computed_from[explanation.method]}
