@@ -256,11 +256,13 @@ def _class(option: str, value: str | None, explainer, every: bool = False) -> in
 def _intro(args: argparse.Namespace, job: ExplainJob) -> str:
     """One line above the heatmaps: the model, the texts and what was explained."""
     settings = job.settings
-    parts = [f"model {args.model}", f"{len(job.records)} texts", "methods " + ", ".join(settings.methods)]
+    n, several = len(job.records), len(settings.methods) > 1
+    parts = [f"model {args.model}", f"{n} text{'s' if n > 1 else ''}",
+             f"method{'s' if several else ''} " + ", ".join(settings.methods)]
     parts.append("every class" if settings.target == ALL else "the predicted class" if settings.target is None
-                 else f"class {job.explainer._name(settings.target)}")
+                 else f"class {job.explainer.id2label.get(settings.target, settings.target)}")
     if settings.contrast is not None:
-        parts[-1] += f" against {job.explainer._name(settings.contrast)}"
+        parts[-1] += f" against {job.explainer.id2label.get(settings.contrast, settings.contrast)}"
     if settings.stride is not None:
         parts.append(f"texts over {job.explainer.encoder.max_length} tokens in windows sharing {settings.stride}")
     return "; ".join(parts)
@@ -295,7 +297,7 @@ def _to_file(job: ExplainJob, args: argparse.Namespace, device) -> int:
         elif job.rank == 0:
             merged = sink.merge(job.order())
             _write_pictures(merged, args, job)
-            print(f"wrote {len(merged)} explanations to {output}"
+            print(f"wrote {len(merged)} explanation{'s' if len(merged) != 1 else ''} to {output}"
                   + (f" and {args.html}" if args.html else "") + (f" and {args.png}" if args.png else ""),
                   file=sys.stderr)
         if group is not None:
