@@ -12,8 +12,9 @@ The options map onto :meth:`~lrp_kernels.explainer.Explainer.explain`: ``--targe
 index, a label name or ``all``: ``class_scores``/``class_names`` hold every class), ``--contrast``
 (explain logit_target − logit_contrast), ``--stride`` (texts longer than ``--max-length`` tokens
 are explained in windows sharing that many tokens; ``windows`` counts them; without it they are
-truncated, with one warning), ``--layers`` (the relevance per layer: the ``layers`` field, a token ×
-layer table in ``--html``), ``--methods`` and ``--merge-subwords``.
+truncated, with one warning), ``--layers`` (the relevance per layer: the ``layers`` field — with
+``--target all`` that of the predicted class —, a token × layer table in ``--html``), ``--methods``
+and ``--merge-subwords``.
 
 Restartable: texts are tokenized up front and cut into fixed, length-bucketed batches (an
 :class:`~lrp_kernels.cli._job.ExplainJob`); results are appended to ``--output`` batch by batch and
