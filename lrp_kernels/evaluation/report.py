@@ -110,7 +110,7 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def html_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """An HTML table; floats with 3 decimals, None as an empty cell."""
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    head = "".join(f"<th>{html.escape(str(h)).replace('_', '_<wbr>')}</th>" for h in header)  # long names may break
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(_fmt(v, 3) if isinstance(v, float) else str(v))}</td>" for v in r)
         + "</tr>" for r in rows)
@@ -124,7 +124,7 @@ def png_html(name: str, path: Path) -> str:
 
 
 _PAGE_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em; color: #222; max-width: 1200px; }
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em; color: #222; max-width: 1440px; }
 table { border-collapse: collapse; font-size: 0.8em; margin: 0.5em 0 1.5em 0; }
 th, td { border: 1px solid #ddd; padding: 0.25em 0.5em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
