@@ -10,6 +10,9 @@ the full range. Special tokens ([CLS], [SEP]) are shown in grey and take no part
 normalization (they often collect large relevance that says nothing about words).
 
 Each HTML block states the total relevance, the explained logit and their ratio (conservation).
+Scores that are not relevance — Gradient Sensitivity's norms, attention (LAT, rollout), the random
+control — have no sign and do not add up to a logit: their blocks say so, and red is "a larger
+score" there, not support for a class.
 Explanations of the same text by several methods stand side by side under one head (id,
 prediction, explained class and its colours, stated once). With ``target="all"`` a page gets a
 class picker (radio buttons and CSS ``:checked`` rules, no script) that shows one class — or each
@@ -104,17 +107,35 @@ def _class_words(expl, target_name=None) -> tuple[str, str]:
     return f"supports {target} over {contrast}", f"supports {contrast} over {target}"
 
 
+UNSIGNED = "red: a larger score (unsigned: not support for a class)"
+
+
 def _key(expl, target_name=None) -> str:
-    """The legend of one heatmap: the colours for its explained class."""
+    """The legend of one heatmap: the colours for its explained class (scores that are not
+    relevance — gradient norms, attention, the random control — have no sign: red = larger)."""
+    if not _is_relevance(_get(expl, "method")):
+        return f'{_BAR} <span style="color:rgb{_POSITIVE}">{UNSIGNED}</span>'
     red, blue = _class_words(expl, target_name)
     return (f'<span style="color:rgb{_NEGATIVE}">blue: {_esc(blue)}</span> {_BAR} '
             f'<span style="color:rgb{_POSITIVE}">red: {_esc(red)}</span>')
 
 
+def _is_relevance(method) -> bool:
+    """Whether a method's scores are relevance, meant to add up to the explained logit (the LRP rules,
+    Gradient × Input, integrated gradients; not gradient norms, attention maps or the random control)."""
+    from lrp_kernels.methods import REGISTRY
+
+    spec = REGISTRY.get(method) if isinstance(method, str) else None
+    return spec is None or (spec.kind in ("gradient", "integrated_gradients") and not spec.norm)
+
+
 def _totals(expl, scores=None, logit=None) -> str:
-    """"Σ relevance … · explained logit … · conservation …" (as far as known)."""
+    """"Σ relevance … · explained logit … · conservation …" (as far as known); for scores that are
+    not relevance only their sum, said so."""
     scores = _get(expl, "scores", []) if scores is None else scores
     total = sum(float(s) for s in scores)
+    if not _is_relevance(_get(expl, "method")):
+        return f"Σ scores {total:.4g} · unsigned, not relevance: red = a larger score, not support for a class"
     logit = _get(expl, "target_logit") if logit is None else logit
     text = f"Σ relevance {total:.4g}"
     if logit is not None and math.isfinite(float(logit)):
@@ -313,9 +334,10 @@ def group_html(group, picker: bool = False) -> str:
     class and its colours), then a card per method side by side (wrapping on narrow screens)."""
     first = group[0]
     every = _get(first, "class_scores") is not None
-    key, heads = ("", _class_heads(first) if picker else "") if every else (" · " + _key(first), "")
+    signed = next((e for e in group if _is_relevance(_get(e, "method"))), first)  # the key of relevance, if any
+    key, heads = ("", _class_heads(signed) if picker else "") if every else (" · " + _key(signed), "")
     width = "32em" if _get(first, "layers") else "20em"  # the layer tables need room
-    cells = "".join(f'<div style="flex:1 1 0;min-width:{width}">{explanation_html(e, True, picker)}</div>'
+    cells = "".join(f'<div style="flex:1 1 0;min-width:{width};max-width:48em">{explanation_html(e, True, picker)}</div>'
                     for e in group)
     return ('<div class="lrpk-group" style="margin:0 0 0.4em 0">'
             f'<div class="lrpk-head" style="font-size:0.85em;color:#555;margin-bottom:0.3em">{_header(first, method=False)}'
@@ -375,7 +397,7 @@ def _layout(expl, max_chars: int) -> list[list[tuple[str, bool, float, bool]]]:
 
 
 def _plot_header(expl) -> str:
-    red, _ = _class_words(expl)
+    red = _class_words(expl)[0] if _is_relevance(_get(expl, "method")) else UNSIGNED[5:]
     return (f"{_get(expl, 'method', '')}: predicted {_get(expl, 'label_name', '')}"
             f" (p = {float(_get(expl, 'probability', float('nan'))):.3f}); red = {red}; {_totals(expl)}")
 

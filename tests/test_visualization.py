@@ -170,3 +170,15 @@ def test_the_layer_table_shows_totals_absorbed_shares_and_the_logit():
     cls_cell = re.search(r"encoder_output</th>(?:<td[^>]*>[^<]*</td>){3}<td [^>]*background-color:rgb(\([^)]*\))",
                          fragment)
     assert cls_cell.group(1) == str(relevance_color(1.0))  # relevance on [CLS] alone is shown, not white
+
+
+@pytest.mark.parametrize("method, relevance", [("attnlrp", True), ("grad_x_input", True),
+                                               ("integrated_gradients", True), ("gradient", False), ("lat", False),
+                                               ("rollout", False), ("random", False)])
+def test_conservation_is_stated_for_relevance_only(method, relevance):
+    expl = _explanation(["[CLS]", "good", "[SEP]"], [0.5, 1.0, 0.5], special=[True, False, True], method=method)
+    expl.logits = [0.0, 4.0]
+    fragment = explanation_html(expl)
+    assert ("conservation 0.500" in fragment) == relevance
+    assert ("Σ scores 2 · unsigned, not relevance: red = a larger score" in fragment) == (not relevance)
+    assert ("speaks against pos" in fragment) == relevance  # red is not "supports" for unsigned scores
