@@ -107,7 +107,7 @@ def _class_words(expl, target_name=None) -> tuple[str, str]:
     return f"supports {target} over {contrast}", f"supports {contrast} over {target}"
 
 
-UNSIGNED = "red: a larger score (unsigned: not support for a class)"
+UNSIGNED = "red: a larger score (unsigned: not support for a class)"  # the key of scores that are not relevance
 
 
 def _key(expl, target_name=None) -> str:
@@ -397,9 +397,9 @@ def _layout(expl, max_chars: int) -> list[list[tuple[str, bool, float, bool]]]:
 
 
 def _plot_header(expl) -> str:
-    red = _class_words(expl)[0] if _is_relevance(_get(expl, "method")) else UNSIGNED[5:]
+    red = f"red = {_class_words(expl)[0]}; " if _is_relevance(_get(expl, "method")) else ""  # else _totals says it
     return (f"{_get(expl, 'method', '')}: predicted {_get(expl, 'label_name', '')}"
-            f" (p = {float(_get(expl, 'probability', float('nan'))):.3f}); red = {red}; {_totals(expl)}")
+            f" (p = {float(_get(expl, 'probability', float('nan'))):.3f}); {red}{_totals(expl)}")
 
 
 def _colour_bar(fig, explanations, bottom: float) -> None:
