@@ -13,7 +13,7 @@ from lrp_kernels.models.families.distilbert import DistilBertClassifier
 from lrp_kernels.models.families.electra import ElectraClassifier
 from lrp_kernels.models.families.roberta import RobertaClassifier
 from lrp_kernels.models.loading import as_lrp_model, build, config_from_dict, from_hf, load_pretrained, read_config
-from lrp_kernels.models.registry import Family, family_for, register, supported_model_types
+from lrp_kernels.models.registry import Family, family, family_for, register, supported_model_types
 
 
 def __getattr__(name: str):
@@ -35,6 +35,7 @@ __all__ = [
     "as_lrp_model",
     "build",
     "config_from_dict",
+    "family",
     "family_for",
     "from_hf",
     "load_pretrained",

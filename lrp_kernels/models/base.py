@@ -33,9 +33,19 @@ class EncoderClassifier(nn.Module):
     #: the attribute that holds the encoder (``bert``, ``roberta``, …), as in transformers
     base_prefix: ClassVar[str] = "model"
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, backbone: nn.Module | None = None, **modules: nn.Module):
+        """``backbone`` becomes the attribute :attr:`base_prefix`; ``modules`` (the head) keep their names."""
         super().__init__()
         self.config = config
+        if backbone is not None:
+            setattr(self, self.base_prefix, backbone)
+        for name, module in modules.items():
+            setattr(self, name, module)
+
+    @staticmethod
+    def labels_linear(config: ModelConfig, width: int | None = None) -> nn.Linear:
+        """The final linear of a head: ``width`` (default hidden_size) → num_labels."""
+        return nn.Linear(width or config.hidden_size, config.num_labels)
 
     @property
     def backbone(self) -> nn.Module:

@@ -20,7 +20,7 @@ from lrp_kernels.errors import CheckpointError
 from lrp_kernels.models.base import EncoderClassifier
 from lrp_kernels.models.blocks import Embeddings, Pass, attention_sublayer, feed_forward_sublayer
 from lrp_kernels.models.config import ModelConfig
-from lrp_kernels.models.registry import Family, register
+from lrp_kernels.models.registry import family
 
 
 @dataclass
@@ -95,24 +95,13 @@ class AlbertBackbone(nn.Module):
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
 
 
+@family("ALBERT", "albert", config=AlbertConfig, optional=("classifier.", "albert.pooler."),
+        ignored=("predictions.", "sop_classifier.", "qa_outputs."))
 class AlbertClassifier(EncoderClassifier):
     base_prefix = "albert"
 
     def __init__(self, config: AlbertConfig):
-        super().__init__(config)
-        self.albert = AlbertBackbone(config)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        super().__init__(config, AlbertBackbone(config), classifier=self.labels_linear(config))
 
     def classify(self, hidden, p):
         return p.linear(p.linear(hidden[:, 0], self.albert.pooler, "tanh"), self.classifier)
-
-
-FAMILY = register(Family(
-    name="ALBERT",
-    model_types=("albert",),
-    classifier=AlbertClassifier,
-    config=AlbertConfig,
-    base_prefix="albert",
-    optional_prefixes=("classifier.", "albert.pooler."),
-    ignored_prefixes=("predictions.", "sop_classifier.", "qa_outputs."),
-))

@@ -11,7 +11,7 @@ from torch import nn
 from lrp_kernels.models.base import EncoderClassifier
 from lrp_kernels.models.blocks import Embeddings, Encoder, Pooler
 from lrp_kernels.models.config import ModelConfig
-from lrp_kernels.models.registry import Family, register
+from lrp_kernels.models.registry import family
 
 
 class BertBackbone(nn.Module):
@@ -23,23 +23,12 @@ class BertBackbone(nn.Module):
             self.pooler = Pooler(config)
 
 
+@family("BERT", "bert", optional=("classifier.", "bert.pooler."))
 class BertClassifier(EncoderClassifier):
     base_prefix = "bert"
 
     def __init__(self, config: ModelConfig):
-        super().__init__(config)
-        self.bert = BertBackbone(config)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        super().__init__(config, BertBackbone(config), classifier=self.labels_linear(config))
 
     def classify(self, hidden, p):
         return p.linear(self.bert.pooler(hidden[:, 0], p), self.classifier)
-
-
-FAMILY = register(Family(
-    name="BERT",
-    model_types=("bert",),
-    classifier=BertClassifier,
-    config=ModelConfig,
-    base_prefix="bert",
-    optional_prefixes=("classifier.", "bert.pooler."),
-))

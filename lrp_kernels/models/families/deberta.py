@@ -32,7 +32,7 @@ from lrp_kernels.models.base import EncoderClassifier
 from lrp_kernels.models.blocks import (DenseLayerNorm, Embeddings, Pooler, input_share, merge_heads, post_norm,
                                        run_layers, split_heads)
 from lrp_kernels.models.config import HIDDEN_ACTS, ModelConfig
-from lrp_kernels.models.registry import Family, register
+from lrp_kernels.models.registry import family
 
 TERMS = ("c2p", "p2c")
 
@@ -268,15 +268,16 @@ class DebertaBackbone(nn.Module):
         self.encoder = DebertaEncoder(config, layer)
 
 
+@family("DeBERTa-v2/v3", "deberta-v2", config=DebertaV2Config, optional=("classifier.", "pooler."),
+        ignored=("cls.", "lm_predictions.", "mask_predictions.", "qa_outputs."))
 class DebertaV2Classifier(EncoderClassifier):
     base_prefix = "deberta"
     layer: ClassVar[type[nn.Module]] = DebertaLayer
 
     def __init__(self, config: DebertaV2Config):
-        super().__init__(config)
-        self.deberta = DebertaBackbone(config, self.layer)
-        self.pooler = Pooler(config, HIDDEN_ACTS.get(config.pooler_hidden_act, config.pooler_hidden_act))
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        act = HIDDEN_ACTS.get(config.pooler_hidden_act, config.pooler_hidden_act)
+        super().__init__(config, DebertaBackbone(config, self.layer), pooler=Pooler(config, act),
+                         classifier=self.labels_linear(config))
 
     def table_index(self, length: int, device) -> torch.Tensor:
         """δ(i, j): the row of the position table that query i and key j read, [L, L]."""
@@ -318,26 +319,7 @@ class DebertaConfig(DebertaV2Config):
     intermediate_size: int = 3072
 
 
+@family("DeBERTa", "deberta", config=DebertaConfig, optional=("classifier.", "pooler."),
+        ignored=("cls.", "lm_predictions.", "qa_outputs."))
 class DebertaClassifier(DebertaV2Classifier):
     layer = DebertaV1Layer
-
-
-register(Family(
-    name="DeBERTa",
-    model_types=("deberta",),
-    classifier=DebertaClassifier,
-    config=DebertaConfig,
-    base_prefix="deberta",
-    optional_prefixes=("classifier.", "pooler."),
-    ignored_prefixes=("cls.", "lm_predictions.", "qa_outputs."),
-))
-
-FAMILY = register(Family(
-    name="DeBERTa-v2/v3",
-    model_types=("deberta-v2",),
-    classifier=DebertaV2Classifier,
-    config=DebertaV2Config,
-    base_prefix="deberta",
-    optional_prefixes=("classifier.", "pooler."),
-    ignored_prefixes=("cls.", "lm_predictions.", "mask_predictions.", "qa_outputs."),
-))

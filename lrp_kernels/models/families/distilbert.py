@@ -20,7 +20,7 @@ from torch import nn
 from lrp_kernels.models.base import EncoderClassifier
 from lrp_kernels.models.blocks import Embeddings, Encoder, Pass, attention_sublayer, feed_forward_sublayer
 from lrp_kernels.models.config import ModelConfig
-from lrp_kernels.models.registry import Family, register
+from lrp_kernels.models.registry import family
 
 
 class DistilBertConfig(ModelConfig):
@@ -73,28 +73,18 @@ class DistilBertBackbone(nn.Module):
         self.transformer = Encoder(config, TransformerBlock)
 
 
+@family("DistilBERT", "distilbert", config=DistilBertConfig, optional=("classifier.", "pre_classifier."),
+        ignored=("vocab_transform.", "vocab_layer_norm.", "vocab_projector.", "qa_outputs."))
 class DistilBertClassifier(EncoderClassifier):
     base_prefix = "distilbert"
 
     def __init__(self, config: ModelConfig):
-        super().__init__(config)
-        self.distilbert = DistilBertBackbone(config)
-        self.pre_classifier = nn.Linear(config.hidden_size, config.hidden_size)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        pre_classifier = nn.Linear(config.hidden_size, config.hidden_size)
+        super().__init__(config, DistilBertBackbone(config), pre_classifier=pre_classifier,
+                         classifier=self.labels_linear(config))
 
     def encode(self, e, p):
         return self.distilbert.transformer(self.distilbert.embeddings.normalize(p, e), p)
 
     def classify(self, hidden, p):
         return p.linear(p.linear(hidden[:, 0], self.pre_classifier, "relu"), self.classifier)
-
-
-FAMILY = register(Family(
-    name="DistilBERT",
-    model_types=("distilbert",),
-    classifier=DistilBertClassifier,
-    config=DistilBertConfig,
-    base_prefix="distilbert",
-    optional_prefixes=("classifier.", "pre_classifier."),
-    ignored_prefixes=("vocab_transform.", "vocab_layer_norm.", "vocab_projector.", "qa_outputs."),
-))

@@ -16,7 +16,7 @@ from torch import nn
 from lrp_kernels.models.base import EncoderClassifier
 from lrp_kernels.models.blocks import ClassificationHead, Embeddings, Encoder
 from lrp_kernels.models.config import ModelConfig
-from lrp_kernels.models.registry import Family, register
+from lrp_kernels.models.registry import family
 
 
 @dataclass
@@ -33,13 +33,13 @@ class ElectraBackbone(nn.Module):
         self.encoder = Encoder(config)
 
 
+@family("ELECTRA", "electra", config=ElectraConfig,
+        ignored=("discriminator_predictions.", "generator_predictions.", "generator_lm_head.", "qa_outputs."))
 class ElectraClassifier(EncoderClassifier):
     base_prefix = "electra"
 
     def __init__(self, config: ElectraConfig):
-        super().__init__(config)
-        self.electra = ElectraBackbone(config)
-        self.classifier = ClassificationHead(config, "gelu")
+        super().__init__(config, ElectraBackbone(config), classifier=ClassificationHead(config, "gelu"))
 
     def encode(self, e, p):
         h = self.electra.embeddings.normalize(p, e)
@@ -49,14 +49,3 @@ class ElectraClassifier(EncoderClassifier):
 
     def classify(self, hidden, p):
         return self.classifier(hidden[:, 0], p)
-
-
-FAMILY = register(Family(
-    name="ELECTRA",
-    model_types=("electra",),
-    classifier=ElectraClassifier,
-    config=ElectraConfig,
-    base_prefix="electra",
-    ignored_prefixes=("discriminator_predictions.", "generator_predictions.", "generator_lm_head.",
-                      "qa_outputs."),
-))

@@ -20,7 +20,7 @@ from lrp_kernels.models.base import EncoderClassifier
 from lrp_kernels.models.blocks import RMSNorm, mean_pool, merge_heads, rotary_tables, run_layers, split_heads
 from lrp_kernels.models.config import ModelConfig
 from lrp_kernels.models.families.modernbert import GATED_ACTS
-from lrp_kernels.models.registry import Family, register
+from lrp_kernels.models.registry import family
 
 POOLINGS = ("bos", "mean", "late")
 
@@ -111,14 +111,13 @@ class EuroBertBackbone(nn.Module):
         self.norm = RMSNorm(config.hidden_size, eps=config.layer_norm_eps)
 
 
+@family("EuroBERT", "eurobert", config=EuroBertConfig, optional=("classifier.", "dense."))
 class EuroBertClassifier(EncoderClassifier):
     base_prefix = "model"
 
     def __init__(self, config: EuroBertConfig):
-        super().__init__(config)
-        self.model = EuroBertBackbone(config)
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        super().__init__(config, EuroBertBackbone(config), dense=nn.Linear(config.hidden_size, config.hidden_size),
+                         classifier=self.labels_linear(config))
 
     @property
     def word_embeddings(self) -> nn.Embedding:
@@ -139,13 +138,3 @@ class EuroBertClassifier(EncoderClassifier):
             pooled = hidden[:, 0] if pooling == "bos" else mean_pool(p, hidden)
             return p.linear(p.linear(pooled, self.dense, "gelu"), self.classifier)
         return mean_pool(p, p.linear(p.linear(hidden, self.dense, "gelu"), self.classifier))
-
-
-FAMILY = register(Family(
-    name="EuroBERT",
-    model_types=("eurobert",),
-    classifier=EuroBertClassifier,
-    config=EuroBertConfig,
-    base_prefix="model",
-    optional_prefixes=("classifier.", "dense."),
-))

@@ -20,7 +20,7 @@ from lrp_kernels.errors import CheckpointError
 from lrp_kernels.models.base import EncoderClassifier
 from lrp_kernels.models.blocks import mean_pool, merge_heads, rotary_tables, run_layers
 from lrp_kernels.models.config import HIDDEN_ACTS, ModelConfig
-from lrp_kernels.models.registry import Family, register
+from lrp_kernels.models.registry import family
 
 GATED_ACTS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "silu": "silu",
               "swish": "silu"}
@@ -143,14 +143,13 @@ class _Head(nn.Module):
         self.norm = _norm(config)
 
 
+@family("ModernBERT", "modernbert", config=ModernBertConfig,
+        optional=("classifier.", "head."), ignored=("decoder.", "lm_head."))
 class ModernBertClassifier(EncoderClassifier):
     base_prefix = "model"
 
     def __init__(self, config: ModernBertConfig):
-        super().__init__(config)
-        self.model = ModernBertBackbone(config)
-        self.head = _Head(config)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        super().__init__(config, ModernBertBackbone(config), head=_Head(config), classifier=self.labels_linear(config))
 
     @property
     def word_embeddings(self) -> nn.Embedding:
@@ -174,14 +173,3 @@ class ModernBertClassifier(EncoderClassifier):
         pooled = hidden[:, 0] if self.config.classifier_pooling == "cls" else mean_pool(p, hidden)
         h = p.linear(pooled, self.head.dense, HIDDEN_ACTS[self.config.classifier_activation])
         return p.linear(p.norm(h, self.head.norm), self.classifier)
-
-
-FAMILY = register(Family(
-    name="ModernBERT",
-    model_types=("modernbert",),
-    classifier=ModernBertClassifier,
-    config=ModernBertConfig,
-    base_prefix="model",
-    optional_prefixes=("classifier.", "head."),
-    ignored_prefixes=("decoder.", "lm_head."),
-))

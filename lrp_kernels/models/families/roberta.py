@@ -12,7 +12,7 @@ from lrp_kernels.models.base import EncoderClassifier
 from lrp_kernels.models.blocks import ClassificationHead
 from lrp_kernels.models.config import ModelConfig
 from lrp_kernels.models.families.bert import BertBackbone
-from lrp_kernels.models.registry import Family, register
+from lrp_kernels.models.registry import family
 
 
 class RobertaConfig(ModelConfig):
@@ -22,13 +22,12 @@ class RobertaConfig(ModelConfig):
         return self.max_position_embeddings - self.pad_token_id - 1
 
 
+@family("RoBERTa", "roberta", "xlm-roberta", "camembert", config=RobertaConfig)
 class RobertaClassifier(EncoderClassifier):
     base_prefix = "roberta"
 
     def __init__(self, config: ModelConfig):
-        super().__init__(config)
-        self.roberta = BertBackbone(config, pooler=False)
-        self.classifier = ClassificationHead(config, "tanh")
+        super().__init__(config, BertBackbone(config, pooler=False), classifier=ClassificationHead(config, "tanh"))
 
     def position_ids(self, input_ids):
         pad = self.config.pad_token_id
@@ -37,12 +36,3 @@ class RobertaClassifier(EncoderClassifier):
 
     def classify(self, hidden, p):
         return self.classifier(hidden[:, 0], p)
-
-
-FAMILY = register(Family(
-    name="RoBERTa",
-    model_types=("roberta", "xlm-roberta", "camembert"),
-    classifier=RobertaClassifier,
-    config=RobertaConfig,
-    base_prefix="roberta",
-))
