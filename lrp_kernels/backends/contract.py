@@ -3,8 +3,7 @@
 A backend is one :class:`Backend` value: its name, the device types it runs on, a function that
 says why it cannot run here (or None), and one kernel set per rule. A kernel set is a small frozen
 dataclass of *host functions* — functions on torch tensors that run the element-wise and row-wise
-parts of one rule's forward and backward (the GEMMs stay on ``torch.matmul`` unless a backend
-declares a fused capability). The math of each rule is stated once, in ``lrp_kernels/ops/<rule>.py``;
+parts of one rule's forward and backward (the GEMMs stay on ``torch.matmul``: cuBLAS on CUDA). The math of each rule is stated once, in ``lrp_kernels/ops/<rule>.py``;
 the torch backend (``backends/torch/<rule>.py``) is the reference every other backend is tested
 against. Every field is required: a backend that has no kernel of its own for a rule passes the
 torch reference's kernel set explicitly, so nothing is found by duck typing.
@@ -40,14 +39,12 @@ class LinearKernels:
 
     ``eps_ratio(grad_z, z, eps) -> grad_z · z/(z + ε·sign z)``; ε = 0 returns ``grad_z`` unchanged.
     ``gelu_eps_ratio(grad_h, u, eps, approximate) -> grad_h · gelu(u)/u · u/(u + ε·sign u)``: the
-    identity rule of a GELU fused with the stabilizer of the linear that produced ``u``.
-    ``fused_backward`` (optional capability): ``(grad_z, z, weight, eps, gelu_input=None,
-    approximate="none") -> g_x``, the whole backward ``rule(g_z) @ W`` as one kernel.
+    identity rule of a GELU fused with the stabilizer of the linear that produced ``u``. Each is
+    applied once per element; the op then multiplies by the weight with ``torch.matmul``.
     """
 
     eps_ratio: Callable[[Tensor, Tensor, float], Tensor]
     gelu_eps_ratio: Callable[[Tensor, Tensor, float, str], Tensor]
-    fused_backward: Optional[Callable[..., Tensor]] = None
 
 
 @dataclass(frozen=True)
@@ -99,11 +96,6 @@ class Backend:
     layer_norm: LayerNormKernels
     activation: ActivationKernels
     attention: AttentionKernels
-
-    @property
-    def capabilities(self) -> frozenset[str]:
-        """Optional fused kernels this backend declares (e.g. ``"fused_linear_backward"``)."""
-        return frozenset({"fused_linear_backward"} if self.linear.fused_backward is not None else ())
 
     def unavailable_reason(self, device: Any = "cpu") -> Optional[str]:
         """Why this backend cannot run on ``device`` (None when it can)."""

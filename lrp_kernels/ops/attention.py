@@ -57,7 +57,7 @@ class LRPAttentionFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         q, k, v, mask, *saved = ctx.saved_tensors
-        gq, gk, gv = ctx.kernels.backward(grad_out.contiguous(), q, k, v, mask, ctx.scale, ctx.mode, tuple(saved))
+        gq, gk, gv = ctx.kernels.backward(grad_out, q, k, v, mask, ctx.scale, ctx.mode, tuple(saved))
         return gq, gk, gv, None, None, None, None
 
 

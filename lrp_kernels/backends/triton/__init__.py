@@ -5,11 +5,15 @@ One file per rule, named as in ``lrp_kernels/ops/``; each ends with its kernel s
 
 * :mod:`.layer_norm` — row-wise LayerNorm forward and its σ-constant backward;
 * :mod:`.activation` — element-wise GELU and its identity rule (tanh and ReLU: the torch reference);
-* :mod:`.linear` — the ε-ratio, the GELU-identity × ε-ratio, and the declared capability
-  ``fused_backward``: the whole ε-rule backward of a linear as one GEMM;
+* :mod:`.linear` — the ε-ratio and the GELU-identity × ε-ratio, element-wise (the op's GEMM is
+  ``torch.matmul``);
 * :mod:`.attention` — FlashAttention-style fused attention with the ``grad`` / ``attnlrp`` /
-  ``cp_lrp`` backward; ``saved`` is ``(out, row_max, row_log_sum)``, or ``(q, k, row_max,
-  row_log_sum)`` for ``cp_lrp``.
+  ``cp_lrp`` backward; ``saved`` is ``(out, row_max, row_log_sum)``, or ``(row_max, row_log_sum)``
+  for ``cp_lrp``.
+
+Launching (configs per GPU generation, dtype and block size; tuning and its file; the device
+guard; launch hooks): :mod:`._launch` and :mod:`.configs`. Ahead-of-time inspection for
+sm_80/sm_90 without a GPU: :mod:`.aot`.
 
 Where it runs: on CUDA devices with Triton's GPU compiler, or — when ``TRITON_INTERPRET=1`` was set
 before this package was first imported — through Triton's NumPy interpreter on CPU tensors (for
