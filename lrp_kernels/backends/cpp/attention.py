@@ -78,6 +78,7 @@ def forward(q, k, v, mask, scale, mode):
 
 
 def backward(grad_out, q, k, v, mask, scale, mode, saved):
+    grad_out = grad_out.contiguous()  # the model's gradient arrives as a transposed view of merged heads
     if reference.uses_fused_kernel(q, mode, mask):
         return reference.backward(grad_out, q, k, v, mask, scale, mode, saved)
     return reference.eager_backward(grad_out, q, k, v, saved[0], scale, mode, softmax_backward=softmax_backward)

@@ -3,15 +3,19 @@
 On the CPU the forward is aten's fused attention (the kernel behind
 ``F.scaled_dot_product_attention``): bit for bit the plain model's forward, and no [B, H, L, L]
 tensor is stored; ``grad`` and ``attnlrp`` take its fused backward (attnlrp's is the plain one
-scaled by powers of two, exactly), ``cp_lrp`` recomputes P. Elsewhere, and for a batch with a
-fully padded sequence, the eager path stores P (aten's fused CPU backward is wrong for a sequence
-whose keys are all masked: its log-sum-exp drops the log L of the uniform row; its float16 forward
-does not give such a row the uniform softmax).
+scaled by powers of two, exactly), ``cp_lrp`` recomputes P. On CUDA the forward and the backward are
+``F.scaled_dot_product_attention`` and its autograd backward (PyTorch's fused kernels: with a mask,
+the memory-efficient one), the backward scaled by ¼/¼/½ for attnlrp and only g_V (which is Pᵀ g_O)
+kept for cp_lrp. Elsewhere, and for a batch with a fully padded sequence, the eager path stores P
+(the fused kernels' log-sum-exp of a row whose keys are all masked drops the log L of the uniform
+row, so their backward is wrong there; aten's float16 CPU forward does not give such a row the
+uniform softmax).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from lrp_kernels.backends.contract import AttentionKernels
 
@@ -46,16 +50,35 @@ def _flash_mask(mask, dtype):
     return mask.to(dtype)[:, None, None, :]
 
 
-def uses_fused_kernel(q, mode, mask=None) -> bool:
-    """Whether this attention runs as aten's fused CPU kernel (see the module docstring): not for a
-    batch with a fully padded sequence, in any mode (the fused float16 forward does not give such a
-    row the uniform softmax either)."""
-    if q.device.type != "cpu":
-        return False
+#: device types whose attention runs through F.scaled_dot_product_attention and its autograd backward
+SDPA_DEVICES = ("cuda",)
+
+
+def fully_padded(mask) -> bool:
+    """Whether a sequence of the batch has only padding keys. Read once per mask tensor (on CUDA it
+    is a host sync; the model passes the same mask to every layer) unless the mask was modified."""
     if mask is None:
-        return True
-    keep = mask > torch.finfo(torch.float32).min / 2
-    return bool(keep.any(dim=-1).all())
+        return False
+    try:
+        version = mask._version
+    except RuntimeError:  # an inference tensor: no version counter, nothing cached
+        version = None
+    cached = getattr(mask, "_lrp_fully_padded", None)
+    if cached is not None and version is not None and cached[0] == version:
+        return cached[1]
+    answer = not bool((mask > torch.finfo(torch.float32).min / 2).any(dim=-1).all())
+    if version is not None:
+        mask._lrp_fully_padded = (version, answer)
+    return answer
+
+
+def uses_fused_kernel(q, mode, mask=None) -> bool:
+    """Whether this attention runs as a fused kernel (aten's on the CPU, SDPA on CUDA; see the module
+    docstring): not for a batch with a fully padded sequence, in any mode (the fused float16 CPU
+    forward does not give such a row the uniform softmax either)."""
+    if q.device.type != "cpu" and q.device.type not in SDPA_DEVICES:
+        return False
+    return not fully_padded(mask)
 
 
 def eager_backward(grad_out, q, k, v, probs, scale, mode, softmax_backward=softmax_backward):
@@ -73,7 +96,34 @@ def eager_backward(grad_out, q, k, v, probs, scale, mode, softmax_backward=softm
     return grad_q, grad_k, grad_v
 
 
+def _sdpa_forward(q, k, v, mask, scale):
+    """SDPA on detached leaves with grad: ``(out, (out with its graph, q, k, v leaves))``."""
+    with torch.enable_grad():
+        leaves = tuple(t.detach().requires_grad_(True) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(*leaves, attn_mask=_flash_mask(mask, q.dtype), scale=scale)
+    return out.detach(), (out, *leaves)
+
+
+def _sdpa_backward(grad_out, mode, saved):
+    out, *leaves = saved
+    if mode == "cp_lrp":  # SDPA's g_V is Pᵀ g_O
+        (grad_v,) = torch.autograd.grad(out, leaves[2:], grad_out)
+        return None, None, grad_v
+    return _mode_factors(mode, *torch.autograd.grad(out, leaves, grad_out))
+
+
+def _mode_factors(mode, grad_q, grad_k, grad_v):
+    """The plain gradients with attnlrp's factors ¼, ¼, ½ (exact: powers of two), in place."""
+    if mode == "attnlrp":
+        grad_q.mul_(0.25)
+        grad_k.mul_(0.25)
+        grad_v.mul_(0.5)
+    return grad_q, grad_k, grad_v
+
+
 def forward(q, k, v, mask, scale, mode):
+    if q.device.type in SDPA_DEVICES and uses_fused_kernel(q, mode, mask):
+        return _sdpa_forward(q, k, v, mask, scale)
     if uses_fused_kernel(q, mode, mask):
         out, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
             q, k, v, 0.0, False, attn_mask=_flash_mask(mask, q.dtype), scale=scale
@@ -84,20 +134,18 @@ def forward(q, k, v, mask, scale, mode):
 
 
 def backward(grad_out, q, k, v, mask, scale, mode, saved):
+    grad_out = grad_out.contiguous()  # the model's gradient arrives as a transposed view of merged heads
+    if q.device.type in SDPA_DEVICES and uses_fused_kernel(q, mode, mask):
+        return _sdpa_backward(grad_out, mode, saved)
     if not uses_fused_kernel(q, mode, mask):
         return eager_backward(grad_out, q, k, v, saved[0], scale, mode)
     if mode == "cp_lrp":
         probs = softmax_forward(torch.matmul(q, k.transpose(-1, -2)), mask, scale)
         return None, None, torch.matmul(probs.transpose(-1, -2), grad_out)
     out, logsumexp = saved
-    grad_q, grad_k, grad_v = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+    return _mode_factors(mode, *torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
         grad_out, q, k, v, out, logsumexp, 0.0, False, attn_mask=_flash_mask(mask, q.dtype), scale=scale
-    )
-    if mode == "attnlrp":  # exact: the factors are powers of two
-        grad_q.mul_(0.25)
-        grad_k.mul_(0.25)
-        grad_v.mul_(0.5)
-    return grad_q, grad_k, grad_v
+    ))
 
 
 KERNELS = AttentionKernels(forward=forward, backward=backward)
