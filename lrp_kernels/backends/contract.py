@@ -77,8 +77,10 @@ class AttentionKernels:
 
     ``forward(q, k, v [B, H, L, D], mask [B, L] | None, scale, mode) -> (out [B, H, L, D], saved)``
     where ``saved`` is a tuple of tensors the same backend's backward reads;
-    ``backward(grad_out, q, k, v, mask, scale, mode, saved) -> (g_q, g_k, g_v)``, g_q = g_k = None
-    for ``cp_lrp``.
+    ``backward(grad_out, q, k, v, mask, scale, mode, saved, input_eps=0.0) -> (g_q, g_k, g_v)``,
+    g_q = g_k = None for ``cp_lrp``; with ``input_eps`` > 0 each gradient comes back multiplied by
+    the ε-ratio ``x/(x + ε·sign x)`` of its input — the rule of the linears that produced q, k, v,
+    applied here once per element so that their own backward is a plain GEMM.
     """
 
     forward: Callable[..., "tuple[Tensor, tuple[Tensor, ...]]"]

@@ -69,9 +69,11 @@ class Pass:
             self.tapped[name] = x
         return x
 
-    def linear(self, x, layer: nn.Linear, activation: str | None = None):
-        """``activation(layer(x))``: the ε-rule (fused with a GELU's identity rule) or the plain op."""
-        eps = self.rules.linear_eps
+    def linear(self, x, layer: nn.Linear, activation: str | None = None, ratio_by_consumer: bool = False):
+        """``activation(layer(x))``: the ε-rule (fused with a GELU's identity rule) or the plain op.
+        ``ratio_by_consumer``: the op that reads the output applies this linear's ε-ratio in its
+        backward (:meth:`attention_input_eps`), so the linear itself is plain."""
+        eps = None if ratio_by_consumer else self.rules.linear_eps
         if eps is not None and activation in FUSED_ACTIVATIONS and self.rules.activation == "identity":
             return lrp_linear(x, layer.weight, layer.bias, eps, activation, self.backend)
         if eps is None:
@@ -90,10 +92,19 @@ class Pass:
             return lrp_layer_norm(x, norm.weight, norm.bias, norm.eps, self.backend)
         return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 
-    def attention(self, q, k, v, scale: float):
-        """Attention over [B, H, L, D] heads under the rule set's attention rule."""
+    def attention_input_eps(self) -> float:
+        """The ε of the q/k/v projections when the LRP attention applies their ratio in its backward
+        (fused into the kernels that write g_q, g_k, g_v); 0 when the projections apply it."""
+        eps = self.rules.linear_eps
+        return eps if eps and self.rules.attention != "grad" else 0.0
+
+    def attention(self, q, k, v, scale: float, input_eps: float = 0.0):
+        """Attention over [B, H, L, D] heads under the rule set's attention rule (``input_eps``:
+        :meth:`attention_input_eps` when the projections left their ratio to it)."""
         if self.rules.attention != "grad":
-            return lrp_attention(q, k, v, self.mask, scale, self.rules.attention, self.backend)
+            return lrp_attention(q, k, v, self.mask, scale, self.rules.attention, self.backend, input_eps)
+        if input_eps:
+            raise ValueError("input_eps needs an LRP attention rule")
         if not self.record_attentions:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=self.plain_mask, scale=scale)
         scores = torch.matmul(q, k.transpose(-1, -2)) * scale
@@ -116,9 +127,11 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
 
 
 def self_attention(p: Pass, x, query: nn.Linear, key: nn.Linear, value: nn.Linear, heads: int):
-    """Multi-head self-attention of ``x`` [B, L, hidden] (before the output projection)."""
-    q, k, v = (split_heads(p.linear(x, lin), heads) for lin in (query, key, value))
-    return merge_heads(p.attention(q, k, v, q.shape[-1] ** -0.5))
+    """Multi-head self-attention of ``x`` [B, L, hidden] (before the output projection); under an LRP
+    attention rule the ε-ratio of the projections is applied by the attention's backward."""
+    eps = p.attention_input_eps()
+    q, k, v = (split_heads(p.linear(x, lin, ratio_by_consumer=eps > 0), heads) for lin in (query, key, value))
+    return merge_heads(p.attention(q, k, v, q.shape[-1] ** -0.5, input_eps=eps))
 
 
 def post_norm(p: Pass, x, residual, norm: nn.LayerNorm):

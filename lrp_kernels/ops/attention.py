@@ -48,23 +48,31 @@ class LRPAttentionFunction(torch.autograd.Function):
     """Forward: softmax(Q Kᵀ·scale + mask) V; backward: the rule of ``mode``."""
 
     @staticmethod
-    def forward(ctx, q, k, v, mask, scale, mode, backend: Backend):
+    def forward(ctx, q, k, v, mask, scale, mode, backend: Backend, input_eps):
         out, saved = backend.attention.forward(q, k, v, mask, scale, mode)
-        ctx.scale, ctx.mode, ctx.kernels = scale, mode, backend.attention
+        ctx.scale, ctx.mode, ctx.kernels, ctx.input_eps = scale, mode, backend.attention, input_eps
         ctx.save_for_backward(q, k, v, mask, *saved)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         q, k, v, mask, *saved = ctx.saved_tensors
-        gq, gk, gv = ctx.kernels.backward(grad_out, q, k, v, mask, ctx.scale, ctx.mode, tuple(saved))
-        return gq, gk, gv, None, None, None, None
+        gq, gk, gv = ctx.kernels.backward(grad_out, q, k, v, mask, ctx.scale, ctx.mode, tuple(saved), ctx.input_eps)
+        return gq, gk, gv, None, None, None, None, None
 
 
-def lrp_attention(q, k, v, mask=None, scale=None, mode="attnlrp", backend: Backend | None = None):
-    """Attention over [B, H, L, D] tensors with the backward rule ``mode`` (one of :data:`MODES`)."""
+def lrp_attention(q, k, v, mask=None, scale=None, mode="attnlrp", backend: Backend | None = None,
+                  input_eps: float = 0.0):
+    """Attention over [B, H, L, D] tensors with the backward rule ``mode`` (one of :data:`MODES`).
+
+    ``input_eps`` > 0: q, k, v are the outputs of linears under the ε-rule whose ratio
+    ``x/(x + ε·sign x)`` this op's backward applies to g_q, g_k, g_v (once per element, fused into
+    the kernels that write them); those linears then run without a rule of their own (a plain
+    ``F.linear``: their backward is one GEMM)."""
     if mode not in MODES:
         raise ValueError(f"unknown attention mode {mode!r}; valid: {', '.join(MODES)}")
+    if input_eps < 0:
+        raise ValueError(f"input_eps must be >= 0, got {input_eps}")
     if scale is None:
         scale = q.shape[-1] ** -0.5
-    return LRPAttentionFunction.apply(q, k, v, mask, float(scale), mode, or_reference(backend))
+    return LRPAttentionFunction.apply(q, k, v, mask, float(scale), mode, or_reference(backend), float(input_eps))

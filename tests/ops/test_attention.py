@@ -18,6 +18,7 @@ from helpers import (  # tests/ops helper
 
 from lrp_kernels.backends.contract import ATTENTION_MODES
 from lrp_kernels.backends.torch import attention as ref
+from lrp_kernels.backends.torch import linear as TORCH_LINEAR
 from lrp_kernels.errors import BackendError
 from lrp_kernels.ops.attention import additive_mask, lrp_attention
 
@@ -257,6 +258,33 @@ def test_forward_and_backward_match_the_reference(target, case, dtype, mode):
     got = kernels.backward(g, q, k, v, mask, scale, mode, saved)
     assert all(a is None or a.dtype == dtype and a.shape == q.shape for a in got)
     assert_grads_match(got, expected, atol, rtol)
+
+
+@pytest.mark.parametrize("target", KERNEL_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", ATTENTION_MODES)
+def test_input_eps_is_the_projections_eps_ratio_on_each_gradient(target, dtype, mode):
+    """``input_eps``: each gradient times x/(x + ε·sign x) of its input, like the projection's own
+    ε-rule on it (the reference applies it after the gradient's rounding, the kernels before)."""
+    q, k, v, g, mask, scale = attention_inputs(ATTENTION_CASES[1], dtype, target.device)
+    kernels = target.backend.attention
+    saved = kernels.forward(q, k, v, mask, scale, mode)[1]
+    got = kernels.backward(g, q, k, v, mask, scale, mode, saved, 0.3)
+    _, ref_saved = ref.forward(q, k, v, mask, scale, mode)
+    plain = ref.backward(g, q, k, v, mask, scale, mode, ref_saved)
+    expected = tuple(None if p is None else TORCH_LINEAR.eps_ratio(p, x, 0.3) for p, x in zip(plain, (q, k, v)))
+    atol, rtol = target.tol("attention", dtype)
+    assert_grads_match(got, expected, 2 * atol, 2 * rtol)  # two roundings on the reference's side
+
+
+def test_op_passes_input_eps_and_checks_it():
+    q, k, v, g, mask, scale = attention_inputs(ATTENTION_CASES[0], F64)
+    _, with_eps = grads(lambda *a: lrp_attention(*a, mask=mask, input_eps=0.2), (q, k, v), g)
+    _, plain = grads(lambda *a: lrp_attention(*a, mask=mask), (q, k, v), g)
+    for a, p, x in zip(with_eps, plain, (q, k, v)):
+        torch.testing.assert_close(a, TORCH_LINEAR.eps_ratio(p, x, 0.2), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="input_eps"):
+        lrp_attention(q, k, v, input_eps=-1.0)
 
 
 @pytest.mark.parametrize("target", KERNEL_BACKENDS)

@@ -13,6 +13,7 @@ import torch
 from lrp_kernels.backends.contract import AttentionKernels
 from lrp_kernels.backends.torch import attention as reference
 
+from . import linear
 from ._glue import DTYPE_CODES, launch, rows, supported
 
 
@@ -77,11 +78,13 @@ def forward(q, k, v, mask, scale, mode):
     return torch.matmul(probs, v), (probs,)
 
 
-def backward(grad_out, q, k, v, mask, scale, mode, saved):
+def backward(grad_out, q, k, v, mask, scale, mode, saved, input_eps=0.0):
     grad_out = grad_out.contiguous()  # the model's gradient arrives as a transposed view of merged heads
     if reference.uses_fused_kernel(q, mode, mask):
-        return reference.backward(grad_out, q, k, v, mask, scale, mode, saved)
-    return reference.eager_backward(grad_out, q, k, v, saved[0], scale, mode, softmax_backward=softmax_backward)
+        grads = reference.backward(grad_out, q, k, v, mask, scale, mode, saved)
+    else:
+        grads = reference.eager_backward(grad_out, q, k, v, saved[0], scale, mode, softmax_backward=softmax_backward)
+    return reference.with_input_eps(grads, (q, k, v), input_eps, ratio=linear.eps_ratio)
 
 
 KERNELS = AttentionKernels(forward=forward, backward=backward)

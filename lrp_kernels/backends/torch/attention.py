@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from lrp_kernels.backends.contract import AttentionKernels
 
 from ._common import acc
+from .linear import eps_ratio
 
 
 def softmax_forward(scores, mask, scale):
@@ -133,7 +134,18 @@ def forward(q, k, v, mask, scale, mode):
     return torch.matmul(probs, v), (probs,)
 
 
-def backward(grad_out, q, k, v, mask, scale, mode, saved):
+def with_input_eps(grads, inputs, input_eps, ratio=eps_ratio):
+    """Each gradient times the ε-ratio of its input (``input_eps`` of the contract), by ``ratio``."""
+    if not input_eps:
+        return grads
+    return tuple(None if g is None else ratio(g, x, input_eps) for g, x in zip(grads, inputs))
+
+
+def backward(grad_out, q, k, v, mask, scale, mode, saved, input_eps=0.0):
+    return with_input_eps(_backward(grad_out, q, k, v, mask, scale, mode, saved), (q, k, v), input_eps)
+
+
+def _backward(grad_out, q, k, v, mask, scale, mode, saved):
     grad_out = grad_out.contiguous()  # the model's gradient arrives as a transposed view of merged heads
     if q.device.type in SDPA_DEVICES and uses_fused_kernel(q, mode, mask):
         return _sdpa_backward(grad_out, mode, saved)

@@ -46,7 +46,7 @@ from lrp_kernels.errors import BackendError
 from lrp_kernels.backends.contract import ATTENTION_MODES, AttentionKernels
 from lrp_kernels.backends.torch import attention as reference
 
-from ._common import cast, dot_precision, mm, next_pow2, reduce_max, reduce_sum, use_reference
+from ._common import cast, dot_precision, mm, next_pow2, reduce_max, reduce_sum, stabilized_ratio, use_reference
 from ._launch import Kernel
 from .configs import ATTENTION_DKDV, ATTENTION_DQ, ATTENTION_FORWARD
 
@@ -86,6 +86,15 @@ def _key_end(mask_ptr, b, smb, L, HAS_MASK: tl.constexpr, BLOCK: tl.constexpr):
         found = reduce_max(last, 0)
         end = tl.where(found > 0, found, L)
     return end
+
+
+@triton.jit
+def _input_rule(grad, x, input_eps, HAS_INPUT_EPS: tl.constexpr):
+    """``grad · x/(x + ε·sign x)``: the ε-rule of the projection that produced x, applied once per
+    element as the gradient is stored (the projection's own backward is then one GEMM)."""
+    if HAS_INPUT_EPS:
+        grad = grad * stabilized_ratio(x.to(tl.float32), input_eps)
+    return grad
 
 
 @triton.jit
@@ -159,7 +168,9 @@ def _attention_backward_dq_kernel(
     H, L, D,  # i32 heads, sequence length, head dim
     scale,  # f32 score scale
     qk_factor,  # f32 factor on g_Q (scale · ¼ for attnlrp, scale for grad)
+    input_eps,  # f32 ε of the projection that produced q (read when HAS_INPUT_EPS)
     HAS_MASK: tl.constexpr,  # bool
+    HAS_INPUT_EPS: tl.constexpr,  # bool: g_Q times the ε-ratio of q
     DOT_PRECISION: tl.constexpr,  # "ieee" / "tf32" for float32 operands
     BLOCK_M: tl.constexpr,  # query rows per program
     BLOCK_N: tl.constexpr,  # keys per step
@@ -192,8 +203,8 @@ def _attention_backward_dq_kernel(
         p = tl.exp((s - lse_m[:, None]) - lse_l[:, None])
         ds = p * (mm(go, vt, None, DOT_PRECISION) - delta[:, None])
         gq = mm(cast(ds, kt.dtype), tl.trans(kt), gq, DOT_PRECISION)
-    tl.store(_tile(gq_ptr, b, h, sqgb, sqgh, sqgl, sqgd, offs_m, offs_d), cast(gq * qk_factor, gq_ptr.dtype.element_ty),
-             mask=qd_ok)
+    gq = _input_rule(gq * qk_factor, q, input_eps, HAS_INPUT_EPS)
+    tl.store(_tile(gq_ptr, b, h, sqgb, sqgh, sqgl, sqgd, offs_m, offs_d), cast(gq, gq_ptr.dtype.element_ty), mask=qd_ok)
 
 
 @triton.jit
@@ -211,7 +222,9 @@ def _attention_backward_dkdv_kernel(
     scale,  # f32 score scale
     qk_factor,  # f32 factor on g_K (scale · ¼ for attnlrp, scale for grad)
     v_factor,  # f32 factor on g_V (½ for attnlrp, 1 otherwise)
+    input_eps,  # f32 ε of the projections that produced k, v (read when HAS_INPUT_EPS)
     HAS_MASK: tl.constexpr,  # bool
+    HAS_INPUT_EPS: tl.constexpr,  # bool: g_K, g_V times the ε-ratios of k, v
     COMPUTE_QK: tl.constexpr,  # False for cp_lrp (g_V only)
     DOT_PRECISION: tl.constexpr,  # "ieee" / "tf32" for float32 operands
     BLOCK_M: tl.constexpr,  # query rows per step
@@ -226,7 +239,7 @@ def _attention_backward_dkdv_kernel(
     d_ok = offs_d < D
     kv_ok = col_ok[:, None] & d_ok[None, :]
     k = tl.load(_tile(k_ptr, b, h, skb, skh, skl, skd, offs_n, offs_d), mask=kv_ok, other=0.0)
-    if COMPUTE_QK:
+    if COMPUTE_QK or HAS_INPUT_EPS:
         v = tl.load(_tile(v_ptr, b, h, svb, svh, svl, svd, offs_n, offs_d), mask=kv_ok, other=0.0)
     if HAS_MASK:
         key_bias = tl.load(mask_ptr + b * smb + offs_n, mask=col_ok, other=0.0)
@@ -254,11 +267,12 @@ def _attention_backward_dkdv_kernel(
             delta = tl.load(delta_ptr + stat, mask=row_ok, other=0.0)
             dst = pt * (mm(v, tl.trans(go), None, DOT_PRECISION) - delta[None, :])  # g_Sᵀ block [N, M]
             gk = mm(cast(dst, qt.dtype), tl.trans(qt), gk, DOT_PRECISION)
-    tl.store(_tile(gv_ptr, b, h, svgb, svgh, svgl, svgd, offs_n, offs_d), cast(gv * v_factor, gv_ptr.dtype.element_ty),
-             mask=kv_ok)
+    gv = _input_rule(gv * v_factor, v, input_eps, HAS_INPUT_EPS)
+    tl.store(_tile(gv_ptr, b, h, svgb, svgh, svgl, svgd, offs_n, offs_d), cast(gv, gv_ptr.dtype.element_ty), mask=kv_ok)
     if COMPUTE_QK:
-        tl.store(_tile(gk_ptr, b, h, skgb, skgh, skgl, skgd, offs_n, offs_d),
-                 cast(gk * qk_factor, gk_ptr.dtype.element_ty), mask=kv_ok)
+        gk = _input_rule(gk * qk_factor, k, input_eps, HAS_INPUT_EPS)
+        tl.store(_tile(gk_ptr, b, h, skgb, skgh, skgl, skgd, offs_n, offs_d), cast(gk, gk_ptr.dtype.element_ty),
+                 mask=kv_ok)
 
 
 FORWARD = Kernel(_attention_forward_kernel, ATTENTION_FORWARD, buckets=("L",))
@@ -339,12 +353,13 @@ def _saved_stats(saved, compute_qk):
     return (None, *saved) if not compute_qk else saved
 
 
-def backward(grad_out, q, k, v, mask, scale: float, mode: str, saved):
-    """``(g_Q, g_K, g_V)`` of the mode (g_Q = g_K = None for ``cp_lrp``), each laid out like its input."""
+def backward(grad_out, q, k, v, mask, scale: float, mode: str, saved, input_eps: float = 0.0):
+    """``(g_Q, g_K, g_V)`` of the mode (g_Q = g_K = None for ``cp_lrp``), each laid out like its input
+    and, with ``input_eps``, multiplied by the ε-ratio of its input in the kernel that writes it."""
     _check_mode(mode)
     _check(q, k, v, mask)
     if runs_reference(q):  # the forward was the reference's
-        return reference.backward(grad_out, q, k, v, mask, scale, mode, saved)
+        return reference.backward(grad_out, q, k, v, mask, scale, mode, saved, input_eps)
     compute_qk = mode != "cp_lrp"
     out, row_max, row_log_sum = _saved_stats(saved, compute_qk)
     if grad_out.shape != q.shape:
@@ -355,19 +370,20 @@ def backward(grad_out, q, k, v, mask, scale: float, mode: str, saved):
         return gq, gk, gv
     bsz, heads, length, dim = q.shape
     mask_t, smb, has_mask = _mask_arg(mask, row_max)
-    common = dict(HAS_MASK=has_mask, DOT_PRECISION=dot_precision(q.dtype), BLOCK_D=next_pow2(dim))
+    common = dict(HAS_MASK=has_mask, HAS_INPUT_EPS=input_eps != 0, DOT_PRECISION=dot_precision(q.dtype),
+                  BLOCK_D=next_pow2(dim))
     qk_factor = scale * (0.25 if mode == "attnlrp" else 1.0)
     delta = torch.empty_like(row_max) if compute_qk else row_max
     if compute_qk:  # first: it writes Δ
         BACKWARD_DQ[_grid("BLOCK_M", bsz, heads, length)](
             q, k, v, out, grad_out, mask_t, row_max, row_log_sum, delta, gq,
             *q.stride(), *k.stride(), *v.stride(), *out.stride(), *grad_out.stride(), *gq.stride(), smb,
-            heads, length, dim, float(scale), float(qk_factor), **common,
+            heads, length, dim, float(scale), float(qk_factor), float(input_eps), **common,
         )
     BACKWARD_DKDV[_grid("BLOCK_N", bsz, heads, length)](
         q, k, v, grad_out, mask_t, row_max, row_log_sum, delta, gk if compute_qk else gv, gv,
         *q.stride(), *k.stride(), *v.stride(), *grad_out.stride(), *(gk if compute_qk else gv).stride(), *gv.stride(),
-        smb, heads, length, dim, float(scale), float(qk_factor), 0.5 if mode == "attnlrp" else 1.0,
+        smb, heads, length, dim, float(scale), float(qk_factor), 0.5 if mode == "attnlrp" else 1.0, float(input_eps),
         COMPUTE_QK=compute_qk, **common,
     )
     return gq, gk, gv
