@@ -206,3 +206,21 @@ def test_triton_launches_per_attribution():
         attribute(model, ids, torch.ones_like(ids), method="attnlrp", backend="triton")
     per_layer = 4 + 7
     assert len(counted) == 12 * per_layer + 4, sorted(set(counted))
+
+
+# ------------------------------------------------------------------------- head dims and fallback
+@pytest.mark.parametrize("cc, shared", [(80, 163 * 1024), (90, 227 * 1024), (86, 99 * 1024)])
+def test_every_head_dim_has_a_config_or_goes_to_the_reference(monkeypatch, cc, shared):
+    """16-bit: every head dim up to MAX_HEAD_DIM keeps a config of each attention kernel on A100,
+    H100 and the 99 KiB consumer cards (so nothing raises OutOfResources at launch); float32 past
+    128, any head dim past MAX_HEAD_DIM and float64 go to the torch reference instead."""
+    monkeypatch.setattr(_launch, "INTERPRETED", False)
+    monkeypatch.setattr(_launch, "_device_facts", lambda device: (cc, shared, f"sm_{cc}"))
+    for kernel in (attention.FORWARD, attention.BACKWARD_DQ, attention.BACKWARD_DKDV):
+        kernel._facts.clear()
+    for dim in (8, 16, 40, 64, 96, 128, 200, 256):
+        for dtype in (torch.bfloat16, torch.float16):
+            assert not attention.runs_reference(_heads(1, 4, 1, dim, dtype=dtype)), (dim, dtype)
+        assert attention.runs_reference(_heads(1, 4, 1, dim, dtype=torch.float32)) == (dim > 128)
+    assert attention.runs_reference(_heads(1, 4, 1, 264))
+    assert attention.runs_reference(_heads(1, 4, 1, 64, dtype=torch.float64))

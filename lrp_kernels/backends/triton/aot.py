@@ -168,10 +168,13 @@ def main_loop(text: str) -> Loop | None:
 
 
 def measure(compiled, cc: int) -> dict:
-    """Registers, stack / spill bytes, shared memory and the main loop's size of a compiled kernel."""
+    """Registers, stack / spill bytes, shared memory, SASS instructions in all and the main loop's
+    size (instructions per iteration, tensor-core instructions among them) of a compiled kernel."""
     row = _ptxas_report(compiled.asm["ptx"], cc)
     row["shared"] = compiled.metadata.shared
-    loop = main_loop(sass(compiled.asm["cubin"]))
+    text = sass(compiled.asm["cubin"])
+    row["instructions"] = len(_INSTRUCTION.findall(text))
+    loop = main_loop(text)
     row["loop_instructions"] = loop.instructions if loop else None
     row["loop_mma"] = loop.mma if loop else None
     return row

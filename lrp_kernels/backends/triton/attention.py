@@ -89,12 +89,12 @@ def _key_end(mask_ptr, b, smb, L, HAS_MASK: tl.constexpr, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _input_rule(grad, x, input_eps, HAS_INPUT_EPS: tl.constexpr):
+def _input_rule(grad, x, input_eps):
     """``grad · x/(x + ε·sign x)``: the ε-rule of the projection that produced x, applied once per
-    element as the gradient is stored (the projection's own backward is then one GEMM)."""
-    if HAS_INPUT_EPS:
-        grad = grad * stabilized_ratio(x.to(tl.float32), input_eps)
-    return grad
+    element as the gradient is stored (the projection's own backward is then one GEMM); ``grad``
+    unchanged for ε = 0. A run-time branch: one compiled kernel for both (a few instructions per
+    output element, after the main loop)."""
+    return grad * tl.where(input_eps > 0, stabilized_ratio(x.to(tl.float32), input_eps), 1.0)
 
 
 @triton.jit
@@ -168,9 +168,8 @@ def _attention_backward_dq_kernel(
     H, L, D,  # i32 heads, sequence length, head dim
     scale,  # f32 score scale
     qk_factor,  # f32 factor on g_Q (scale · ¼ for attnlrp, scale for grad)
-    input_eps,  # f32 ε of the projection that produced q (read when HAS_INPUT_EPS)
+    input_eps,  # f32 ε of the projection that produced q: g_Q times its ε-ratio of q (0: none)
     HAS_MASK: tl.constexpr,  # bool
-    HAS_INPUT_EPS: tl.constexpr,  # bool: g_Q times the ε-ratio of q
     DOT_PRECISION: tl.constexpr,  # "ieee" / "tf32" for float32 operands
     BLOCK_M: tl.constexpr,  # query rows per program
     BLOCK_N: tl.constexpr,  # keys per step
@@ -203,13 +202,13 @@ def _attention_backward_dq_kernel(
         p = tl.exp((s - lse_m[:, None]) - lse_l[:, None])
         ds = p * (mm(go, vt, None, DOT_PRECISION) - delta[:, None])
         gq = mm(cast(ds, kt.dtype), tl.trans(kt), gq, DOT_PRECISION)
-    gq = _input_rule(gq * qk_factor, q, input_eps, HAS_INPUT_EPS)
+    gq = _input_rule(gq * qk_factor, q, input_eps)
     tl.store(_tile(gq_ptr, b, h, sqgb, sqgh, sqgl, sqgd, offs_m, offs_d), cast(gq, gq_ptr.dtype.element_ty), mask=qd_ok)
 
 
 @triton.jit
 def _attention_backward_dkdv_kernel(
-    q_ptr, k_ptr, v_ptr,  # *T [B, H, L, D] forward inputs (any strides; v read when COMPUTE_QK)
+    q_ptr, k_ptr, v_ptr,  # *T [B, H, L, D] forward inputs (any strides)
     g_ptr,  # *T   [B, H, L, D] gradient at the output (any strides)
     mask_ptr,  # *f32 [B, L] additive key mask (read when HAS_MASK)
     m_ptr, ls_ptr,  # *f32 [B, H, L] saved row maxima and log ℓ
@@ -222,9 +221,8 @@ def _attention_backward_dkdv_kernel(
     scale,  # f32 score scale
     qk_factor,  # f32 factor on g_K (scale · ¼ for attnlrp, scale for grad)
     v_factor,  # f32 factor on g_V (½ for attnlrp, 1 otherwise)
-    input_eps,  # f32 ε of the projections that produced k, v (read when HAS_INPUT_EPS)
+    input_eps,  # f32 ε of the projections that produced k, v: g_K, g_V times their ε-ratios (0: none)
     HAS_MASK: tl.constexpr,  # bool
-    HAS_INPUT_EPS: tl.constexpr,  # bool: g_K, g_V times the ε-ratios of k, v
     COMPUTE_QK: tl.constexpr,  # False for cp_lrp (g_V only)
     DOT_PRECISION: tl.constexpr,  # "ieee" / "tf32" for float32 operands
     BLOCK_M: tl.constexpr,  # query rows per step
@@ -239,8 +237,7 @@ def _attention_backward_dkdv_kernel(
     d_ok = offs_d < D
     kv_ok = col_ok[:, None] & d_ok[None, :]
     k = tl.load(_tile(k_ptr, b, h, skb, skh, skl, skd, offs_n, offs_d), mask=kv_ok, other=0.0)
-    if COMPUTE_QK or HAS_INPUT_EPS:
-        v = tl.load(_tile(v_ptr, b, h, svb, svh, svl, svd, offs_n, offs_d), mask=kv_ok, other=0.0)
+    v = tl.load(_tile(v_ptr, b, h, svb, svh, svl, svd, offs_n, offs_d), mask=kv_ok, other=0.0)
     if HAS_MASK:
         key_bias = tl.load(mask_ptr + b * smb + offs_n, mask=col_ok, other=0.0)
     gk = tl.full((BLOCK_N, BLOCK_D), 0.0, dtype=tl.float32)
@@ -267,10 +264,10 @@ def _attention_backward_dkdv_kernel(
             delta = tl.load(delta_ptr + stat, mask=row_ok, other=0.0)
             dst = pt * (mm(v, tl.trans(go), None, DOT_PRECISION) - delta[None, :])  # g_Sᵀ block [N, M]
             gk = mm(cast(dst, qt.dtype), tl.trans(qt), gk, DOT_PRECISION)
-    gv = _input_rule(gv * v_factor, v, input_eps, HAS_INPUT_EPS)
+    gv = _input_rule(gv * v_factor, v, input_eps)
     tl.store(_tile(gv_ptr, b, h, svgb, svgh, svgl, svgd, offs_n, offs_d), cast(gv, gv_ptr.dtype.element_ty), mask=kv_ok)
     if COMPUTE_QK:
-        gk = _input_rule(gk * qk_factor, k, input_eps, HAS_INPUT_EPS)
+        gk = _input_rule(gk * qk_factor, k, input_eps)
         tl.store(_tile(gk_ptr, b, h, skgb, skgh, skgl, skgd, offs_n, offs_d), cast(gk, gk_ptr.dtype.element_ty),
                  mask=kv_ok)
 
@@ -370,8 +367,7 @@ def backward(grad_out, q, k, v, mask, scale: float, mode: str, saved, input_eps:
         return gq, gk, gv
     bsz, heads, length, dim = q.shape
     mask_t, smb, has_mask = _mask_arg(mask, row_max)
-    common = dict(HAS_MASK=has_mask, HAS_INPUT_EPS=input_eps != 0, DOT_PRECISION=dot_precision(q.dtype),
-                  BLOCK_D=next_pow2(dim))
+    common = dict(HAS_MASK=has_mask, DOT_PRECISION=dot_precision(q.dtype), BLOCK_D=next_pow2(dim))
     qk_factor = scale * (0.25 if mode == "attnlrp" else 1.0)
     delta = torch.empty_like(row_max) if compute_qk else row_max
     if compute_qk:  # first: it writes Δ

@@ -33,46 +33,67 @@ def _element_bytes(named: dict, pointer: str) -> int:
 
 
 # ------------------------------------------------------------------------------ attention
-# (generation, element bytes) -> BLOCK_D -> [(BLOCK_M, BLOCK_N, stages, warps)]
+# (generation, element bytes) -> BLOCK_D -> [(BLOCK_M, BLOCK_N, stages, warps)]. The 16-bit lists
+# serve bfloat16 and float16 alike (same registers and shared memory in every compiled config).
 _FORWARD = {
     ("hopper", 2): {
         16: [(128, 64, 3, 4), (128, 128, 3, 8)],
         32: [(128, 64, 3, 4), (128, 128, 3, 8)],
-        64: [(128, 64, 3, 8), (128, 128, 3, 8), (64, 64, 3, 4)],
+        64: [(128, 64, 3, 8), (128, 128, 3, 8)],
         128: [(128, 64, 3, 8), (64, 64, 3, 4)],
-        256: [(64, 32, 2, 4), (64, 64, 2, 8)],
+        256: [(64, 64, 2, 8), (128, 64, 2, 8)],
     },
     ("ampere", 2): {
-        16: [(128, 64, 3, 4), (64, 64, 3, 4)],
-        32: [(128, 64, 3, 4), (64, 64, 3, 4)],
-        64: [(128, 64, 3, 4), (64, 64, 3, 4), (128, 32, 4, 4)],
-        128: [(64, 64, 3, 4), (128, 64, 2, 8)],
-        256: [(64, 32, 2, 4), (64, 64, 2, 8)],
+        16: [(128, 64, 3, 8), (64, 64, 3, 4)],
+        32: [(128, 64, 3, 8), (64, 64, 3, 4)],
+        64: [(128, 64, 3, 8), (64, 64, 3, 4)],
+        128: [(128, 64, 3, 8), (128, 64, 2, 8)],  # the second fits 99 KiB (sm_86/sm_89)
+        256: [(64, 64, 2, 8), (64, 32, 2, 4)],
     },
-    ("hopper", 4): {d: [(64, 32, 2, 4), (32, 32, 2, 4)] for d in (16, 32, 64, 128, 256)},
-    ("ampere", 4): {d: [(64, 32, 2, 4), (32, 32, 2, 4)] for d in (16, 32, 64, 128, 256)},
 }
+# dQ: BLOCK_M queries per program, BLOCK_N keys per step
 _DQ = {
     ("hopper", 2): {
         16: [(64, 128, 3, 8), (64, 64, 3, 4)],
         32: [(64, 128, 3, 8), (64, 64, 3, 4)],
-        64: [(64, 128, 3, 8), (64, 64, 3, 4)],
-        128: [(64, 64, 3, 4), (64, 64, 2, 8)],
-        256: [(32, 32, 2, 4), (32, 64, 2, 8)],
+        64: [(64, 128, 3, 8), (128, 64, 2, 8)],
+        128: [(128, 64, 2, 8), (64, 64, 3, 4)],
+        256: [(64, 64, 2, 8), (32, 64, 2, 8)],
     },
     ("ampere", 2): {
-        16: [(64, 64, 2, 4), (32, 64, 3, 4)],
-        32: [(64, 64, 2, 4), (32, 64, 3, 4)],
-        64: [(64, 64, 2, 4), (32, 64, 3, 4)],
-        128: [(32, 64, 3, 4), (64, 64, 2, 8)],
-        256: [(32, 32, 2, 4), (32, 64, 2, 8)],
+        16: [(64, 64, 2, 8), (32, 64, 3, 4)],
+        32: [(64, 64, 2, 8), (32, 64, 3, 4)],
+        64: [(64, 64, 2, 8), (128, 64, 2, 8)],
+        128: [(64, 64, 2, 8), (32, 32, 2, 4)],
+        256: [(32, 64, 2, 8), (32, 32, 2, 4)],
     },
-    ("hopper", 4): {d: [(32, 32, 2, 4), (16, 32, 2, 4)] for d in (16, 32, 64, 128, 256)},
-    ("ampere", 4): {d: [(32, 32, 2, 4), (16, 32, 2, 4)] for d in (16, 32, 64, 128, 256)},
 }
-
-
-_DKDV = _DQ  # (query rows per step, keys per program)
+# dK/dV: BLOCK_M queries per step, BLOCK_N keys per program
+_DKDV = {
+    ("hopper", 2): {
+        16: [(64, 128, 3, 8), (64, 64, 3, 4)],
+        32: [(64, 128, 3, 8), (64, 64, 3, 4)],
+        64: [(64, 128, 3, 8), (32, 128, 2, 8)],
+        128: [(64, 64, 2, 8), (32, 32, 2, 4)],
+        256: [(32, 32, 2, 8), (16, 32, 2, 8)],
+    },
+    ("ampere", 2): {
+        16: [(32, 64, 3, 4), (32, 128, 2, 8)],
+        32: [(32, 64, 3, 4), (32, 128, 2, 8)],
+        64: [(32, 128, 2, 8), (32, 64, 3, 4)],
+        128: [(64, 64, 2, 8), (32, 32, 2, 4)],
+        256: [(32, 32, 2, 8), (16, 32, 2, 8)],
+    },
+}
+# float32 (IEEE dot on the FMA units, operands in registers): small tiles; head dim 256 has no
+# spill-free config and runs the torch reference (``attention.runs_reference``)
+_F32 = {16: [(32, 32, 2, 4), (16, 32, 2, 4)], 32: [(32, 32, 2, 4), (16, 32, 2, 4)],
+        64: [(32, 32, 2, 4), (16, 32, 2, 4)], 128: [(16, 16, 2, 4), (32, 16, 2, 4)]}
+_F32_BACKWARD = {d: [(16, 32, 2, 4), (16, 16, 2, 4)] for d in (16, 32, 64, 128)}
+for _gen in ("hopper", "ampere"):
+    _FORWARD[(_gen, 4)] = _F32
+    _DQ[(_gen, 4)] = _F32_BACKWARD
+    _DKDV[(_gen, 4)] = _F32_BACKWARD
 
 
 def _attention_table(table):
@@ -85,12 +106,12 @@ def _attention_table(table):
 
 def _attention_shared(stream: str, resident: str, residents: int):
     """Upper bound of an attention kernel's shared memory: per pipeline stage two streamed tiles
-    (K and V, or Q and g_O) of ``stream`` rows, the ``residents`` tiles of ``resident`` rows the
+    (K and V, or Q and g_O) of ``stream`` rows (two stages at least), the ``residents`` tiles of ``resident`` rows the
     program keeps (Q; Q and g_O; K and V), and 2 KiB of barriers and scratch. Equal to what Triton
     3.6 allocates on sm_90 up to those 2 KiB; above it on sm_80."""
     def estimate(config: triton.Config, named: dict) -> int:
         kw = config.kwargs
-        rows = config.num_stages * 2 * kw[stream] + residents * kw[resident]
+        rows = max(config.num_stages, 2) * 2 * kw[stream] + residents * kw[resident]
         return _element_bytes(named, "q_ptr") * named["BLOCK_D"] * rows + 2048
 
     return estimate
