@@ -215,8 +215,15 @@ def _time(kernel: Kernel, config, grid, args, constexprs) -> float:
     try:
         with device_guard(device):
             return triton.testing.do_bench(run, warmup=5, rep=20, return_mode="median")
-    except (triton.runtime.errors.OutOfResources, triton.compiler.errors.CompilationError):
+    except _CONFIG_ERRORS:  # a config this card cannot run is never chosen
         return float("inf")
+
+
+_CONFIG_ERRORS = tuple(
+    error for error in (getattr(triton.runtime.errors, "OutOfResources", None),
+                        getattr(triton.runtime.errors, "PTXASError", None),
+                        getattr(triton.compiler.errors, "CompilationError", None)) if error is not None
+)
 
 
 def _describe(config: triton.Config) -> dict:
