@@ -1,16 +1,18 @@
 """The configs of every Triton kernel, per GPU generation, dtype and block size — first the default.
 
-Chosen from the ahead-of-time compilation of every candidate for sm_80 and sm_90 (Triton 3.6, the
-version on the lent H100/H200 image; ``python -m lrp_kernels.backends.triton.aot``): a config is
-listed for a (generation, element size, BLOCK_D) only if it compiles there with no register spills
-and within the generation's shared memory (``tests/backends/test_triton_compile.py`` asserts both for
+Chosen from the ahead-of-time compilation of every candidate for sm_80 and sm_90 with Triton 3.6
+(the version on the lent H100/H200 image) and 3.9 (``python -m lrp_kernels.backends.triton.aot``):
+a 16-bit config is listed for a (generation, element size, BLOCK_D) only if it compiles there with
+no register spills under both versions and within the generation's shared memory (``tests/backends/test_triton_compile.py`` asserts both for
 every entry, and that every head dim up to ``MAX_HEAD_DIM`` keeps at least one config). The first
 entry is what runs without tuning (``LRP_KERNELS_TRITON_AUTOTUNE=0``); the others are tuned among.
 ``shared_bytes`` estimates are upper bounds of what the compiler allocates (checked by the same
 test), used to drop configs on cards with less shared memory (sm_86/sm_89: 99 KiB).
 
 float32 has its own, smaller tiles: IEEE float32 ``tl.dot`` runs on FMA units with the operands in
-registers (no tensor cores), so the 16-bit tiles spill there.
+registers (no tensor cores), so the 16-bit tiles spill there (14–115 KB of spill traffic per thread
+before). They are spill-free with Triton 3.6; with 3.9 the head-dim-128 backward still spills
+(8–1236 B). ``auto`` sends float32 to cuBLAS/SDPA, not here.
 """
 
 from __future__ import annotations
@@ -47,8 +49,8 @@ _FORWARD = {
         16: [(128, 64, 3, 8), (64, 64, 3, 4)],
         32: [(128, 64, 3, 8), (64, 64, 3, 4)],
         64: [(128, 64, 3, 8), (64, 64, 3, 4)],
-        128: [(128, 64, 3, 8), (128, 64, 2, 8)],  # the second fits 99 KiB (sm_86/sm_89)
-        256: [(64, 64, 2, 8), (64, 32, 2, 4)],
+        128: [(128, 64, 3, 8), (64, 32, 2, 4)],  # the second fits 99 KiB (sm_86/sm_89)
+        256: [(64, 64, 2, 8), (64, 32, 2, 8)],
     },
 }
 # dQ: BLOCK_M queries per program, BLOCK_N keys per step
@@ -58,12 +60,12 @@ _DQ = {
         32: [(64, 128, 3, 8), (64, 64, 3, 4)],
         64: [(64, 128, 3, 8), (128, 64, 2, 8)],
         128: [(128, 64, 2, 8), (64, 64, 3, 4)],
-        256: [(64, 64, 2, 8), (32, 64, 2, 8)],
+        256: [(32, 64, 2, 8), (32, 32, 2, 8)],
     },
     ("ampere", 2): {
-        16: [(64, 64, 2, 8), (32, 64, 3, 4)],
-        32: [(64, 64, 2, 8), (32, 64, 3, 4)],
-        64: [(64, 64, 2, 8), (128, 64, 2, 8)],
+        16: [(32, 64, 3, 4), (32, 32, 2, 4)],
+        32: [(32, 64, 3, 4), (32, 32, 2, 4)],
+        64: [(32, 64, 3, 4), (32, 32, 2, 4)],
         128: [(64, 64, 2, 8), (32, 32, 2, 4)],
         256: [(32, 64, 2, 8), (32, 32, 2, 4)],
     },
@@ -74,14 +76,14 @@ _DKDV = {
         16: [(64, 128, 3, 8), (64, 64, 3, 4)],
         32: [(64, 128, 3, 8), (64, 64, 3, 4)],
         64: [(64, 128, 3, 8), (32, 128, 2, 8)],
-        128: [(64, 64, 2, 8), (32, 32, 2, 4)],
+        128: [(32, 64, 2, 8), (32, 32, 2, 4)],
         256: [(32, 32, 2, 8), (16, 32, 2, 8)],
     },
     ("ampere", 2): {
         16: [(32, 64, 3, 4), (32, 128, 2, 8)],
         32: [(32, 64, 3, 4), (32, 128, 2, 8)],
         64: [(32, 128, 2, 8), (32, 64, 3, 4)],
-        128: [(64, 64, 2, 8), (32, 32, 2, 4)],
+        128: [(32, 64, 2, 8), (32, 32, 2, 4)],
         256: [(32, 32, 2, 8), (16, 32, 2, 8)],
     },
 }
