@@ -94,7 +94,8 @@ def _input_rule(grad, x, input_eps):
     element as the gradient is stored (the projection's own backward is then one GEMM); ``grad``
     unchanged for ε = 0. A run-time branch: one compiled kernel for both (a few instructions per
     output element, after the main loop)."""
-    return grad * tl.where(input_eps > 0, stabilized_ratio(x.to(tl.float32), input_eps), 1.0)
+    ratio = stabilized_ratio(x.to(tl.float32), tl.where(input_eps > 0, input_eps, 1.0))  # never 0/0
+    return grad * tl.where(input_eps > 0, ratio, 1.0)
 
 
 @triton.jit
