@@ -208,6 +208,20 @@ def _attention_backward_dq_kernel(
 
 
 @triton.jit
+def _probabilities_t(k, qt, key_bias, m_ptr, ls_ptr, stat, col_ok, row_ok, scale, HAS_MASK: tl.constexpr,
+                     DOT_PRECISION: tl.constexpr):
+    """Pᵀ of a [keys, queries] block, ``exp(Sᵀ − m − log ℓ)`` from the saved row statistics; 0
+    outside L × L."""
+    st = mm(k, qt, None, DOT_PRECISION) * scale
+    if HAS_MASK:
+        st = st + key_bias[:, None]
+    st = tl.where(col_ok[:, None] & row_ok[None, :], st, float("-inf"))
+    lse_m = tl.load(m_ptr + stat, mask=row_ok, other=0.0)
+    lse_l = tl.load(ls_ptr + stat, mask=row_ok, other=0.0)
+    return tl.exp((st - lse_m[None, :]) - lse_l[None, :])
+
+
+@triton.jit
 def _attention_backward_dkdv_kernel(
     q_ptr, k_ptr, v_ptr,  # *T [B, H, L, D] forward inputs (any strides)
     g_ptr,  # *T   [B, H, L, D] gradient at the output (any strides)
@@ -239,6 +253,7 @@ def _attention_backward_dkdv_kernel(
     kv_ok = col_ok[:, None] & d_ok[None, :]
     k = tl.load(_tile(k_ptr, b, h, skb, skh, skl, skd, offs_n, offs_d), mask=kv_ok, other=0.0)
     v = tl.load(_tile(v_ptr, b, h, svb, svh, svl, svd, offs_n, offs_d), mask=kv_ok, other=0.0)
+    key_bias = tl.full((BLOCK_N,), 0.0, dtype=tl.float32)
     if HAS_MASK:
         key_bias = tl.load(mask_ptr + b * smb + offs_n, mask=col_ok, other=0.0)
     gk = tl.full((BLOCK_N, BLOCK_D), 0.0, dtype=tl.float32)
@@ -253,13 +268,7 @@ def _attention_backward_dkdv_kernel(
         go = tl.load(_tile(g_ptr, b, h, sgb, sgh, sgl, sgd, rows, offs_d), mask=row_ok[:, None] & d_ok[None, :],
                      other=0.0)
         stat = bh * L + rows
-        st = mm(k, qt, None, DOT_PRECISION) * scale  # Sᵀ block [N, M]
-        if HAS_MASK:
-            st = st + key_bias[:, None]
-        st = tl.where(col_ok[:, None] & row_ok[None, :], st, float("-inf"))  # P = 0 outside L × L
-        lse_m = tl.load(m_ptr + stat, mask=row_ok, other=0.0)
-        lse_l = tl.load(ls_ptr + stat, mask=row_ok, other=0.0)
-        pt = tl.exp((st - lse_m[None, :]) - lse_l[None, :])
+        pt = _probabilities_t(k, qt, key_bias, m_ptr, ls_ptr, stat, col_ok, row_ok, scale, HAS_MASK, DOT_PRECISION)
         gv = mm(cast(pt, go.dtype), go, gv, DOT_PRECISION)
         if COMPUTE_QK:
             delta = tl.load(delta_ptr + stat, mask=row_ok, other=0.0)
