@@ -1,22 +1,29 @@
-"""End-to-end ``attnlrp`` attributions of a BERT-base-size random model on CUDA for the backends
-triton / cuda / torch: time per batch, tokens per second and peak memory, at batch 32 and
-sequences 128 and 512 in bfloat16 by default (larger than ``bench_e2e.py``'s 8 x 128, where the
-fused Triton attention and GEMMs matter). A script, not a pytest module:
+"""The GPU decision: is the Triton backend ≥ 1.5× torch (SDPA) end to end, and does it agree?
 
-    python benchmarks/e2e/bench_gpu_e2e.py                  # batch 32, seq 128 and 512, bf16
-    python benchmarks/e2e/bench_gpu_e2e.py --no-autotune    # first config per kernel: no autotuning compile time
-    python benchmarks/e2e/bench_gpu_e2e.py --seqs 128 --batch 8 --dtype float16
+A script in three sections, each printing a short table (``benchmarks/gpu_check.sh`` runs them in
+this order, each under its own time limit):
 
-Times are medians of CUDA events over ``--reps`` runs after a warm-up run that also autotunes.
-Peak memory is ``torch.cuda.max_memory_allocated`` during one attribution, model weights included.
-Benchmarks report and never fail: a backend that cannot run prints its reason in the table. Without
-CUDA the script says so and exits 0. The kernels one by one: ``benchmarks/ops/bench_<rule>.py``.
+    python benchmarks/e2e/bench_gpu_e2e.py e2e      # attnlrp and cp_lrp on a BERT-base-size random
+                                                    # model, batch 32 × seq 128 and 512, bf16, ragged:
+                                                    # first call and steady state, triton vs torch
+                                                    # (SDPA), the scores' agreement, and the verdict
+    python benchmarks/e2e/bench_gpu_e2e.py kernels  # the rules alone: linear rule + torch.matmul vs
+                                                    # torch's rule + matmul vs the bare matmul;
+                                                    # attention vs SDPA × (¼, ¼, ½); LayerNorm, GELU
+    python benchmarks/e2e/bench_gpu_e2e.py edge     # head dim 256, B·H > 65,535, a fully padded
+                                                    # sequence at L = 512: Triton vs the reference
+
+``--tiny --device cpu`` runs the same code at toy sizes through Triton's interpreter (set
+``TRITON_INTERPRET=1``): the CPU-side check of this script (tests/test_gpu_check.py). First-call
+times include Triton's compilation and tuning (``LRP_KERNELS_TRITON_AUTOTUNE``, default 1, tuning
+file ``LRP_KERNELS_TRITON_TUNING_FILE``). Steady-state times are medians of ``--reps`` runs
+(interleaved round-robin across backends). Scores: Pearson correlation and the largest difference
+relative to the largest |score| of the row, per example, worst example reported.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -25,98 +32,245 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository
 
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+from lrp_kernels.benchmarking import random_bert, random_inputs, time_interleaved  # noqa: E402
+
+VERDICT_SPEEDUP = 1.5
+#: agreement needed for the verdict: bf16 scores of two summation orders
+MIN_CORRELATION, MAX_RELATIVE = 0.99, 0.1
+FULL = dict(batch=32, seqs=(128, 512), sizes={}, reps=10)
+TINY = dict(batch=2, seqs=(8,), sizes=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                                intermediate_size=48, max_position_embeddings=32), reps=1)
 
 
-def e2e_rows(batch, seqs, dtype, reps, backends, config=None):
-    """(seq, backend, ms per batch, tokens/s, peak GiB, speed-up vs torch) of ``attribute(attnlrp)``
-    on a random model of ``config`` (BERT-base sizes by default)."""
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _first_call(fn, device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _agrees(triton, torch_) -> bool:
+    """Triton's bfloat16 scores agree with the float32 reference about as well as torch's do."""
+    return triton[0] >= min(MIN_CORRELATION, torch_[0] - 0.01) and triton[1] <= max(MAX_RELATIVE, 2 * torch_[1])
+
+
+def agreement(got: torch.Tensor, want: torch.Tensor) -> tuple[float, float]:
+    """(worst Pearson correlation, worst max |difference| / max |want|) over the examples."""
+    corr, rel = 1.0, 0.0
+    for a, b in zip(got.double(), want.double()):
+        a, b = a[b != 0], b[b != 0]
+        if a.numel() > 1 and a.std() > 0 and b.std() > 0:
+            corr = min(corr, float(torch.corrcoef(torch.stack([a, b]))[0, 1]))
+        rel = max(rel, float((a - b).abs().max() / b.abs().max().clamp_min(1e-30)))
+    return corr, rel
+
+
+# ----------------------------------------------------------------------------------- end to end
+def e2e(args) -> int:
     from lrp_kernels import attribute
-    from lrp_kernels.backends import unavailable_reason
-    from lrp_kernels.models import BertClassifier
-    from lrp_kernels.models.config import ModelConfig
 
-    torch.manual_seed(0)
-    model = BertClassifier(config or ModelConfig()).eval().to(device="cuda", dtype=dtype)
+    device, dtype, shape = torch.device(args.device), getattr(torch, args.dtype), TINY if args.tiny else FULL
+    model = random_bert(dtype=dtype, device=device, **shape["sizes"])
+    print(f"end to end: attribute() on a random BERT ({model.config.num_hidden_layers} layers, hidden "
+          f"{model.config.hidden_size}), batch {shape['batch']}, ragged, {args.dtype}, median of {shape['reps']}")
+    print(f"{'method':8s} {'L':>4s} {'backend':7s} {'first s':>8s} {'ms':>9s} {'tok/s':>9s} {'speed-up':>8s} "
+          f"{'corr':>7s} {'rel':>7s}   (corr, rel: against float32 torch)")
+    reference = random_bert(dtype=torch.float32, device=device, **shape["sizes"])  # same weights, float32
+    speedups, agreed = [], True
+    for seq in shape["seqs"]:
+        ids, mask, types = random_inputs(model.config, shape["batch"], seq, device=device, padded=True)
+        for method in ("attnlrp", "cp_lrp"):
+            calls = {b: (lambda b=b: attribute(model, ids, mask, types, method=method, backend=b))
+                     for b in ("torch", "triton")}
+            first = {b: _first_call(fn, device) for b, fn in calls.items()}
+            timings = time_interleaved(calls, device, repeat=shape["reps"], warmup=1)
+            exact = attribute(reference, ids, mask, types, method=method, backend="torch").scores
+            scores = {b: agreement(fn().scores, exact) for b, fn in calls.items()}
+            speedups.append(timings["torch"].median / timings["triton"].median)
+            agreed &= _agrees(scores["triton"], scores["torch"])
+            for b in calls:
+                ms = timings[b].median * 1e3
+                gain = f"{speedups[-1]:7.2f}x" if b == "triton" else f"{'':8s}"
+                print(f"{method:8s} {seq:4d} {b:7s} {first[b]:8.2f} {ms:9.2f} {shape['batch'] * seq / ms * 1e3:9.0f} "
+                      f"{gain} {scores[b][0]:7.4f} {scores[b][1]:7.4f}", flush=True)
+    verdict = "yes" if min(speedups) >= VERDICT_SPEEDUP and agreed else "no"
+    print(f"\nslowest Triton speed-up {min(speedups):.2f}x, scores agree: {'yes' if agreed else 'NO'}")
+    print(f"VERDICT Triton >= {VERDICT_SPEEDUP}x torch(SDPA) end to end: {verdict}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------- kernel rows
+def _bench(fn, device, reps) -> float:
+    """Median milliseconds of ``fn`` (CUDA: triton.testing.do_bench; CPU: wall time)."""
+    if device.type == "cuda":
+        import triton
+
+        return triton.testing.do_bench(fn, warmup=10, rep=50, return_mode="median")
+    return time_interleaved({"f": fn}, device, repeat=reps, warmup=1)["f"].median * 1e3
+
+
+def _linear_rows(t, torch_b, triton_b):
+    """(name, triton fn, torch fn) of the linear rule then the GEMM, and the bare GEMM as the floor."""
+    def rule_then_gemm(backend, g, z, w, gelu):
+        kernels = backend.linear
+        s = kernels.gelu_eps_ratio(g, z, 1e-6, "none") if gelu else kernels.eps_ratio(g, z, 1e-6)
+        return torch.matmul(s, w)
+
+    rows = []
+    for name, g, z, w, gelu in (("linear eps + matmul (MLP out)", t.g_h, t.z_h, t.w_out, False),
+                                ("linear gelu.eps + matmul (MLP in)", t.g_u, t.u, t.w_in, True)):
+        rows.append((name, lambda g=g, z=z, w=w, gelu=gelu: rule_then_gemm(triton_b, g, z, w, gelu),
+                     lambda g=g, z=z, w=w, gelu=gelu: rule_then_gemm(torch_b, g, z, w, gelu)))
+        rows.append(("  bare matmul of it", lambda g=g, w=w: torch.matmul(g, w), None))
+    return rows
+
+
+def _attention_rows(t, torch_b, triton_b):
+    def round_trip(backend, mode):
+        kernels = backend.attention
+        out, saved = kernels.forward(t.q, t.k, t.v, t.mask, t.scale, mode)
+        return kernels.backward(t.g_o, t.q, t.k, t.v, t.mask, t.scale, mode, saved)
+
+    return [(f"attention {mode} fwd+bwd", lambda m=mode: round_trip(triton_b, m), lambda m=mode: round_trip(torch_b, m))
+            for mode in ("attnlrp", "cp_lrp")]
+
+
+def _rowwise_rows(t, torch_b, triton_b):
+    return [("layer_norm forward", lambda: triton_b.layer_norm.forward(t.x, t.w_ln, t.b_ln, 1e-12),
+             lambda: torch_b.layer_norm.forward(t.x, t.w_ln, t.b_ln, 1e-12)),
+            ("layer_norm backward", lambda: triton_b.layer_norm.backward(t.g_h, t.w_ln, t.rstd),
+             lambda: torch_b.layer_norm.backward(t.g_h, t.w_ln, t.rstd)),
+            ("gelu forward", lambda: triton_b.activation.forward(t.u, "gelu"),
+             lambda: torch_b.activation.forward(t.u, "gelu"))]
+
+
+def _kernel_inputs(device, dtype, batch, seq, hidden, heads, inter):
+    from types import SimpleNamespace
+
+    from lrp_kernels.backends.torch import layer_norm
+
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=gen) * scale).to(device=device, dtype=dtype)
+
+    t = SimpleNamespace(scale=(hidden // heads) ** -0.5, mask=torch.zeros(batch, seq, device=device))
+    t.mask[batch // 2:, seq - seq // 4:] = torch.finfo(torch.float32).min  # half the batch ¼ padded
+    t.x, t.g_h, t.z_h = rand(batch, seq, hidden, scale=2.0), rand(batch, seq, hidden), rand(batch, seq, hidden)
+    t.w_ln, t.b_ln = rand(hidden), rand(hidden)
+    t.rstd = layer_norm.forward(t.x, t.w_ln, t.b_ln, 1e-12)[2]
+    t.u, t.g_u = rand(batch, seq, inter, scale=2.0), rand(batch, seq, inter)
+    t.w_out, t.w_in = rand(hidden, inter, scale=inter**-0.5), rand(inter, hidden, scale=hidden**-0.5)
+    t.q, t.k, t.v, t.g_o = (rand(batch, seq, hidden).view(batch, seq, heads, -1).transpose(1, 2) for _ in range(4))
+    return t
+
+
+def kernels(args) -> int:
+    from lrp_kernels.backends import resolve
+
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    torch_b, triton_b = resolve("torch", device), resolve("triton", device)
+    batch, seqs, (hidden, heads, inter) = (2, (16,), (32, 2, 48)) if args.tiny else (32, (128, 512), (768, 12, 3072))
+    print(f"kernel rows, {args.dtype}, batch {batch}: median ms; speed-up = torch / triton")
+    print(f"{'row':36s} {'L':>4s} {'triton':>9s} {'torch':>9s} {'speed-up':>8s}")
     for seq in seqs:
-        ids = torch.randint(1000, 30000, (batch, seq), device="cuda")
-        mask = torch.ones_like(ids)
-        lengths = torch.randint(seq // 2, seq + 1, (batch,), device="cuda")
-        mask[torch.arange(seq, device="cuda")[None, :] >= lengths[:, None]] = 0  # ragged padding
-        times = {}
-        for name in backends:
-            reason = unavailable_reason(name, "cuda")
-            if reason is not None:
-                yield [seq, name, f"unavailable: {reason[:70]}", "", "", ""]
-                continue
-            try:
-                for _ in range(1):  # warm-up: compilation and autotuning
-                    attribute(model, ids, mask, method="attnlrp", backend=name)
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-                attribute(model, ids, mask, method="attnlrp", backend=name)
-                torch.cuda.synchronize()
-                peak = torch.cuda.max_memory_allocated() / 2**30
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                samples = []
-                for _ in range(reps):
-                    start.record()
-                    attribute(model, ids, mask, method="attnlrp", backend=name)
-                    end.record()
-                    torch.cuda.synchronize()
-                    samples.append(start.elapsed_time(end))
-                ms = sorted(samples)[len(samples) // 2]
-                times[name] = ms
-                yield [seq, name, ms, batch * seq / ms * 1e3, peak, None]
-            except Exception as exc:  # report, never fail
-                yield [seq, name, f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:60]}", "", "", ""]
-        if "torch" in times:
-            for name, ms in times.items():
-                yield [seq, f"{name} vs torch", "", "", "", times["torch"] / ms]
+        t = _kernel_inputs(device, dtype, batch, seq, hidden, heads, inter)
+        for name, ours, theirs in (_linear_rows(t, torch_b, triton_b) + _attention_rows(t, torch_b, triton_b)
+                                   + _rowwise_rows(t, torch_b, triton_b)):
+            a = _bench(ours, device, 3)
+            b = _bench(theirs, device, 3) if theirs else None
+            tail = f"{b:9.3f} {b / a:7.2f}x" if b else f"{'':9s}"
+            print(f"{name:36s} {seq:4d} {a:9.3f} {tail}", flush=True)
+    return 0
 
 
-def _fmt(v, spec):
-    if v is None or v == "":
-        return ""
-    return format(v, spec) if isinstance(v, (int, float)) else str(v)
+# ---------------------------------------------------------------------------------- edge cases
+def _attention_error(q, mask, mode="attnlrp") -> float:
+    """Largest error of Triton's attention (output and gradients) relative to the largest value,
+    against the torch reference in float32 on the same inputs."""
+    from lrp_kernels.backends import resolve
+
+    triton_b, torch_b = resolve("triton", q.device), resolve("torch", q.device)
+    k, v, g = (torch.randn_like(q) for _ in range(3))
+    scale = q.shape[-1] ** -0.5
+    out, saved = triton_b.attention.forward(q, k, v, mask, scale, mode)
+    got = (out, *triton_b.attention.backward(g, q, k, v, mask, scale, mode, saved))
+    q32, k32, v32, g32 = (t.float() for t in (q, k, v, g))
+    out32, saved32 = torch_b.attention.forward(q32, k32, v32, mask, scale, mode)
+    want = (out32, *torch_b.attention.backward(g32, q32, k32, v32, mask, scale, mode, saved32))
+    return max(float((a.float() - b).abs().max() / b.abs().max().clamp_min(1e-30))
+               for a, b in zip(got, want) if b is not None)
+
+
+def _edge_cases(args):
+    """(name, build q and mask) of each edge case at full or tiny size."""
+    dev, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    bh_batch = 2 if args.tiny else 5462  # ×12 heads = 65,544 > 65,535
+    long = 16 if args.tiny else 512
+
+    def heads(b, length, h, d):
+        return torch.randn(b, length, h * d, device=dev).to(dtype).view(b, length, h, d).transpose(1, 2)
+
+    def padded(b, length, lengths):
+        mask = torch.zeros(b, length, device=dev)
+        for i, n in enumerate(lengths):
+            mask[i, n:] = torch.finfo(torch.float32).min
+        return mask
+
+    return [
+        ("head dim 256", lambda: (heads(2, 8 if args.tiny else 256, 4, 256), None)),
+        (f"B*H = {bh_batch * 12}", lambda: (heads(bh_batch, 16, 12, 64), padded(bh_batch, 16, [16, 9] * (bh_batch // 2)))),
+        (f"fully padded sequence, L {long}", lambda: (heads(4, long, 12, 64), padded(4, long, [long, long // 2, 0, 3]))),
+    ]
+
+
+def edge(args) -> int:
+    #: bf16 tolerance of one attention against float32 (one rounding of the inputs' products)
+    tolerance = {"bfloat16": 3e-2, "float16": 4e-3, "float32": 1e-4}[args.dtype]
+    print(f"edge cases, {args.dtype}: Triton attention (output and gradients, attnlrp and cp_lrp) vs the float32 "
+          f"torch reference; max error relative to the largest value (ok below {tolerance:g})")
+    failed = 0
+    for name, make in _edge_cases(args):
+        try:
+            q, mask = make()
+            error = max(_attention_error(q, mask, mode) for mode in ("attnlrp", "cp_lrp"))
+            status = "ok" if error <= tolerance else "FAIL"
+            print(f"{name:34s} {error:10.2e} {status}", flush=True)
+        except Exception as exc:  # a crash is the finding (OutOfResources, a grid limit, ...)
+            error, status = float("nan"), "FAIL"
+            print(f"{name:34s} {'-':>10s} FAIL {type(exc).__name__}: {str(exc).splitlines()[0][:90]}", flush=True)
+        failed += status != "ok"
+        if torch.device(args.device).type == "cuda":
+            torch.cuda.empty_cache()
+    print(f"edge cases failed: {failed}")
+    return 1 if failed else 0
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--seqs", type=int, nargs="+", default=[128, 512])
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--backends", nargs="+", default=["triton", "cuda", "torch"])
-    parser.add_argument("--no-autotune", action="store_true",
-                        help="first config of each kernel, no autotuning (LRP_KERNELS_TRITON_AUTOTUNE=0): quicker start")
+    parser.add_argument("section", choices=["e2e", "kernels", "edge", "all"])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    parser.add_argument("--tiny", action="store_true", help="toy sizes (the CPU check under TRITON_INTERPRET=1)")
     args = parser.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # rows survive a timeout that kills the script
-    if args.no_autotune:
-        os.environ["LRP_KERNELS_TRITON_AUTOTUNE"] = "0"
-
-    if not torch.cuda.is_available():
-        print("bench_gpu_e2e: no CUDA device, nothing to benchmark")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("bench_gpu_e2e: no CUDA device, nothing to measure")
         return 0
-    try:
-        import triton
-
-        triton_version = triton.__version__
-    except ImportError:  # the triton rows say it is unavailable
-        triton_version = "not installed"
-    dtype = DTYPES[args.dtype]
-    print(f"device: {torch.cuda.get_device_name()} (sm_{''.join(map(str, torch.cuda.get_device_capability()))}), "
-          f"torch {torch.__version__}, triton {triton_version}, dtype {args.dtype}")
-    t0 = time.time()
-    print(f"\nend to end: attribute(method='attnlrp'), BERT-base (12 layers, hidden 768, 12 heads), "
-          f"batch {args.batch}, ragged padding (median of {args.reps})")
-    print(f"{'seq':>5s} {'backend':16s} {'ms/batch':>12s} {'tokens/s':>12s} {'peak GiB':>9s} {'speed-up':>9s}")
-    for seq, name, ms, tps, peak, speedup in e2e_rows(args.batch, args.seqs, dtype, args.reps, args.backends):
-        print(f"{seq:5d} {name:16s} {_fmt(ms, '12.2f'):>12s} {_fmt(tps, '12.0f'):>12s} {_fmt(peak, '9.2f'):>9s} "
-              f"{_fmt(speedup, '8.2f') + ('x' if speedup else ''):>9s}")
-        torch.cuda.empty_cache()
-    print(f"\ntotal {time.time() - t0:.0f} s")
-    return 0
+    torch.manual_seed(0)
+    sections = {"e2e": e2e, "kernels": kernels, "edge": edge}
+    chosen = list(sections) if args.section == "all" else [args.section]
+    status = 0
+    for name in chosen:
+        status |= sections[name](args)
+        print()
+    return status
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ reference, at BERT-base shapes (``bert_base.py``).
     python -m pytest benchmarks/ops/bench_linear.py --benchmark-only
 
 The element-wise rule alone (``eps_ratio``, ``gelu_eps_ratio``), and the whole backward of the
-three BERT linears whose backward feeds a GEMM, as the op runs it: the backend's ``fused_backward``
-where it declares one (Triton), else its element-wise rule then ``torch.matmul``.
+three BERT linears whose backward feeds a GEMM, as the op runs it: the backend's element-wise rule,
+then ``torch.matmul``.
 """
 
 from __future__ import annotations
@@ -18,10 +18,6 @@ from bert_base import EPS, HIDDEN, INTER, TARGETS, TOKENS, time_case  # benchmar
 
 def backward(backend, g, z, weight, gelu=False):
     kernels = backend.linear
-    if kernels.fused_backward is not None:
-        if gelu:
-            return kernels.fused_backward(g, None, weight, EPS, gelu_input=z)
-        return kernels.fused_backward(g, z, weight, EPS)
     rule = kernels.gelu_eps_ratio(g, z, EPS, "none") if gelu else kernels.eps_ratio(g, z, EPS)
     return torch.matmul(rule, weight)
 

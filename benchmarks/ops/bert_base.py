@@ -6,8 +6,7 @@ intermediate 3072; float32 on the CPU, bfloat16 on CUDA. Every backend that runs
 timed on the same inputs as the torch reference there: ``torch`` and ``cpp`` on the CPU;
 ``torch``, ``cuda`` and ``triton`` on CUDA (skipped without a GPU). Triton's interpreter is for
 tests, not for timing: ``triton`` is not timed on the CPU. Each case calls the backend's kernel set
-the way the op does (e.g. the linear backward is ``fused_backward`` where a backend declares it,
-else the element-wise rule then ``torch.matmul``). Benchmarks report; they never assert timings.
+the way the op does (e.g. the linear backward is the element-wise rule then ``torch.matmul``). Benchmarks report; they never assert timings.
 """
 
 from __future__ import annotations

@@ -3,8 +3,7 @@
 A backend is one :class:`Backend` value: its name, the device types it runs on, a function that
 says why it cannot run here (or None), and one kernel set per rule. A kernel set is a small frozen
 dataclass of *host functions* — functions on torch tensors that run the element-wise and row-wise
-parts of one rule's forward and backward (the GEMMs stay on ``torch.matmul`` unless a backend
-declares a fused capability). The math of each rule is stated once, in ``lrp_kernels/ops/<rule>.py``;
+parts of one rule's forward and backward (the GEMMs stay on ``torch.matmul``: cuBLAS on CUDA). The math of each rule is stated once, in ``lrp_kernels/ops/<rule>.py``;
 the torch backend (``backends/torch/<rule>.py``) is the reference every other backend is tested
 against. Every field is required: a backend that has no kernel of its own for a rule passes the
 torch reference's kernel set explicitly, so nothing is found by duck typing.
@@ -28,6 +27,7 @@ Shared conventions of the host functions:
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -49,14 +49,12 @@ class LinearKernels:
 
     ``eps_ratio(grad_z, z, eps) -> grad_z · z/(z + ε·sign z)``; ε = 0 returns ``grad_z`` unchanged.
     ``gelu_eps_ratio(grad_h, u, eps, approximate) -> grad_h · gelu(u)/u · u/(u + ε·sign u)``: the
-    identity rule of a GELU fused with the stabilizer of the linear that produced ``u``.
-    ``fused_backward`` (optional capability): ``(grad_z, z, weight, eps, gelu_input=None,
-    approximate="none") -> g_x``, the whole backward ``rule(g_z) @ W`` as one kernel.
+    identity rule of a GELU fused with the stabilizer of the linear that produced ``u``. Each is
+    applied once per element; the op then multiplies by the weight with ``torch.matmul``.
     """
 
     eps_ratio: Callable[[Tensor, Tensor, float], Tensor]
     gelu_eps_ratio: Callable[[Tensor, Tensor, float, str], Tensor]
-    fused_backward: Optional[Callable[..., Tensor]] = None
 
 
 @dataclass(frozen=True)
@@ -117,8 +115,10 @@ class AttentionKernels:
     ``forward(q [B, H, L, D], k, v [B, H_kv, L, D], mask [B, L] | None, scale, mode, window=None,
     rotary=None) -> (out [B, H, L, D], saved)`` where ``saved`` is a tuple of tensors the same
     backend's backward reads;
-    ``backward(grad_out, q, k, v, mask, scale, mode, saved, window=None, rotary=None) -> (g_q, g_k,
-    g_v)``, g_q = g_k = None for ``cp_lrp``.
+    ``backward(grad_out, q, k, v, mask, scale, mode, saved, window=None, rotary=None, input_eps=0.0)
+    -> (g_q, g_k, g_v)``, g_q = g_k = None for ``cp_lrp``; with ``input_eps`` > 0 each gradient comes
+    back multiplied by the ε-ratio ``x/(x + ε·sign x)`` of its input — the rule of the linears that
+    produced q, k, v, applied here once per element so that their own backward is a plain GEMM.
 
     DeBERTa's disentangled attention, S = scale·(Q Kᵀ + c2p + p2c) with c2p_ij = Q_i·P^K_δ(i,j) and
     p2c_ij = K_j·P^Q_δ(i,j):
@@ -135,6 +135,10 @@ class AttentionKernels:
     disentangled_backward: Callable[..., "tuple[Optional[Tensor], ...]"]
 
 
+#: the rules every backend declares a kernel set for (the fields of :class:`Backend` after its header)
+RULES = ("linear", "layer_norm", "activation", "attention", "rms_norm", "gated_mlp")
+
+
 @dataclass(frozen=True)
 class Backend:
     """One backend: where it runs, whether it can run here, and its kernels for every rule."""
@@ -149,10 +153,15 @@ class Backend:
     rms_norm: RMSNormKernels
     gated_mlp: GatedMLPKernels
 
-    @property
-    def capabilities(self) -> frozenset[str]:
-        """Optional fused kernels this backend declares (e.g. ``"fused_linear_backward"``)."""
-        return frozenset({"fused_linear_backward"} if self.linear.fused_backward is not None else ())
+    @classmethod
+    def of_package(cls, name: str, devices: tuple[str, ...], why_unavailable, package: str, **kernels) -> "Backend":
+        """The backend whose kernel set for each rule is ``<package>.<rule>.KERNELS``, except the rules
+        given in ``kernels`` (a backend without kernels of its own for a rule passes the torch
+        reference's here, explicitly)."""
+        for rule in RULES:
+            if rule not in kernels:
+                kernels[rule] = importlib.import_module(f"{package}.{rule}").KERNELS
+        return cls(name, devices, why_unavailable, **kernels)
 
     def unavailable_reason(self, device: Any = "cpu") -> Optional[str]:
         """Why this backend cannot run on ``device`` (None when it can)."""

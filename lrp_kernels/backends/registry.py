@@ -3,18 +3,21 @@
 Backends are imported lazily (importing Triton or the compiled module costs time and may fail);
 a backend that cannot be imported is reported unavailable with the import error as the reason.
 Selection: ``backend="auto" | "torch" | "cpp" | "cuda" | "triton"`` per call, or globally for this
-thread through :func:`set_backend` / :func:`use_backend`. ``auto`` prefers the compiled kernels on
-the CPU and, on CUDA, Triton when it runs, then the CUDA kernels, then torch.
+thread through :func:`set_backend` / :func:`use_backend`. ``auto`` follows :data:`AUTO_RULES`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import importlib
 import threading
 from typing import Any, Iterator
 
-from lrp_kernels.backends.contract import Backend, device_type
+import torch
+
+from lrp_kernels.backends.contract import RULES, Backend, device_type
 from lrp_kernels.errors import BackendUnavailable, InputError
 
 # name -> (module, attribute) of its Backend value
@@ -27,9 +30,17 @@ _LOCATIONS = {
 NAMES = tuple(_LOCATIONS)
 BACKENDS = ("auto", *NAMES)
 
-_AUTO_ORDER = {
-    "cpu": ("cpp", "torch"),
-    "cuda": ("triton", "cuda", "torch"),
+#: What ``auto`` runs, per device type: backends in order of preference, each with the dtypes it is
+#: taken for (None: every dtype). The first one that runs here takes its dtypes, the next one that
+#: runs the rest (:func:`routed`), down to one that takes every dtype; torch is the last resort.
+#: Triton on CUDA only for 16-bit tensors: its float32 ``tl.dot`` is IEEE float32 on the FMA units
+#: (no tensor cores; torch's default, no TF32), so float32 goes to cuBLAS and SDPA, and every config
+#: ``auto`` may pick for bfloat16/float16 compiles without register spills for sm_80 and sm_90
+#: (asserted for exactly these dtypes by tests/backends/test_triton_compile.py). Whether Triton beats
+#: torch(SDPA) end to end in bfloat16 is what ``benchmarks/gpu_check.sh`` decides on a GPU.
+AUTO_RULES: dict[str, tuple[tuple[str, tuple | None], ...]] = {
+    "cpu": (("cpp", None), ("torch", None)),
+    "cuda": (("triton", (torch.bfloat16, torch.float16)), ("cuda", None), ("torch", None)),
 }
 
 _state = threading.local()
@@ -99,10 +110,45 @@ def resolve(backend: str | Backend | None, device: Any) -> Backend:
         if reason is not None:
             raise BackendUnavailable(f"backend {name!r} is not available: {reason}")
         return load(name)[0]
-    for candidate in _AUTO_ORDER.get(device_type(device), ("torch",)):
-        if unavailable_reason(candidate, device) is None:
-            return load(candidate)[0]
-    return load("torch")[0]
+    return _auto(device)
+
+
+def _auto(device: Any) -> Backend:
+    """The backend of :data:`AUTO_RULES` for ``device`` (routed by dtype where the first one that
+    runs takes only some dtypes)."""
+    chain = [(name, dtypes) for name, dtypes in AUTO_RULES.get(device_type(device), ())
+             if unavailable_reason(name, device) is None]
+    backend = load("torch")[0]
+    for name, dtypes in reversed(chain):
+        backend = load(name)[0] if dtypes is None else routed(load(name)[0], frozenset(dtypes), backend)
+    return backend
+
+
+@functools.lru_cache(maxsize=None)
+def routed(primary: Backend, dtypes: frozenset, rest: Backend) -> Backend:
+    """A backend that runs ``primary``'s kernels on tensors of ``dtypes`` and ``rest``'s on the
+    others, chosen per call by the dtype of the call's first tensor (the data: ``x``, ``grad_out``,
+    ``q``…), so a forward and its backward always land on the same backend."""
+    def route(rule: str):
+        ours, theirs = getattr(primary, rule), getattr(rest, rule)
+
+        def pick(field):
+            a, b = getattr(ours, field.name), getattr(theirs, field.name)
+            return lambda *args, **kwargs: (a if _first_dtype(args) in dtypes else b)(*args, **kwargs)
+
+        return dataclasses.replace(ours, **{f.name: pick(f) for f in dataclasses.fields(ours)})
+
+    names = "/".join(sorted(str(d).replace("torch.", "") for d in dtypes))
+    return Backend(
+        name=f"{primary.name} ({names}) + {rest.name}",
+        devices=tuple(d for d in primary.devices if d in rest.devices),
+        why_unavailable=lambda: primary.why_unavailable() or rest.why_unavailable(),
+        **{rule: route(rule) for rule in RULES},
+    )
+
+
+def _first_dtype(args) -> torch.dtype | None:
+    return next((a.dtype for a in args if isinstance(a, torch.Tensor)), None)
 
 
 def available_backends(device: Any = "cpu") -> dict[str, str | None]:

@@ -141,7 +141,6 @@ class Pass:
     def _record(self, kind: str, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
         return output if self.ledger is None else self.ledger.op(kind, inputs, output)
 
-
     def positions(self, x: torch.Tensor, share) -> torch.Tensor:
         """``x`` [1, …], an input shared by the batch, as the op should read it: when position relevance
         is asked for (the tap :data:`POSITIONS`), a per-example view that requires grad, recorded with
@@ -152,9 +151,11 @@ class Pass:
         self.position_terms.append((view, share()))
         return view
 
-    def linear(self, x, layer: nn.Linear, activation: str | None = None):
-        """``activation(layer(x))``: the ε-rule (fused with a GELU's identity rule) or the plain op."""
-        eps = self.rules.linear_eps
+    def linear(self, x, layer: nn.Linear, activation: str | None = None, ratio_by_consumer: bool = False):
+        """``activation(layer(x))``: the ε-rule (fused with a GELU's identity rule) or the plain op.
+        ``ratio_by_consumer``: the op that reads the output applies this linear's ε-ratio in its
+        backward (:meth:`attention_input_eps`), so the linear itself is plain."""
+        eps = None if ratio_by_consumer else self.rules.linear_eps
         if (eps is not None and activation in FUSED_ACTIVATIONS and self.rules.activation == "identity"
                 and self.ledger is None):
             return lrp_linear(x, layer.weight, layer.bias, eps, activation, self.backend)
@@ -208,18 +209,28 @@ class Pass:
             self._window_masks[window] = dense.to(dtype)
         return self._window_masks[window]
 
-    def attention(self, q, k, v, scale: float, window: int | None = None, rotary=None):
+    def attention_input_eps(self) -> float:
+        """The ε of the q/k/v projections when the LRP attention applies their ratio in its backward
+        (fused into the kernels that write g_q, g_k, g_v); 0 when the projections apply it — always
+        with a ledger, whose per-op books keep a linear's ε share with the linear."""
+        eps = self.rules.linear_eps
+        return eps if eps and self.rules.attention != "grad" and self.ledger is None else 0.0
+
+    def attention(self, q, k, v, scale: float, window: int | None = None, rotary=None, input_eps: float = 0.0):
         """Attention over [B, H, L, D] heads (k, v may have fewer: grouped) under the rule set's
-        attention rule, with an optional sliding ``window`` and ``rotary=(cos, sin)``."""
+        attention rule, with an optional sliding ``window`` and ``rotary=(cos, sin)`` (``input_eps``:
+        :meth:`attention_input_eps` when the projections left their ratio to it)."""
         if self.ledger is not None:
             q, k, v = (self._own(t) for t in (q, k, v))
-            return self._record("softmax", (q, k, v), self._attention(q, k, v, scale, window, rotary))
-        return self._attention(q, k, v, scale, window, rotary)
+            return self._record("softmax", (q, k, v), self._attention(q, k, v, scale, window, rotary, input_eps))
+        return self._attention(q, k, v, scale, window, rotary, input_eps)
 
-    def _attention(self, q, k, v, scale: float, window: int | None, rotary):
+    def _attention(self, q, k, v, scale: float, window: int | None, rotary, input_eps: float):
         if self.rules.attention != "grad":
             return lrp_attention(q, k, v, self.mask, scale, self.rules.attention, self.backend, window=window,
-                                 rotary=rotary)
+                                 rotary=rotary, input_eps=input_eps)
+        if input_eps:
+            raise ValueError("input_eps needs an LRP attention rule")
         q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
         mask = self._plain_mask(window, q.shape[-2])
         if not self.record_attentions:
@@ -297,9 +308,11 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
 
 
 def self_attention(p: Pass, x, query: nn.Linear, key: nn.Linear, value: nn.Linear, heads: int):
-    """Multi-head self-attention of ``x`` [B, L, hidden] (before the output projection)."""
-    q, k, v = (split_heads(p.linear(x, lin), heads) for lin in (query, key, value))
-    return merge_heads(p.attention(q, k, v, q.shape[-1] ** -0.5))
+    """Multi-head self-attention of ``x`` [B, L, hidden] (before the output projection); under an LRP
+    attention rule the ε-ratio of the projections is applied by the attention's backward."""
+    eps = p.attention_input_eps()
+    q, k, v = (split_heads(p.linear(x, lin, ratio_by_consumer=eps > 0), heads) for lin in (query, key, value))
+    return merge_heads(p.attention(q, k, v, q.shape[-1] ** -0.5, input_eps=eps))
 
 
 def post_norm(p: Pass, x, residual, norm: nn.LayerNorm):

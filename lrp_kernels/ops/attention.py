@@ -77,10 +77,11 @@ class LRPAttentionFunction(torch.autograd.Function):
     """Forward: softmax(Q Kᵀ·scale + mask) V; backward: the rule of ``mode``."""
 
     @staticmethod
-    def forward(ctx, q, k, v, mask, scale, mode, backend: Backend, window, cos, sin):
+    def forward(ctx, q, k, v, mask, scale, mode, backend: Backend, window, cos, sin, input_eps):
         rotary = None if cos is None else (cos, sin)
         out, saved = backend.attention.forward(q, k, v, mask, scale, mode, window, rotary)
         ctx.scale, ctx.mode, ctx.kernels, ctx.window = scale, mode, backend.attention, window
+        ctx.input_eps = input_eps
         ctx.save_for_backward(q, k, v, mask, cos, sin, *saved)
         return out
 
@@ -88,9 +89,9 @@ class LRPAttentionFunction(torch.autograd.Function):
     def backward(ctx, grad_out):
         q, k, v, mask, cos, sin, *saved = ctx.saved_tensors
         rotary = None if cos is None else (cos, sin)
-        gq, gk, gv = ctx.kernels.backward(grad_out.contiguous(), q, k, v, mask, ctx.scale, ctx.mode, tuple(saved),
-                                          ctx.window, rotary)
-        return gq, gk, gv, None, None, None, None, None, None, None
+        gq, gk, gv = ctx.kernels.backward(grad_out, q, k, v, mask, ctx.scale, ctx.mode, tuple(saved),
+                                          ctx.window, rotary, ctx.input_eps)
+        return gq, gk, gv, None, None, None, None, None, None, None, None
 
 
 def _checked(mode, scale, q):
@@ -100,14 +101,22 @@ def _checked(mode, scale, q):
 
 
 def lrp_attention(q, k, v, mask=None, scale=None, mode="attnlrp", backend: Backend | None = None, *,
-                  window: int | None = None, rotary=None):
+                  window: int | None = None, rotary=None, input_eps: float = 0.0):
     """Attention over [B, H, L, D] queries (k, v: [B, H_kv, L, D]) with the backward rule ``mode``
-    (one of :data:`MODES`), an optional sliding ``window`` and ``rotary=(cos, sin)`` [B | 1, L, D]."""
+    (one of :data:`MODES`), an optional sliding ``window`` and ``rotary=(cos, sin)`` [B | 1, L, D].
+
+    ``input_eps`` > 0: q, k, v are the outputs of linears under the ε-rule whose ratio
+    ``x/(x + ε·sign x)`` this op's backward applies to g_q, g_k, g_v (once per element, fused into
+    the kernels that write them); those linears then run without a rule of their own (a plain
+    ``F.linear``: their backward is one GEMM)."""
     scale = _checked(mode, scale, q)
     if q.shape[1] % k.shape[1]:
         raise ValueError(f"{q.shape[1]} query heads cannot share {k.shape[1]} K/V heads")
+    if input_eps < 0:
+        raise ValueError(f"input_eps must be >= 0, got {input_eps}")
     cos, sin = (None, None) if rotary is None else rotary
-    return LRPAttentionFunction.apply(q, k, v, mask, scale, mode, or_reference(backend), window, cos, sin)
+    return LRPAttentionFunction.apply(q, k, v, mask, scale, mode, or_reference(backend), window, cos, sin,
+                                      float(input_eps))
 
 
 class LRPDisentangledAttentionFunction(torch.autograd.Function):

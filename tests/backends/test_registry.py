@@ -27,16 +27,6 @@ KERNEL_SETS = {"linear": LinearKernels, "layer_norm": LayerNormKernels, "activat
 NO_GPU = not torch.cuda.is_available()
 
 
-def _loadable():
-    """name -> Backend of every registered backend whose module imports here."""
-    return {name: backend for name in registry.NAMES if (backend := registry.load(name)[0]) is not None}
-
-
-def test_registry_names():
-    assert registry.NAMES == ("torch", "cpp", "cuda", "triton")
-    assert registry.BACKENDS == ("auto", *registry.NAMES)
-
-
 @pytest.mark.parametrize("name", registry.NAMES)
 def test_every_registered_backend_follows_the_contract(name):
     backend, reason = registry.load(name)
@@ -49,30 +39,13 @@ def test_every_registered_backend_follows_the_contract(name):
         kernels = getattr(backend, rule)
         assert type(kernels) is kernel_type, f"{name}.{rule} is a {type(kernels).__name__}"
         for field in dataclasses.fields(kernels):
-            fn = getattr(kernels, field.name)
-            if field.name == "fused_backward":
-                assert fn is None or callable(fn)
-            else:
-                assert callable(fn), f"{name}.{rule}.{field.name}"
-    # capabilities are declared by the kernel sets, not found by duck typing
-    fused = backend.linear.fused_backward is not None
-    assert backend.capabilities == (frozenset({"fused_linear_backward"}) if fused else frozenset())
+            assert callable(getattr(kernels, field.name)), f"{name}.{rule}.{field.name}"
     with pytest.raises(dataclasses.FrozenInstanceError):
         backend.linear.eps_ratio = None
 
 
-def test_capabilities_reflect_fused_backward():
-    assert TORCH.capabilities == frozenset()
-    fused = dataclasses.replace(TORCH, linear=dataclasses.replace(TORCH.linear, fused_backward=lambda *a, **k: None))
-    assert fused.capabilities == frozenset({"fused_linear_backward"})
-    backends = _loadable()
-    assert backends["cpp"].capabilities == backends["cuda"].capabilities == frozenset()
-    if "triton" in backends:
-        assert backends["triton"].capabilities == frozenset({"fused_linear_backward"})
-
-
 def test_kernel_sets_require_every_rule_function():
-    """Every field but the optional capability is required: no kernel is found by a fallback."""
+    """Every field is required: no kernel is found by a fallback."""
     with pytest.raises(TypeError):
         LinearKernels(eps_ratio=TORCH.linear.eps_ratio)  # gelu_eps_ratio missing
     with pytest.raises(TypeError):
@@ -117,9 +90,53 @@ def test_auto_walks_the_preference_list_of_the_device(monkeypatch, device, order
     monkeypatch.setattr(registry, "unavailable_reason", nothing_runs)
     assert registry.resolve("auto", device).name == "torch"  # the last resort, even when it says no
     assert asked == order
-    for name in order:  # the first one that runs is taken
+    for name in order:  # the first one that runs is taken (for its dtypes: see the next test)
         monkeypatch.setattr(registry, "unavailable_reason", lambda n, d="cpu", ok=name: None if n == ok else "no")
-        assert registry.resolve("auto", device).name == name
+        assert registry.resolve("auto", device).name.split(" ")[0] == name
+
+
+def test_auto_rules_are_declared_per_device_and_dtype():
+    """Triton is taken on CUDA for 16-bit tensors only; every list ends with a backend for every dtype."""
+    assert dict(registry.AUTO_RULES["cuda"])["triton"] == (torch.bfloat16, torch.float16)
+    for rules in registry.AUTO_RULES.values():
+        assert rules[-1] == ("torch", None)
+
+
+def _recording_backend(name, calls):
+    """The torch reference under another name whose every kernel records (backend, kernel, dtype)."""
+    def wrap(rule, kernels):
+        def record(field):
+            fn = getattr(kernels, field.name)
+            return lambda *a, **k: calls.append((name, f"{rule}.{field.name}", a[0].dtype)) or fn(*a, **k)
+
+        return dataclasses.replace(kernels, **{f.name: record(f) for f in dataclasses.fields(kernels)})
+
+    return dataclasses.replace(TORCH, name=name, devices=("cpu", "cuda"),
+                               **{rule: wrap(rule, getattr(TORCH, rule)) for rule in KERNEL_SETS})
+
+
+def test_auto_on_cuda_routes_16_bit_tensors_to_triton_and_the_rest_on(monkeypatch):
+    """With Triton and the CUDA kernels both running, ``auto`` is one backend that sends bfloat16 and
+    float16 calls to Triton and float32 (and float64) calls to the CUDA kernels — forward and
+    backward of one op alike, since both are routed by the dtype of their data tensor."""
+    calls = []
+    fakes = {n: _recording_backend(n, calls) for n in ("triton", "cuda", "torch")}
+    monkeypatch.setattr(registry, "unavailable_reason", lambda n, d="cpu": None)
+    monkeypatch.setattr(registry, "load", lambda n: (fakes[n], None))
+    auto = registry.resolve("auto", "cuda")
+    assert auto.name == "triton (bfloat16/float16) + cuda"
+    from lrp_kernels.ops.attention import lrp_attention
+    from lrp_kernels.ops.linear import lrp_linear
+
+    for dtype, expected in ((torch.bfloat16, "triton"), (torch.float16, "triton"), (torch.float32, "cuda"),
+                            (torch.float64, "cuda")):
+        calls.clear()
+        q = torch.randn(1, 2, 5, 8, dtype=dtype, requires_grad=True)
+        x = torch.randn(3, 8, dtype=dtype, requires_grad=True)
+        lrp_attention(q, q, q, None, mode="attnlrp", backend=auto).sum().backward()
+        lrp_linear(x, torch.randn(4, 8, dtype=dtype), None, 0.1, "gelu", backend=auto).sum().backward()
+        assert {c[0] for c in calls} == {expected}, (dtype, calls)
+        assert {c[1] for c in calls} >= {"attention.forward", "attention.backward", "linear.gelu_eps_ratio"}
 
 
 def test_auto_on_another_device_type_is_torch():

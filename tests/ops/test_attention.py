@@ -18,6 +18,7 @@ from helpers import (  # tests/ops helper
 
 from lrp_kernels.backends.contract import ATTENTION_MODES
 from lrp_kernels.backends.torch import attention as ref
+from lrp_kernels.backends.torch import linear as TORCH_LINEAR
 from lrp_kernels.errors import BackendError
 from lrp_kernels.ops.attention import additive_mask, lrp_attention
 
@@ -70,6 +71,37 @@ def test_reference_fully_padded_sequence_attends_uniformly(dtype, mode):
     mean_v = v[1, 0].double().mean(dim=0).expand(45, 64)
     atol = {F32: 1e-6, torch.float16: 2e-3, BF16: 1.6e-2}[dtype]  # one rounding of the output
     torch.testing.assert_close(out[1, 0].double(), mean_v, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("case", ATTENTION_CASES, ids=attention_case_id)
+@pytest.mark.parametrize("mode", ATTENTION_MODES)
+def test_reference_sdpa_path_matches_float64_autograd(monkeypatch, case, mode):
+    """The CUDA path of the reference — F.scaled_dot_product_attention and its autograd backward,
+    scaled ¼/¼/½ for attnlrp, g_V only for cp_lrp; the eager path for a fully padded sequence — run
+    here on the CPU by declaring the CPU an SDPA device."""
+    monkeypatch.setattr(ref, "SDPA_DEVICES", ("cpu", "cuda"))
+    q, k, v, g, mask, scale = attention_inputs(case, F32)
+    out, saved = ref.forward(q, k, v, mask, scale, mode)
+    assert len(saved) == (1 if ref.fully_padded(mask) else 4)  # stored P, or SDPA's graph and leaves
+    got = ref.backward(g, q, k, v, mask, scale, mode, saved)
+    out64, expected = float64_autograd(q, k, v, mask, scale, mode, g)
+    torch.testing.assert_close(out.double(), out64, atol=2e-6, rtol=1e-5)
+    # and through the op, whose ctx saves the nested graph
+    _, through_op = grads(lambda *a: lrp_attention(*a, mask=mask, scale=scale, mode=mode), (q, k, v), g)
+    for a, b, e in zip(got, through_op, expected):
+        assert (a is None) == (e is None)
+        if e is not None:
+            torch.testing.assert_close(a.double(), e, atol=2e-6, rtol=1e-5)  # float32 vs float64
+            assert torch.equal(a, b)
+        else:
+            assert b is None or torch.count_nonzero(b) == 0
+
+
+def test_fully_padded_is_read_once_per_mask():
+    mask = torch.tensor([[0.0, PAD], [PAD, PAD]])
+    assert ref.fully_padded(mask) and not ref.fully_padded(None)
+    mask[1, 0] = 0.0  # modified in place: read again
+    assert not ref.fully_padded(mask)
 
 
 def test_reference_fuses_unless_a_sequence_is_fully_padded():
@@ -219,16 +251,40 @@ def test_forward_and_backward_match_the_reference(target, case, dtype, mode):
     out_ref, expected = reference(g, q, k, v, mask, scale, mode)
     out, saved = kernels.forward(q, k, v, mask, scale, mode)
     assert_matches(out, out_ref, atol, rtol)
-    args = (q, k, v)
     if target.family == "triton":
-        # FlashAttention style: never the probabilities, everything saved is at most [B, H, L, D];
-        # cp_lrp's backward needs none of q, k, v (its saved state holds q and k)
+        # FlashAttention style: never the probabilities; cp_lrp saves only the row statistics
         assert all(t.numel() <= q.numel() or t is out for t in saved)
-        if mode == "cp_lrp":
-            args = (None, None, None)
-    got = kernels.backward(g, *args, mask, scale, mode, saved)
+        assert len(saved) == (2 if mode == "cp_lrp" else 3)
+    got = kernels.backward(g, q, k, v, mask, scale, mode, saved)
     assert all(a is None or a.dtype == dtype and a.shape == q.shape for a in got)
     assert_grads_match(got, expected, atol, rtol)
+
+
+@pytest.mark.parametrize("target", KERNEL_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", ATTENTION_MODES)
+def test_input_eps_is_the_projections_eps_ratio_on_each_gradient(target, dtype, mode):
+    """``input_eps``: each gradient times x/(x + ε·sign x) of its input, like the projection's own
+    ε-rule on it (the reference applies it after the gradient's rounding, the kernels before)."""
+    q, k, v, g, mask, scale = attention_inputs(ATTENTION_CASES[1], dtype, target.device)
+    kernels = target.backend.attention
+    saved = kernels.forward(q, k, v, mask, scale, mode)[1]
+    got = kernels.backward(g, q, k, v, mask, scale, mode, saved, input_eps=0.3)
+    _, ref_saved = ref.forward(q, k, v, mask, scale, mode)
+    plain = ref.backward(g, q, k, v, mask, scale, mode, ref_saved)
+    expected = tuple(None if p is None else TORCH_LINEAR.eps_ratio(p, x, 0.3) for p, x in zip(plain, (q, k, v)))
+    atol, rtol = target.tol("attention", dtype)
+    assert_grads_match(got, expected, 2 * atol, 2 * rtol)  # two roundings on the reference's side
+
+
+def test_op_passes_input_eps_and_checks_it():
+    q, k, v, g, mask, scale = attention_inputs(ATTENTION_CASES[0], F64)
+    _, with_eps = grads(lambda *a: lrp_attention(*a, mask=mask, input_eps=0.2), (q, k, v), g)
+    _, plain = grads(lambda *a: lrp_attention(*a, mask=mask), (q, k, v), g)
+    for a, p, x in zip(with_eps, plain, (q, k, v)):
+        torch.testing.assert_close(a, TORCH_LINEAR.eps_ratio(p, x, 0.2), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="input_eps"):
+        lrp_attention(q, k, v, input_eps=-1.0)
 
 
 @pytest.mark.parametrize("target", KERNEL_BACKENDS)

@@ -2,8 +2,8 @@
 
 (a) the torch reference against float64 math; (b) the op ``lrp_linear``; (c) every backend that
 runs here (``helpers.KERNEL_BACKENDS``) against the torch reference: the element-wise rule
-(``eps_ratio``, ``gelu_eps_ratio``) on every backend, and the whole backward as one GEMM on the
-backends that declare the ``fused_backward`` capability.
+(``eps_ratio``, ``gelu_eps_ratio``) and the op's whole backward (the rule once per element, then
+``torch.matmul``) on every backend.
 """
 
 import dataclasses
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers import (  # tests/ops helper
-    CPP, DTYPES, ELEMENTWISE_SHAPES, F32, F64, FUSED_LINEAR, GEMM_SHAPES, KERNEL_BACKENDS, OP_SHAPES,
+    CPP, DTYPES, ELEMENTWISE_SHAPES, F32, F64, GEMM_SHAPES, KERNEL_BACKENDS, OP_SHAPES,
     assert_matches, cpu_isa, cpu_isa_params, grads, isa_inputs, noncontiguous, randn, relevance_in_out,
     with_special_values,
 )
@@ -152,29 +152,31 @@ def test_linear_rejects_unknown_activations():
 
 @pytest.mark.parametrize("activation", [None, "gelu", "gelu_tanh"])
 @pytest.mark.parametrize("eps", [0.0, 0.1])
-def test_op_takes_the_fused_backward_exactly_when_declared(activation, eps):
-    """A backend that declares ``fused_backward`` gets the whole backward through it (with the GELU
-    input for a fused activation); one that does not gets the element-wise rule then a matmul."""
+def test_op_backward_is_the_rule_once_then_one_matmul(monkeypatch, activation, eps):
+    """The backend's element-wise rule runs once per backward (with the GELU input for a fused
+    activation), then one ``torch.matmul`` — the GEMM stays a GEMM (ε = 0 without GELU: the rule
+    returns the gradient itself)."""
     calls = []
 
-    def fused(grad_z, z, weight, eps_, gelu_input=None, approximate="none"):
-        calls.append((z is None, gelu_input is None, approximate, eps_))
-        if gelu_input is not None:
-            return torch.matmul(ref.gelu_eps_ratio(grad_z, gelu_input, eps_, approximate), weight)
-        return torch.matmul(ref.eps_ratio(grad_z, z, eps_), weight)
+    def eps_ratio(grad_z, z, eps_):
+        calls.append(("eps_ratio", eps_))
+        return ref.eps_ratio(grad_z, z, eps_)
 
-    kernels = LinearKernels(ref.eps_ratio, ref.gelu_eps_ratio, fused_backward=fused)
-    fused_backend = dataclasses.replace(TORCH, name="fused", linear=kernels)
-    assert fused_backend.capabilities == {"fused_linear_backward"} and TORCH.capabilities == frozenset()
+    def gelu_eps_ratio(grad_h, u, eps_, approximate):
+        calls.append(("gelu_eps_ratio", eps_, approximate))
+        return ref.gelu_eps_ratio(grad_h, u, eps_, approximate)
+
+    recording = dataclasses.replace(TORCH, name="recording", linear=LinearKernels(eps_ratio, gelu_eps_ratio))
     x, w, b = randn(3, 7, 24, dtype=F64), randn(40, 24, dtype=F64, seed=1), randn(40, dtype=F64, seed=2)
     g = randn(3, 7, 40, dtype=F64, seed=3)
-    _, (gx,) = grads(lambda t: lrp_linear(t, w, b, eps=eps, activation=activation, backend=fused_backend), (x,), g)
     _, (gx_ref,) = grads(lambda t: lrp_linear(t, w, b, eps=eps, activation=activation), (x,), g)
-    assert torch.equal(gx, gx_ref)
-    gelu = activation is not None
-    approximate = {None: "none", "gelu": "none", "gelu_tanh": "tanh"}[activation]
-    z_saved = not gelu and eps != 0  # ε = 0 without GELU needs no z: the plain gradient GEMM
-    assert calls == [(not z_saved, not gelu, approximate, eps)]
+    matmuls = []
+    real_matmul = torch.matmul
+    monkeypatch.setattr(torch, "matmul", lambda *a: matmuls.append(1) or real_matmul(*a))
+    _, (gx,) = grads(lambda t: lrp_linear(t, w, b, eps=eps, activation=activation, backend=recording), (x,), g)
+    assert torch.equal(gx, gx_ref) and len(matmuls) == 1
+    approximate = {None: None, "gelu": "none", "gelu_tanh": "tanh"}[activation]
+    assert calls == ([("gelu_eps_ratio", eps, approximate)] if approximate else [("eps_ratio", eps)])
 
 
 @pytest.mark.parametrize("target", KERNEL_BACKENDS)
@@ -283,78 +285,32 @@ def test_every_cpu_instruction_set(isa):
                                ref.gelu_eps_ratio(g, x, 0.01, approximate), atol, rtol)
 
 
-# ------------------------------------------------------------- (c) the fused backward GEMM
+# ------------------------------------------------------------- (c) the whole backward, rule then GEMM
 RULES = [  # (eps, GELU approximation or None)
     (0.0, None),  # plain gradient GEMM
-    (0.1, None),  # ε-rule on load
-    (0.0, "none"),  # GELU identity on load
-    (0.1, "tanh"),  # GELU identity × ε-rule on load
+    (0.1, None),  # ε-rule
+    (0.0, "none"),  # GELU identity
+    (0.1, "tanh"),  # GELU identity × ε-rule
 ]
+_ACTIVATION = {None: None, "none": "gelu", "tanh": "gelu_tanh"}
 
 
-def _gemm_inputs(lead, n_out, n_in, dtype, device, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-
-    def rand(shape, scale=1.0):
-        return (torch.randn(shape, generator=gen) * scale).to(dtype).to(device)
-
-    g = rand((*lead, n_out))
-    z = rand((*lead, n_out), 2.0)
-    z.view(-1)[:3] = torch.tensor([0.0, 1e-7, -1e-7])  # sign(0) = +1 and values well inside ε
-    w = rand((n_out, n_in))
-    return g, z, w
-
-
-def _rule_then_matmul(g, z, w, eps, approximate):
-    if approximate is None:
-        return torch.matmul(ref.eps_ratio(g, z, eps), w)
-    return torch.matmul(ref.gelu_eps_ratio(g, z, eps, approximate), w)
-
-
-@pytest.mark.parametrize("target", FUSED_LINEAR)
+@pytest.mark.parametrize("target", KERNEL_BACKENDS)
 @pytest.mark.parametrize("lead, n_out, n_in", GEMM_SHAPES, ids=str)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("eps, approximate", RULES, ids=str)
-def test_fused_backward_matches_rule_then_matmul(target, lead, n_out, n_in, dtype, eps, approximate):
-    """Operand rounding is identical on both sides (the stabilized gradient is cast to the input
-    dtype before the product, as the reference's eps_ratio result is); summation order and the
-    final rounding differ."""
-    g, z, w = _gemm_inputs(lead, n_out, n_in, dtype, target.device)
-    fused = target.backend.linear.fused_backward
-    if approximate is None:
-        got = fused(g, z if eps != 0 else None, w, eps)
-    else:
-        got = fused(g, None, w, eps, gelu_input=z, approximate=approximate)
-    assert_matches(got, _rule_then_matmul(g, z, w, eps, approximate), *target.tol("gemm", dtype))
+def test_op_backward_matches_the_reference(target, lead, n_out, n_in, dtype, eps, approximate):
+    """g_x of the op on the backend (its element-wise rule, then ``torch.matmul``) against the
+    reference's: the rule's result is rounded to the input dtype before the product on both sides;
+    the rule's float32 roundings and the GEMM's summation differ."""
+    gen = torch.Generator().manual_seed(0)
+    x, g = (torch.randn(shape, generator=gen).to(dtype).to(target.device) for shape in ((*lead, n_in), (*lead, n_out)))
+    w = torch.randn(n_out, n_in, generator=gen).to(dtype).to(target.device)
+    b = (torch.randn(n_out, generator=gen) * 0.1).to(dtype).to(target.device)
 
+    def op(backend):
+        return lambda t: lrp_linear(t, w, b, eps=eps, activation=_ACTIVATION[approximate], backend=backend)
 
-@pytest.mark.parametrize("target", FUSED_LINEAR)
-def test_fused_backward_strided_operands(target):
-    """Weight given as a transposed view and gradients with a padded row stride."""
-    gen = torch.Generator().manual_seed(3)
-    w = torch.randn(29, 45, generator=gen).to(target.device).t()  # [45, 29] with strides (1, 45)
-    g = torch.randn(37, 50, generator=gen).to(target.device)[:, :45]
-    z = torch.randn(37, 50, generator=gen).to(target.device)[:, :45]
-    got = target.backend.linear.fused_backward(g, z, w, 0.2)
-    assert_matches(got, _rule_then_matmul(g, z, w, 0.2, None), *target.tol("gemm", F32))
-
-
-@pytest.mark.parametrize("target", FUSED_LINEAR)
-def test_fused_backward_float64_runs_the_reference(target):
-    g, z, w = _gemm_inputs((4,), 6, 5, F64, target.device)
-    got = target.backend.linear.fused_backward(g, z, w, 0.1)
-    torch.testing.assert_close(got, _rule_then_matmul(g, z, w, 0.1, None), atol=0, rtol=0)
-
-
-@pytest.mark.parametrize("target", FUSED_LINEAR)
-def test_fused_backward_bad_input_raises(target):
-    g, z, w = _gemm_inputs((4,), 6, 5, F32, target.device)
-    fused = target.backend.linear.fused_backward
-    with pytest.raises(BackendError, match="weight must have shape"):
-        fused(g, z, w.t(), 0.1)
-    with pytest.raises(BackendError, match="needs z"):
-        fused(g, None, w, 0.1)
-    with pytest.raises(BackendError, match="dtype"):
-        fused(g, z, w.double(), 0.1)
-    with pytest.raises(BackendError, match="unknown GELU approximation"):
-        fused(g, None, w, 0.1, gelu_input=z, approximate="erf")
+    _, (got,) = grads(op(target.backend), (x,), g)
+    _, (want,) = grads(op(None), (x,), g)
+    assert_matches(got, want, *target.tol("gemm", dtype))

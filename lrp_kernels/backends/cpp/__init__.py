@@ -14,18 +14,10 @@ from lrp_kernels.backends.contract import Backend
 from lrp_kernels.backends.torch import gated_mlp as torch_gated_mlp
 from lrp_kernels.backends.torch import rms_norm as torch_rms_norm
 
-from . import activation, attention, layer_norm, linear
 from ._glue import why_cuda_unavailable, why_unavailable
 
-_KERNELS = dict(
-    linear=linear.KERNELS,
-    layer_norm=layer_norm.KERNELS,
-    activation=activation.KERNELS,
-    attention=attention.KERNELS,
-    # no compiled kernels yet: the torch reference's, passed explicitly
-    rms_norm=torch_rms_norm.KERNELS,
-    gated_mlp=torch_gated_mlp.KERNELS,
-)
+# no compiled kernels yet for these: the torch reference's, passed explicitly
+_REFERENCE = dict(rms_norm=torch_rms_norm.KERNELS, gated_mlp=torch_gated_mlp.KERNELS)
 
-CPP = Backend(name="cpp", devices=("cpu",), why_unavailable=why_unavailable, **_KERNELS)
-CUDA = Backend(name="cuda", devices=("cuda",), why_unavailable=why_cuda_unavailable, **_KERNELS)
+CPP = Backend.of_package("cpp", ("cpu",), why_unavailable, __name__, **_REFERENCE)
+CUDA = Backend.of_package("cuda", ("cuda",), why_cuda_unavailable, __name__, **_REFERENCE)

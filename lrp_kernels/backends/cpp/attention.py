@@ -15,6 +15,7 @@ import torch
 from lrp_kernels.backends.contract import AttentionKernels
 from lrp_kernels.backends.torch import attention as reference
 
+from . import linear
 from ._glue import DTYPE_CODES, launch, rows, supported
 
 
@@ -83,10 +84,12 @@ def forward(q, k, v, mask, scale, mode, window=None, rotary=None):
     return torch.matmul(probs, v), (probs,)
 
 
-def backward(grad_out, q, k, v, mask, scale, mode, saved, window=None, rotary=None):
+def backward(grad_out, q, k, v, mask, scale, mode, saved, window=None, rotary=None, input_eps=0.0):
     if _reference_runs(q, k, mask, mode, window, rotary):
-        return reference.backward(grad_out, q, k, v, mask, scale, mode, saved, window, rotary)
-    return reference.eager_backward(grad_out, q, k, v, saved[0], scale, mode, softmax_backward=softmax_backward)
+        return reference.backward(grad_out, q, k, v, mask, scale, mode, saved, window, rotary, input_eps)
+    grad_out = grad_out.contiguous()  # the model's gradient arrives as a transposed view of merged heads
+    grads = reference.eager_backward(grad_out, q, k, v, saved[0], scale, mode, softmax_backward=softmax_backward)
+    return reference.with_input_eps(grads, (q, k, v), input_eps, ratio=linear.eps_ratio)
 
 
 KERNELS = AttentionKernels(

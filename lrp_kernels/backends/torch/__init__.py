@@ -9,16 +9,4 @@ from __future__ import annotations
 
 from lrp_kernels.backends.contract import Backend
 
-from . import activation, attention, gated_mlp, layer_norm, linear, rms_norm
-
-BACKEND = Backend(
-    name="torch",
-    devices=("cpu", "cuda"),
-    why_unavailable=lambda: None,
-    linear=linear.KERNELS,
-    layer_norm=layer_norm.KERNELS,
-    activation=activation.KERNELS,
-    attention=attention.KERNELS,
-    rms_norm=rms_norm.KERNELS,
-    gated_mlp=gated_mlp.KERNELS,
-)
+BACKEND = Backend.of_package("torch", ("cpu", "cuda"), lambda: None, __name__)

@@ -3,15 +3,20 @@
 On the CPU the forward is aten's fused attention (the kernel behind
 ``F.scaled_dot_product_attention``): bit for bit the plain model's forward, and no [B, H, L, L]
 tensor is stored; ``grad`` and ``attnlrp`` take its fused backward (attnlrp's is the plain one
-scaled by powers of two, exactly), ``cp_lrp`` recomputes P. Elsewhere, and for a batch with a
-fully padded sequence, the eager path stores P (aten's fused CPU backward is wrong for a sequence
-whose keys are all masked: its log-sum-exp drops the log L of the uniform row; its float16 forward
-does not give such a row the uniform softmax).
+scaled by powers of two, exactly), ``cp_lrp`` recomputes P. On CUDA the forward and the backward are
+``F.scaled_dot_product_attention`` and its autograd backward (PyTorch's fused kernels: with a mask,
+the memory-efficient one), the backward scaled by ¼/¼/½ for attnlrp and only g_V (which is Pᵀ g_O)
+kept for cp_lrp. Elsewhere, and for a batch with a fully padded sequence, the eager path stores P
+(the fused kernels' log-sum-exp of a row whose keys are all masked drops the log L of the uniform
+row, so their backward is wrong there; aten's float16 CPU forward does not give such a row the
+uniform softmax).
 
 The variants of the contract: a sliding ``window`` becomes a dense [B, 1, L, L] additive mask
 (:func:`dense_mask`); ``rotary`` rotates q and k on load and its transpose rotates their gradients
 back (:func:`apply_rotary`, :func:`rotary_transposed`); grouped K/V heads are repeated for the
-product and their gradients summed over the group. DeBERTa's disentangled attention
+product and their gradients summed over the group; ``input_eps`` multiplies each gradient by the
+ε-ratio of its input (the rule of the linears that made q, k, v, applied here once per element so
+that their own backward is a plain GEMM). DeBERTa's disentangled attention
 (:func:`disentangled_forward`) is eager: its relative terms need P's gradient, which the fused
 kernel does not give.
 """
@@ -19,10 +24,12 @@ kernel does not give.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from lrp_kernels.backends.contract import AttentionKernels
 
 from ._common import acc
+from .linear import eps_ratio
 
 
 def softmax_forward(scores, mask, scale):
@@ -108,16 +115,35 @@ def sum_groups(g, kv_heads: int):
     return g.view(batch, kv_heads, heads // kv_heads, length, dim).sum(dim=2)
 
 
-def uses_fused_kernel(q, mode, mask=None) -> bool:
-    """Whether this attention runs as aten's fused CPU kernel (see the module docstring): not for a
-    batch with a fully padded sequence, in any mode (the fused float16 forward does not give such a
-    row the uniform softmax either)."""
-    if q.device.type != "cpu":
-        return False
+#: device types whose attention runs through F.scaled_dot_product_attention and its autograd backward
+SDPA_DEVICES = ("cuda",)
+
+
+def fully_padded(mask) -> bool:
+    """Whether a sequence of the batch has only padding keys. Read once per mask tensor (on CUDA it
+    is a host sync; the model passes the same mask to every layer) unless the mask was modified."""
     if mask is None:
-        return True
-    keep = mask > torch.finfo(torch.float32).min / 2
-    return bool(keep.any(dim=-1).all())
+        return False
+    try:
+        version = mask._version
+    except RuntimeError:  # an inference tensor: no version counter, nothing cached
+        version = None
+    cached = getattr(mask, "_lrp_fully_padded", None)
+    if cached is not None and version is not None and cached[0] == version:
+        return cached[1]
+    answer = not bool((mask > torch.finfo(torch.float32).min / 2).any(dim=-1).all())
+    if version is not None:
+        mask._lrp_fully_padded = (version, answer)
+    return answer
+
+
+def uses_fused_kernel(q, mode, mask=None) -> bool:
+    """Whether this attention runs as a fused kernel (aten's on the CPU, SDPA on CUDA; see the module
+    docstring): not for a batch with a fully padded sequence, in any mode (the fused float16 CPU
+    forward does not give such a row the uniform softmax either)."""
+    if q.device.type != "cpu" and q.device.type not in SDPA_DEVICES:
+        return False
+    return not fully_padded(mask)
 
 
 def scores_backward(grad_out, v, probs, scale, mode, softmax_backward=softmax_backward):
@@ -156,7 +182,41 @@ def _loaded(q, k, v, mask, window, rotary):
     return apply_rotary(q, rotary), k, repeat_kv(v, heads), dense_mask(mask, window, q.shape[-2], q.device)
 
 
+def _sdpa_forward(q, k, v, mask, scale):
+    """SDPA on detached leaves with grad: ``(out, (out with its graph, q, k, v leaves))``."""
+    with torch.enable_grad():
+        leaves = tuple(t.detach().requires_grad_(True) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(*leaves, attn_mask=_flash_mask(mask, q.dtype), scale=scale)
+    return out.detach(), (out, *leaves)
+
+
+def _sdpa_backward(grad_out, mode, saved):
+    out, *leaves = saved
+    if mode == "cp_lrp":  # SDPA's g_V is Pᵀ g_O
+        (grad_v,) = torch.autograd.grad(out, leaves[2:], grad_out)
+        return None, None, grad_v
+    return _mode_factors(mode, *torch.autograd.grad(out, leaves, grad_out))
+
+
+def _mode_factors(mode, grad_q, grad_k, grad_v):
+    """The plain gradients with attnlrp's factors ¼, ¼, ½ (exact: powers of two), in place."""
+    if mode == "attnlrp":
+        grad_q.mul_(0.25)
+        grad_k.mul_(0.25)
+        grad_v.mul_(0.5)
+    return grad_q, grad_k, grad_v
+
+
+def with_input_eps(grads, inputs, input_eps, ratio=eps_ratio):
+    """Each gradient times the ε-ratio of its input (``input_eps`` of the contract), by ``ratio``."""
+    if not input_eps:
+        return grads
+    return tuple(None if g is None else ratio(g, x, input_eps) for g, x in zip(grads, inputs))
+
+
 def _forward(q, k, v, mask, scale, mode, fused):
+    if fused and q.device.type in SDPA_DEVICES:
+        return _sdpa_forward(q, k, v, mask, scale)
     if fused:
         out, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
             q, k, v, 0.0, False, attn_mask=_flash_mask(mask, q.dtype), scale=scale
@@ -167,20 +227,18 @@ def _forward(q, k, v, mask, scale, mode, fused):
 
 
 def _backward(grad_out, q, k, v, mask, scale, mode, saved, fused):
+    grad_out = grad_out.contiguous()  # the model's gradient arrives as a transposed view of merged heads
     if not fused:
         return eager_backward(grad_out, q, k, v, saved[0], scale, mode)
+    if q.device.type in SDPA_DEVICES:
+        return _sdpa_backward(grad_out, mode, saved)
     if mode == "cp_lrp":
         probs = softmax_forward(torch.matmul(q, k.transpose(-1, -2)), mask, scale)
         return None, None, torch.matmul(probs.transpose(-1, -2), grad_out)
     out, logsumexp = saved
-    grad_q, grad_k, grad_v = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+    return _mode_factors(mode, *torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
         grad_out, q, k, v, out, logsumexp, 0.0, False, attn_mask=_flash_mask(mask, q.dtype), scale=scale
-    )
-    if mode == "attnlrp":  # exact: the factors are powers of two
-        grad_q.mul_(0.25)
-        grad_k.mul_(0.25)
-        grad_v.mul_(0.5)
-    return grad_q, grad_k, grad_v
+    ))
 
 
 def forward(q, k, v, mask, scale, mode, window=None, rotary=None):
@@ -192,7 +250,7 @@ def forward(q, k, v, mask, scale, mode, window=None, rotary=None):
     return out, saved
 
 
-def backward(grad_out, q, k, v, mask, scale, mode, saved, window=None, rotary=None):
+def backward(grad_out, q, k, v, mask, scale, mode, saved, window=None, rotary=None, input_eps=0.0):
     fused = uses_fused_kernel(q, mode, mask)
     if is_variant(q, k, window, rotary):
         *saved, q_loaded, k_loaded, v_loaded = saved
@@ -202,7 +260,8 @@ def backward(grad_out, q, k, v, mask, scale, mode, saved, window=None, rotary=No
     grad_q, grad_k, grad_v = _backward(grad_out, *loaded, scale, mode, saved, fused)
     kv_heads = k.shape[1]
     grad_k, grad_v = sum_groups(grad_k, kv_heads), sum_groups(grad_v, kv_heads)
-    return rotary_transposed(grad_q, rotary), rotary_transposed(grad_k, rotary), grad_v
+    grads = rotary_transposed(grad_q, rotary), rotary_transposed(grad_k, rotary), grad_v
+    return with_input_eps(grads, (q, k, v), input_eps)
 
 
 # ---------------------------------------------------------------------------- DeBERTa's disentangled attention

@@ -5,13 +5,17 @@ One file per rule, named as in ``lrp_kernels/ops/``; each ends with its kernel s
 
 * :mod:`.layer_norm` — row-wise LayerNorm forward and its σ-constant backward;
 * :mod:`.activation` — element-wise GELU and its identity rule (tanh and ReLU: the torch reference);
-* :mod:`.linear` — the ε-ratio, the GELU-identity × ε-ratio, and the declared capability
-  ``fused_backward``: the whole ε-rule backward of a linear as one GEMM;
+* :mod:`.linear` — the ε-ratio and the GELU-identity × ε-ratio, element-wise (the op's GEMM is
+  ``torch.matmul``);
 * :mod:`.attention` — FlashAttention-style fused attention with the ``grad`` / ``attnlrp`` /
-  ``cp_lrp`` backward; ``saved`` is ``(out, row_max, row_log_sum)``, or ``(q, k, row_max,
-  row_log_sum)`` for ``cp_lrp``. Sliding windows, rotary positions, grouped K/V heads and DeBERTa's
-  disentangled attention run the torch reference;
+  ``cp_lrp`` backward; ``saved`` is ``(out, row_max, row_log_sum)``, or ``(row_max, row_log_sum)``
+  for ``cp_lrp``. Sliding windows, rotary positions, grouped K/V heads and DeBERTa's disentangled
+  attention run the torch reference;
 * RMSNorm and the gated MLP: the torch reference's kernel sets.
+
+Launching (configs per GPU generation, dtype and block size; tuning and its file; the device
+guard; launch hooks): :mod:`._launch` and :mod:`.configs`. Ahead-of-time inspection for
+sm_80/sm_90 without a GPU: :mod:`.aot`.
 
 Where it runs: on CUDA devices with Triton's GPU compiler, or — when ``TRITON_INTERPRET=1`` was set
 before this package was first imported — through Triton's NumPy interpreter on CPU tensors (for
@@ -33,7 +37,6 @@ from lrp_kernels.backends.contract import Backend
 from lrp_kernels.backends.torch import gated_mlp as torch_gated_mlp
 from lrp_kernels.backends.torch import rms_norm as torch_rms_norm
 
-from . import activation, attention, layer_norm, linear
 from ._common import INTERPRETED
 
 
@@ -52,16 +55,7 @@ def why_unavailable() -> str | None:
     return "no CUDA device (set TRITON_INTERPRET=1 before importing lrp_kernels to run Triton on the CPU)"
 
 
-BACKEND = Backend(
-    name="triton",
-    # CUDA, plus CPU when the kernels were built for the interpreter
-    devices=("cuda", "cpu") if INTERPRETED else ("cuda",),
-    why_unavailable=why_unavailable,
-    linear=linear.KERNELS,
-    layer_norm=layer_norm.KERNELS,
-    activation=activation.KERNELS,
-    attention=attention.KERNELS,
-    # no Triton kernels yet: the torch reference's, passed explicitly
-    rms_norm=torch_rms_norm.KERNELS,
-    gated_mlp=torch_gated_mlp.KERNELS,
-)
+# CUDA, plus CPU when the kernels were built for the interpreter; no Triton kernels yet for RMSNorm
+# and the gated MLP: the torch reference's, passed explicitly
+BACKEND = Backend.of_package("triton", ("cuda", "cpu") if INTERPRETED else ("cuda",), why_unavailable, __name__,
+                             rms_norm=torch_rms_norm.KERNELS, gated_mlp=torch_gated_mlp.KERNELS)

@@ -1,19 +1,13 @@
-"""Shared plumbing of the Triton kernels: interpreter detection, autotune config lists, shape helpers.
+"""Shared plumbing of the Triton kernels: interpreter detection, shared device functions, shape helpers.
 
 The kernels are decorated when their module is imported, and Triton decides at that moment whether
 a ``@triton.jit`` function is compiled for the GPU or run by its NumPy interpreter
-(``TRITON_INTERPRET=1``). :data:`INTERPRETED` records which of the two happened.
-
-Autotuning: on CUDA every kernel is tuned over the configs of its GPU generation — Ampere
-(sm_80/sm_86/sm_89: 164/100 KiB shared memory, ``cp.async`` pipelines of 2–3 stages) or Hopper
-(sm_90: 228 KiB shared memory, deeper pipelines and larger tiles with 8 warps). Configs that do not
-fit a given card fail to compile and the autotuner drops them. Under the interpreter each kernel
-gets one small config so the CPU tests stay fast.
+(``TRITON_INTERPRET=1``). :data:`INTERPRETED` records which of the two happened. How a kernel is
+launched (its configs, the tuning, the device guard) is :mod:`._launch`.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 
 import torch
@@ -43,60 +37,8 @@ def reduce_max(x, axis: tl.constexpr):
     return tl.reduce(x, axis, tl.standard._elementwise_max)
 
 
-@functools.lru_cache(maxsize=None)
-def _capability(index: int) -> tuple[int, int]:
-    return torch.cuda.get_device_capability(index)
-
-
-def is_hopper() -> bool:
-    """True when the current CUDA device is sm_90 or newer (Hopper, Blackwell)."""
-    return _capability(torch.cuda.current_device())[0] >= 9
-
-
-def shared_memory_limit() -> int:
-    """Shared memory one block may use on the current CUDA device (bytes)."""
-    props = torch.cuda.get_device_properties(torch.cuda.current_device())
-    return getattr(props, "shared_memory_per_block_optin", 0) or (227 if is_hopper() else 99) * 1024
-
-
-def autotune(*, ampere: list[triton.Config], hopper: list[triton.Config], interpret: triton.Config, key: list[str],
-             shared_bytes=None):
-    """``triton.autotune`` over the Ampere or Hopper list (picked per launch from the device), or
-    the single ``interpret`` config under the interpreter.
-
-    ``shared_bytes(config, named_args)``, when given, estimates a config's shared memory; configs
-    over the device's limit are dropped before benchmarking (unless none would be left).
-    ``LRP_KERNELS_TRITON_AUTOTUNE=0`` skips the benchmarking and takes the first remaining config
-    (quick runs, e.g. tests on a GPU, where compiling every config costs more than it saves).
-    """
-    if INTERPRETED:
-        return triton.autotune(configs=[interpret], key=key)
-    ids_hopper = {id(c) for c in hopper}
-
-    def by_arch(configs, named_args, **kwargs):
-        want_hopper = is_hopper()
-        chosen = [c for c in configs if (id(c) in ids_hopper) == want_hopper]
-        if shared_bytes is not None:
-            limit = shared_memory_limit()
-            chosen = [c for c in chosen if shared_bytes(c, named_args) <= limit] or chosen
-        if os.environ.get("LRP_KERNELS_TRITON_AUTOTUNE", "1") == "0":
-            return chosen[:1]
-        return chosen
-
-    return triton.autotune(configs=ampere + hopper, key=key, prune_configs_by={"early_config_prune": by_arch})
-
-
-# Element-wise kernels: one BLOCK of elements per program.
-ELEMENTWISE = dict(
-    ampere=[triton.Config({"BLOCK": 1024}, num_warps=4), triton.Config({"BLOCK": 2048}, num_warps=8)],
-    hopper=[triton.Config({"BLOCK": 2048}, num_warps=4), triton.Config({"BLOCK": 4096}, num_warps=8)],
-    interpret=triton.Config({"BLOCK": 256}, num_warps=1),
-    key=["N_BUCKET"],
-)
-
-
 def bucket(n: int) -> int:
-    """The autotuning key of a size: its next power of two, so that every new batch or sequence
+    """The tuning key of a size: its next power of two, so that every new batch or sequence
     length does not trigger a new round of benchmarks (configs depend on the order of magnitude)."""
     return triton.next_power_of_2(max(int(n), 1))
 

@@ -27,13 +27,13 @@ from lrp_kernels.backends.contract import ActivationKernels
 from lrp_kernels.backends.torch import activation as reference
 from lrp_kernels.backends.torch import linear as linear_reference
 
-from ._common import ELEMENTWISE, autotune, bucket, cast, stabilized_ratio, use_reference
+from ._common import cast, stabilized_ratio, use_reference
+from ._launch import Kernel
+from .configs import ELEMENTWISE
 
 # the reference's guard, as a compile-time constant of the kernels
 _GELU_GUARD = tl.constexpr(reference.GELU_GUARD)
 _APPROXIMATE = {"none": False, "tanh": True}
-
-
 
 @triton.jit
 def _tanh(x):
@@ -53,13 +53,11 @@ def gelu_factor(u, APPROX_TANH: tl.constexpr):
     return tl.where(tl.abs(u) < _GELU_GUARD, 0.5, phi)
 
 
-@autotune(**ELEMENTWISE)
 @triton.jit
 def _gelu_forward_kernel(
     u_ptr,  # *T   [N] pre-activation (contiguous)
     h_ptr,  # *T   [N] output gelu(u)
     N,  # i32/i64  number of elements
-    N_BUCKET,  # next power of two ≥ N: the autotuning key, not read
     APPROX_TANH: tl.constexpr,  # bool: tanh approximation instead of erf
     BLOCK: tl.constexpr,  # elements per program
 ):
@@ -70,14 +68,12 @@ def _gelu_forward_kernel(
     tl.store(h_ptr + offs, cast(h, h_ptr.dtype.element_ty), mask=m)
 
 
-@autotune(**ELEMENTWISE)
 @triton.jit
 def _gelu_backward_kernel(
     g_ptr,  # *T   [N] gradient at the GELU output h
     u_ptr,  # *T   [N] GELU input u (forward value)
     out_ptr,  # *T [N] modified gradient at u
     N,  # i32/i64  number of elements
-    N_BUCKET,  # next power of two ≥ N: the autotuning key, not read
     eps,  # f32  ε of the linear that produced u (read only when HAS_EPS)
     HAS_EPS: tl.constexpr,  # bool: multiply by the stabilizer u/(u + ε·sign u)
     APPROX_TANH: tl.constexpr,  # bool: tanh approximation instead of erf
@@ -93,15 +89,20 @@ def _gelu_backward_kernel(
     tl.store(out_ptr + offs, cast(g * f, out_ptr.dtype.element_ty), mask=m)
 
 
+GELU_FORWARD = Kernel(_gelu_forward_kernel, ELEMENTWISE, buckets=("N",))
+GELU_BACKWARD = Kernel(_gelu_backward_kernel, ELEMENTWISE, buckets=("N",))
+
+
+def elementwise_grid(n: int):
+    """One program per ``BLOCK`` elements."""
+    return lambda meta: (triton.cdiv(n, meta["BLOCK"]),)
+
+
 def approximate_flag(approximate: str) -> bool:
     """True for the tanh approximation; BackendError for an unknown name."""
     if approximate not in _APPROXIMATE:
         raise BackendError(f"unknown GELU approximation {approximate!r}; valid: 'none', 'tanh'")
     return _APPROXIMATE[approximate]
-
-
-def _grid(meta, n):
-    return (triton.cdiv(n, meta["BLOCK"]),)
 
 
 def gelu_forward(u: torch.Tensor, approximate: str = "none") -> torch.Tensor:
@@ -113,7 +114,7 @@ def gelu_forward(u: torch.Tensor, approximate: str = "none") -> torch.Tensor:
     h = torch.empty_like(u_c)
     n = u_c.numel()
     if n:
-        _gelu_forward_kernel[lambda meta: _grid(meta, n)](u_c, h, n, bucket(n), APPROX_TANH=tanh)
+        GELU_FORWARD[elementwise_grid(n)](u_c, h, n, APPROX_TANH=tanh)
     return h
 
 
@@ -125,9 +126,7 @@ def _backward(grad_h, u, eps, approximate):
     out = torch.empty_like(g_c)
     n = g_c.numel()
     if n:
-        _gelu_backward_kernel[lambda meta: _grid(meta, n)](
-            g_c, u_c, out, n, bucket(n), float(eps), HAS_EPS=eps != 0, APPROX_TANH=tanh
-        )
+        GELU_BACKWARD[elementwise_grid(n)](g_c, u_c, out, n, float(eps), HAS_EPS=eps != 0, APPROX_TANH=tanh)
     return out
 
 

@@ -23,17 +23,11 @@ from lrp_kernels.errors import BackendError
 from lrp_kernels.backends.contract import LayerNormKernels
 from lrp_kernels.backends.torch import layer_norm as reference
 
-from ._common import autotune, cast, next_pow2, reduce_sum, rows, use_reference
-
-_ROWWISE = dict(
-    ampere=[triton.Config({}, num_warps=4), triton.Config({}, num_warps=8)],
-    hopper=[triton.Config({}, num_warps=4), triton.Config({}, num_warps=8), triton.Config({}, num_warps=16)],
-    interpret=triton.Config({}, num_warps=1),
-    key=["H"],
-)
+from ._common import cast, next_pow2, reduce_sum, rows, use_reference
+from ._launch import Kernel
+from .configs import ROWWISE
 
 
-@autotune(**_ROWWISE)
 @triton.jit
 def _layer_norm_forward_kernel(
     x_ptr,  # *T    [R, H] input rows, last dim contiguous
@@ -67,7 +61,6 @@ def _layer_norm_forward_kernel(
     tl.store(rstd_ptr + row, rstd)
 
 
-@autotune(**_ROWWISE)
 @triton.jit
 def _layer_norm_backward_kernel(
     g_ptr,  # *T    [R, H] gradient at y, last dim contiguous
@@ -90,6 +83,10 @@ def _layer_norm_backward_kernel(
     tl.store(out_ptr + row * H + cols, cast(g * rstd, out_ptr.dtype.element_ty), mask=m)
 
 
+FORWARD = Kernel(_layer_norm_forward_kernel, ROWWISE)
+BACKWARD = Kernel(_layer_norm_backward_kernel, ROWWISE)
+
+
 def _check_param(name, p, h):
     if p is not None and (p.dim() != 1 or p.shape[0] != h):
         raise BackendError(f"LayerNorm {name} must have shape [{h}], got {tuple(p.shape)}")
@@ -110,7 +107,7 @@ def forward(x: torch.Tensor, weight, bias, eps: float):
     if r and h:
         w = weight.contiguous() if weight is not None else x2
         b = bias.contiguous() if bias is not None else x2
-        _layer_norm_forward_kernel[(r,)](
+        FORWARD[(r,)](
             x2, w, b, y, mean, rstd, x2.stride(0), h, float(eps),
             HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, BLOCK_H=next_pow2(h),
         )
@@ -131,7 +128,7 @@ def backward(grad_y: torch.Tensor, weight, rstd: torch.Tensor) -> torch.Tensor:
     out = torch.empty((r, h), dtype=grad_y.dtype, device=grad_y.device)
     if r and h:
         w = weight.contiguous() if weight is not None else g2
-        _layer_norm_backward_kernel[(r,)](
+        BACKWARD[(r,)](
             g2, w, rstd.reshape(-1).float().contiguous(), out, g2.stride(0), h,
             HAS_WEIGHT=weight is not None, BLOCK_H=next_pow2(h),
         )
