@@ -118,6 +118,7 @@ PYBIND11_MODULE(_C, m) {
   m.attr("BFLOAT16") = int(lrp::kBFloat16);
   m.attr("GELU_ERF") = int(lrp::kGeluErf);
   m.attr("GELU_TANH") = int(lrp::kGeluTanh);
+  m.attr("GATED_SILU") = int(lrp::kGatedSilu);  // gated MLP activations: GELU_ERF, GELU_TANH, this
   m.attr("GELU_GUARD") = lrp::kGeluGuard;  // the float32 value, as a Python float
 
   m.def("has_cuda", [] {
