@@ -11,10 +11,8 @@ same math.
 from __future__ import annotations
 
 from lrp_kernels.backends.contract import Backend
-from lrp_kernels.backends.torch import gated_mlp as torch_gated_mlp
-from lrp_kernels.backends.torch import rms_norm as torch_rms_norm
 
-from . import activation, attention, layer_norm, linear
+from . import activation, attention, gated_mlp, layer_norm, linear, rms_norm
 from ._glue import why_cuda_unavailable, why_unavailable
 
 _KERNELS = dict(
@@ -22,9 +20,8 @@ _KERNELS = dict(
     layer_norm=layer_norm.KERNELS,
     activation=activation.KERNELS,
     attention=attention.KERNELS,
-    # no compiled kernels yet: the torch reference's, passed explicitly
-    rms_norm=torch_rms_norm.KERNELS,
-    gated_mlp=torch_gated_mlp.KERNELS,
+    rms_norm=rms_norm.KERNELS,
+    gated_mlp=gated_mlp.KERNELS,
 )
 
 CPP = Backend(name="cpp", devices=("cpu",), why_unavailable=why_unavailable, **_KERNELS)

@@ -127,7 +127,7 @@ def approximate_code(approximate: str) -> int:
 
 
 def fp32_param(p: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
-    """A LayerNorm parameter as the contiguous float32 vector the kernels read."""
+    """A LayerNorm or RMSNorm parameter as the contiguous float32 vector the kernels read."""
     if p is None:
         return None
     return p.detach().to(device=device, dtype=torch.float32).contiguous()
