@@ -250,6 +250,13 @@ struct Instance {
   static constexpr bool vec = Vec;
 };
 
+// The `pick` of launch_rows / launch_items for a kernel template kernel<T, Vec>.
+#define LRP_PICK(kernel)                                \
+  [](auto instance) {                                   \
+    using I = decltype(instance);                       \
+    return kernel<typename I::type, I::vec>;            \
+  }
+
 // A one-block-per-row kernel over `rows` rows of `cols` elements on `device` (nothing when rows
 // is 0): pick(Instance<T, Vec>{}) returns the kernel instance, T the element type of the dtype
 // code and Vec whether the rows at `row_ptrs` with `strides` can be read in 16-byte packs; it runs

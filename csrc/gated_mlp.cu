@@ -95,7 +95,7 @@ void gated_mlp_backward(int dtype, int fn, int64_t rows, int64_t cols, const voi
     // s_b starts `cols` after s_a: packs need cols to be a whole number of them too
     launch_items<T>(
         rows, cols, {grad_u, a, b, out}, {g_stride, a_stride, b_stride, out_stride, cols},
-        [](auto i) { return gated_backward_kernel<T, decltype(i)::vec>; }, as_stream(stream),
+        LRP_PICK(gated_backward_kernel), as_stream(stream),
         rows, cols, grad_u, g_stride, a, a_stride, b, b_stride, out, out_stride,
         GatedBackwardOp{fn, eps});
   });

@@ -45,10 +45,7 @@ void rms_norm_forward(int dtype, int64_t rows, int64_t cols, const void* x, int6
                       int device, void* stream) {
   cuda_detail::launch_rows(
       "rms_norm_forward", dtype, rows, cols, {x, y}, {x_stride, y_stride},
-      [](auto i) {
-        using I = decltype(i);
-        return cuda_detail::rms_norm_forward_kernel<typename I::type, I::vec>;
-      },
+      LRP_PICK(cuda_detail::rms_norm_forward_kernel),
       device, stream, cols, x, x_stride, weight, eps, y, y_stride, rstd);
 }
 
@@ -57,10 +54,7 @@ void rms_norm_backward(int dtype, int64_t rows, int64_t cols, const void* grad_y
                        int64_t out_stride, int device, void* stream) {
   cuda_detail::launch_rows(
       "rms_norm_backward", dtype, rows, cols, {grad_y, grad_x}, {g_stride, out_stride},
-      [](auto i) {
-        using I = decltype(i);
-        return cuda_detail::rms_norm_backward_kernel<typename I::type, I::vec>;
-      },
+      LRP_PICK(cuda_detail::rms_norm_backward_kernel),
       device, stream, cols, grad_y, g_stride, weight, rstd, grad_x, out_stride);
 }
 

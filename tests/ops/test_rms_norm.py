@@ -180,6 +180,7 @@ def test_what_the_kernels_do_not_cover_runs_the_reference(target):
     g = randn(3, 5, 33, device=dev)
     rstd64 = randn(3, 5, dtype=F64, device=dev, seed=1).abs() + 0.5
     assert torch.equal(kernels.backward(g, None, rstd64), ref.backward(g, None, rstd64))
+    assert torch.equal(kernels.backward(g, w1, rstd64.float()), ref.backward(g, w1, rstd64.float()))
     rstd_short = randn(3, device=dev, seed=2).abs() + 0.5
     assert torch.equal(kernels.backward(g[:, :1], None, rstd_short[:, None]),
                        ref.backward(g[:, :1], None, rstd_short[:, None]))
