@@ -3,7 +3,7 @@
 // Tensors are row-major matrices [rows, cols] whose last dimension is contiguous; a row stride is
 // counted in elements. `dtype` is a code of lrp::DType (float32, float16, bfloat16) and applies to
 // every tensor argument typed `void*`; float* arguments are always float32. Every kernel computes
-// in float32. The semantics are those of the host functions in lrp_kernels/backend.py.
+// in float32. The semantics are those of the host functions in lrp_kernels/backends/contract.py.
 #pragma once
 
 #include <cstdint>
@@ -73,7 +73,7 @@
 
 namespace lrp {
 
-// dtype codes shared with lrp_kernels/_cpp_backend.py
+// dtype codes shared with lrp_kernels/backends/cpp/_glue.py
 enum DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 
 // approximate codes of GELU

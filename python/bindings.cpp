@@ -4,7 +4,7 @@
 // strides (elements) and a dtype code (0 float32, 1 float16, 2 bfloat16); CUDA launchers, named
 // <kernel>_cuda, also take the device index and the stream as an integer
 // (torch.cuda.current_stream().cuda_stream). No libtorch linkage, so one build works with any torch
-// version. The GIL is released while a kernel runs. lrp_kernels/_cpp_backend.py is the torch glue
+// version. The GIL is released while a kernel runs. lrp_kernels/backends/cpp/ is the torch glue
 // on top.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>

@@ -1,4 +1,5 @@
-"""Model families II — ModernBERT, EuroBERT, DeBERTa-v2/v3, DeBERTa — end to end on the torch backend.
+"""Model families II — ModernBERT, EuroBERT, DeBERTa-v2/v3, DeBERTa — end to end on the torch backend
+(and the cpp backend against it).
 
 Against ``transformers`` itself (random seeded configs, padded batches, ModernBERT's local windows
 shorter than the sequences): logits; GS and GI against plain autograd on the transformers model at
