@@ -35,6 +35,11 @@
 #define LRP_SIMD_MAX(var) LRP_PRAGMA(omp simd reduction(max : var))
 
 namespace lrp {
+// Unnamed: every helper has internal linkage, so each instruction set's object file keeps its own
+// compiled copy. (An inline function with external linkage that the compiler does not inline --
+// the row reductions -- is one weak symbol in every object, and the linker keeps one of them for
+// all instruction sets: the base copy in the AVX kernels, or an AVX-512 copy in the base ones.)
+namespace {
 
 struct half_t {
   uint16_t bits;
@@ -344,4 +349,5 @@ inline void map_rows(int dtype, int64_t rows, int64_t cols, const void* a, int64
   });
 }
 
+}  // namespace
 }  // namespace lrp
