@@ -24,7 +24,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported
 import torch  # noqa: E402
 
 from lrp_kernels.benchmarking import (  # noqa: E402
-    BASE_CONFIGS, format_table, measure, random_classifier, random_inputs, standard_rows,
+    BASE_CONFIGS, backend_rows, format_table, measure, random_classifier, random_inputs,
 )
 
 METHODS = ("attnlrp", "cp_lrp")
@@ -38,12 +38,7 @@ def family_rows(model_type: str, backends, batch: int, seq: int):
     """The callables of one model: forward, gradient, and ``method/backend`` for every pair."""
     model = random_classifier(model_type)
     ids, mask, types = random_inputs(model.config, batch, seq)
-    rows = standard_rows(model, ids, mask, types, methods=())
-    for backend in backends:
-        for method, fn in standard_rows(model, ids, mask, types, METHODS, backend=backend).items():
-            if method in METHODS:
-                rows[f"{method}/{backend}"] = fn
-    return rows
+    return backend_rows(model, ids, mask, types, METHODS, backends)
 
 
 def bench_family(model_type: str, args) -> dict:

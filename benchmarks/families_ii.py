@@ -1,17 +1,18 @@
-"""Base-size figures of model families II (ModernBERT, EuroBERT, DeBERTa-v3) on the torch backend.
+"""Base-size figures of model families II (ModernBERT, EuroBERT, DeBERTa-v3) per backend (cpp, torch).
 
 Random weights in the published dimensions of answerdotai/ModernBERT-base, EuroBERT/EuroBERT-210m and
 microsoft/deberta-v3-base (hard-coded below: nothing is downloaded); batch 8 × 128 tokens, float32,
 CPU, one thread by default. Rows: ``forward`` (logits, no autograd), ``gradient`` (the plain gradient
 at the embedding sum: one forward with autograd and one backward of plain ops — the floor of a
-one-backward method), ``attnlrp`` and ``cp_lrp`` through :func:`lrp_kernels.attribute`. Medians of
-``--repeat`` interleaved runs after one warm-up; the ratios attnlrp / gradient and cp_lrp / gradient
-are the figures of the issue (target ≤ 1.05), of the medians and of the fastest runs (on a shared
-machine the least disturbed ones). Where a median ratio misses the target, ``--profile`` prints a
-torch.profiler table of where the time goes (the LRP method next to the plain gradient).
+one-backward method), ``attnlrp`` and ``cp_lrp`` through :func:`lrp_kernels.attribute` on each of
+``--backends``. Medians of ``--repeat`` interleaved runs (every row of a family, every backend) after
+one warm-up; the ratios attnlrp / gradient and cp_lrp / gradient are the figures of the issue (target
+≤ 1.05), of the medians and of the fastest runs (on a shared machine the least disturbed ones). Where
+a median ratio misses the target, ``--profile`` prints a torch.profiler table of where the time goes
+(the LRP method next to the plain gradient).
 
-    python benchmarks/families_ii.py [--families modernbert eurobert deberta] [--threads 1]
-                                     [--repeat 5] [--profile]
+    python benchmarks/families_ii.py [--families modernbert eurobert deberta] [--backends cpp torch]
+                                     [--threads 1] [--repeat 5] [--profile]
 
 It reports, it never asserts. The machine load (``os.getloadavg``) is printed before and after.
 """
@@ -24,7 +25,7 @@ import sys
 
 import torch
 
-from lrp_kernels.benchmarking import format_table, random_inputs, random_model, standard_rows, time_interleaved
+from lrp_kernels.benchmarking import backend_rows, format_table, random_inputs, random_model, time_interleaved
 from lrp_kernels.models import config_from_dict
 
 BATCH, SEQ = 8, 128
@@ -72,28 +73,33 @@ def profile_table(fn, rows: int = 15) -> str:
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
-def bench_family(name: str, repeat: int, profile: bool) -> list:
+def bench_family(name: str, backends: list[str], repeat: int, profile: bool) -> list:
+    """One table row per backend: medians (s), ratios to the plain gradient, the largest spread."""
     config = config_from_dict(CONFIGS[name], num_labels=2)
     model = random_model(config)
     ids, mask, types = random_inputs(config, BATCH, SEQ)
-    fns = standard_rows(model, ids, mask, types, METHODS, backend="torch")
+    fns = backend_rows(model, ids, mask, types, METHODS, backends)
     timings = time_interleaved(fns, "cpu", repeat=repeat, warmup=1)
-    grad = timings["gradient"].median
-    row = [name, *(f"{timings[k].median:.2f}" for k in ("forward", "gradient", *METHODS))]
-    row += [f"{timings[m].median / grad:.3f}" for m in METHODS]
-    row += [f"{timings[m].best / timings['gradient'].best:.3f}" for m in METHODS]
-    row += [f"{max(t.spread for t in timings.values()):.2f}"]
-    missed = [m for m in METHODS if timings[m].median / grad > TARGET]
-    if profile and missed:
-        for key in ("gradient", *missed):
-            print(f"\n# {name}: profile of {key}\n{profile_table(fns[key])}", flush=True)
+    grad = timings["gradient"]
+    rows = []
+    for backend in backends:
+        keys = [f"{m}/{backend}" for m in METHODS]
+        row = [name, backend, *(f"{timings[k].median:.2f}" for k in ("forward", "gradient", *keys))]
+        row += [f"{timings[k].median / grad.median:.3f}" for k in keys]
+        row += [f"{timings[k].best / grad.best:.3f}" for k in keys]
+        row += [f"{max(timings[k].spread for k in ('forward', 'gradient', *keys)):.2f}"]
+        rows.append(row)
+    missed = [k for k in fns if "/" in k and timings[k].median / grad.median > TARGET]
+    for key in ("gradient", *missed) if profile and missed else ():
+        print(f"\n# {name}: profile of {key}\n{profile_table(fns[key])}", flush=True)
     del model
-    return row
+    return rows
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--backends", nargs="+", default=["cpp", "torch"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--profile", action="store_true", help="profile the methods that miss the target")
@@ -101,8 +107,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), b{BATCH} x L{SEQ}, float32; {load_average()}",
           flush=True)
-    rows = [bench_family(name, args.repeat, args.profile) for name in args.families]
-    headers = ["family", "forward s", "gradient s", *(f"{m} s" for m in METHODS),
+    rows = [row for name in args.families for row in bench_family(name, args.backends, args.repeat, args.profile)]
+    headers = ["family", "backend", "forward s", "gradient s", *(f"{m} s" for m in METHODS),
                *(f"{m}/grad" for m in METHODS), *(f"{m}/grad best" for m in METHODS), "max spread"]
     print("\n" + format_table(headers, rows))
     print(f"\n{load_average()}")

@@ -79,10 +79,7 @@ void attention_softmax_forward(int dtype, int64_t rows, int64_t cols, int64_t ro
     throw std::invalid_argument("attention_softmax_forward: rows_per_mask_row must be positive");
   cuda_detail::launch_rows(
       "attention_softmax_forward", dtype, rows, cols, {scores, probs}, {s_stride, p_stride},
-      [](auto i) {
-        using I = decltype(i);
-        return cuda_detail::softmax_forward_kernel<typename I::type, I::vec>;
-      },
+      LRP_PICK(cuda_detail::softmax_forward_kernel),
       device, stream, cols, rows_per_mask_row, scores, s_stride, mask, mask_stride, scale, probs,
       p_stride);
 }
@@ -93,10 +90,7 @@ void attention_softmax_backward(int dtype, int64_t rows, int64_t cols, const voi
   cuda_detail::launch_rows(
       "attention_softmax_backward", dtype, rows, cols, {grad_p, probs, grad_s},
       {g_stride, p_stride, out_stride},
-      [](auto i) {
-        using I = decltype(i);
-        return cuda_detail::softmax_backward_kernel<typename I::type, I::vec>;
-      },
+      LRP_PICK(cuda_detail::softmax_backward_kernel),
       device, stream, cols, grad_p, g_stride, probs, p_stride, factor, grad_s, out_stride);
 }
 

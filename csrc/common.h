@@ -35,6 +35,11 @@
 #define LRP_SIMD_MAX(var) LRP_PRAGMA(omp simd reduction(max : var))
 
 namespace lrp {
+// Unnamed: every helper has internal linkage, so each instruction set's object file keeps its own
+// compiled copy. (An inline function with external linkage that the compiler does not inline --
+// the row reductions -- is one weak symbol in every object, and the linker keeps one of them for
+// all instruction sets: the base copy in the AVX kernels, or an AVX-512 copy in the base ones.)
+namespace {
 
 struct half_t {
   uint16_t bits;
@@ -100,6 +105,15 @@ inline float load(const bfloat16_t* p, int64_t i) { return bf16_to_float(p[i].bi
 inline void store(float* p, int64_t i, float v) { p[i] = v; }
 inline void store(half_t* p, int64_t i, float v) { p[i].bits = float_to_half(v); }
 inline void store(bfloat16_t* p, int64_t i, float v) { p[i].bits = float_to_bf16(v); }
+
+// v rounded to T and back to float (the identity for float): where the reference rounds an
+// intermediate value to the input dtype, the kernels round it too.
+template <class T>
+inline float rounded(float v) {
+  T t;
+  store(&t, 0, v);
+  return load(&t, 0);
+}
 
 // exp(x) in float32, ~1 ulp on the range where the result is a normal float (Cephes expf);
 // 0 below -87.33 (no subnormal results), clamped at the top; NaN stays NaN.
@@ -272,20 +286,19 @@ inline void for_each_chunk(int64_t rows, int64_t cols, F&& body) {
 }
 
 
-// Call f(std::integral_constant<int, approximate>{}), so that the loops see the GELU approximate
-// code as a constant; throws std::invalid_argument for an unknown code.
+// Call f(std::integral_constant<int, code>{}) for the one of Codes equal to `code`, so that the
+// loops see it as a constant; throws std::invalid_argument(what + code) for any other code.
+template <int... Codes, class F>
+inline void dispatch_code(int code, const char* what, F&& f) {
+  const bool found =
+      ((code == Codes ? (f(std::integral_constant<int, Codes>{}), true) : false) || ...);
+  if (!found) throw std::invalid_argument(what + std::to_string(code));
+}
+
+// The GELU approximate code as a constant (dispatch_code).
 template <class F>
 inline void dispatch_gelu(int approximate, F&& f) {
-  switch (approximate) {
-    case kGeluErf:
-      f(std::integral_constant<int, kGeluErf>{});
-      break;
-    case kGeluTanh:
-      f(std::integral_constant<int, kGeluTanh>{});
-      break;
-    default:
-      throw std::invalid_argument("gelu: unknown approximate code " + std::to_string(approximate));
-  }
+  dispatch_code<kGeluErf, kGeluTanh>(approximate, "gelu: unknown approximate code ", f);
 }
 
 // out[c] = op(a[c]) and out[c] = op(a[c], b[c]) over one contiguous span; restrict pointers so
@@ -318,19 +331,23 @@ inline void map_rows(int dtype, int64_t rows, int64_t cols, const void* a, int64
   });
 }
 
+template <class T, class Op>
+inline void map_rows_as(int64_t rows, int64_t cols, const T* a, int64_t a_stride, const T* b,
+                        int64_t b_stride, T* out, int64_t out_stride, Op op) {
+  for_each_chunk(rows, cols, [=](int64_t r, int64_t c0, int64_t c1) {
+    map_span(c1 - c0, a + r * a_stride + c0, b + r * b_stride + c0, out + r * out_stride + c0, op);
+  });
+}
+
 template <class Op>
 inline void map_rows(int dtype, int64_t rows, int64_t cols, const void* a, int64_t a_stride,
                      const void* b, int64_t b_stride, void* out, int64_t out_stride, Op op) {
   dispatch_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
-    const T* at = static_cast<const T*>(a);
-    const T* bt = static_cast<const T*>(b);
-    T* ot = static_cast<T*>(out);
-    for_each_chunk(rows, cols, [=](int64_t r, int64_t c0, int64_t c1) {
-      map_span(c1 - c0, at + r * a_stride + c0, bt + r * b_stride + c0, ot + r * out_stride + c0,
-               op);
-    });
+    map_rows_as(rows, cols, static_cast<const T*>(a), a_stride, static_cast<const T*>(b), b_stride,
+                static_cast<T*>(out), out_stride, op);
   });
 }
 
+}  // namespace
 }  // namespace lrp

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "kernels.h"
 
@@ -113,6 +114,35 @@ __device__ __forceinline__ void store_pack(T* p, const float (&in)[Pack<T>::N]) 
 #pragma unroll
   for (int i = 0; i < Pack<T>::N; ++i) pk.v[i] = from_float<T>(in[i]);
   *reinterpret_cast<Pack<T>*>(p) = pk;
+}
+
+// N elements from p as floats / to p from floats: one 16-byte pack when N is Pack<T>::N (> 1),
+// else element by element.
+template <int N, class T>
+__device__ __forceinline__ void load_n(const T* p, float (&out)[N]) {
+  if constexpr (N > 1 && N == Pack<T>::N) {
+    load_pack(p, out);
+  } else {
+#pragma unroll
+    for (int i = 0; i < N; ++i) out[i] = to_float(p[i]);
+  }
+}
+
+template <int N, class T>
+__device__ __forceinline__ void store_n(T* p, const float (&in)[N]) {
+  if constexpr (N > 1 && N == Pack<T>::N) {
+    store_pack(p, in);
+  } else {
+#pragma unroll
+    for (int i = 0; i < N; ++i) p[i] = from_float<T>(in[i]);
+  }
+}
+
+// v rounded to T and back (the identity for float): where the reference rounds an intermediate
+// value to the input dtype, the kernels round it too.
+template <class T>
+__device__ __forceinline__ float rounded(float v) {
+  return to_float(from_float<T>(v));
 }
 
 // Whether rows of `cols` elements at these pointers and strides can be read in 16-byte packs.
@@ -220,6 +250,13 @@ struct Instance {
   static constexpr bool vec = Vec;
 };
 
+// The `pick` of launch_rows / launch_items for a kernel template kernel<T, Vec>.
+#define LRP_PICK(kernel)                                \
+  [](auto instance) {                                   \
+    using I = decltype(instance);                       \
+    return kernel<typename I::type, I::vec>;            \
+  }
+
 // A one-block-per-row kernel over `rows` rows of `cols` elements on `device` (nothing when rows
 // is 0): pick(Instance<T, Vec>{}) returns the kernel instance, T the element type of the dtype
 // code and Vec whether the rows at `row_ptrs` with `strides` can be read in 16-byte packs; it runs
@@ -242,12 +279,11 @@ inline void launch_rows(const char* what, int dtype, int64_t rows, int64_t cols,
   });
 }
 
-// Element-wise kernel over a rows x cols matrix: out = op(a, b) (b unused by unary ops). Each
-// row splits into cols / N packs and a scalar tail; a grid-stride loop walks the items.
-template <class T, bool Vec, class Op>
-__global__ void elementwise_kernel(int64_t rows, int64_t cols, const T* a, int64_t a_stride,
-                                   const T* b, int64_t b_stride, T* out, int64_t out_stride,
-                                   Op op) {
+// A grid-stride loop over the items of a rows x cols matrix: with Vec, each row's cols / N packs
+// of N = Pack<T>::N elements, then its tail element by element; without, every element. Calls
+// f(r, c, std::integral_constant<int, W>{}) for the W elements of row r from column c.
+template <class T, bool Vec, class F>
+__device__ __forceinline__ void for_each_item(int64_t rows, int64_t cols, F&& f) {
   constexpr int N = Vec ? Pack<T>::N : 1;
   const int64_t packs = cols / N;
   const int64_t per_row = packs + (cols - packs * N);
@@ -256,21 +292,27 @@ __global__ void elementwise_kernel(int64_t rows, int64_t cols, const T* a, int64
        i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = i / per_row;
     const int64_t j = i - r * per_row;
-    const T* ar = a + r * a_stride;
-    const T* br = b + r * b_stride;
-    T* outr = out + r * out_stride;
-    if (Vec && j < packs) {
-      float va[Pack<T>::N], vb[Pack<T>::N], vo[Pack<T>::N];
-      load_pack(ar + j * N, va);
-      load_pack(br + j * N, vb);
-#pragma unroll
-      for (int k = 0; k < Pack<T>::N; ++k) vo[k] = op(va[k], vb[k]);
-      store_pack(outr + j * N, vo);
-    } else {
-      const int64_t c = Vec ? packs * N + (j - packs) : j;
-      outr[c] = from_float<T>(op(to_float(ar[c]), to_float(br[c])));
-    }
+    if (j < packs)
+      f(r, j * N, std::integral_constant<int, N>{});
+    else
+      f(r, packs * N + (j - packs), std::integral_constant<int, 1>{});
   }
+}
+
+// Element-wise kernel over a rows x cols matrix: out = op(a, b) (b unused by unary ops).
+template <class T, bool Vec, class Op>
+__global__ void elementwise_kernel(int64_t rows, int64_t cols, const T* a, int64_t a_stride,
+                                   const T* b, int64_t b_stride, T* out, int64_t out_stride,
+                                   Op op) {
+  for_each_item<T, Vec>(rows, cols, [&](int64_t r, int64_t c, auto width) {
+    constexpr int W = decltype(width)::value;
+    float va[W], vb[W], vo[W];
+    load_n(a + r * a_stride + c, va);
+    load_n(b + r * b_stride + c, vb);
+#pragma unroll
+    for (int k = 0; k < W; ++k) vo[k] = op(va[k], vb[k]);
+    store_n(out + r * out_stride + c, vo);
+  });
 }
 
 // Blocks of a grid-stride kernel over `items` items: one item per thread, at most 65536 blocks.
@@ -279,25 +321,35 @@ inline unsigned grid_blocks(int64_t items, int threads) {
   return unsigned(blocks < 65536 ? blocks : 65536);
 }
 
+// Launch kernel<T, Vec> over the items of a rows x cols matrix (for_each_item), Vec when the
+// pointers and `strides` allow 16-byte packs: pick(Instance<T, Vec>{}) returns the instance.
+template <class T, class Pick, class... Args>
+inline void launch_items(int64_t rows, int64_t cols, std::initializer_list<const void*> ptrs,
+                         std::initializer_list<int64_t> strides, Pick pick, cudaStream_t stream,
+                         Args... args) {
+  constexpr int64_t n = Pack<T>::N;
+  const bool vec = packable<T>(n, ptrs, strides);
+  const int64_t items = rows * (vec ? cols / n + cols % n : cols);
+  const int threads = 256;
+  const unsigned blocks = grid_blocks(items, threads);
+  if (vec)
+    launch_converted(pick(Instance<T, true>{}), blocks, threads, stream, args...);
+  else
+    launch_converted(pick(Instance<T, false>{}), blocks, threads, stream, args...);
+  check(cudaGetLastError(), "element-wise kernel launch");
+}
+
 // Launch elementwise_kernel; packs are used when the row starts are 16-byte aligned.
 template <class T, class Op>
 inline void launch_elementwise_as(int64_t rows, int64_t cols, const T* a, int64_t a_stride,
                                   const T* b, int64_t b_stride, T* out, int64_t out_stride, Op op,
                                   cudaStream_t stream) {
-  constexpr int64_t n = Pack<T>::N;
-  // one row: its stride is never used, so it does not decide the packing
-  const bool vec = rows == 1 ? packable<T>(n, {a, b, out}, {})
-                             : packable<T>(n, {a, b, out}, {a_stride, b_stride, out_stride});
-  const int64_t items = rows * (vec ? cols / n + cols % n : cols);
-  const int threads = 256;
-  const unsigned blocks = grid_blocks(items, threads);
-  if (vec)
-    elementwise_kernel<T, true><<<blocks, threads, 0, stream>>>(rows, cols, a, a_stride, b,
-                                                                b_stride, out, out_stride, op);
-  else
-    elementwise_kernel<T, false><<<blocks, threads, 0, stream>>>(rows, cols, a, a_stride, b,
-                                                                 b_stride, out, out_stride, op);
-  check(cudaGetLastError(), "element-wise kernel launch");
+  const bool one_row = rows == 1;  // its stride is never used, so it does not decide the packing
+  launch_items<T>(
+      rows, cols, {a, b, out},
+      {one_row ? 0 : a_stride, one_row ? 0 : b_stride, one_row ? 0 : out_stride},
+      [](auto i) { return elementwise_kernel<T, decltype(i)::vec, Op>; }, stream, rows, cols, a,
+      a_stride, b, b_stride, out, out_stride, op);
 }
 
 // An element-wise kernel on `device`: out = op(a, b) over rows x cols matrices of the element type

@@ -3,7 +3,7 @@
 // Tensors are row-major matrices [rows, cols] whose last dimension is contiguous; a row stride is
 // counted in elements. `dtype` is a code of lrp::DType (float32, float16, bfloat16) and applies to
 // every tensor argument typed `void*`; float* arguments are always float32. Every kernel computes
-// in float32. The semantics are those of the host functions in lrp_kernels/backend.py.
+// in float32. The semantics are those of the host functions in lrp_kernels/backends/contract.py.
 #pragma once
 
 #include <cstdint>
@@ -34,6 +34,19 @@
   X(layer_norm_backward, (int dtype, int64_t rows, int64_t cols, const void* grad_y,             \
                           int64_t g_stride, const float* weight, const float* rstd, void* grad_x, \
                           int64_t out_stride))                                                   \
+  /* rms_norm.{cpp,cu}: RMSNorm with 1/rms held constant */                                      \
+  X(rms_norm_forward, (int dtype, int64_t rows, int64_t cols, const void* x, int64_t x_stride,   \
+                       const float* weight, float eps, void* y, int64_t y_stride, float* rstd))  \
+  X(rms_norm_backward, (int dtype, int64_t rows, int64_t cols, const void* grad_y,               \
+                        int64_t g_stride, const float* weight, const float* rstd, void* grad_x,  \
+                        int64_t out_stride))                                                     \
+  /* gated_mlp.{cpp,cu}: act(a) * b of GeGLU / SwiGLU and its one-pass LRP backward */          \
+  X(gated_mlp_forward, (int dtype, int fn, int64_t rows, int64_t cols, const void* a,            \
+                        int64_t a_stride, const void* b, int64_t b_stride, void* out,            \
+                        int64_t out_stride))                                                     \
+  X(gated_mlp_backward, (int dtype, int fn, int64_t rows, int64_t cols, const void* grad_u,      \
+                         int64_t g_stride, const void* a, int64_t a_stride, const void* b,       \
+                         int64_t b_stride, float eps, void* out, int64_t out_stride))            \
   /* activation.{cpp,cu}: GELU */                                                                \
   X(activation_gelu_forward, (int dtype, int approximate, int64_t rows, int64_t cols,            \
                               const void* u, int64_t u_stride, void* out, int64_t out_stride))   \
@@ -60,14 +73,17 @@
 
 namespace lrp {
 
-// dtype codes shared with lrp_kernels/_cpp_backend.py
+// dtype codes shared with lrp_kernels/backends/cpp/_glue.py
 enum DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 
 // approximate codes of GELU
 enum GeluApprox : int { kGeluErf = 0, kGeluTanh = 1 };
 
+// activation codes of the gated MLP (GeGLU: the GELU codes; SwiGLU: SiLU)
+enum GatedFn : int { kGatedGelu = kGeluErf, kGatedGeluTanh = kGeluTanh, kGatedSilu = 2 };
+
 // The GELU guard of the CPU and CUDA kernels (exposed as _C.GELU_GUARD): where |u| is below it,
-// gelu(u)/u is taken as its limit 1/2.
+// gelu(u)/u is taken as its limit 1/2 (the gated MLP's act(a)/a too: GELU's and SiLU's limit).
 constexpr float kGeluGuard = 1e-6f;
 
 namespace base {

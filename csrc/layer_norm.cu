@@ -63,10 +63,7 @@ void layer_norm_forward(int dtype, int64_t rows, int64_t cols, const void* x, in
                         int64_t y_stride, float* mean, float* rstd, int device, void* stream) {
   cuda_detail::launch_rows(
       "layer_norm_forward", dtype, rows, cols, {x, y}, {x_stride, y_stride},
-      [](auto i) {
-        using I = decltype(i);
-        return cuda_detail::layer_norm_forward_kernel<typename I::type, I::vec>;
-      },
+      LRP_PICK(cuda_detail::layer_norm_forward_kernel),
       device, stream, cols, x, x_stride, weight, bias, eps, y, y_stride, mean, rstd);
 }
 
@@ -75,10 +72,7 @@ void layer_norm_backward(int dtype, int64_t rows, int64_t cols, const void* grad
                          int64_t out_stride, int device, void* stream) {
   cuda_detail::launch_rows(
       "layer_norm_backward", dtype, rows, cols, {grad_y, grad_x}, {g_stride, out_stride},
-      [](auto i) {
-        using I = decltype(i);
-        return cuda_detail::layer_norm_backward_kernel<typename I::type, I::vec>;
-      },
+      LRP_PICK(cuda_detail::layer_norm_backward_kernel),
       device, stream, cols, grad_y, g_stride, weight, rstd, grad_x, out_stride);
 }
 

@@ -273,6 +273,17 @@ def standard_rows(model, input_ids, attention_mask, token_type_ids, methods: Seq
     return rows
 
 
+def backend_rows(model, input_ids, attention_mask, token_type_ids, methods: Sequence[str],
+                 backends: Sequence[str], eps: float = 1e-6) -> dict[str, Callable[[], object]]:
+    """``forward``, ``gradient`` and ``<method>/<backend>`` for every method on every backend, on the
+    same inputs (to be timed interleaved)."""
+    rows = standard_rows(model, input_ids, attention_mask, token_type_ids, ())
+    for backend in backends:
+        fns = standard_rows(model, input_ids, attention_mask, token_type_ids, methods, backend, eps)
+        rows.update({f"{method}/{backend}": fns[method] for method in methods})
+    return rows
+
+
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A plain-text table, columns right-aligned except the first."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]

@@ -4,7 +4,7 @@
 // strides (elements) and a dtype code (0 float32, 1 float16, 2 bfloat16); CUDA launchers, named
 // <kernel>_cuda, also take the device index and the stream as an integer
 // (torch.cuda.current_stream().cuda_stream). No libtorch linkage, so one build works with any torch
-// version. The GIL is released while a kernel runs. lrp_kernels/_cpp_backend.py is the torch glue
+// version. The GIL is released while a kernel runs. lrp_kernels/backends/cpp/ is the torch glue
 // on top.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -118,6 +118,7 @@ PYBIND11_MODULE(_C, m) {
   m.attr("BFLOAT16") = int(lrp::kBFloat16);
   m.attr("GELU_ERF") = int(lrp::kGeluErf);
   m.attr("GELU_TANH") = int(lrp::kGeluTanh);
+  m.attr("GATED_SILU") = int(lrp::kGatedSilu);  // gated MLP activations: GELU_ERF, GELU_TANH, this
   m.attr("GELU_GUARD") = lrp::kGeluGuard;  // the float32 value, as a Python float
 
   m.def("has_cuda", [] {

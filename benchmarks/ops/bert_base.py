@@ -2,7 +2,9 @@
 the timing of one kernel case.
 
 Shapes: batch 8 × sequence 128 (``LRP_BENCH_BATCH`` / ``LRP_BENCH_SEQ``), hidden 768, 12 heads,
-intermediate 3072; float32 on the CPU, bfloat16 on CUDA. Every backend that runs on a device is
+intermediate 3072 (also EuroBERT-210m's: its RMSNorm and SwiGLU run at these shapes), and ModernBERT-base's
+GeGLU (intermediate 1152, a and b the halves of one [.., 2304] projection); float32 on the CPU,
+bfloat16 on CUDA. Every backend that runs on a device is
 timed on the same inputs as the torch reference there: ``torch`` and ``cpp`` on the CPU;
 ``torch``, ``cuda`` and ``triton`` on CUDA (skipped without a GPU). Triton's interpreter is for
 tests, not for timing: ``triton`` is not timed on the CPU. Each case calls the backend's kernel set
@@ -23,6 +25,7 @@ from lrp_kernels.backends import registry
 BATCH = int(os.environ.get("LRP_BENCH_BATCH", "8"))
 SEQ = int(os.environ.get("LRP_BENCH_SEQ", "128"))
 HIDDEN, HEADS, INTER = 768, 12, 3072
+MODERN_INTER = 1152  # ModernBERT-base's intermediate size
 EPS = 1e-6
 DTYPES = {"cpu": torch.float32, "cuda": torch.bfloat16}
 TOKENS = f"{BATCH * SEQ}x"  # shape labels start with the token count
@@ -52,7 +55,7 @@ def inputs(device: str) -> SimpleNamespace:
     """The tensors of every case on ``device`` (made once per device, seeded)."""
     if device in _inputs:
         return _inputs[device]
-    from lrp_kernels.backends.torch import attention, layer_norm
+    from lrp_kernels.backends.torch import attention, layer_norm, rms_norm
 
     dtype = DTYPES[device]
     gen = torch.Generator().manual_seed(0)
@@ -67,7 +70,11 @@ def inputs(device: str) -> SimpleNamespace:
     t.x, t.g_h, t.z_h = rand(BATCH, SEQ, HIDDEN, scale=2.0), rand(BATCH, SEQ, HIDDEN), rand(BATCH, SEQ, HIDDEN, scale=2.0)
     t.w_ln, t.b_ln = rand(HIDDEN), rand(HIDDEN)
     t.rstd = layer_norm.forward(t.x, t.w_ln, t.b_ln, 1e-12)[2]
+    t.rms_rstd = rms_norm.forward(t.x, t.w_ln, 1e-5)[1]
     t.u, t.g_u = rand(BATCH, SEQ, INTER, scale=2.0), rand(BATCH, SEQ, INTER)
+    t.up = rand(BATCH, SEQ, INTER)  # EuroBERT's up projection: b of the SwiGLU with a = t.u
+    t.wi = rand(BATCH, SEQ, 2 * MODERN_INTER, scale=2.0)  # ModernBERT's Wi output: a, b = its halves
+    t.g_wi = rand(BATCH, SEQ, MODERN_INTER)
     t.w_out = rand(HIDDEN, INTER, scale=INTER**-0.5)  # the MLP's output linear [768, 3072]: its backward reads g at 768
     t.w_in = rand(INTER, HIDDEN, scale=HIDDEN**-0.5)  # the MLP's input linear [3072, 768]: g and u at 3072
     t.w_proj = rand(HIDDEN, HIDDEN, scale=HIDDEN**-0.5)  # the attention output projection

@@ -39,8 +39,9 @@ def test_backend_resolves_to_the_compiled_kernels():
     assert registry.resolve("auto", "cpu") is cpp.CPP
     assert cpp.CPP.devices == ("cpu",) and cpp.CUDA.devices == ("cuda",)
     # one set of host functions for both devices: the glue picks the CPU or CUDA kernels per tensor
-    for rule in ("linear", "layer_norm", "activation", "attention"):
+    for rule in ("linear", "layer_norm", "activation", "attention", "rms_norm", "gated_mlp"):
         assert getattr(cpp.CPP, rule) is getattr(cpp.CUDA, rule)
+    assert cpp.CPP.rms_norm is cpp.rms_norm.KERNELS and cpp.CPP.gated_mlp is cpp.gated_mlp.KERNELS
 
 
 @needs_ext
@@ -174,8 +175,17 @@ def test_gelu_guard_is_the_reference_guard():
     assert _C.GELU_GUARD == torch.tensor(GELU_GUARD, dtype=torch.float32).item()
 
 
+@needs_ext
+def test_gated_activation_codes_are_the_kernels():
+    """The glue's codes of the gated MLP activations are csrc/kernels.h's (GeluApprox, GatedFn)."""
+    from lrp_kernels.backends.cpp.gated_mlp import FN_CODES
+
+    assert FN_CODES == {"gelu": _C.GELU_ERF, "gelu_tanh": _C.GELU_TANH, "silu": _C.GATED_SILU}
+
+
 KERNELS = [  # csrc/kernels.h, LRP_KERNEL_LIST: one name per rule
     "linear_eps_ratio", "linear_gelu_eps_ratio", "layer_norm_forward", "layer_norm_backward",
+    "rms_norm_forward", "rms_norm_backward", "gated_mlp_forward", "gated_mlp_backward",
     "activation_gelu_forward", "activation_gelu_backward", "attention_softmax_forward",
     "attention_softmax_backward", "cast",
 ]

@@ -1,4 +1,5 @@
-"""Model families II — ModernBERT, EuroBERT, DeBERTa-v2/v3, DeBERTa — end to end on the torch backend.
+"""Model families II — ModernBERT, EuroBERT, DeBERTa-v2/v3, DeBERTa — end to end on the torch backend
+(and the cpp backend against it).
 
 Against ``transformers`` itself (random seeded configs, padded batches, ModernBERT's local windows
 shorter than the sequences): logits; GS and GI against plain autograd on the transformers model at
@@ -120,6 +121,39 @@ def test_attnlrp_position_relevance_is_part_of_the_budget():
     total = result.scores.sum(-1) + result.position_relevance
     torch.testing.assert_close(result.conservation, total / result.target_logit)
     assert (result.position_relevance.abs() > 1e-4 * result.target_logit.abs()).all()
+
+
+# ------------------------------------------------------------------------------ compiled kernels
+@pytest.mark.parametrize("variant", ["modernbert", "eurobert", "eurobert-mean"])
+@pytest.mark.parametrize("method", ["attnlrp", "cp_lrp"])  # the rule sets with the norm and gated MLP rules
+def test_cpp_backend_equals_torch(variant, method, monkeypatch):
+    """attribute(..., backend="cpp") equals backend="torch" (fp32, padded batch), and the compiled
+    RMSNorm / gated MLP kernels ran (not the reference they fall back to)."""
+    from lrp_kernels.backends import registry
+    from lrp_kernels.backends.cpp import _glue
+
+    reason = registry.unavailable_reason("cpp", "cpu")
+    if reason is not None:
+        pytest.skip(reason)
+    launched, compiled = set(), _glue._C
+
+    class Recorder:  # _glue.launch looks every kernel up on _C by name
+        def __getattr__(self, name):
+            launched.add(name)
+            return getattr(compiled, name)
+
+    monkeypatch.setattr(_glue, "_C", Recorder())
+    hf = _hf(variant)
+    ids, mask = _batch()
+    ours = attribute(hf, ids, mask, method=method, target=TARGET, eps=0.1, backend="cpp")
+    reference = attribute(hf, ids, mask, method=method, target=TARGET, eps=0.1, backend="torch")
+    # float32 through 2-4 layers: kernel-vs-eager rounding (rstd summation order, erf/exp polynomials)
+    torch.testing.assert_close(ours.logits, reference.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours.scores, reference.scores, atol=1e-5, rtol=1e-4)
+    assert not ours.scores[mask == 0].any()
+    expected = {"gated_mlp_forward", "gated_mlp_backward"} | (
+        {"rms_norm_forward", "rms_norm_backward"} if variant.startswith("eurobert") else set())
+    assert expected <= launched
 
 
 # ------------------------------------------------------------------------------- padding, methods

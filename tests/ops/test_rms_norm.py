@@ -1,12 +1,16 @@
 """RMSNorm with 1/rms held constant (``lrp_kernels/ops/rms_norm.py``).
 
 (a) the torch reference against explicit float64 math, over odd shapes and fp32/fp16/bf16; (b) the
-op ``lrp_rms_norm`` (relevance passes unchanged, element by element); (c) the other backends
-declare the torch reference's kernel set (no kernels of their own yet).
+op ``lrp_rms_norm`` (relevance passes unchanged, element by element); (c) the compiled kernels
+(``helpers.COMPILED``: cpp, and cuda on a GPU) against the reference; Triton declares the reference.
 """
 
 import pytest
 import torch
+from helpers import (  # tests/ops helper
+    BF16, COMPILED, CPP, F32, F64, ROW_SHAPES, STRIDED, assert_matches, cpu_isa, cpu_isa_params, grads,
+    isa_inputs, noncontiguous, randn, with_param_dtypes,
+)
 
 from lrp_kernels.backends import registry
 from lrp_kernels.backends.torch import rms_norm as ref
@@ -91,9 +95,106 @@ def test_op_gradient_is_not_the_plain_gradient():
     assert (x.detach() * plain).sum(-1).abs().max() < 1e-12  # with eps = 0 scale-invariant: Σ x·∂y/∂x·g = 0
 
 
-@pytest.mark.parametrize("name", ["cpp", "cuda", "triton"])
-def test_other_backends_declare_the_reference(name):
-    backend, reason = registry.load(name)
+def test_triton_declares_the_reference():
+    backend, reason = registry.load("triton")
     if backend is None:
         pytest.skip(reason)
     assert backend.rms_norm is ref.KERNELS
+
+
+# -------------------------------------------------------------------- (c) backends vs reference
+EPS = 1e-5  # EuroBERT's
+
+
+def _weight(kind, hidden, dtype, device):
+    """γ in float32 (``w``), in the input dtype (``w_input_dtype``: a half-precision model), or None."""
+    if kind == "no_w":
+        return None
+    return randn(hidden, dtype=dtype if kind == "w_input_dtype" else F32, device=device, seed=1, shift=1.0)
+
+
+@pytest.mark.parametrize("target", COMPILED)
+@pytest.mark.parametrize("shape", ROW_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype, weight", with_param_dtypes(["w", "no_w"]))
+def test_forward(target, dtype, shape, weight):
+    """y and 1/rms. A float32 γ on 16-bit x promotes y to float32 in the reference (``w * y``): that
+    case runs the reference itself."""
+    x = randn(*shape, dtype=dtype, device=target.device, scale=3.0, shift=0.5)
+    w = _weight(weight, shape[-1], dtype, target.device)
+    y, rstd = target.backend.rms_norm.forward(x, w, EPS)
+    y_ref, rstd_ref = ref.forward(x, w, EPS)
+    assert rstd.dtype == F32 and rstd.shape == shape[:-1]
+    assert_matches(y, y_ref, *target.tol("rounded_twice" if w is not None else "elementwise", dtype))
+    assert_matches(rstd, rstd_ref, *target.tol("statistics", dtype))
+
+
+@pytest.mark.parametrize("target", COMPILED)
+@pytest.mark.parametrize("shape", ROW_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype, weight", with_param_dtypes(["w", "no_w"]))
+def test_backward(target, dtype, shape, weight):
+    g = randn(*shape, dtype=dtype, device=target.device)
+    w = _weight(weight, shape[-1], dtype, target.device)
+    rstd = randn(*shape[:-1], device=target.device, seed=2).abs() + 0.5
+    assert_matches(target.backend.rms_norm.backward(g, w, rstd), ref.backward(g, w, rstd),
+                   *target.tol("elementwise", dtype))
+
+
+@pytest.mark.parametrize("target", COMPILED)
+@pytest.mark.parametrize("kind", [*STRIDED, "expanded"])
+def test_strided_inputs(target, kind):
+    kernels = target.backend.rms_norm
+    x = noncontiguous(randn(4, 6, 33, device=target.device, scale=3.0), kind)
+    w = randn(33, device=target.device, seed=1)
+    for got, expected in zip(kernels.forward(x, w, EPS), ref.forward(x, w, EPS)):
+        assert_matches(got, expected, *target.tol("elementwise", F32))
+    g = noncontiguous(randn(4, 6, 33, device=target.device, seed=3), kind)
+    rstd = randn(4, 6, device=target.device, seed=4).abs() + 0.5
+    assert_matches(kernels.backward(g, w, rstd), ref.backward(g, w, rstd), *target.tol("elementwise", F32))
+
+
+@pytest.mark.parametrize("target", COMPILED)
+def test_op_on_every_backend_equals_the_reference(target):
+    x = randn(3, 7, 40, device=target.device, scale=3.0, shift=0.5)
+    w = randn(40, device=target.device, seed=1)
+    g = randn(3, 7, 40, device=target.device, seed=3)
+    out, (gx,) = grads(lambda t: lrp_rms_norm(t, w, EPS, backend=target.backend), (x,), g)
+    out_ref, (gx_ref,) = grads(lambda t: lrp_rms_norm(t, w, EPS), (x,), g)
+    assert_matches(out, out_ref, *target.tol("elementwise", F32))
+    assert_matches(gx, gx_ref, *target.tol("elementwise", F32))
+
+
+@pytest.mark.parametrize("target", COMPILED)
+def test_what_the_kernels_do_not_cover_runs_the_reference(target):
+    """float64; a float32 γ on bfloat16 x (promoted output); γ of another length (broadcast by the
+    reference); an rstd that does not cover the rows or is not float32: bit for bit the reference."""
+    kernels, dev = target.backend.rms_norm, target.device
+    x64 = randn(3, 10, dtype=F64, device=dev, seed=7)
+    for got, expected in zip(kernels.forward(x64, None, EPS), ref.forward(x64, None, EPS)):
+        assert got.dtype == F64 and torch.equal(got, expected)
+    x16 = randn(3, 10, dtype=BF16, device=dev, seed=8)
+    w32 = randn(10, device=dev, seed=9)
+    y, _ = kernels.forward(x16, w32, EPS)
+    assert y.dtype == F32 and torch.equal(y, ref.forward(x16, w32, EPS)[0])
+    w1 = randn(1, device=dev, seed=10)
+    assert torch.equal(kernels.forward(x16.float(), w1, EPS)[0], ref.forward(x16.float(), w1, EPS)[0])
+    g = randn(3, 5, 33, device=dev)
+    rstd64 = randn(3, 5, dtype=F64, device=dev, seed=1).abs() + 0.5
+    assert torch.equal(kernels.backward(g, None, rstd64), ref.backward(g, None, rstd64))
+    assert torch.equal(kernels.backward(g, w1, rstd64.float()), ref.backward(g, w1, rstd64.float()))
+    rstd_short = randn(3, device=dev, seed=2).abs() + 0.5
+    assert torch.equal(kernels.backward(g[:, :1], None, rstd_short[:, None]),
+                       ref.backward(g[:, :1], None, rstd_short[:, None]))
+
+
+@pytest.mark.parametrize("isa", cpu_isa_params())
+def test_every_cpu_instruction_set(isa):
+    """The CPU kernels of every instruction set compiled in (and supported here) against the reference."""
+    w = randn(770, seed=2)
+    with cpu_isa(isa):
+        for dtype, x, g in isa_inputs():
+            y, rstd = CPP.backend.rms_norm.forward(x, w.to(dtype), EPS)
+            y_ref, rstd_ref = ref.forward(x, w.to(dtype), EPS)
+            assert_matches(y, y_ref, *CPP.tol("rounded_twice", dtype))
+            assert_matches(rstd, rstd_ref, *CPP.tol("statistics", dtype))
+            assert_matches(CPP.backend.rms_norm.backward(g, w, rstd), ref.backward(g, w, rstd),
+                           *CPP.tol("elementwise", dtype))

@@ -11,13 +11,8 @@ same math.
 from __future__ import annotations
 
 from lrp_kernels.backends.contract import Backend
-from lrp_kernels.backends.torch import gated_mlp as torch_gated_mlp
-from lrp_kernels.backends.torch import rms_norm as torch_rms_norm
 
 from ._glue import why_cuda_unavailable, why_unavailable
 
-# no compiled kernels yet for these: the torch reference's, passed explicitly
-_REFERENCE = dict(rms_norm=torch_rms_norm.KERNELS, gated_mlp=torch_gated_mlp.KERNELS)
-
-CPP = Backend.of_package("cpp", ("cpu",), why_unavailable, __name__, **_REFERENCE)
-CUDA = Backend.of_package("cuda", ("cuda",), why_cuda_unavailable, __name__, **_REFERENCE)
+CPP = Backend.of_package("cpp", ("cpu",), why_unavailable, __name__)
+CUDA = Backend.of_package("cuda", ("cuda",), why_cuda_unavailable, __name__)

@@ -127,7 +127,30 @@ def approximate_code(approximate: str) -> int:
 
 
 def fp32_param(p: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
-    """A LayerNorm parameter as the contiguous float32 vector the kernels read."""
+    """A LayerNorm or RMSNorm parameter as the contiguous float32 vector the kernels read."""
     if p is None:
         return None
     return p.detach().to(device=device, dtype=torch.float32).contiguous()
+
+
+def norm_backward(name: str, grad_y: torch.Tensor, weight: torch.Tensor | None, rstd: torch.Tensor):
+    """Run a norm's backward kernel ``name(dtype, rows, cols, grad_y, g_stride, weight, rstd, out,
+    out_stride)`` (LayerNorm, RMSNorm: 1/σ or 1/rms per row in float32, γ in float32), or return None
+    where the kernels do not cover the tensors and the caller runs the reference: float64 or empty
+    rows, an rstd that is not float32 or does not cover the rows, a γ of another length."""
+    if (
+        not supported(grad_y)
+        or grad_y.shape[-1] == 0
+        or rstd.dtype != torch.float32
+        or rstd.numel() * grad_y.shape[-1] != grad_y.numel()
+        or (weight is not None and weight.shape != grad_y.shape[-1:])
+    ):
+        return None
+    gm, g_stride = rows(grad_y)
+    n_rows, cols = gm.shape
+    w = fp32_param(weight, grad_y.device)
+    r = rstd.to(grad_y.device).reshape(-1).contiguous()
+    out = torch.empty(grad_y.shape, dtype=grad_y.dtype, device=grad_y.device)
+    launch(name, grad_y.device, DTYPE_CODES[grad_y.dtype], n_rows, cols, gm.data_ptr(), g_stride,
+           0 if w is None else w.data_ptr(), r.data_ptr(), out.data_ptr(), cols)
+    return out

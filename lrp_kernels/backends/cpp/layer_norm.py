@@ -7,7 +7,7 @@ import torch
 from lrp_kernels.backends.contract import LayerNormKernels
 from lrp_kernels.backends.torch import layer_norm as reference
 
-from ._glue import DTYPE_CODES, fp32_param, launch, rows, supported
+from ._glue import DTYPE_CODES, fp32_param, launch, norm_backward, rows, supported
 
 
 def forward(x, weight, bias, eps):
@@ -40,32 +40,8 @@ def forward(x, weight, bias, eps):
 
 
 def backward(grad_y, weight, rstd):
-    if (
-        not supported(grad_y)
-        or grad_y.shape[-1] == 0
-        or rstd.dtype != torch.float32
-        or rstd.numel() * grad_y.shape[-1] != grad_y.numel()
-    ):
-        return reference.backward(grad_y, weight, rstd)
-    gm, g_stride = rows(grad_y)
-    n_rows, cols = gm.shape
-    w = fp32_param(weight, grad_y.device)
-    r = rstd.to(grad_y.device).reshape(-1).contiguous()
-    out = torch.empty(grad_y.shape, dtype=grad_y.dtype, device=grad_y.device)
-    launch(
-        "layer_norm_backward",
-        grad_y.device,
-        DTYPE_CODES[grad_y.dtype],
-        n_rows,
-        cols,
-        gm.data_ptr(),
-        g_stride,
-        0 if w is None else w.data_ptr(),
-        r.data_ptr(),
-        out.data_ptr(),
-        cols,
-    )
-    return out
+    out = norm_backward("layer_norm_backward", grad_y, weight, rstd)
+    return reference.backward(grad_y, weight, rstd) if out is None else out
 
 
 KERNELS = LayerNormKernels(forward=forward, backward=backward)
