@@ -382,14 +382,18 @@ def _read_at(method: Method, read_at: str | None) -> str | None:
     return read_at
 
 
-def _seed(spec: Method, target, contrast, batch: int, n_labels: int) -> tuple[_Seed, bool]:
-    """The checked target and contrast, and whether every class is explained (``target="all"``)."""
+def _seed(spec: Method, target, contrast, ids: torch.Tensor, n_labels: int) -> tuple[_Seed, bool]:
+    """The checked target and contrast, already on the device of ``ids`` (copied before the forward
+    is queued, so that seeding the backward never waits for the GPU), and whether every class is
+    explained (``target="all"``)."""
     all_labels = isinstance(target, str) and target == ALL
     if contrast is not None and not spec.depends_on_target:
         raise InputError(f"{spec.name} does not depend on the explained class: contrast applies to the gradient "
                          "and integrated-gradients methods")
+    batch = ids.shape[0]
     checked = None if all_labels else check_targets(target, batch, n_labels)
-    return _Seed(checked, check_targets(contrast, batch, n_labels)), all_labels
+    contrast = check_targets(contrast, batch, n_labels)
+    return _Seed(*(None if t is None else t.to(ids.device) for t in (checked, contrast))), all_labels
 
 
 def _every_label_seeds(k: int, b: int, contrast: torch.Tensor | None, like: torch.Tensor) -> _Explained:
@@ -423,7 +427,7 @@ def _every_label(run, spec: Method, model, e, batch: _Batch, seed: _Seed, kw: di
         target = torch.arange(k, device=out.logits.device).expand(b, k)
         explained = _Explained(F.one_hot(target, k).to(out.logits.dtype), target, None)
         return _Out(out.scores[:, None].expand(-1, k, -1), out.logits, explained)
-    labels = torch.arange(k).repeat_interleave(b)
+    labels = torch.arange(k, device=e.device).repeat_interleave(b)
     packed = _Seed(labels, None if seed.contrast is None else seed.contrast.repeat(k))
     baseline = kw["ig_baseline"]
     if torch.is_tensor(baseline) and baseline.dim() == 3 and baseline.shape[0] > 1:
@@ -490,7 +494,7 @@ def attribute(
     # ordinary; the caller's inference tensors are only read).
     with torch.inference_mode(False), frozen(model), torch.no_grad():
         batch, order = _right_padded(_check_inputs(model, input_ids, attention_mask, token_type_ids))
-        what, all_labels = _seed(spec, target, contrast, batch.input_ids.shape[0], model.config.num_labels)
+        what, all_labels = _seed(spec, target, contrast, batch.input_ids, model.config.num_labels)
         kernels = resolve(backend, batch.input_ids.device)
         if order is not None and torch.is_tensor(ig_baseline) and ig_baseline.dim() == 3 and ig_baseline.shape[0] > 1:
             ig_baseline = ig_baseline.gather(1, order[..., None].expand(-1, -1, ig_baseline.shape[-1]))

@@ -142,3 +142,17 @@ def test_all_by_the_vmapped_backward_at_every_read_out_point(hf, method, point):
                            for k in range(hf.config.num_labels)], dim=1)
     torch.testing.assert_close(every.scores, stacked, rtol=1e-5, atol=1e-6)
     assert every.contrast.tolist() == [[1, 1, 1]] * 3
+
+
+def test_targets_reach_the_device_before_the_forward():
+    """The checked target and contrast are copied to the inputs' device while the batch is checked,
+    not after the forward (on a GPU a host-to-device copy there would wait for the forward)."""
+    from lrp_kernels.attribution import _seed
+    from lrp_kernels.methods import get_method
+
+    ids = torch.zeros(2, 3, dtype=torch.long, device="meta")
+    seed, all_labels = _seed(get_method("attnlrp"), [1, 0], 0, ids, 2)
+    assert not all_labels
+    assert seed.target.device.type == "meta" and seed.contrast.device.type == "meta"
+    seed, all_labels = _seed(get_method("attnlrp"), "all", None, ids, 2)
+    assert all_labels and seed.target is None
