@@ -18,29 +18,12 @@ Kernels (:class:`~lrp_kernels.backends.contract.LayerNormKernels`): ``backends/{
 
 from __future__ import annotations
 
-import torch
-
 from lrp_kernels.backends.contract import Backend
 
 from ._backend import or_reference
-
-
-class LRPLayerNormFunction(torch.autograd.Function):
-    """Forward: LayerNorm (saves 1/σ); backward: the identity rule on 1/σ."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, eps, backend: Backend):
-        y, _mean, rstd = backend.layer_norm.forward(x, weight, bias, eps)
-        ctx.kernels = backend.layer_norm
-        ctx.save_for_backward(weight, rstd)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad_y):
-        weight, rstd = ctx.saved_tensors
-        return ctx.kernels.backward(grad_y, weight, rstd), None, None, None, None
+from ._norm import LRPNormFunction
 
 
 def lrp_layer_norm(x, weight, bias, eps=1e-12, backend: Backend | None = None):
     """LayerNorm over the last dimension whose backward treats σ as a constant."""
-    return LRPLayerNormFunction.apply(x, weight, bias, float(eps), or_reference(backend))
+    return LRPNormFunction.apply(or_reference(backend).layer_norm, x, weight, bias, float(eps))

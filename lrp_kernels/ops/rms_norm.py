@@ -11,7 +11,8 @@ the gradient×input form,
     g_x = Dᵀ g_y = γ ⊙ g_y / rms          R_x = x ⊙ g_x = y ⊙ g_y = R_y
 
 — element by element the identity rule: conservative exactly (there is no bias). The forward is
-the ordinary RMSNorm; it saves only 1/rms per row.
+the ordinary RMSNorm; it saves only 1/rms per row. The autograd Function is the one LayerNorm uses
+(:mod:`lrp_kernels.ops._norm`).
 
 LayerNorm *without* bias (ModernBERT) needs no rule of its own: it is :mod:`lrp_kernels.ops.layer_norm`
 with ``bias=None`` (σ held constant; conservative, as β = 0).
@@ -23,29 +24,12 @@ reference for now. Tests ``tests/ops/test_rms_norm.py``; benchmark ``benchmarks/
 
 from __future__ import annotations
 
-import torch
-
 from lrp_kernels.backends.contract import Backend
 
 from ._backend import or_reference
-
-
-class LRPRMSNormFunction(torch.autograd.Function):
-    """Forward: RMSNorm (saves 1/rms); backward: the identity rule on 1/rms."""
-
-    @staticmethod
-    def forward(ctx, x, weight, eps, backend: Backend):
-        y, rstd = backend.rms_norm.forward(x, weight, eps)
-        ctx.kernels = backend.rms_norm
-        ctx.save_for_backward(weight, rstd)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad_y):
-        weight, rstd = ctx.saved_tensors
-        return ctx.kernels.backward(grad_y, weight, rstd), None, None, None
+from ._norm import LRPNormFunction
 
 
 def lrp_rms_norm(x, weight, eps=1e-6, backend: Backend | None = None):
     """RMSNorm over the last dimension whose backward treats 1/rms as a constant."""
-    return LRPRMSNormFunction.apply(x, weight, float(eps), or_reference(backend))
+    return LRPNormFunction.apply(or_reference(backend).rms_norm, x, weight, float(eps))

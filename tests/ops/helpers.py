@@ -336,6 +336,16 @@ def assert_grads_match(got, expected, atol: float, rtol: float) -> None:
             assert_matches(a, e, atol, rtol)
 
 
+def assert_row_norm_matches(kernels, reference, params, kind: str, tol, device="cpu") -> None:
+    """A row-wise norm's kernel set (LayerNorm, RMSNorm) against its reference on ``kind``-strided
+    x and grad_y: ``forward(x, *params)`` and ``backward(grad_y, params[0] (the weight), rstd)``."""
+    x = noncontiguous(randn(4, 6, 33, device=device, scale=3.0), kind)
+    for got, expected in zip(kernels.forward(x, *params), reference.forward(x, *params)):
+        assert_matches(got, expected, *tol)
+    g = noncontiguous(randn(4, 6, 33, device=device, seed=3), kind)
+    rstd = randn(4, 6, device=device, seed=4).abs() + 0.5
+    assert_matches(kernels.backward(g, params[0], rstd), reference.backward(g, params[0], rstd), *tol)
+
 def relevance_in_out(fn, x, *args):
     """(x ⊙ g_x, y ⊙ g_y) for a random upstream g_y: the relevance in and out of one op."""
     x = x.clone().requires_grad_(True)

@@ -8,7 +8,7 @@ op ``lrp_rms_norm`` (relevance passes unchanged, element by element); (c) the co
 import pytest
 import torch
 from helpers import (  # tests/ops helper
-    BF16, COMPILED, CPP, F32, F64, ROW_SHAPES, STRIDED, assert_matches, cpu_isa, cpu_isa_params, grads,
+    BF16, COMPILED, CPP, F32, F64, ROW_SHAPES, STRIDED, assert_matches, assert_row_norm_matches, cpu_isa, cpu_isa_params, grads,
     isa_inputs, noncontiguous, randn, with_param_dtypes,
 )
 
@@ -142,14 +142,9 @@ def test_backward(target, dtype, shape, weight):
 @pytest.mark.parametrize("target", COMPILED)
 @pytest.mark.parametrize("kind", [*STRIDED, "expanded"])
 def test_strided_inputs(target, kind):
-    kernels = target.backend.rms_norm
-    x = noncontiguous(randn(4, 6, 33, device=target.device, scale=3.0), kind)
     w = randn(33, device=target.device, seed=1)
-    for got, expected in zip(kernels.forward(x, w, EPS), ref.forward(x, w, EPS)):
-        assert_matches(got, expected, *target.tol("elementwise", F32))
-    g = noncontiguous(randn(4, 6, 33, device=target.device, seed=3), kind)
-    rstd = randn(4, 6, device=target.device, seed=4).abs() + 0.5
-    assert_matches(kernels.backward(g, w, rstd), ref.backward(g, w, rstd), *target.tol("elementwise", F32))
+    assert_row_norm_matches(target.backend.rms_norm, ref, (w, EPS), kind, target.tol("elementwise", F32),
+                            target.device)
 
 
 @pytest.mark.parametrize("target", COMPILED)
