@@ -41,6 +41,9 @@ class ModelConfig:
     hidden_acts: ClassVar[dict[str, str]] = HIDDEN_ACTS
     #: this family's config.json names of the fields -> the field names (DistilBERT: ``dim`` -> ``hidden_size``)
     aliases: ClassVar[dict[str, str]] = {}
+    #: the defaults of this family's ``transformers`` config class where they differ from the fields'
+    #: (BERT's): a config.json that ``transformers`` saved leaves out the values equal to them
+    defaults: ClassVar[dict[str, Any]] = {}
 
     @property
     def head_dim(self) -> int:
@@ -78,7 +81,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], num_labels: int | None = None, source: str = "config") -> "ModelConfig":
-        values = cls.normalize(dict(raw))
+        values = cls.normalize({**cls.defaults, **raw})
         id2label = {int(k): str(v) for k, v in (values.get("id2label") or {}).items()}
         if num_labels is None:
             num_labels = values.get("num_labels") or (len(id2label) if id2label else 2)

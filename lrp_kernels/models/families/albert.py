@@ -13,6 +13,7 @@ token) then ``classifier``. Parameter names as transformers saves them
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -28,6 +29,9 @@ class AlbertConfig(ModelConfig):
     embedding_size: int = 128
     num_hidden_groups: int = 1
     inner_group_num: int = 1
+
+    defaults: ClassVar[dict[str, Any]] = dict(vocab_size=30000, hidden_size=4096, num_attention_heads=64,
+                                              intermediate_size=16384, hidden_act="gelu_new")
 
     def validate(self, raw, source):
         super().validate(raw, source)

@@ -40,11 +40,6 @@ TERMS = ("c2p", "p2c")
 @dataclass
 class DebertaV2Config(ModelConfig):
     model_type: str = "deberta-v2"
-    vocab_size: int = 128100
-    hidden_size: int = 1536
-    num_hidden_layers: int = 24
-    num_attention_heads: int = 24
-    intermediate_size: int = 6144
     type_vocab_size: int = 0
     layer_norm_eps: float = 1e-7
     relative_attention: bool = False
@@ -57,6 +52,9 @@ class DebertaV2Config(ModelConfig):
     embedding_size: int = 0
     attention_head_size: int = 0
     pooler_hidden_act: str = "gelu"
+
+    defaults: ClassVar[dict[str, Any]] = dict(vocab_size=128100, hidden_size=1536, num_hidden_layers=24,
+                                              num_attention_heads=24, intermediate_size=6144)
 
     @classmethod
     def normalize(cls, raw: dict[str, Any]) -> dict[str, Any]:
@@ -309,14 +307,10 @@ class DebertaV2Classifier(EncoderClassifier):
 
 @dataclass
 class DebertaConfig(DebertaV2Config):
-    """DeBERTa (v1): transformers' DebertaConfig defaults."""
+    """DeBERTa (v1): transformers' DebertaConfig defaults (BERT-base's sizes)."""
 
     model_type: str = "deberta"
-    vocab_size: int = 50265
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
+    defaults: ClassVar[dict[str, Any]] = dict(vocab_size=50265)
 
 
 @family("DeBERTa", "deberta", config=DebertaConfig, optional=("classifier.", "pooler."),

@@ -13,7 +13,7 @@ head needs no rule of its own — every rule set takes the ordinary gradient thr
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -28,6 +28,7 @@ class DistilBertConfig(ModelConfig):
         "dim": "hidden_size", "n_layers": "num_hidden_layers", "n_heads": "num_attention_heads",
         "hidden_dim": "intermediate_size", "activation": "hidden_act",
     }
+    defaults: ClassVar[dict[str, Any]] = dict(num_hidden_layers=6)
 
     @classmethod
     def normalize(cls, raw):

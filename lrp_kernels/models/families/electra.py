@@ -10,6 +10,7 @@ The read-out point ``embedding_output`` is the embedding norm's output, before t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -22,6 +23,8 @@ from lrp_kernels.models.registry import family
 @dataclass
 class ElectraConfig(ModelConfig):
     embedding_size: int = 128
+
+    defaults: ClassVar[dict[str, Any]] = dict(hidden_size=256, num_attention_heads=4, intermediate_size=1024)
 
 
 class ElectraBackbone(nn.Module):

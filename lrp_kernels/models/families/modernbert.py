@@ -30,12 +30,7 @@ LAYER_TYPES = ("full_attention", "sliding_attention")
 @dataclass
 class ModernBertConfig(ModelConfig):
     model_type: str = "modernbert"
-    vocab_size: int = 50368
-    num_hidden_layers: int = 22
-    intermediate_size: int = 1152
-    max_position_embeddings: int = 8192
     layer_norm_eps: float = 1e-5
-    pad_token_id: int = 50283
     layer_types: list = field(default_factory=list)
     global_rope_theta: float = 160000.0
     local_rope_theta: float = 10000.0
@@ -48,6 +43,8 @@ class ModernBertConfig(ModelConfig):
     norm_bias: bool = False
 
     hidden_acts: ClassVar[dict[str, str]] = GATED_ACTS
+    defaults: ClassVar[dict[str, Any]] = dict(vocab_size=50368, num_hidden_layers=22, intermediate_size=1152,
+                                              max_position_embeddings=8192, pad_token_id=50283)
 
     @classmethod
     def normalize(cls, raw: dict[str, Any]) -> dict[str, Any]:

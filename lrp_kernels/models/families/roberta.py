@@ -6,6 +6,8 @@ head is dense → tanh → out_proj on the first token (``<s>``).
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 
 from lrp_kernels.models.base import EncoderClassifier
@@ -16,6 +18,10 @@ from lrp_kernels.models.registry import family
 
 
 class RobertaConfig(ModelConfig):
+    # vocab_size differs between the three model types; a config.json always has it, and a wrong one
+    # fails the weights' shape check, where a missing pad_token_id would silently move every position
+    defaults: ClassVar[dict[str, Any]] = dict(pad_token_id=1)
+
     @property
     def max_tokens(self) -> int:
         """Positions start at pad_token_id + 1, so fewer tokens fit than there are positions."""
