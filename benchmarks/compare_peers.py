@@ -54,7 +54,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import torch
 
 from lrp_kernels import attribute, available_backends, from_hf
-from lrp_kernels.benchmarking import format_table, measure, mib, plain_gradient, random_inputs, time_interleaved
+from lrp_kernels.benchmarking import add_shape_arguments, format_table, measure, mib, plain_gradient, random_inputs, time_interleaved
 
 REPO = Path(__file__).resolve().parents[1]
 SST2_DEV = REPO.parent / "shared" / "data" / "sst2" / "dev.tsv"
@@ -353,11 +353,9 @@ def compare_dataset(args) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="bert-base", help="bert-base (random weights) or minilm")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--seq", type=int, default=128)
+    add_shape_arguments(parser, threads=None)
     parser.add_argument("--repeat", type=int, default=3, help="timed rounds (default 3)")
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--backends", default="torch,cpp", help="our backends to time (default torch,cpp)")
     parser.add_argument("--eps", type=float, default=1e-6)
     parser.add_argument("--seed", type=int, default=0)

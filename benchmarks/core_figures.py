@@ -23,6 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 warnings.filterwarnings("ignore")
 
 import lrp_kernels  # noqa: E402
+from lrp_kernels.benchmarking import add_shape_arguments  # noqa: E402
 from lrp_kernels.models import from_hf  # noqa: E402
 
 SST2_DEV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sst2" / "dev.tsv"
@@ -42,11 +43,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None)
     parser.add_argument("--sentences", type=int, default=50)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--seq", type=int, default=128)
+    add_shape_arguments(parser, threads=None)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--backend", default="auto")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     import transformers
 

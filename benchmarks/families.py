@@ -24,7 +24,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported
 import torch  # noqa: E402
 
 from lrp_kernels.benchmarking import (  # noqa: E402
-    BASE_CONFIGS, backend_rows, format_table, measure, random_classifier, random_inputs,
+    BASE_CONFIGS, add_shape_arguments, backend_rows, format_table, measure, random_classifier, random_inputs,
 )
 
 METHODS = ("attnlrp", "cp_lrp")
@@ -72,11 +72,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(BASE_CONFIGS), help="comma-separated model_types")
     parser.add_argument("--backends", default="cpp,torch", help="comma-separated backends (default: cpp,torch)")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--seq", type=int, default=128)
+    add_shape_arguments(parser)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="also write the medians (seconds) to this file")
     args = parser.parse_args(argv)
     args.backends = [b for b in args.backends.split(",") if b]

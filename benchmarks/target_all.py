@@ -24,7 +24,7 @@ import torch
 
 from lrp_kernels import attribute
 from lrp_kernels.backends.registry import resolve
-from lrp_kernels.benchmarking import format_table, random_bert, random_inputs, time_interleaved
+from lrp_kernels.benchmarking import add_shape_arguments, format_table, random_bert, random_inputs, time_interleaved
 from lrp_kernels.methods import get_method
 
 
@@ -67,9 +67,7 @@ def rows_for(model, inputs, method: str, backend: str | None) -> tuple[dict, str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labels", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=1)
+    add_shape_arguments(parser)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--methods", default="attnlrp,grad_x_input")
     parser.add_argument("--backend", default=None, help="LRP kernels (default: auto)")

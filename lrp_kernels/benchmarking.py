@@ -284,6 +284,14 @@ def backend_rows(model, input_ids, attention_mask, token_type_ids, methods: Sequ
     return rows
 
 
+def add_shape_arguments(parser, threads: int | None = 1) -> None:
+    """The benchmarks' common flags: ``--batch`` (8), ``--seq`` (128) and ``--threads`` (torch CPU
+    threads; None: torch's choice)."""
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=threads, help=f"torch CPU threads (default: {threads or 'torch'})")
+
+
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A plain-text table, columns right-aligned except the first."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
