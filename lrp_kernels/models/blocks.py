@@ -377,14 +377,17 @@ class DenseLayerNorm(nn.Module):
         self.LayerNorm = nn.LayerNorm(n_out, eps=eps)
 
 
-class _Attention(nn.Module):
-    def __init__(self, config: ModelConfig):
+class AttentionModules(nn.Module):
+    """BERT's ``attention.self`` (q/k/v, or the given ``self_attention`` module class) and
+    ``attention.output`` (dense + LayerNorm) parameters, as the checkpoints name them."""
+
+    def __init__(self, config: ModelConfig, self_attention: type[nn.Module] = _SelfAttention):
         super().__init__()
-        self.self = _SelfAttention(config)
+        self.self = self_attention(config)
         self.output = DenseLayerNorm(config.hidden_size, config.hidden_size, config.layer_norm_eps)
 
 
-class _Intermediate(nn.Module):
+class Intermediate(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
@@ -396,8 +399,8 @@ class EncoderLayer(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.heads, self.act = config.num_attention_heads, config.activation
-        self.attention = _Attention(config)
-        self.intermediate = _Intermediate(config)
+        self.attention = AttentionModules(config)
+        self.intermediate = Intermediate(config)
         self.output = DenseLayerNorm(config.intermediate_size, config.hidden_size, config.layer_norm_eps)
 
     def forward(self, x, p: Pass):

@@ -29,8 +29,8 @@ from torch import nn
 
 from lrp_kernels.errors import CheckpointError
 from lrp_kernels.models.base import EncoderClassifier
-from lrp_kernels.models.blocks import (DenseLayerNorm, Embeddings, Pooler, input_share, merge_heads, post_norm,
-                                       run_layers, split_heads)
+from lrp_kernels.models.blocks import (AttentionModules, DenseLayerNorm, Embeddings, Intermediate, Pooler,
+                                       input_share, merge_heads, post_norm, run_layers, split_heads)
 from lrp_kernels.models.config import HIDDEN_ACTS, ModelConfig
 from lrp_kernels.models.registry import family
 
@@ -149,19 +149,6 @@ class _SelfAttentionV1(nn.Module):
                 self.pos_q_proj = nn.Linear(hidden, inner)
 
 
-class _Attention(nn.Module):
-    def __init__(self, config: DebertaV2Config, self_attention: type[nn.Module]):
-        super().__init__()
-        self.self = self_attention(config)
-        self.output = DenseLayerNorm(config.hidden_size, config.hidden_size, config.layer_norm_eps)
-
-
-class _Intermediate(nn.Module):
-    def __init__(self, config: DebertaV2Config):
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
-
-
 class DebertaLayer(nn.Module):
     """Disentangled self-attention → dense → add & norm → dense, act → dense → add & norm."""
 
@@ -173,8 +160,8 @@ class DebertaLayer(nn.Module):
         # transformers counts the listed terms in the scale even without relative attention
         listed = len(set(config.pos_att_type) & set(TERMS))
         self.scale = (config.attention_head_size * (1 + listed)) ** -0.5
-        self.attention = _Attention(config, self.self_attention)
-        self.intermediate = _Intermediate(config)
+        self.attention = AttentionModules(config, self.self_attention)
+        self.intermediate = Intermediate(config)
         self.output = DenseLayerNorm(config.intermediate_size, config.hidden_size, config.layer_norm_eps)
 
     def projections(self, p, x):
