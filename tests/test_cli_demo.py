@@ -88,3 +88,19 @@ def test_sst2_not_found_names_the_flag(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(InputError, match="SST-2 not found: .*; pass --data-dir DIR"):
         find_sst2(None)
+
+
+@pytest.mark.filterwarnings("ignore:.*no trained classifier")
+def test_demo_heatmaps_are_in_words_as_explain_gives_them(minilm_dir, tmp_path):
+    import argparse
+    import json
+    from pathlib import Path
+
+    from lrp_kernels.cli.demo import explain_sentences, write_explanations
+
+    args = argparse.Namespace(explain_examples=1, backend=None, ig_steps=2)
+    dev = {"text": ["unbelievably boring", "unused"], "label": [0, 1]}
+    shown = explain_sentences(Path(minilm_dir), dev, ("attnlrp",), args, "cpu")
+    write_explanations(shown, tmp_path)
+    record = json.loads((tmp_path / "explanations.jsonl").read_text(encoding="utf-8"))
+    assert record["id"] == 1 and record["tokens"] == ["[CLS]", "unbelievably", "boring", "[SEP]"]

@@ -46,6 +46,21 @@ def test_label_name_target_and_merge(ckpt, capsys):
     assert record["target"] == 0 and record["target_name"] == "neg<b>" and record["method"] == "gradient"
 
 
+def test_word_pieces_are_merged_unless_no_merge_subwords(minilm_dir, run_cli, tmp_path):
+    """Words by default in the JSON lines and the page (MiniLM splits "unbelievably" into pieces)."""
+    page = tmp_path / "words.html"
+    command = ["explain", "--model", "minilm", "--no-progress", "--json", "unbelievably boring"]
+    words = run_cli(*command, "--html", page)
+    assert words.status == 0, words.err
+    merged = json.loads(words.out)
+    assert merged["tokens"] == ["[CLS]", "unbelievably", "boring", "[SEP]"]
+    assert ">unbelievably<" in page.read_text(encoding="utf-8")
+    pieces = json.loads(run_cli(*command, "--no-merge-subwords").out)
+    assert pieces["tokens"][:3] == ["[CLS]", "un", "##bel"] and len(pieces["tokens"]) == 8
+    assert sum(merged["scores"]) == pytest.approx(sum(pieces["scores"]), rel=1e-5, abs=1e-7)
+    assert json.loads(run_cli(*command, "--merge-subwords").out)["tokens"] == merged["tokens"]
+
+
 def test_input_txt_writes_jsonl_and_escaped_html(ckpt, texts, tmp_path):
     source = tmp_path / "in.txt"
     source.write_text("\n".join(texts[:10] + [""] + texts[10:]) + "\n", encoding="utf-8")
@@ -210,7 +225,8 @@ def _other_input(tmp_path, texts, lines):
     ("eps", lambda tmp, texts: ["--eps", "0.01"], "computed with eps 1e-06, this run uses 0.01"),
     ("read_at", lambda tmp, texts: ["--read-at", "embedding_output"], 'computed with read_at "embedding_sum"'),
     ("max_length", lambda tmp, texts: ["--max-length", "40"], "computed with max_length 64, this run uses 40"),
-    ("merge_subwords", lambda tmp, texts: ["--merge-subwords"], "computed with merge_subwords false"),
+    ("merge_subwords", lambda tmp, texts: ["--no-merge-subwords"], "computed with merge_subwords true, this run "
+                                                                    "uses false"),
     ("dtype", lambda tmp, texts: ["--dtype", "float64"], 'computed with dtype "float32"'),
 ])
 def test_resume_refuses_rows_of_other_inputs_or_settings(written, texts, tmp_path, run_cli, field, change, message):
@@ -219,6 +235,15 @@ def test_resume_refuses_rows_of_other_inputs_or_settings(written, texts, tmp_pat
     result = run_cli(*command, *change(tmp_path, texts))
     result.assert_user_error(message)
     assert "--overwrite" in result.err and out.read_bytes() == before  # nothing lost
+
+
+def test_resume_names_the_flag_for_pieces_written_before_words_were_the_default(written, run_cli, tmp_path):
+    command, _ = written
+    out = tmp_path / "pieces.jsonl"
+    command = [*command[:-1], out]
+    assert run_cli(*command, "--no-merge-subwords").status == 0  # pieces, as the former default wrote them
+    run_cli(*command).assert_user_error("computed with merge_subwords false, this run uses true "
+                                        "(--no-merge-subwords resumes it); use another --output")
 
 
 def test_resume_refuses_an_output_of_an_older_version(ckpt, tmp_path, run_cli):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 
 import pytest
@@ -81,18 +82,34 @@ def test_every_subcommand_spells_a_shared_option_the_same_way():
     for name, parser in subcommands.items():
         for action in parser._actions:
             flags = set(action.option_strings)
-            for dest, (shared_flags, _) in SHARED.items():
+            for dest, (shared_flags, keywords) in SHARED.items():
                 if flags & set(shared_flags):
-                    assert action.dest == dest and flags == set(shared_flags), (name, flags)
+                    assert action.dest == dest and flags == _spellings(shared_flags, keywords), (name, flags)
                     seen.add(dest)
     assert seen == set(SHARED)
+
+
+def _spellings(flags, keywords) -> set[str]:
+    """An option's flags as argparse takes them: a BooleanOptionalAction adds the --no- forms."""
+    if keywords.get("action") is argparse.BooleanOptionalAction:
+        return set(flags) | {"--no-" + f[2:] for f in flags}
+    return set(flags)
+
+
+def test_merge_subwords_is_the_default_and_no_merge_subwords_keeps_pieces():
+    from lrp_kernels.cli import build_parser
+
+    parse = build_parser().parse_args
+    assert parse(["explain", "--model", "m", "t"]).merge_subwords is True
+    assert parse(["explain", "--model", "m", "--merge-subwords", "t"]).merge_subwords is True
+    assert parse(["explain", "--model", "m", "--no-merge-subwords", "t"]).merge_subwords is False
 
 
 # The shared options of each subcommand (one vocabulary: the same concept is the same flag everywhere)
 VOCABULARY = {
     "train": {"model", "output", "batch_size", "max_length", "device", "threads", "progress"},
     "explain": {"model", "methods", "output", "batch_size", "max_length", "device", "dtype", "threads", "backend",
-                "eps", "ig_steps", "progress"},
+                "eps", "ig_steps", "progress", "merge_subwords"},
     "evaluate": {"model", "methods", "output", "batch_size", "max_length", "device", "dtype", "threads", "backend",
                  "eps", "ig_steps", "progress"},
     "demo": {"model", "methods", "output", "device", "threads", "backend", "ig_steps", "progress"},

@@ -36,3 +36,24 @@ def test_readme_python_block_runs(index, tmp_path, capsys):
         assert capsys.readouterr().out.strip()
     for written in re.findall(r'save_html\("([^"]+)"\)', block):
         assert (tmp_path / written).is_file()
+
+
+# What the README's commands and Python blocks write: --output/--html/--png PATH, save_html("PATH"), …
+WRITES = re.compile(r'(?:--output|--html|--png)\s+([^\s\\]+)|(?:save_html|save_png|to_json)\("([^"]+)"\)')
+
+
+def test_what_the_readme_writes_is_ignored_by_git():
+    import shutil
+    import subprocess
+
+    root = README.parent
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    from lrp_kernels.cli import build_parser
+
+    demo = build_parser()._subparsers._group_actions[0].choices["demo"]
+    paths = {a or b for a, b in WRITES.findall(README.read_text(encoding="utf-8"))} | {demo.get_default("output") + "/"}
+    assert {"runs/sst2", "out.jsonl", "out.html", "report/", "explanations.html"} <= paths
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *sorted(paths)], cwd=root, capture_output=True,
+                             text=True).stdout.split()
+    assert sorted(paths - set(ignored)) == []

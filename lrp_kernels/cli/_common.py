@@ -37,6 +37,10 @@ SHARED: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "ig_steps": (("--ig-steps",), dict(type=int, default=32, metavar="N", help="integrated-gradients steps "
                                                                                 "(default %(default)s)")),
     "progress": (("--no-progress",), dict(action="store_false", help="no progress bars")),
+    # --merge-subwords (the default) and --no-merge-subwords
+    "merge_subwords": (("--merge-subwords",), dict(action=argparse.BooleanOptionalAction, default=True,
+                                                   help="one score per word, the sum of its word pieces' "
+                                                        "(default); --no-merge-subwords: one per word piece")),
 }
 
 

@@ -29,6 +29,8 @@ PART_SUFFIX = ".part-rank"
 _NOT_MODEL = ("metrics.json", "README.md")
 # computed_from fields that lines of earlier versions lack, and what those lines were computed with
 ADDED_FIELDS = {"contrast": None, "stride": None, "layers": False}
+# (field, saved value) -> the flag that computes it again, where the CLI's default changed
+RESUMING_FLAGS = {("merge_subwords", False): "--no-merge-subwords"}
 
 
 def record_key(ident: Any, method: str) -> str:
@@ -78,8 +80,11 @@ class RowCheck:
             return (f"was computed with method {json.dumps(saved.get('method'))}, this run uses "
                     f"{json.dumps(','.join(self.computed_from))}")
         for field, value in expected.items():
-            if _saved(saved, field) != value:
-                return f"was computed with {field} {json.dumps(_saved(saved, field))}, this run uses {json.dumps(value)}"
+            was = _saved(saved, field)
+            if was != value:
+                flag = next((f for (name, v), f in RESUMING_FLAGS.items() if name == field and v == was), None)
+                return (f"was computed with {field} {json.dumps(was)}, this run uses {json.dumps(value)}"
+                        + (f" ({flag} resumes it)" if flag else ""))
         text = self.texts.get(id_key(row["id"]))
         if text is None:
             return "is not in this input"

@@ -148,7 +148,8 @@ class Shown:
 
 
 def explain_sentences(model_dir: Path, dev, methods: tuple[str, ...], args, device) -> Shown:
-    """The first ``--explain-examples`` dev sentences explained by every method (one model shared by all)."""
+    """The first ``--explain-examples`` dev sentences explained by every method (one model shared by all),
+    in words as ``explain`` gives them."""
     from lrp_kernels.explainer import Explainer
 
     started = time.perf_counter()
@@ -158,7 +159,7 @@ def explain_sentences(model_dir: Path, dev, methods: tuple[str, ...], args, devi
     explained = {}
     for method in methods:
         explainer = Explainer(first.model, first.encoder, method=method, backend=args.backend, ig_steps=args.ig_steps)
-        explained[method] = explainer.explain(sentences, batch_size=32)
+        explained[method] = explainer.explain(sentences, batch_size=32, merge_subwords=True)
     shown = Shown(sentences, list(dev["label"][: args.explain_examples]), explained, time.perf_counter() - started)
     _log(f"explained {len(sentences)} dev sentences with {len(methods)} methods in {shown.seconds:.1f} s")
     return shown
@@ -173,7 +174,7 @@ def write_explanations(shown: Shown, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "explanations.jsonl", "w", encoding="utf-8") as f:
         for explanations in shown.explained.values():
-            for i, e in enumerate(explanations):
+            for i, e in enumerate(explanations, start=1):  # ids from 1, as explain's
                 f.write(json.dumps({"id": i, **e.to_dict()}, ensure_ascii=False) + "\n")
     lead = "attnlrp" if "attnlrp" in shown.explained else next(iter(shown.explained))
     plot_explanations(shown.explained[lead], out / f"heatmaps_{lead}.png")

@@ -14,7 +14,8 @@ index, a label name or ``all``: ``class_scores``/``class_names`` hold every clas
 are explained in windows sharing that many tokens; ``windows`` counts them; without it they are
 truncated, with one warning), ``--layers`` (the relevance per layer: the ``layers`` field — with
 ``--target all`` that of the predicted class —, a token × layer table in ``--html``), ``--methods``
-and ``--merge-subwords``.
+and ``--merge-subwords`` (the default: one score per word, its pieces' sum; ``--no-merge-subwords``
+keeps the word pieces).
 
 Restartable: texts are tokenized up front and cut into fixed, length-bucketed batches (an
 :class:`~lrp_kernels.cli._job.ExplainJob`); results are appended to ``--output`` batch by batch and
@@ -86,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "batch_size")
     add_option(parser, "max_length", help="tokens per input (default %(default)s; the model's limit at most): "
                                           "longer texts are truncated, or windowed with --stride")
-    parser.add_argument("--merge-subwords", action="store_true", help="sum word-piece scores per word")
+    add_option(parser, "merge_subwords")
     _add_running(parser)
 
 
