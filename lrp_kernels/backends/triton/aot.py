@@ -265,6 +265,7 @@ class Job:
     dtype: str
     config: str
     candidate: bool  # the host may run it on this arch (fits the estimated shared memory)
+    default: bool  # the first config of its table: what runs without autotuning
     estimate: int | None  # the estimated shared memory, bytes
     signature: tuple
     constexprs: tuple
@@ -273,8 +274,9 @@ class Job:
     num_stages: int
 
 
-def jobs(ccs=(80, 90)) -> list[Job]:
-    """Every (recorded launch × config of its table × arch), deduplicated."""
+def jobs(ccs=(80, 90), defaults_only: bool = False) -> list[Job]:
+    """Every (recorded launch × config of its table × arch), deduplicated; only each table's
+    default config with ``defaults_only``."""
     from ._launch import generation
 
     seen, out = set(), []
@@ -282,6 +284,8 @@ def jobs(ccs=(80, 90)) -> list[Job]:
         for cc in ccs:
             for launch in record(run, cc):
                 for job in _launch_jobs(label, launch, cc, generation(cc)):
+                    if defaults_only and not job.default:
+                        continue
                     key = (job.kernel, cc, job.signature, job.constexprs, job.attrs, job.num_warps, job.num_stages)
                     if key not in seen:
                         seen.add(key)
@@ -294,10 +298,10 @@ def _launch_jobs(label, launch, cc, gen):
     named = dict(launch.args, **launch.constexprs)
     candidates = configs.candidates(cc, named, SHARED_LIMIT[cc])
     dtype = next(str(v.dtype).replace("torch.", "") for v in launch.args.values() if isinstance(v, torch.Tensor))
-    for config in configs.table(gen, named):
+    for i, config in enumerate(configs.table(gen, named)):
         signature, consts, attrs = specialize(launch.kernel.fn, _example(launch), dict(launch.constexprs, **config.kwargs))
         estimate = configs.shared_bytes(config, named) if configs.shared_bytes else None
-        yield Job(label, launch.kernel.name, cc, dtype, _config_text(config), config in candidates, estimate,
+        yield Job(label, launch.kernel.name, cc, dtype, _config_text(config), config in candidates, i == 0, estimate,
                   tuple(signature.items()), tuple(sorted(consts.items())), tuple((k, str(v)) for k, v in attrs.items()),
                   config.num_warps, config.num_stages)
 
@@ -313,7 +317,7 @@ def run_job(job: Job) -> dict:
 
     kernels = {k.name: k for m in (activation, attention, layer_norm, linear) for k in vars(m).values()
                if hasattr(k, "configs") and hasattr(k, "fn")}
-    row = {f: getattr(job, f) for f in ("label", "kernel", "cc", "dtype", "config", "candidate", "estimate")}
+    row = {f: getattr(job, f) for f in ("label", "kernel", "cc", "dtype", "config", "candidate", "default", "estimate")}
     attrs = {k: [["tt.divisibility", 16]] for k, _ in job.attrs}
     try:
         compiled = compile_kernel(kernels[job.kernel].fn, dict(job.signature), dict(job.constexprs), attrs,
@@ -324,12 +328,12 @@ def run_job(job: Job) -> dict:
     return row
 
 
-def sweep(workers: int | None = None, ccs=(80, 90)):
+def sweep(workers: int | None = None, ccs=(80, 90), defaults_only: bool = False):
     """Yield the measured row of every job, compiled in parallel processes."""
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(workers or os.cpu_count() or 1) as pool:
-        yield from pool.map(run_job, jobs(ccs))
+        yield from pool.map(run_job, jobs(ccs, defaults_only))
 
 
 def _print_table(rows) -> None:
@@ -352,16 +356,17 @@ def main(argv=None) -> int:
     parser.add_argument("--arch", type=int, nargs="+", default=[80, 90], choices=[80, 90])
     parser.add_argument("--jobs", type=int, default=None, help="parallel compiler processes (default: every CPU)")
     parser.add_argument("--list", action="store_true", help="print the jobs, compile nothing")
+    parser.add_argument("--defaults", action="store_true", help="only each table's default config")
     args = parser.parse_args(argv)
     reason = available()
     if reason:
         print(f"aot: {reason}", file=sys.stderr)
         return 2
     if args.list:
-        for job in jobs(tuple(args.arch)):
+        for job in jobs(tuple(args.arch), args.defaults):
             print(job.label, job.kernel, job.cc, job.config, "candidate" if job.candidate else "-")
         return 0
-    rows = sweep(args.jobs, tuple(args.arch))
+    rows = sweep(args.jobs, tuple(args.arch), args.defaults)
     if args.json:
         for row in rows:
             print(json.dumps(row), flush=True)
