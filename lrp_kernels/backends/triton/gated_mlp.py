@@ -52,6 +52,15 @@ def act_factor(a, FN: tl.constexpr):
 
 
 @triton.jit
+def block_elements(N, I, BLOCK: tl.constexpr):
+    """``(offs, mask, r, c)``: this program's BLOCK flat indices into an ``[R, I]`` matrix (N = R·I
+    elements), their mask, and their rows and columns."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    r = offs // I
+    return offs, offs < N, r, offs - r * I
+
+
+@triton.jit
 def load_at(ptr, r, c, stride, m):
     """Element (r, c) of a matrix with row stride ``stride`` and contiguous columns, in float32."""
     return tl.load(ptr + r * stride + c, mask=m, other=0.0).to(tl.float32)
@@ -69,10 +78,7 @@ def _gated_mlp_forward_kernel(
     FN: tl.constexpr,  # activation code (FN_CODES)
     BLOCK: tl.constexpr,  # elements per program
 ):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    m = offs < N
-    r = offs // I
-    c = offs - r * I
+    offs, m, r, c = block_elements(N, I, BLOCK)
     a = load_at(a_ptr, r, c, stride_a, m)
     b = load_at(b_ptr, r, c, stride_b, m)
     act = cast(a * act_factor(a, FN), u_ptr.dtype.element_ty).to(tl.float32)  # torch rounds act(a)
@@ -95,10 +101,7 @@ def _gated_mlp_backward_kernel(
     FN: tl.constexpr,  # activation code (FN_CODES)
     BLOCK: tl.constexpr,  # elements per program
 ):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    m = offs < N
-    r = offs // I
-    c = offs - r * I
+    offs, m, r, c = block_elements(N, I, BLOCK)
     half = 0.5 * load_at(g_ptr, r, c, stride_g, m)  # the uniform rule: each factor gets half
     a = load_at(a_ptr, r, c, stride_a, m)
     b = load_at(b_ptr, r, c, stride_b, m)
