@@ -7,7 +7,7 @@
 #   2. end to end, the decision: attnlrp and cp_lrp, Triton vs torch (SDPA), bf16, batch
 #      32 × L 128 and 512, ragged: first call, steady state, score agreement, verdict     ≤ 240 s
 #   3. kernel rows: linear rule + matmul vs torch's and the bare matmul; attention vs
-#      SDPA × (¼, ¼, ½); LayerNorm; GELU                                                  ≤ 80 s
+#      SDPA × (¼, ¼, ½); LayerNorm; GELU; RMSNorm; the gated MLP (SwiGLU) backward        ≤ 80 s
 #   4. edge cases (bf16): head dim 256, B·H > 65,535, a fully padded sequence at L 512    ≤ 60 s
 #   5. the bf16 Triton tests of tests/ops and tests/backends                              ≤ 120 s
 #   6. if 200 s are left: build _C with CUDA for this GPU (setup.py build_ext --inplace, no
@@ -115,7 +115,7 @@ done
   echo
   grep -h -v '^$' "$LOGS/e2e.log" 2>/dev/null | grep -v -E '^(Traceback|  File)' | tail -14
   echo
-  grep -h -v '^$' "$LOGS/kernels.log" 2>/dev/null | tail -22
+  grep -h -v '^$' "$LOGS/kernels.log" 2>/dev/null | tail -28
   echo
   grep -h -v '^$' "$LOGS/edge.log" 2>/dev/null | tail -6
   echo

@@ -9,7 +9,8 @@ this order, each under its own time limit):
                                                     # (SDPA), the scores' agreement, and the verdict
     python benchmarks/e2e/bench_gpu_e2e.py kernels  # the rules alone: linear rule + torch.matmul vs
                                                     # torch's rule + matmul vs the bare matmul;
-                                                    # attention vs SDPA × (¼, ¼, ½); LayerNorm, GELU
+                                                    # attention vs SDPA × (¼, ¼, ½); LayerNorm, GELU,
+                                                    # RMSNorm, the gated MLP (SwiGLU) backward
     python benchmarks/e2e/bench_gpu_e2e.py edge     # head dim 256, B·H > 65,535, a fully padded
                                                     # sequence at L = 512: Triton vs the reference
 
@@ -147,13 +148,19 @@ def _rowwise_rows(t, torch_b, triton_b):
             ("layer_norm backward", lambda: triton_b.layer_norm.backward(t.g_h, t.w_ln, t.rstd),
              lambda: torch_b.layer_norm.backward(t.g_h, t.w_ln, t.rstd)),
             ("gelu forward", lambda: triton_b.activation.forward(t.u, "gelu"),
-             lambda: torch_b.activation.forward(t.u, "gelu"))]
+             lambda: torch_b.activation.forward(t.u, "gelu")),
+            ("rms_norm forward", lambda: triton_b.rms_norm.forward(t.x, t.w_ln, 1e-5),
+             lambda: torch_b.rms_norm.forward(t.x, t.w_ln, 1e-5)),
+            ("rms_norm backward", lambda: triton_b.rms_norm.backward(t.g_h, t.w_ln, t.rms_rstd),
+             lambda: torch_b.rms_norm.backward(t.g_h, t.w_ln, t.rms_rstd)),
+            ("gated_mlp swiglu backward", lambda: triton_b.gated_mlp.backward(t.g_u, t.u, t.up, "silu", 1e-6),
+             lambda: torch_b.gated_mlp.backward(t.g_u, t.u, t.up, "silu", 1e-6))]
 
 
 def _kernel_inputs(device, dtype, batch, seq, hidden, heads, inter):
     from types import SimpleNamespace
 
-    from lrp_kernels.backends.torch import layer_norm
+    from lrp_kernels.backends.torch import layer_norm, rms_norm
 
     gen = torch.Generator().manual_seed(0)
 
@@ -165,7 +172,9 @@ def _kernel_inputs(device, dtype, batch, seq, hidden, heads, inter):
     t.x, t.g_h, t.z_h = rand(batch, seq, hidden, scale=2.0), rand(batch, seq, hidden), rand(batch, seq, hidden)
     t.w_ln, t.b_ln = rand(hidden), rand(hidden)
     t.rstd = layer_norm.forward(t.x, t.w_ln, t.b_ln, 1e-12)[2]
+    t.rms_rstd = rms_norm.forward(t.x, t.w_ln, 1e-5)[1]
     t.u, t.g_u = rand(batch, seq, inter, scale=2.0), rand(batch, seq, inter)
+    t.up = rand(batch, seq, inter)  # b of a SwiGLU whose a is t.u (EuroBERT's up projection)
     t.w_out, t.w_in = rand(hidden, inter, scale=inter**-0.5), rand(inter, hidden, scale=hidden**-0.5)
     t.q, t.k, t.v, t.g_o = (rand(batch, seq, hidden).view(batch, seq, heads, -1).transpose(1, 2) for _ in range(4))
     return t

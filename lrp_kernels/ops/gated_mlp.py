@@ -18,8 +18,8 @@ g_x = s_a W_a + s_b W_b — a single GEMM when W_a and W_b are the two halves of
 No weight or bias gradient is computed.
 
 Kernels (:class:`~lrp_kernels.backends.contract.GatedMLPKernels`): ``backends/torch/gated_mlp.py`` (the
-reference), ``backends/cpp/gated_mlp.py`` (``csrc/gated_mlp.{cpp,cu}``: cpp and cuda); Triton passes the
-reference for now. Tests ``tests/ops/test_gated_mlp.py``; benchmark ``benchmarks/ops/bench_gated_mlp.py``.
+reference), ``backends/cpp/gated_mlp.py`` (``csrc/gated_mlp.{cpp,cu}``: cpp and cuda), ``backends/triton/gated_mlp.py``.
+Tests ``tests/ops/test_gated_mlp.py``; benchmark ``benchmarks/ops/bench_gated_mlp.py``.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ LayerNorm *without* bias (ModernBERT) needs no rule of its own: it is :mod:`lrp_
 with ``bias=None`` (σ held constant; conservative, as β = 0).
 
 Kernels (:class:`~lrp_kernels.backends.contract.RMSNormKernels`): ``backends/torch/rms_norm.py`` (the
-reference), ``backends/cpp/rms_norm.py`` (``csrc/rms_norm.{cpp,cu}``: cpp and cuda); Triton passes the
-reference for now. Tests ``tests/ops/test_rms_norm.py``; benchmark ``benchmarks/ops/bench_rms_norm.py``.
+reference), ``backends/cpp/rms_norm.py`` (``csrc/rms_norm.{cpp,cu}``: cpp and cuda), ``backends/triton/rms_norm.py``.
+Tests ``tests/ops/test_rms_norm.py``; benchmark ``benchmarks/ops/bench_rms_norm.py``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The Triton backend as a whole: registered with its own kernel sets, available where it can run (with the reason where it cannot), and end-to-end
+"""The Triton backend as a whole: registered with its own kernel sets (RMSNorm's and the gated MLP's
+seen launching), available where it can run (with the reason where it cannot), and end-to-end
 attributions equal to the torch backend's on a tiny random model — through Triton's interpreter on
 the CPU when there is no GPU. The kernels rule by rule are tested in ``tests/ops/test_<rule>.py``;
 their ahead-of-time compilation for sm_80/sm_90 in ``test_triton_compile.py``."""
@@ -13,6 +14,10 @@ DEVICE = "cpu" if tk.INTERPRETED else "cuda"
 
 from lrp_kernels import attribute  # noqa: E402
 from lrp_kernels.backends import registry  # noqa: E402
+from lrp_kernels.backends.contract import RULES  # noqa: E402
+from lrp_kernels.backends.torch import gated_mlp as gated_mlp_ref  # noqa: E402
+from lrp_kernels.backends.torch import rms_norm as rms_norm_ref  # noqa: E402
+from lrp_kernels.backends.triton import _launch  # noqa: E402
 from lrp_kernels.backends.torch import BACKEND as TORCH  # noqa: E402
 from lrp_kernels.models import BertClassifier  # noqa: E402
 from lrp_kernels.models.config import ModelConfig  # noqa: E402
@@ -24,7 +29,7 @@ def test_available_and_dispatched():
     assert registry.resolve("triton", DEVICE) is tk.BACKEND
     assert registry.unavailable_reason("triton", DEVICE) is None
     # each rule's kernel set is the one its Triton file declares, none of them the reference's
-    for rule in ("linear", "layer_norm", "activation", "attention"):
+    for rule in RULES:
         kernels = getattr(tk.BACKEND, rule)
         assert kernels is getattr(tk, rule).KERNELS
         assert kernels is not getattr(TORCH, rule)
@@ -55,3 +60,49 @@ def test_attribute_on_triton_equals_torch(method):
     scale = want.logits.abs().max().item()
     torch.testing.assert_close(got.scores, want.scores, atol=1e-5 * scale, rtol=1e-4)
     assert torch.count_nonzero(got.scores[1, 7:]) == 0
+
+
+# (atol, rtol) against the reference: float32 math in both, a few ulp apart (erf-GELU's cancellation at
+# a ≪ 0: ~1e-6 absolute), then up to two roundings to the output dtype (torch rounds act(a) and
+# x/rms before the product); the per-rule tolerances: tests/ops/helpers.py, rows "triton"
+SMOKE_TOL = {torch.float32: (1e-5, 1e-5), torch.float16: (1e-3, 2e-3), torch.bfloat16: (1e-2, 1.6e-2)}
+
+
+@pytest.mark.parametrize("dtype", list(SMOKE_TOL), ids=["fp32", "fp16", "bf16"])
+def test_rms_norm_and_gated_mlp_run_their_triton_kernels(dtype):
+    """The RMSNorm and gated-MLP kernel sets launch their own kernels, one per call, on ragged sizes
+    (37 columns, a and b the strided halves of one projection), and give the reference's values
+    (checked rule by rule, shape by shape in tests/ops/test_rms_norm.py and test_gated_mlp.py)."""
+    torch.manual_seed(0)
+    x = (torch.randn(3, 5, 37) * 3 + 0.5).to(DEVICE, dtype)
+    w = torch.randn(37).to(DEVICE, dtype)
+    a, b = (torch.randn(3, 5, 2 * 37) * 2).to(DEVICE, dtype).chunk(2, dim=-1)
+    got, names = {}, []
+    with _launch.launch_hook(lambda launch: names.append(launch.kernel.name) or False):
+        got["y"], rstd = tk.BACKEND.rms_norm.forward(x, w, 1e-5)
+        got["g_x"] = tk.BACKEND.rms_norm.backward(x, w, rstd)
+        got["u"] = tk.BACKEND.gated_mlp.forward(a, b, "silu")
+        got["s"] = tk.BACKEND.gated_mlp.backward(x, a, b, "gelu", 0.1)
+    assert names == ["_rms_norm_forward_kernel", "_norm_backward_kernel", "_gated_mlp_forward_kernel",
+                     "_gated_mlp_backward_kernel"]
+    y_ref, rstd_ref = rms_norm_ref.forward(x, w, 1e-5)
+    want = {"y": y_ref, "g_x": rms_norm_ref.backward(x, w, rstd), "u": gated_mlp_ref.forward(a, b, "silu"),
+            "s": gated_mlp_ref.backward(x, a, b, "gelu", 0.1)}
+    torch.testing.assert_close(rstd, rstd_ref, atol=1e-6, rtol=1e-5)  # float32 statistics: summation order
+    atol, rtol = SMOKE_TOL[dtype]
+    for name, value in want.items():
+        assert got[name].dtype == dtype, name
+        torch.testing.assert_close(got[name], value, atol=atol, rtol=rtol, msg=name)
+
+
+def test_what_the_kernels_do_not_cover_launches_nothing():
+    """float64, mixed dtypes, a float32 γ on bfloat16 x: the torch reference, no Triton launch."""
+    x64 = torch.randn(2, 9, dtype=torch.float64, device=DEVICE)
+    x16 = x64.to(torch.bfloat16)
+    names = []
+    with _launch.launch_hook(lambda launch: names.append(launch.kernel.name) or False):
+        tk.BACKEND.rms_norm.forward(x64, None, 1e-5)
+        tk.BACKEND.rms_norm.forward(x16, x64.float()[0], 1e-5)
+        tk.BACKEND.gated_mlp.forward(x64, x64, "gelu")
+        tk.BACKEND.gated_mlp.backward(x16, x16.float(), x16, "silu", 0.0)
+    assert names == []

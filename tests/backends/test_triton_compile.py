@@ -2,8 +2,9 @@
 Hopper (sm_90), no GPU needed (``lrp_kernels/backends/triton/aot.py``).
 
 Every config of every kernel's table × every dtype (bfloat16, float16, float32) × every block size
-(head dims 16–256, LayerNorm rows of 384–4096) is compiled with the ptxas Triton ships, in child
-processes (the interpreter tests switch this process to interpreted kernels), and:
+(head dims 16–256, LayerNorm / RMSNorm rows and gated-MLP widths of 384–4096) is compiled with the
+ptxas Triton ships, in child processes (the interpreter tests switch this process to interpreted
+kernels), and:
 
 * every config ``auto`` may pick — the candidates the host keeps on that arch, for the dtypes that
   :data:`lrp_kernels.backends.registry.AUTO_RULES` sends to Triton — compiles without register
@@ -59,7 +60,8 @@ def test_every_config_compiles_for_ampere_and_hopper(rows):
     assert not failed, "\n".join(failed)
     kernels = {r["kernel"] for r in rows}
     assert {"_attention_forward_kernel", "_attention_backward_dq_kernel", "_attention_backward_dkdv_kernel",
-            "_layer_norm_forward_kernel", "_layer_norm_backward_kernel", "_gelu_forward_kernel",
+            "_layer_norm_forward_kernel", "_rms_norm_forward_kernel", "_norm_backward_kernel",
+            "_gated_mlp_forward_kernel", "_gated_mlp_backward_kernel", "_gelu_forward_kernel",
             "_gelu_backward_kernel", "_eps_ratio_kernel"} <= kernels
     assert {r["cc"] for r in rows} == {80, 90} and {r["dtype"] for r in rows} == {"bfloat16", "float16", "float32"}
 

@@ -14,7 +14,7 @@ from triton_loader import import_triton_backend  # tests/ helper
 
 tk = import_triton_backend()
 
-from lrp_kernels.backends.triton import _launch, activation, attention, layer_norm, linear  # noqa: E402
+from lrp_kernels.backends.triton import _launch, activation, attention, gated_mlp, layer_norm, linear, rms_norm  # noqa: E402
 
 AXIS_LIMIT = 65_535  # CUDA's limit on grid axes 1 and 2 (axis 0: 2³¹ − 1)
 
@@ -100,9 +100,14 @@ def test_launches_on_the_device_of_the_tensors():
             layer_norm.backward(x, w, rstd)
             activation.gelu_forward(x)
             linear.eps_ratio(x, x, 1e-6)
+            _, rstd = rms_norm.forward(x, w, 1e-5)
+            rms_norm.backward(x, w, rstd)
+            a, b = x.chunk(2, dim=-1)
+            gated_mlp.forward(a, b, "silu")
+            gated_mlp.backward(a, a, b, "gelu", 0.1)
 
         launches = _recorded(run)
-    assert len(launches) == 7
+    assert len(launches) == 11
     assert all(launch.device == torch.device("cuda", 1) for launch in launches)
     assert entered == [torch.device("cuda", 1)] * len(launches)
 

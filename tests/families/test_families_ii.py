@@ -1,5 +1,5 @@
 """Model families II — ModernBERT, EuroBERT, DeBERTa-v2/v3, DeBERTa — end to end on the torch backend
-(and the cpp backend against it).
+(and the cpp and Triton backends against it).
 
 Against ``transformers`` itself (random seeded configs, padded batches, ModernBERT's local windows
 shorter than the sequences): logits; GS and GI against plain autograd on the transformers model at
@@ -11,6 +11,7 @@ family's kind of tokenizer.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import warnings
@@ -124,6 +125,20 @@ def test_attnlrp_position_relevance_is_part_of_the_budget():
 
 
 # ------------------------------------------------------------------------------ compiled kernels
+def _assert_equals_torch(variant, method, backend, recording):
+    """attribute(..., backend=backend) — run inside ``recording``, which notes the kernels launched —
+    equals backend="torch" on a padded fp32 batch, and padding gets no relevance."""
+    hf = _hf(variant)
+    ids, mask = _batch()
+    with recording:
+        ours = attribute(hf, ids, mask, method=method, target=TARGET, eps=0.1, backend=backend)
+    reference = attribute(hf, ids, mask, method=method, target=TARGET, eps=0.1, backend="torch")
+    # float32 through 2-4 layers: kernel-vs-eager rounding (rstd summation order, erf/exp polynomials)
+    torch.testing.assert_close(ours.logits, reference.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours.scores, reference.scores, atol=1e-5, rtol=1e-4)
+    assert not ours.scores[mask == 0].any()
+
+
 @pytest.mark.parametrize("variant", ["modernbert", "eurobert", "eurobert-mean"])
 @pytest.mark.parametrize("method", ["attnlrp", "cp_lrp"])  # the rule sets with the norm and gated MLP rules
 def test_cpp_backend_equals_torch(variant, method, monkeypatch):
@@ -143,16 +158,31 @@ def test_cpp_backend_equals_torch(variant, method, monkeypatch):
             return getattr(compiled, name)
 
     monkeypatch.setattr(_glue, "_C", Recorder())
-    hf = _hf(variant)
-    ids, mask = _batch()
-    ours = attribute(hf, ids, mask, method=method, target=TARGET, eps=0.1, backend="cpp")
-    reference = attribute(hf, ids, mask, method=method, target=TARGET, eps=0.1, backend="torch")
-    # float32 through 2-4 layers: kernel-vs-eager rounding (rstd summation order, erf/exp polynomials)
-    torch.testing.assert_close(ours.logits, reference.logits, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(ours.scores, reference.scores, atol=1e-5, rtol=1e-4)
-    assert not ours.scores[mask == 0].any()
+    _assert_equals_torch(variant, method, "cpp", contextlib.nullcontext())
     expected = {"gated_mlp_forward", "gated_mlp_backward"} | (
         {"rms_norm_forward", "rms_norm_backward"} if variant.startswith("eurobert") else set())
+    assert expected <= launched
+
+
+@pytest.mark.parametrize("variant", ["modernbert", "eurobert"])
+@pytest.mark.parametrize("method", ["attnlrp", "cp_lrp"])
+def test_triton_backend_equals_torch(variant, method):
+    """attribute(..., backend="triton") equals backend="torch" (fp32, padded batch; Triton through its
+    interpreter on the CPU), and Triton's own RMSNorm / gated-MLP kernels ran. Their attention (rotary,
+    ModernBERT's windows, EuroBERT's grouped K/V heads) is the torch reference's on every backend."""
+    from triton_loader import load_triton_backend  # tests/ helper: TRITON_INTERPRET=1 without a GPU
+
+    package, reason = load_triton_backend()
+    if package is None or not package.INTERPRETED:
+        pytest.skip(reason or "the Triton kernels are compiled for the GPU here (this test runs them on the CPU)")
+    from lrp_kernels.backends.triton import _launch
+
+    launched = set()
+    _assert_equals_torch(variant, method, "triton",
+                         _launch.launch_hook(lambda launch: launched.add(launch.kernel.name) or False))
+    expected = {"_gated_mlp_forward_kernel", "_gated_mlp_backward_kernel"} | (
+        {"_rms_norm_forward_kernel", "_norm_backward_kernel"} if variant == "eurobert" else
+        {"_layer_norm_forward_kernel", "_norm_backward_kernel"})  # ModernBERT: LayerNorm without bias
     assert expected <= launched
 
 

@@ -4,16 +4,16 @@ the product, fused with the ε-ratio of the two linears into one element-wise pa
 (a) the torch reference's element-wise pass against the rule written out in float64, over odd
 shapes, the three activations, ε = 0 and ε > 0, and fp32/fp16/bf16; (b) the op against an explicit
 float64 relevance computation (contribution matrices, no autograd), both weight layouts;
-(c) the compiled kernels (``helpers.COMPILED``: cpp, and cuda on a GPU) against the reference over
-odd shapes, every activation, ε = 0 / tiny / large, fp32/fp16/bf16 and strided halves; Triton
-declares the reference.
+(c) every backend that runs here (``helpers.KERNEL_BACKENDS``: cpp, cuda on a GPU, Triton — through
+its interpreter without one) against the reference over odd shapes, every activation, ε = 0 / tiny /
+large, fp32/fp16/bf16 and strided halves, what none of them covers running the reference itself.
 """
 
 import pytest
 import torch
 import torch.nn.functional as F
 from helpers import (  # tests/ops helper
-    COMPILED, CPP, DTYPES, ELEMENTWISE_SHAPES, F32, F64, assert_matches, cpu_isa, cpu_isa_params, grads,
+    CPP, DTYPES, ELEMENTWISE_SHAPES, F32, F64, KERNEL_BACKENDS, assert_matches, cpu_isa, cpu_isa_params, grads,
     isa_inputs, noncontiguous, randn, with_special_values,
 )
 
@@ -127,11 +127,13 @@ def test_unknown_activation_is_refused():
         lrp_gated_mlp(torch.ones(2, 3), torch.ones(4, 3), fn="relu")
 
 
-def test_triton_declares_the_reference():
+def test_triton_has_its_own_kernels():
+    """Its own kernel set, not the reference's (that they launch: ``tests/backends/test_triton.py``)."""
     backend, reason = registry.load("triton")
     if backend is None:
         pytest.skip(reason)
-    assert backend.gated_mlp is ref.KERNELS
+    assert backend.gated_mlp is not ref.KERNELS
+    assert backend.gated_mlp.backward.__module__ == "lrp_kernels.backends.triton.gated_mlp"
 
 
 # -------------------------------------------------------------------- (c) backends vs reference
@@ -143,7 +145,7 @@ def _operands(shape, dtype, device, seed=0):
     return a, b, randn(*shape, dtype=dtype, device=device, seed=seed + 2)
 
 
-@pytest.mark.parametrize("target", COMPILED)
+@pytest.mark.parametrize("target", KERNEL_BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", ELEMENTWISE_SHAPES, ids=str)
 @pytest.mark.parametrize("fn", FUNCTIONS)
@@ -153,7 +155,7 @@ def test_forward(target, dtype, shape, fn):
                    *target.tol("rounded_twice", dtype))
 
 
-@pytest.mark.parametrize("target", COMPILED)
+@pytest.mark.parametrize("target", KERNEL_BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", ELEMENTWISE_SHAPES, ids=str)
 @pytest.mark.parametrize("fn", FUNCTIONS)
@@ -165,7 +167,7 @@ def test_backward(target, dtype, shape, fn, eps):
     assert_matches(got, ref.backward(g, a, b, fn, eps), *target.tol("elementwise", dtype))
 
 
-@pytest.mark.parametrize("target", COMPILED)
+@pytest.mark.parametrize("target", KERNEL_BACKENDS)
 def test_guard_and_sign_of_zero(target):
     """a = 0: act(a)/a → ½ with ε = 0, |act(a)|/(|a| + ε) = 0 with ε > 0; b = 0: s_b = 0."""
     a = torch.tensor([0.0, 5e-7, 2.0, 1.0], device=target.device)
@@ -178,7 +180,7 @@ def test_guard_and_sign_of_zero(target):
         assert s[0] == 0.0 and s[6] == 0.0  # 0/(0 + ε); |b| = 0
 
 
-@pytest.mark.parametrize("target", COMPILED)
+@pytest.mark.parametrize("target", KERNEL_BACKENDS)
 @pytest.mark.parametrize("kind", ["halves", "transposed", "row_strided", "col_strided", "expanded"])
 def test_strided_inputs(target, kind):
     """a and b as the halves of one projection (ModernBERT's Wi: row stride 2I), or other views."""
@@ -196,7 +198,7 @@ def test_strided_inputs(target, kind):
                            *target.tol("elementwise", F32))
 
 
-@pytest.mark.parametrize("target", COMPILED)
+@pytest.mark.parametrize("target", KERNEL_BACKENDS)
 @pytest.mark.parametrize("fused_weight", [True, False], ids=["one-weight", "two-weights"])
 def test_op_on_every_backend_equals_the_reference(target, fused_weight):
     dev = target.device
@@ -215,7 +217,7 @@ def test_op_on_every_backend_equals_the_reference(target, fused_weight):
         assert_matches(gx, gx_ref, 1e-5, 1e-5)  # float32 GEMM of the same s: summation order
 
 
-@pytest.mark.parametrize("target", COMPILED)
+@pytest.mark.parametrize("target", KERNEL_BACKENDS)
 def test_what_the_kernels_do_not_cover_runs_the_reference(target):
     """float64 and mixed dtypes: bit for bit the reference; an unknown activation: its error."""
     kernels, dev = target.backend.gated_mlp, target.device

@@ -1,15 +1,16 @@
 """RMSNorm with 1/rms held constant (``lrp_kernels/ops/rms_norm.py``).
 
 (a) the torch reference against explicit float64 math, over odd shapes and fp32/fp16/bf16; (b) the
-op ``lrp_rms_norm`` (relevance passes unchanged, element by element); (c) the compiled kernels
-(``helpers.COMPILED``: cpp, and cuda on a GPU) against the reference; Triton declares the reference.
+op ``lrp_rms_norm`` (relevance passes unchanged, element by element); (c) every backend that runs
+here (``helpers.KERNEL_BACKENDS``: cpp, cuda on a GPU, Triton — through its interpreter without one)
+against the reference, what none of them covers running the reference itself.
 """
 
 import pytest
 import torch
 from helpers import (  # tests/ops helper
-    BF16, COMPILED, CPP, F32, F64, ROW_SHAPES, STRIDED, assert_matches, assert_row_norm_matches, cpu_isa, cpu_isa_params, grads,
-    isa_inputs, noncontiguous, randn, with_param_dtypes,
+    BF16, CPP, F32, F64, KERNEL_BACKENDS, ROW_SHAPES, STRIDED, assert_matches, assert_row_norm_matches,
+    cpu_isa, cpu_isa_params, grads, isa_inputs, noncontiguous, randn, with_param_dtypes,
 )
 
 from lrp_kernels.backends import registry
@@ -95,11 +96,13 @@ def test_op_gradient_is_not_the_plain_gradient():
     assert (x.detach() * plain).sum(-1).abs().max() < 1e-12  # with eps = 0 scale-invariant: Σ x·∂y/∂x·g = 0
 
 
-def test_triton_declares_the_reference():
+def test_triton_has_its_own_kernels():
+    """Its own kernel set, not the reference's (that they launch: ``tests/backends/test_triton.py``)."""
     backend, reason = registry.load("triton")
     if backend is None:
         pytest.skip(reason)
-    assert backend.rms_norm is ref.KERNELS
+    assert backend.rms_norm is not ref.KERNELS
+    assert backend.rms_norm.forward.__module__ == "lrp_kernels.backends.triton.rms_norm"
 
 
 # -------------------------------------------------------------------- (c) backends vs reference
@@ -113,7 +116,7 @@ def _weight(kind, hidden, dtype, device):
     return randn(hidden, dtype=dtype if kind == "w_input_dtype" else F32, device=device, seed=1, shift=1.0)
 
 
-@pytest.mark.parametrize("target", COMPILED)
+@pytest.mark.parametrize("target", KERNEL_BACKENDS)
 @pytest.mark.parametrize("shape", ROW_SHAPES, ids=str)
 @pytest.mark.parametrize("dtype, weight", with_param_dtypes(["w", "no_w"]))
 def test_forward(target, dtype, shape, weight):
@@ -128,7 +131,7 @@ def test_forward(target, dtype, shape, weight):
     assert_matches(rstd, rstd_ref, *target.tol("statistics", dtype))
 
 
-@pytest.mark.parametrize("target", COMPILED)
+@pytest.mark.parametrize("target", KERNEL_BACKENDS)
 @pytest.mark.parametrize("shape", ROW_SHAPES, ids=str)
 @pytest.mark.parametrize("dtype, weight", with_param_dtypes(["w", "no_w"]))
 def test_backward(target, dtype, shape, weight):
@@ -139,7 +142,7 @@ def test_backward(target, dtype, shape, weight):
                    *target.tol("elementwise", dtype))
 
 
-@pytest.mark.parametrize("target", COMPILED)
+@pytest.mark.parametrize("target", KERNEL_BACKENDS)
 @pytest.mark.parametrize("kind", [*STRIDED, "expanded"])
 def test_strided_inputs(target, kind):
     w = randn(33, device=target.device, seed=1)
@@ -147,7 +150,7 @@ def test_strided_inputs(target, kind):
                             target.device)
 
 
-@pytest.mark.parametrize("target", COMPILED)
+@pytest.mark.parametrize("target", KERNEL_BACKENDS)
 def test_op_on_every_backend_equals_the_reference(target):
     x = randn(3, 7, 40, device=target.device, scale=3.0, shift=0.5)
     w = randn(40, device=target.device, seed=1)
@@ -158,7 +161,7 @@ def test_op_on_every_backend_equals_the_reference(target):
     assert_matches(gx, gx_ref, *target.tol("elementwise", F32))
 
 
-@pytest.mark.parametrize("target", COMPILED)
+@pytest.mark.parametrize("target", KERNEL_BACKENDS)
 def test_what_the_kernels_do_not_cover_runs_the_reference(target):
     """float64; a float32 γ on bfloat16 x (promoted output); γ of another length (broadcast by the
     reference); an rstd that does not cover the rows or is not float32: bit for bit the reference."""

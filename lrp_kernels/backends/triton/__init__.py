@@ -4,6 +4,8 @@ One file per rule, named as in ``lrp_kernels/ops/``; each ends with its kernel s
 (:mod:`lrp_kernels.backends.contract`), with the torch reference's semantics:
 
 * :mod:`.layer_norm` — row-wise LayerNorm forward and its σ-constant backward;
+* :mod:`.rms_norm` — row-wise RMSNorm forward and its 1/rms-constant backward (the backward kernel
+  is the norms' shared one, :mod:`._norm`);
 * :mod:`.activation` — element-wise GELU and its identity rule (tanh and ReLU: the torch reference);
 * :mod:`.linear` — the ε-ratio and the GELU-identity × ε-ratio, element-wise (the op's GEMM is
   ``torch.matmul``);
@@ -11,7 +13,8 @@ One file per rule, named as in ``lrp_kernels/ops/``; each ends with its kernel s
   ``cp_lrp`` backward; ``saved`` is ``(out, row_max, row_log_sum)``, or ``(row_max, row_log_sum)``
   for ``cp_lrp``. Sliding windows, rotary positions, grouped K/V heads and DeBERTa's disentangled
   attention run the torch reference;
-* RMSNorm and the gated MLP: the torch reference's kernel sets.
+* :mod:`.gated_mlp` — GeGLU / SwiGLU: act(a)·b and the backward's one element-wise pass (identity
+  rule on act × uniform split of the product × the two linears' ε-ratios), strided halves read in place.
 
 Launching (configs per GPU generation, dtype and block size; tuning and its file; the device
 guard; launch hooks): :mod:`._launch` and :mod:`.configs`. Ahead-of-time inspection for
@@ -34,8 +37,6 @@ except ImportError as exc:
 import torch
 
 from lrp_kernels.backends.contract import Backend
-from lrp_kernels.backends.torch import gated_mlp as torch_gated_mlp
-from lrp_kernels.backends.torch import rms_norm as torch_rms_norm
 
 from ._common import INTERPRETED
 
@@ -55,7 +56,6 @@ def why_unavailable() -> str | None:
     return "no CUDA device (set TRITON_INTERPRET=1 before importing lrp_kernels to run Triton on the CPU)"
 
 
-# CUDA, plus CPU when the kernels were built for the interpreter; no Triton kernels yet for RMSNorm
-# and the gated MLP: the torch reference's, passed explicitly
-BACKEND = Backend.of_package("triton", ("cuda", "cpu") if INTERPRETED else ("cuda",), why_unavailable, __name__,
-                             rms_norm=torch_rms_norm.KERNELS, gated_mlp=torch_gated_mlp.KERNELS)
+# CUDA, plus CPU when the kernels were built for the interpreter; every rule's kernel set is this
+# package's own (``<rule>.KERNELS``), none passed explicitly
+BACKEND = Backend.of_package("triton", ("cuda", "cpu") if INTERPRETED else ("cuda",), why_unavailable, __name__)

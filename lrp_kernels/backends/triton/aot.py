@@ -182,8 +182,8 @@ def measure(compiled, cc: int) -> dict:
 
 # ------------------------------------------------------------------------------ what the host launches
 _TRITON_TYPES = {"torch.bfloat16": "*bf16", "torch.float16": "*fp16", "torch.float32": "*fp32", "torch.int32": "*i32"}
-#: the dtypes and sizes of the sweep: every dtype the kernels take, every head-dim block, LayerNorm
-#: rows of MiniLM, BERT-base, BERT-large and a 4096-wide model
+#: the dtypes and sizes of the sweep: every dtype the kernels take, every head-dim block, LayerNorm /
+#: RMSNorm rows (and gated-MLP halves) of MiniLM, BERT-base, BERT-large and a 4096-wide model
 DTYPES = ("bfloat16", "float16", "float32")
 HEAD_DIMS = (16, 32, 64, 128, 256)
 HIDDEN_SIZES = (384, 768, 1024, 4096)
@@ -220,14 +220,21 @@ def _attention_calls(dtype, dim):
 
 
 def _rowwise_calls(dtype, hidden):
-    from . import activation, layer_norm, linear
+    from . import activation, gated_mlp, layer_norm, linear, rms_norm
 
     x = torch.empty(256, hidden, dtype=dtype, device="meta")
     w = torch.empty(hidden, dtype=dtype, device="meta")
+    halves = torch.empty(256, 2 * hidden, dtype=dtype, device="meta").chunk(2, dim=-1)  # a GeGLU's a, b
 
     def run():
         _, _, rstd = layer_norm.forward(x, w, w, 1e-12)
         layer_norm.backward(x, w, rstd)
+        _, rstd = rms_norm.forward(x, w, 1e-5)
+        rms_norm.backward(x, w, rstd)
+        for fn in ("gelu", "gelu_tanh", "silu"):
+            gated_mlp.forward(*halves, fn)
+            for eps in (0.0, 1e-6):
+                gated_mlp.backward(x, *halves, fn, eps)
         for approximate in ("none", "tanh"):
             activation.gelu_forward(x, approximate)
             activation.gelu_backward(x, x, approximate)
@@ -313,9 +320,9 @@ def _config_text(config) -> str:
 
 def run_job(job: Job) -> dict:
     """Compile one job and measure it (an error is reported in the row, not raised)."""
-    from . import activation, attention, layer_norm, linear
+    from . import activation, attention, gated_mlp, layer_norm, linear, rms_norm
 
-    kernels = {k.name: k for m in (activation, attention, layer_norm, linear) for k in vars(m).values()
+    kernels = {k.name: k for m in (activation, attention, gated_mlp, layer_norm, linear, rms_norm) for k in vars(m).values()
                if hasattr(k, "configs") and hasattr(k, "fn")}
     row = {f: getattr(job, f) for f in ("label", "kernel", "cc", "dtype", "config", "candidate", "default", "estimate")}
     attrs = {k: [["tt.divisibility", 16]] for k, _ in job.attrs}

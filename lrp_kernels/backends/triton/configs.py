@@ -124,6 +124,10 @@ ATTENTION_DQ = Configs(_attention_table(_DQ), _blocks(16, 32, 1, 1), _attention_
 ATTENTION_DKDV = Configs(_attention_table(_DKDV), _blocks(16, 32, 1, 1), _attention_shared("BLOCK_M", "BLOCK_N", 2))
 
 # ------------------------------------------------------------------------------ element-wise, row-wise
+# ELEMENTWISE: GELU forward / backward, the ε-ratio, the gated MLP's forward and backward (memory-bound,
+# one flat block of BLOCK elements per program; the gated backward, 3 loads and 2 stores an element,
+# stays spill-free at BLOCK 4096 / 8 warps: ≤ 94 registers, sm_80 and sm_90, every dtype).
+# ROWWISE: LayerNorm's and RMSNorm's forwards and the norms' shared backward (one row per program).
 _ELEMENTWISE = {
     "hopper": [({"BLOCK": 2048}, 1, 4), ({"BLOCK": 4096}, 1, 8)],
     "ampere": [({"BLOCK": 1024}, 1, 4), ({"BLOCK": 2048}, 1, 8)],
