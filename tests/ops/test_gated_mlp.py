@@ -17,7 +17,6 @@ from helpers import (  # tests/ops helper
     isa_inputs, noncontiguous, randn, with_special_values,
 )
 
-from lrp_kernels.backends import registry
 from lrp_kernels.backends.torch import gated_mlp as ref
 from lrp_kernels.ops.gated_mlp import lrp_gated_mlp
 
@@ -125,15 +124,6 @@ def test_op_conserves_without_biases_and_eps():
 def test_unknown_activation_is_refused():
     with pytest.raises(ValueError, match="valid: gelu, gelu_tanh, silu"):
         lrp_gated_mlp(torch.ones(2, 3), torch.ones(4, 3), fn="relu")
-
-
-def test_triton_has_its_own_kernels():
-    """Its own kernel set, not the reference's (that they launch: ``tests/backends/test_triton.py``)."""
-    backend, reason = registry.load("triton")
-    if backend is None:
-        pytest.skip(reason)
-    assert backend.gated_mlp is not ref.KERNELS
-    assert backend.gated_mlp.backward.__module__ == "lrp_kernels.backends.triton.gated_mlp"
 
 
 # -------------------------------------------------------------------- (c) backends vs reference
