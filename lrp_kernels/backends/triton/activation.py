@@ -98,6 +98,19 @@ def elementwise_grid(n: int):
     return lambda meta: (triton.cdiv(n, meta["BLOCK"]),)
 
 
+def launch_pairwise(kernel, names: str, x, y, *scalars, **constexprs):
+    """``kernel(x, y, out, n, *scalars)`` over the elements of two same-shape tensors (contiguous
+    copies where they are not), ``out`` shaped like them; ``names`` of x and y for the error."""
+    if x.shape != y.shape:
+        raise BackendError(f"{names} must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    x_c, y_c = x.contiguous(), y.contiguous()
+    out = torch.empty_like(x_c)
+    n = x_c.numel()
+    if n:
+        kernel[elementwise_grid(n)](x_c, y_c, out, n, *scalars, **constexprs)
+    return out
+
+
 def approximate_flag(approximate: str) -> bool:
     """True for the tanh approximation; BackendError for an unknown name."""
     if approximate not in _APPROXIMATE:
@@ -120,14 +133,7 @@ def gelu_forward(u: torch.Tensor, approximate: str = "none") -> torch.Tensor:
 
 def _backward(grad_h, u, eps, approximate):
     tanh = approximate_flag(approximate)
-    if grad_h.shape != u.shape:
-        raise BackendError(f"grad_h and u must have the same shape, got {tuple(grad_h.shape)} and {tuple(u.shape)}")
-    g_c, u_c = grad_h.contiguous(), u.contiguous()
-    out = torch.empty_like(g_c)
-    n = g_c.numel()
-    if n:
-        GELU_BACKWARD[elementwise_grid(n)](g_c, u_c, out, n, float(eps), HAS_EPS=eps != 0, APPROX_TANH=tanh)
-    return out
+    return launch_pairwise(GELU_BACKWARD, "grad_h and u", grad_h, u, float(eps), HAS_EPS=eps != 0, APPROX_TANH=tanh)
 
 
 def gelu_backward(grad_h: torch.Tensor, u: torch.Tensor, approximate: str = "none") -> torch.Tensor:

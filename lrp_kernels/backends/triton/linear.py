@@ -17,13 +17,12 @@ import torch
 import triton
 import triton.language as tl
 
-from lrp_kernels.errors import BackendError
 from lrp_kernels.backends.contract import LinearKernels
 from lrp_kernels.backends.torch import linear as reference
 
 from ._common import cast, stabilized_ratio, use_reference
 from ._launch import Kernel
-from .activation import elementwise_grid, gelu_eps_ratio
+from .activation import gelu_eps_ratio, launch_pairwise
 from .configs import ELEMENTWISE
 
 
@@ -52,14 +51,7 @@ def eps_ratio(grad_z: torch.Tensor, z: torch.Tensor, eps: float) -> torch.Tensor
         return grad_z
     if use_reference(grad_z) or use_reference(z):
         return reference.eps_ratio(grad_z, z, eps)
-    if grad_z.shape != z.shape:
-        raise BackendError(f"grad_z and z must have the same shape, got {tuple(grad_z.shape)} and {tuple(z.shape)}")
-    g_c, z_c = grad_z.contiguous(), z.contiguous()
-    out = torch.empty_like(g_c)
-    n = g_c.numel()
-    if n:
-        EPS_RATIO[elementwise_grid(n)](g_c, z_c, out, n, float(eps))
-    return out
+    return launch_pairwise(EPS_RATIO, "grad_z and z", grad_z, z, float(eps))
 
 
 KERNELS = LinearKernels(eps_ratio=eps_ratio, gelu_eps_ratio=gelu_eps_ratio)
