@@ -24,16 +24,34 @@ Modes (``lrp_kernels.ops.attention``): ``"grad"`` the plain gradient; ``"attnlrp
 2024) ``g_V·½``, ``g_Q·¼``, ``g_K·¼`` (uniform rule on the two bilinear products, the softmax keeps
 its gradient); ``"cp_lrp"`` (Ali et al. 2022) P constant: ``g_V = Pᵀ g_O``, ``g_Q = g_K = None``.
 
+Variants of the contract, in the kernels (constexprs ``WINDOWED``, ``ROTARY``; ``G`` an integer):
+
+* grouped K/V heads (EuroBERT, GQA): k and v ``[B, H/G, L, D]``, query head h reads K/V head h // G.
+  The dK/dV program of a K/V head streams the query blocks of its G query heads in turn, so g_K and
+  g_V of a shared head are the sum over the heads that read it (the reference's repeat, then sum),
+  with no atomics.
+* a sliding window (ModernBERT's local layers): query i reads key j only when |i − j| ≤ window; a
+  padded query row keeps every real key (the reference's dense mask: no row is empty). Key blocks
+  outside a query block's band are skipped (every real key is read by a block holding a padded
+  row), and in dK/dV the query blocks outside the band that hold no padded row. A window of L − 1
+  or more is no window.
+* rotary positions ``(cos, sin)`` ``[B | 1, L, D]``: q and k tiles are rotated as they are loaded,
+  ``x·cos + rotate_half(x)·sin`` in float32 rounded to the input dtype (the reference's half-split
+  convention), and g_Q, g_K are rotated back by the transpose before they are stored (the rotation
+  is linear: its rule is its gradient). For head dims that are powers of two ≥ 16 (the tile is the
+  head); other head dims with rotary positions go to the torch reference.
+
 Kernels, each on a 1-D grid (B·H × blocks, the block index fastest; no 65,535 limit on B·H):
 ``_attention_forward_kernel`` (one program per query block), ``_attention_backward_dq_kernel`` (one
 per query block, streaming key blocks; writes g_Q and Δ — launched first) and
-``_attention_backward_dkdv_kernel`` (one per key block, streaming query blocks; writes g_K, g_V). No
-atomics. Outputs are laid out like the inputs (``empty_like``): for the model's head views that is
-``[B, L, H, D]`` memory, so merging heads and the gradients of the projections need no copies.
-Keys after the last non-padding key of a sequence are skipped (their probabilities are exactly 0).
-Matrix products take input-dtype operands and accumulate in float32; softmax statistics are float32.
-float64 inputs, head dims past :data:`MAX_HEAD_DIM` and shapes for which no config fits the GPU's
-shared memory go to the torch reference.
+``_attention_backward_dkdv_kernel`` (one per K/V head and key block, streaming query blocks; writes
+g_K, g_V). No atomics. Outputs are laid out like the inputs (``empty_like``): for the model's head
+views that is ``[B, L, H, D]`` memory, so merging heads and the gradients of the projections need no
+copies. Keys after the last non-padding key of a sequence are skipped (their probabilities are
+exactly 0). Matrix products take input-dtype operands and accumulate in float32; softmax statistics
+are float32. float64 inputs, head dims past :data:`MAX_HEAD_DIM`, rotary positions with other head
+dims than 16, 32, 64, 128, 256, and shapes for which no config fits the GPU's shared memory go to the
+torch reference, as does DeBERTa's disentangled attention (``disentangled_forward``/``_backward``).
 """
 
 from __future__ import annotations
