@@ -9,8 +9,9 @@ One file per rule, named as in ``lrp_kernels/ops/``; each ends with its kernel s
   ``torch.matmul``);
 * :mod:`.attention` — FlashAttention-style fused attention with the ``grad`` / ``attnlrp`` /
   ``cp_lrp`` backward; ``saved`` is ``(out, row_max, row_log_sum)``, or ``(row_max, row_log_sum)``
-  for ``cp_lrp``. Grouped K/V heads, sliding windows and rotary positions (head dims 16–256, powers
-  of two) run in the kernels; DeBERTa's disentangled attention runs the torch reference;
+  for ``cp_lrp``. Grouped K/V heads and sliding windows run in the kernels, rotary positions too
+  for head dims 16, 32 and 64 on Hopper (under the interpreter: every power of two from 16);
+  DeBERTa's disentangled attention runs the torch reference;
 * RMSNorm and the gated MLP: the torch reference's kernel sets.
 
 Launching (configs per GPU generation, dtype and block size; tuning and its file; the device

@@ -39,7 +39,8 @@ Variants of the contract, in the kernels (constexprs ``WINDOWED``, ``ROTARY``; `
   ``x·cos + rotate_half(x)·sin`` in float32 rounded to the input dtype (the reference's half-split
   convention), and g_Q, g_K are rotated back by the transpose before they are stored (the rotation
   is linear: its rule is its gradient). For head dims that are powers of two ≥ 16 (the tile is the
-  head); other head dims with rotary positions go to the torch reference.
+  head), and on a GPU where ``configs.py`` lists the head dim for rotary (Hopper: 16–64; Ampere:
+  none — the rotation's registers make every config spill there); otherwise the torch reference.
 
 Kernels, each on a 1-D grid (B·H × blocks, the block index fastest; no 65,535 limit on B·H):
 ``_attention_forward_kernel`` (one program per query block), ``_attention_backward_dq_kernel`` (one
@@ -49,9 +50,9 @@ g_K, g_V). No atomics. Outputs are laid out like the inputs (``empty_like``): fo
 views that is ``[B, L, H, D]`` memory, so merging heads and the gradients of the projections need no
 copies. Keys after the last non-padding key of a sequence are skipped (their probabilities are
 exactly 0). Matrix products take input-dtype operands and accumulate in float32; softmax statistics
-are float32. float64 inputs, head dims past :data:`MAX_HEAD_DIM`, rotary positions with other head
-dims than 16, 32, 64, 128, 256, and shapes for which no config fits the GPU's shared memory go to the
-torch reference, as does DeBERTa's disentangled attention (``disentangled_forward``/``_backward``).
+are float32. float64 inputs, head dims past :data:`MAX_HEAD_DIM`, rotary positions where they have
+no kernel (above), and shapes for which no config fits the GPU's shared memory go to the torch
+reference, as does DeBERTa's disentangled attention (``disentangled_forward``/``_backward``).
 """
 
 from __future__ import annotations
@@ -520,11 +521,13 @@ def runs_reference(q: torch.Tensor, rotary=None) -> bool:
     """Whether attention on tensors like ``q`` goes to the torch reference: float64, a head dim past
     :data:`MAX_HEAD_DIM`, ``rotary`` positions with a head dim that is not a power of two ≥ 16 (the
     kernels rotate a whole ``BLOCK_D`` tile), or no config of some kernel fits this GPU for the head
-    dim (the same answer in the forward and the backward, which must agree on who saved what)."""
+    dim (and rotary: ``configs.py`` lists rotary head dims per GPU generation) — the same answer in
+    the forward and the backward, which must agree on who saved what."""
     dim = q.shape[-1]
     if use_reference(q) or dim > MAX_HEAD_DIM or (rotary is not None and next_pow2(dim) != dim):
         return True
-    named = {"q_ptr": q, "BLOCK_D": next_pow2(dim)}
+    named = {"q_ptr": q, "BLOCK_D": next_pow2(dim), "ROTARY": rotary is not None,
+             "cos_ptr": rotary[0] if rotary is not None else q}
     return not all(kernel.candidates(q.device, named) for kernel in (FORWARD, BACKWARD_DQ, BACKWARD_DKDV))
 
 
