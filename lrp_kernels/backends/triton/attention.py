@@ -475,7 +475,8 @@ def _attention_backward_dkdv_kernel(
                                     sqb, sqh, sql, sqd, sgb, sgh, sgl, sgd, smb, scb, scl, scd, H, L, window, scale,
                                     HAS_MASK, WINDOWED, ROTARY, COMPUTE_QK, DOT_PRECISION)
     gv = _input_rule(gv * v_factor, v, input_eps)
-    tl.store(_tile(gv_ptr, b, hk, svgb, svgh, svgl, svgd, offs_n, offs_d), cast(gv, gv_ptr.dtype.element_ty), mask=kv_ok)
+    tl.store(_tile(gv_ptr, b, hk, svgb, svgh, svgl, svgd, offs_n, offs_d), cast(gv, gv_ptr.dtype.element_ty),
+             mask=kv_ok)
     if COMPUTE_QK:
         gk = _stored_gradient(gk, qk_factor, k, input_eps, cos_ptr, sin_ptr, b, offs_n, offs_d, kv_ok, scb, scl,
                               scd, ROTARY)
