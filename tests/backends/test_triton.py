@@ -106,3 +106,34 @@ def test_what_the_kernels_do_not_cover_launches_nothing():
         tk.BACKEND.gated_mlp.forward(x64, x64, "gelu")
         tk.BACKEND.gated_mlp.backward(x16, x16.float(), x16, "silu", 0.0)
     assert names == []
+
+
+@pytest.mark.parametrize("method", ["attnlrp", "cp_lrp"])
+@pytest.mark.parametrize("kind", ["modernbert", "eurobert"])
+def test_modern_families_run_their_attention_variants_in_the_kernels(kind, method):
+    """ModernBERT (rotary positions, sliding-window local layers) and EuroBERT (rotary, 6 query heads
+    on 2 K/V heads), head dim 16: every attention launches the Triton kernels with its variant (where
+    rotary has kernels: the interpreter, Hopper), and the attributions equal the torch backend's
+    (tolerances as above)."""
+    from model_factory import make_hf, padded  # tests/ helper
+
+    hf = make_hf(kind, hidden_size=96, num_attention_heads=6).to(DEVICE)
+    ids, mask, _ = padded((12, 7, 3), pad_id=hf.config.pad_token_id)
+    ids, mask = ids.to(DEVICE), mask.to(DEVICE)
+    launches = []
+    with tk._launch.launch_hook(lambda launch: launches.append(launch) and False):
+        got = attribute(hf, ids, mask, method=method, backend="triton")
+    forwards = [launch for launch in launches if launch.kernel.name == "_attention_forward_kernel"]
+    cos = torch.empty(1, 12, 16, device=DEVICE)
+    if not tk.attention.runs_reference(torch.empty(1, 6, 12, 16, device=DEVICE), (cos, cos)):
+        assert len(forwards) == hf.config.num_hidden_layers
+        assert all(launch.constexprs["ROTARY"] for launch in forwards)
+        windowed = {launch.constexprs["WINDOWED"] for launch in forwards}
+        groups = {launch.args["G"] for launch in forwards}
+        assert (windowed, groups) == (({False, True}, {1}) if kind == "modernbert" else ({False}, {3}))
+    else:  # rotary positions run the torch reference on this GPU (configs._ROTARY_HEAD_DIMS)
+        assert not forwards
+    want = attribute(hf, ids, mask, method=method, backend="torch")
+    torch.testing.assert_close(got.logits, want.logits, atol=1e-5, rtol=1e-5)
+    scale = want.logits.abs().max().item()
+    torch.testing.assert_close(got.scores, want.scores, atol=1e-5 * scale, rtol=1e-4)

@@ -229,3 +229,54 @@ def test_every_head_dim_has_a_config_or_goes_to_the_reference(monkeypatch, cc, s
         assert attention.runs_reference(_heads(1, 4, 1, dim, dtype=torch.float32)) == (dim > 128)
     assert attention.runs_reference(_heads(1, 4, 1, 264))
     assert attention.runs_reference(_heads(1, 4, 1, 64, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("cc, shared", [(80, 163 * 1024), (90, 227 * 1024), (86, 99 * 1024)])
+def test_rotary_runs_in_the_kernels_where_it_compiles_without_spills(monkeypatch, cc, shared):
+    """``configs.py``: rotary positions on load for head dims 16–64 on Hopper; on Ampere (every config
+    spills) and past 64 (spills, and sm_90's shared memory is too small) the torch reference."""
+    monkeypatch.setattr(_launch, "INTERPRETED", False)
+    monkeypatch.setattr(_launch, "_device_facts", lambda device: (cc, shared, f"sm_{cc}"))
+    for kernel in (attention.FORWARD, attention.BACKWARD_DQ, attention.BACKWARD_DKDV):
+        kernel._facts.clear()
+    for dim in (16, 32, 64, 128, 256):
+        q = _heads(1, 4, 1, dim)
+        cos = torch.empty(1, 4, dim, device="meta")
+        assert attention.runs_reference(q, (cos, cos)) == (cc < 90 or dim > 64), dim
+        assert not attention.runs_reference(q)
+
+
+def test_rotary_cos_and_sin_count_in_the_shared_memory_estimate():
+    from lrp_kernels.backends.triton.configs import ATTENTION_FORWARD
+
+    q = _heads(1, 4, 1, 64)
+    config = ATTENTION_FORWARD.table("hopper", {"q_ptr": q, "BLOCK_D": 64})[0]  # 128 × 64, 3 stages
+    plain = ATTENTION_FORWARD.shared_bytes(config, {"q_ptr": q, "BLOCK_D": 64})
+    cos = torch.empty(1, 4, 64, device="meta")
+    rotary = ATTENTION_FORWARD.shared_bytes(config, {"q_ptr": q, "BLOCK_D": 64, "ROTARY": True, "cos_ptr": cos})
+    assert rotary - plain == 3 * 2 * 64 * 64 * 4  # cos and sin, float32, of the 64 streamed keys per stage
+
+
+def test_grouped_heads_and_window_reach_the_kernels():
+    """Grouped K/V heads: one dK/dV program per K/V head and key block (it sums its 3 query heads);
+    the window as an argument with WINDOWED, a window of L − 1 or more as none."""
+    q, k = _heads(2, 128, 12, 64), _heads(2, 128, 4, 64)
+    mask = torch.zeros(2, 128, device="meta")
+
+    def run(window):
+        def go():
+            saved = attention.forward(q, k, k, mask, 0.125, "attnlrp", window)[1]
+            attention.backward(q, q, k, k, mask, 0.125, "attnlrp", saved, window)
+        return go
+
+    for window, windowed in ((64, True), (127, False), (None, False)):
+        launches = _recorded(run(window))
+        assert [x.kernel.name for x in launches] == [
+            "_attention_forward_kernel", "_attention_backward_dq_kernel", "_attention_backward_dkdv_kernel"]
+        for launch in launches:
+            assert launch.args["G"] == 3 and launch.args["H"] == 12
+            assert launch.constexprs["WINDOWED"] is windowed and not launch.constexprs["ROTARY"]
+            assert launch.args["window"] == (window if windowed else 0)
+            heads = 4 if "dkdv" in launch.kernel.name else 12
+            block = launch.config.kwargs["BLOCK_N" if "dkdv" in launch.kernel.name else "BLOCK_M"]
+            assert launch.grid == (2 * heads * -(-128 // block),)

@@ -5,14 +5,20 @@ positions, and DeBERTa's disentangled attention.
 — rotation matrices, a head map instead of repeat, einsums instead of gathers — whose plain autograd
 gradient, scaled by the mode's factors (attnlrp: V ½, Q/K/positions ¼; cp_lrp: V only), is the rule;
 over odd shapes, the fused CPU path and the eager one, and fp32/fp16/bf16; (b) the masks; (c) the
-other backends hand the variants to the reference.
+Triton kernels of grouped K/V heads, windows and rotary positions against the reference (and what
+they still hand to it); the cpp backend hands the variants to the reference.
 """
+
+import contextlib
 
 import pytest
 import torch
 
+from helpers import TRITON  # tests/ops helper: imports the Triton backend (interpreted without a GPU) first
+
 from lrp_kernels.backends import registry
 from lrp_kernels.backends.torch import attention as ref
+from lrp_kernels.errors import BackendError
 from lrp_kernels.ops.attention import additive_mask, lrp_attention, lrp_disentangled_attention
 
 F64 = torch.float64
@@ -212,9 +218,8 @@ def test_disentangled_op_without_position_grads_and_single_terms():
             torch.testing.assert_close(got, factor * want)
 
 
-@pytest.mark.parametrize("name", ["cpp", "triton"])
-def test_other_backends_hand_the_variants_to_the_reference(name):
-    backend, reason = registry.load(name)
+def test_cpp_hands_the_variants_to_the_reference():
+    backend, reason = registry.load("cpp")
     if backend is None or backend.unavailable_reason("cpu") is not None:
         pytest.skip(reason or backend.unavailable_reason("cpu"))
     q, k, v, g, mask, window, rotary = _inputs(CASES[0], torch.float32)
@@ -228,3 +233,137 @@ def test_other_backends_hand_the_variants_to_the_reference(name):
         assert all(a is b is None or torch.equal(a, b) for a, b in zip(got, want))
     assert backend.attention.disentangled_forward is ref.disentangled_forward
     assert backend.attention.disentangled_backward is ref.disentangled_backward
+
+
+# ------------------------------------------------------------ (c) the Triton kernels of the variants
+#: (B, H, H_kv, L, D, padding, window, rotary): padding per sequence, n > 0 the first n tokens real,
+#: −n the first n padding (left padding: the padded rows lie before the band), 0 all padding.
+#: L is never a multiple of the interpreter's blocks (16 / 32); the window is below, equal to and
+#: above L − 1 (from L − 1 on every key is in the band: no band at all)
+TRITON_CASES = [
+    (2, 4, 2, 37, 16, (37, 30), None, False),  # g = 2, ragged
+    (2, 3, 1, 21, 32, (21, 0), None, False),  # g = 3, a fully padded sequence
+    (3, 4, 2, 29, 16, (29, 17, 0), 5, False),  # window < L, g = 2, ragged and fully padded
+    (2, 2, 2, 70, 16, (-12, 50), 3, False),  # key and query blocks skipped on both sides of the band
+    (1, 2, 2, 40, 16, None, 0, False),  # each token reads itself only
+    (1, 2, 1, 19, 16, (19,), 18, False),  # window = L − 1 and g = 2
+    (2, 2, 2, 21, 16, (21, 15), None, True),  # rotary
+    (2, 6, 2, 37, 16, (-5, 0), 4, True),  # all three, g = 3, left padding, a fully padded sequence
+]
+#: the cases also run in float16 and bfloat16 (one per variant, the interpreter is slow)
+TRITON_16BIT = [0, 2, 6]
+
+
+def _triton_inputs(case, dtype):
+    batch, heads, kv_heads, length, dim, padding, window, rotary = case
+    device = TRITON.device
+    q = _randn(batch, heads, length, dim, seed=1, dtype=dtype).to(device)
+    k, v = (_randn(batch, kv_heads, length, dim, seed=s, dtype=dtype).to(device) for s in (2, 3))
+    g = _randn(batch, heads, length, dim, seed=4, dtype=dtype).to(device)
+    mask = None
+    if padding is not None:
+        pos = torch.arange(length)
+        keep = torch.stack([pos < n if n >= 0 else pos >= -n for n in padding])
+        mask = additive_mask(keep).to(device)
+    cos, sin = _rotary(length, dim)
+    rot = (cos.float().to(device), sin.float().to(device)) if rotary else None
+    return q, k, v, g, mask, window, rot
+
+
+@contextlib.contextmanager
+def _launches():
+    """The names of the Triton kernels launched inside."""
+    names = []
+    with TRITON.module("_launch").launch_hook(lambda launch: names.append(launch.kernel.name) and False):
+        yield names
+
+
+def _triton_params():
+    for i, case in enumerate(TRITON_CASES):
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            if dtype == torch.float32 or i in TRITON_16BIT:
+                b, h, hkv, length, dim, padding, window, rotary = case
+                yield pytest.param(case, dtype, marks=TRITON.param().marks,
+                                   id=f"g{h // hkv}-L{length}-D{dim}-pad{padding}-w{window}-rot{int(rotary)}-"
+                                      f"{str(dtype)[6:]}")
+
+
+@pytest.mark.parametrize("case, dtype", list(_triton_params()))
+@pytest.mark.parametrize("mode", list(FACTORS))
+def test_triton_kernels_run_the_variants_like_the_reference(case, dtype, mode):
+    """Forward and backward of every mode in the kernels (no fallback: each launch is seen) against
+    the torch reference. Tolerances: the Triton attention rows of ``helpers.TOLERANCES`` (the
+    reference rounds more often: each query head's gradient before the sum over its group, g_Q and
+    g_K before they are rotated back; measured at most 0.4 of the 16-bit rows, 0.01 of float32's)."""
+    q, k, v, g, mask, window, rotary = _triton_inputs(case, dtype)
+    kernels, scale = TRITON.backend.attention, q.shape[-1] ** -0.5
+    if TRITON.module("attention").runs_reference(q, rotary):
+        pytest.skip("rotary positions run the torch reference on this GPU (configs._ROTARY_HEAD_DIMS)")
+    with _launches() as names:
+        out, saved = kernels.forward(q, k, v, mask, scale, mode, window, rotary)
+        got = kernels.backward(g, q, k, v, mask, scale, mode, saved, window, rotary)
+    dq = [] if mode == "cp_lrp" else ["_attention_backward_dq_kernel"]
+    assert names == ["_attention_forward_kernel", *dq, "_attention_backward_dkdv_kernel"]
+    expected, ref_saved = ref.forward(q, k, v, mask, scale, mode, window, rotary)
+    want = ref.backward(g, q, k, v, mask, scale, mode, ref_saved, window, rotary)
+    atol, rtol = TRITON.tol("attention", dtype)
+    torch.testing.assert_close(out.float(), expected.float(), atol=atol, rtol=rtol)
+    for a, b, x in zip(got, want, (q, k, v)):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert a.dtype == dtype and a.shape == x.shape
+            torch.testing.assert_close(a.float(), b.float(), atol=atol, rtol=rtol)
+
+
+def test_triton_variants_take_input_eps_and_strided_heads():
+    """The ε-ratio of the unrotated inputs after the transposed rotation, on [B, L, H, D] views."""
+    q, k, v, g, mask, window, rotary = _triton_inputs(TRITON_CASES[-1], torch.float32)
+    q, k, v, g = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v, g))
+    kernels, scale = TRITON.backend.attention, q.shape[-1] ** -0.5
+    if TRITON.module("attention").runs_reference(q, rotary):
+        pytest.skip("rotary positions run the torch reference on this GPU (configs._ROTARY_HEAD_DIMS)")
+    with _launches() as names:
+        saved = kernels.forward(q, k, v, mask, scale, "attnlrp", window, rotary)[1]
+        got = kernels.backward(g, q, k, v, mask, scale, "attnlrp", saved, window, rotary, input_eps=0.3)
+    assert len(names) == 3
+    ref_saved = ref.forward(q, k, v, mask, scale, "attnlrp", window, rotary)[1]
+    want = ref.backward(g, q, k, v, mask, scale, "attnlrp", ref_saved, window, rotary, input_eps=0.3)
+    atol, rtol = TRITON.tol("attention", torch.float32)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=2 * atol, rtol=2 * rtol)  # two roundings on the reference's side
+
+
+@pytest.mark.parametrize("what", ["rotary-odd-head-dim", "float64"])
+def test_triton_hands_the_rest_to_the_reference(what):
+    """Rotary positions need a head dim that is a power of two ≥ 16; float64 is the reference's."""
+    if TRITON.backend is None:
+        pytest.skip(TRITON.reason)
+    case = CASES[0] if what == "rotary-odd-head-dim" else (2, 4, 2, 11, 16, (11, 7), 3)
+    q, k, v, g, mask, window, rotary = _inputs(case, torch.float32 if what != "float64" else F64)
+    q, k, v, g = (t.to(TRITON.device) for t in (q, k, v, g))
+    mask = None if mask is None else mask.to(TRITON.device)
+    rotary = tuple(t.to(q.dtype).to(TRITON.device) for t in rotary)
+    kernels, scale = TRITON.backend.attention, q.shape[-1] ** -0.5
+    for mode in FACTORS:
+        with _launches() as names:
+            out, saved = kernels.forward(q, k, v, mask, scale, mode, window, rotary)
+            got = kernels.backward(g, q, k, v, mask, scale, mode, saved, window, rotary)
+        assert names == []
+        expected, ref_saved = ref.forward(q, k, v, mask, scale, mode, window, rotary)
+        assert torch.equal(out, expected)
+        want = ref.backward(g, q, k, v, mask, scale, mode, ref_saved, window, rotary)
+        assert all(a is b is None or torch.equal(a, b) for a, b in zip(got, want))
+    assert kernels.disentangled_forward is ref.disentangled_forward
+
+
+def test_triton_rejects_bad_variant_arguments():
+    if TRITON.backend is None:
+        pytest.skip(TRITON.reason)
+    q, k, v, g, mask, window, rotary = _triton_inputs(TRITON_CASES[-1], torch.float32)
+    kernels, scale = TRITON.backend.attention, q.shape[-1] ** -0.5
+    with pytest.raises(BackendError, match="H % H_kv = 0"):
+        kernels.forward(q, k[:, :1].expand(-1, 4, -1, -1), v[:, :1].expand(-1, 4, -1, -1), mask, scale, "grad")
+    with pytest.raises(BackendError, match="window must be >= 0"):
+        kernels.forward(q, k, v, mask, scale, "grad", -1)
+    with pytest.raises(BackendError, match="rotary cos and sin must have shape"):
+        kernels.forward(q, k, v, mask, scale, "grad", None, (rotary[0][:, :5], rotary[1][:, :5]))

@@ -11,8 +11,9 @@ One file per rule, named as in ``lrp_kernels/ops/``; each ends with its kernel s
   ``torch.matmul``);
 * :mod:`.attention` — FlashAttention-style fused attention with the ``grad`` / ``attnlrp`` /
   ``cp_lrp`` backward; ``saved`` is ``(out, row_max, row_log_sum)``, or ``(row_max, row_log_sum)``
-  for ``cp_lrp``. Sliding windows, rotary positions, grouped K/V heads and DeBERTa's disentangled
-  attention run the torch reference;
+  for ``cp_lrp``. Grouped K/V heads and sliding windows run in the kernels, rotary positions too
+  for head dims 16, 32 and 64 on Hopper (under the interpreter: every power of two from 16);
+  DeBERTa's disentangled attention runs the torch reference;
 * :mod:`.gated_mlp` — GeGLU / SwiGLU: act(a)·b and the backward's one element-wise pass (identity
   rule on act × uniform split of the product × the two linears' ε-ratios), strided halves read in place.
 

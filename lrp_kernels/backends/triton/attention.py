@@ -24,16 +24,35 @@ Modes (``lrp_kernels.ops.attention``): ``"grad"`` the plain gradient; ``"attnlrp
 2024) ``g_V·½``, ``g_Q·¼``, ``g_K·¼`` (uniform rule on the two bilinear products, the softmax keeps
 its gradient); ``"cp_lrp"`` (Ali et al. 2022) P constant: ``g_V = Pᵀ g_O``, ``g_Q = g_K = None``.
 
+Variants of the contract, in the kernels (constexprs ``WINDOWED``, ``ROTARY``; ``G`` an integer):
+
+* grouped K/V heads (EuroBERT, GQA): k and v ``[B, H/G, L, D]``, query head h reads K/V head h // G.
+  The dK/dV program of a K/V head streams the query blocks of its G query heads in turn, so g_K and
+  g_V of a shared head are the sum over the heads that read it (the reference's repeat, then sum),
+  with no atomics.
+* a sliding window (ModernBERT's local layers): query i reads key j only when |i − j| ≤ window; a
+  padded query row keeps every real key (the reference's dense mask: no row is empty). Key blocks
+  outside a query block's band are skipped (every real key is read by a block holding a padded
+  row), and in dK/dV the query blocks outside the band that hold no padded row. A window of L − 1
+  or more is no window.
+* rotary positions ``(cos, sin)`` ``[B | 1, L, D]``: q and k tiles are rotated as they are loaded,
+  ``x·cos + rotate_half(x)·sin`` in float32 rounded to the input dtype (the reference's half-split
+  convention), and g_Q, g_K are rotated back by the transpose before they are stored (the rotation
+  is linear: its rule is its gradient). For head dims that are powers of two ≥ 16 (the tile is the
+  head), and on a GPU where ``configs.py`` lists the head dim for rotary (Hopper: 16–64; Ampere:
+  none — the rotation's registers make every config spill there); otherwise the torch reference.
+
 Kernels, each on a 1-D grid (B·H × blocks, the block index fastest; no 65,535 limit on B·H):
 ``_attention_forward_kernel`` (one program per query block), ``_attention_backward_dq_kernel`` (one
 per query block, streaming key blocks; writes g_Q and Δ — launched first) and
-``_attention_backward_dkdv_kernel`` (one per key block, streaming query blocks; writes g_K, g_V). No
-atomics. Outputs are laid out like the inputs (``empty_like``): for the model's head views that is
-``[B, L, H, D]`` memory, so merging heads and the gradients of the projections need no copies.
-Keys after the last non-padding key of a sequence are skipped (their probabilities are exactly 0).
-Matrix products take input-dtype operands and accumulate in float32; softmax statistics are float32.
-float64 inputs, head dims past :data:`MAX_HEAD_DIM` and shapes for which no config fits the GPU's
-shared memory go to the torch reference.
+``_attention_backward_dkdv_kernel`` (one per K/V head and key block, streaming query blocks; writes
+g_K, g_V). No atomics. Outputs are laid out like the inputs (``empty_like``): for the model's head
+views that is ``[B, L, H, D]`` memory, so merging heads and the gradients of the projections need no
+copies. Keys after the last non-padding key of a sequence are skipped (their probabilities are
+exactly 0). Matrix products take input-dtype operands and accumulate in float32; softmax statistics
+are float32. float64 inputs, head dims past :data:`MAX_HEAD_DIM`, rotary positions where they have
+no kernel (above), and shapes for which no config fits the GPU's shared memory go to the torch
+reference, as does DeBERTa's disentangled attention (``disentangled_forward``/``_backward``).
 """
 
 from __future__ import annotations
@@ -89,6 +108,128 @@ def _key_end(mask_ptr, b, smb, L, HAS_MASK: tl.constexpr, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def _padded_rows(mask_ptr, b, smb, rows, row_ok, HAS_MASK: tl.constexpr, WINDOWED: tl.constexpr):
+    """Which of ``rows`` are padding: with a window such a query reads every real key, in the band or
+    not (the reference's dense mask: no row is empty). All False without a mask or a window."""
+    pad = rows < 0
+    if HAS_MASK:
+        if WINDOWED:
+            pad = tl.load(mask_ptr + b * smb + rows, mask=row_ok, other=0.0) <= _HALF_PAD
+    return pad
+
+
+@triton.jit
+def _band(ok, rows, cols, row_pad, window, WINDOWED: tl.constexpr):
+    """``ok`` and, with a window, |i − j| ≤ window or query i padding (:func:`_padded_rows`), for
+    broadcastable query positions ``rows`` and key positions ``cols``. An unpadded query keeps
+    its own key, so no row of the band is empty: outside it P is exactly 0 as with the dense mask."""
+    if WINDOWED:
+        dist = rows - cols
+        ok = ok & (((dist <= window) & (dist >= -window)) | row_pad)
+    return ok
+
+
+@triton.jit
+def _key_range(mask_ptr, b, smb, L, row0, row_pad, window, HAS_MASK: tl.constexpr, WINDOWED: tl.constexpr,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """``[lo, hi)``: the keys the queries ``row0 …`` read — up to the last real key (:func:`_key_end`);
+    with a window the band ``[row0 − w, row0 + BLOCK_M + w)`` unless a row of the block is padding.
+    ``lo`` is a multiple of BLOCK_N."""
+    hi = _key_end(mask_ptr, b, smb, L, HAS_MASK, BLOCK_N)
+    lo = 0
+    if WINDOWED:
+        banded = reduce_max(row_pad.to(tl.float32), 0) == 0
+        lo = tl.where(banded, tl.maximum(row0 - window, 0) // BLOCK_N * BLOCK_N, 0)
+        hi = tl.where(banded, tl.minimum(row0 + BLOCK_M + window, hi), hi)
+    return lo, hi
+
+
+@triton.jit
+def _padding_span(mask_ptr, b, smb, L, BLOCK: tl.constexpr):
+    """``[first, last + 1)`` of the padded positions of sequence b (empty: ``(L, 0)``)."""
+    offs = tl.arange(0, BLOCK)
+    first = tl.full((BLOCK,), L, tl.int32)
+    last = tl.full((BLOCK,), 0, tl.int32)
+    for start in range(0, L, BLOCK):
+        cols = start + offs
+        pad = tl.load(mask_ptr + b * smb + cols, mask=cols < L, other=0.0) <= _HALF_PAD
+        first = tl.minimum(first, tl.where(pad, cols, L))
+        last = tl.maximum(last, tl.where(pad, cols + 1, 0))
+    return -reduce_max(-first, 0), reduce_max(last, 0)
+
+
+@triton.jit
+def _query_range(mask_ptr, b, smb, L, col0, window, HAS_MASK: tl.constexpr, WINDOWED: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """``(lo, hi, gap_lo, gap_hi)``: the queries that read the keys ``col0 …`` lie in ``[lo, hi)`` (lo a
+    multiple of BLOCK_M), none of them in ``[gap_lo, gap_hi)``. Nothing past the last real key;
+    with a window, the band ``[col0 − w, col0 + BLOCK_N + w)`` and the padded rows (which read every
+    real key), the gap between the two."""
+    hi = tl.where(col0 < _key_end(mask_ptr, b, smb, L, HAS_MASK, BLOCK_N), L, 0)
+    lo = 0
+    gap_lo = 0
+    gap_hi = 0
+    if WINDOWED:
+        band_lo = tl.maximum(col0 - window, 0)
+        band_hi = tl.minimum(col0 + BLOCK_N + window, L)
+        pad_lo = L
+        pad_hi = 0
+        if HAS_MASK:
+            pad_lo, pad_hi = _padding_span(mask_ptr, b, smb, L, BLOCK_M)
+        padded = pad_lo < pad_hi
+        lo = tl.where(padded, tl.minimum(band_lo, pad_lo), band_lo) // BLOCK_M * BLOCK_M
+        hi = tl.minimum(hi, tl.where(padded, tl.maximum(band_hi, pad_hi), band_hi))
+        gap_lo = tl.where(padded, tl.minimum(band_hi, pad_hi), 0)
+        gap_hi = tl.where(padded, tl.maximum(band_lo, pad_lo), 0)
+    return lo, hi, gap_lo, gap_hi
+
+
+@triton.jit
+def _rotate_half(x):
+    """``(−x₂, x₁)`` for the halves x₁, x₂ of the last dimension of a 2-D tile."""
+    R: tl.constexpr = x.shape[0]
+    D: tl.constexpr = x.shape[1]
+    halves = tl.permute(tl.reshape(x, (R, 2, D // 2)), (0, 2, 1))  # [R, D/2, 2]
+    x1, x2 = tl.split(halves)
+    return tl.reshape(tl.permute(tl.join(-x2, x1), (0, 2, 1)), (R, D))
+
+
+@triton.jit
+def _rotate(x, cos_ptr, sin_ptr, b, rows, cols, ok, scb, scl, scd, sign):
+    """``x·cos + sign·rotate_half(x)·sin`` in float32 for a ``[rows, D]`` tile (D = its width, so a
+    power of two), cos and sin ``[B | 1, L, D]`` read at the rows' positions: the rotation on load
+    (sign 1) or its transpose, which takes a gradient back (sign −1; the reference's half-split
+    convention, ``backends/torch/attention.py``)."""
+    cos = tl.load(_tile(cos_ptr, b, 0, scb, 0, scl, scd, rows, cols), mask=ok, other=0.0).to(tl.float32)
+    sin = tl.load(_tile(sin_ptr, b, 0, scb, 0, scl, scd, rows, cols), mask=ok, other=0.0).to(tl.float32)
+    xf = x.to(tl.float32)
+    return xf * cos + sign * _rotate_half(xf) * sin
+
+
+@triton.jit
+def _on_load(x, cos_ptr, sin_ptr, b, rows, cols, ok, scb, scl, scd, ROTARY: tl.constexpr):
+    """A ``[rows, D]`` tile of q or k as the product reads it: rotated by its positions when ROTARY,
+    rounded back to the input dtype (as the reference does)."""
+    if ROTARY:
+        x = cast(_rotate(x, cos_ptr, sin_ptr, b, rows, cols, ok, scb, scl, scd, 1.0), x.dtype)
+    return x
+
+
+@triton.jit
+def _loaded_t(ptr, b, h, s_b, s_h, s_row, s_col, rows, cols, row_ok, col_ok, cos_ptr, sin_ptr, scb, scl, scd,
+              ROTARY: tl.constexpr):
+    """The transpose ``[D, rows]`` of a tile of q or k as the product reads it (:func:`_on_load`)."""
+    if ROTARY:
+        ok = row_ok[:, None] & col_ok[None, :]
+        x = tl.load(_tile(ptr, b, h, s_b, s_h, s_row, s_col, rows, cols), mask=ok, other=0.0)
+        xt = tl.trans(_on_load(x, cos_ptr, sin_ptr, b, rows, cols, ok, scb, scl, scd, ROTARY))
+    else:
+        xt = tl.load(_tile(ptr, b, h, s_b, s_h, s_col, s_row, cols, rows), mask=col_ok[:, None] & row_ok[None, :],
+                     other=0.0)
+    return xt
+
+
+@triton.jit
 def _input_rule(grad, x, input_eps):
     """``grad · x/(x + ε·sign x)``: the ε-rule of the projection that produced x, applied once per
     element as the gradient is stored (the projection's own backward is then one GEMM); ``grad``
@@ -99,8 +240,20 @@ def _input_rule(grad, x, input_eps):
 
 
 @triton.jit
+def _stored_gradient(grad, factor, x, input_eps, cos_ptr, sin_ptr, b, rows, cols, ok, scb, scl, scd,
+                     ROTARY: tl.constexpr):
+    """A gradient as it is stored: times ``factor``, rotated back by the transposed rotation when
+    ROTARY (the gradient of a linear map is its transpose), then the ε-rule of its input x."""
+    grad = grad * factor
+    if ROTARY:
+        grad = _rotate(grad, cos_ptr, sin_ptr, b, rows, cols, ok, scb, scl, scd, -1.0)
+    return _input_rule(grad, x, input_eps)
+
+
+@triton.jit
 def _scores(q, kt, mask_ptr, b, smb, cols, col_ok, ok, scale, HAS_MASK: tl.constexpr, DOT_PRECISION: tl.constexpr):
-    """``scale · q kᵀ + mask`` of a [rows, keys] block, −inf outside ``ok`` (rows or keys past L)."""
+    """``scale · q kᵀ + mask`` of a [rows, keys] block, −inf outside ``ok`` (rows or keys past L,
+    keys outside the window)."""
     s = mm(q, kt, None, DOT_PRECISION) * scale
     if HAS_MASK:
         s = s + tl.load(mask_ptr + b * smb + cols, mask=col_ok, other=0.0)[None, :]
@@ -109,15 +262,19 @@ def _scores(q, kt, mask_ptr, b, smb, cols, col_ok, ok, scale, HAS_MASK: tl.const
 
 @triton.jit
 def _attention_forward_kernel(
-    q_ptr, k_ptr, v_ptr,  # *T [B, H, L, D] inputs (any strides)
+    q_ptr, k_ptr, v_ptr,  # *T q [B, H, L, D], k and v [B, H/G, L, D] inputs (any strides)
     mask_ptr,  # *f32 [B, L] additive key mask (read when HAS_MASK)
+    cos_ptr, sin_ptr,  # *T' [B | 1, L, D] rotary cos and sin, same strides (read when ROTARY)
     o_ptr,  # *T   [B, H, L, D] output (any strides)
     m_ptr, ls_ptr,  # *f32 [B, H, L] row maxima m and log ℓ, contiguous
     sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd, sob, soh, sol, sod,  # strides
-    smb,  # mask row stride
-    H, L, D,  # i32 heads, sequence length, head dim
+    smb, scb, scl, scd,  # mask row stride; strides of cos and sin (batch 0 when shared)
+    H, G, L, D,  # i32 query heads, query heads per K/V head, sequence length, head dim
+    window,  # i32 sliding window: query i reads key j when |i − j| ≤ window (read when WINDOWED)
     scale,  # f32 score scale (1/√D)
     HAS_MASK: tl.constexpr,  # bool
+    WINDOWED: tl.constexpr,  # bool: a sliding window narrower than L
+    ROTARY: tl.constexpr,  # bool: q and k rotated on load (BLOCK_D = D)
     DOT_PRECISION: tl.constexpr,  # "ieee" / "tf32" for float32 operands
     BLOCK_M: tl.constexpr,  # query rows per program
     BLOCK_N: tl.constexpr,  # keys per step
@@ -129,48 +286,61 @@ def _attention_forward_kernel(
     offs_d = tl.arange(0, BLOCK_D)
     row_ok = offs_m < L
     d_ok = offs_d < D
-    q = tl.load(_tile(q_ptr, b, h, sqb, sqh, sql, sqd, offs_m, offs_d), mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    qd_ok = row_ok[:, None] & d_ok[None, :]
+    q = tl.load(_tile(q_ptr, b, h, sqb, sqh, sql, sqd, offs_m, offs_d), mask=qd_ok, other=0.0)
+    q = _on_load(q, cos_ptr, sin_ptr, b, offs_m, offs_d, qd_ok, scb, scl, scd, ROTARY)
+    row_pad = _padded_rows(mask_ptr, b, smb, offs_m, row_ok, HAS_MASK, WINDOWED)
+    lo, hi = _key_range(mask_ptr, b, smb, L, pid_m * BLOCK_M, row_pad, window, HAS_MASK, WINDOWED, BLOCK_M, BLOCK_N)
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     l_i = tl.full((BLOCK_M,), 0.0, dtype=tl.float32)
     acc = tl.full((BLOCK_M, BLOCK_D), 0.0, dtype=tl.float32)
-    for start in range(0, _key_end(mask_ptr, b, smb, L, HAS_MASK, BLOCK_N), BLOCK_N):
+    for start in range(lo, hi, BLOCK_N):
         cols = start + offs_n
         col_ok = cols < L
-        kt = tl.load(_tile(k_ptr, b, h, skb, skh, skd, skl, offs_d, cols), mask=d_ok[:, None] & col_ok[None, :],
-                     other=0.0)
-        s = _scores(q, kt, mask_ptr, b, smb, cols, col_ok, col_ok[None, :], scale, HAS_MASK, DOT_PRECISION)
+        kt = _loaded_t(k_ptr, b, h // G, skb, skh, skl, skd, cols, offs_d, col_ok, d_ok, cos_ptr, sin_ptr, scb,
+                       scl, scd, ROTARY)
+        ok = _band(col_ok[None, :], offs_m[:, None], cols[None, :], row_pad[:, None], window, WINDOWED)
+        s = _scores(q, kt, mask_ptr, b, smb, cols, col_ok, ok, scale, HAS_MASK, DOT_PRECISION)
         m_new = tl.maximum(m_i, reduce_max(s, 1))
-        alpha = tl.exp(m_i - m_new)
-        p = tl.exp(s - m_new[:, None])
+        m_use = m_new
+        if WINDOWED:  # a row may have no key of its band in this block yet: keep m = −inf, ℓ = 0
+            m_use = tl.where(m_new > float("-inf"), m_new, 0.0)
+        alpha = tl.exp(m_i - m_use)
+        p = tl.exp(s - m_use[:, None])
         l_i = l_i * alpha + reduce_sum(p, 1)
-        v = tl.load(_tile(v_ptr, b, h, svb, svh, svl, svd, cols, offs_d), mask=col_ok[:, None] & d_ok[None, :],
+        v = tl.load(_tile(v_ptr, b, h // G, svb, svh, svl, svd, cols, offs_d), mask=col_ok[:, None] & d_ok[None, :],
                     other=0.0)
         acc = mm(cast(p, v.dtype), v, acc * alpha[:, None], DOT_PRECISION)
         m_i = m_new
-    o_ok = row_ok[:, None] & d_ok[None, :]
+    if WINDOWED:  # rows past L read no key of the band
+        l_i = tl.where(l_i > 0, l_i, 1.0)
     tl.store(_tile(o_ptr, b, h, sob, soh, sol, sod, offs_m, offs_d), cast(acc / l_i[:, None], o_ptr.dtype.element_ty),
-             mask=o_ok)
+             mask=qd_ok)
     tl.store(m_ptr + bh * L + offs_m, m_i, mask=row_ok)
     tl.store(ls_ptr + bh * L + offs_m, tl.log(l_i), mask=row_ok)
 
 
 @triton.jit
 def _attention_backward_dq_kernel(
-    q_ptr, k_ptr, v_ptr,  # *T [B, H, L, D] forward inputs (any strides)
+    q_ptr, k_ptr, v_ptr,  # *T q [B, H, L, D], k and v [B, H/G, L, D] forward inputs (any strides)
     o_ptr,  # *T   [B, H, L, D] forward output (any strides)
     g_ptr,  # *T   [B, H, L, D] gradient at the output (any strides)
     mask_ptr,  # *f32 [B, L] additive key mask (read when HAS_MASK)
+    cos_ptr, sin_ptr,  # *T' [B | 1, L, D] rotary cos and sin, same strides (read when ROTARY)
     m_ptr, ls_ptr,  # *f32 [B, H, L] saved row maxima and log ℓ
     delta_ptr,  # *f32 [B, H, L] Δ = rowsum(g_O ⊙ O), written here for the dK/dV kernel
     gq_ptr,  # *T  [B, H, L, D] output g_Q (any strides)
     sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd, sob, soh, sol, sod,  # strides
     sgb, sgh, sgl, sgd, sqgb, sqgh, sqgl, sqgd,  # strides of g_O and g_Q
-    smb,  # mask row stride
-    H, L, D,  # i32 heads, sequence length, head dim
+    smb, scb, scl, scd,  # mask row stride; strides of cos and sin (batch 0 when shared)
+    H, G, L, D,  # i32 query heads, query heads per K/V head, sequence length, head dim
+    window,  # i32 sliding window (read when WINDOWED)
     scale,  # f32 score scale
     qk_factor,  # f32 factor on g_Q (scale · ¼ for attnlrp, scale for grad)
     input_eps,  # f32 ε of the projection that produced q: g_Q times its ε-ratio of q (0: none)
     HAS_MASK: tl.constexpr,  # bool
+    WINDOWED: tl.constexpr,  # bool: a sliding window narrower than L
+    ROTARY: tl.constexpr,  # bool: q and k rotated on load, g_Q rotated back (BLOCK_D = D)
     DOT_PRECISION: tl.constexpr,  # "ieee" / "tf32" for float32 operands
     BLOCK_M: tl.constexpr,  # query rows per program
     BLOCK_N: tl.constexpr,  # keys per step
@@ -184,6 +354,7 @@ def _attention_backward_dq_kernel(
     d_ok = offs_d < D
     qd_ok = row_ok[:, None] & d_ok[None, :]
     q = tl.load(_tile(q_ptr, b, h, sqb, sqh, sql, sqd, offs_m, offs_d), mask=qd_ok, other=0.0)
+    qr = _on_load(q, cos_ptr, sin_ptr, b, offs_m, offs_d, qd_ok, scb, scl, scd, ROTARY)
     go = tl.load(_tile(g_ptr, b, h, sgb, sgh, sgl, sgd, offs_m, offs_d), mask=qd_ok, other=0.0)
     o = tl.load(_tile(o_ptr, b, h, sob, soh, sol, sod, offs_m, offs_d), mask=qd_ok, other=0.0)
     delta = reduce_sum(go.to(tl.float32) * o.to(tl.float32), 1)
@@ -191,94 +362,125 @@ def _attention_backward_dq_kernel(
     tl.store(delta_ptr + stat, delta, mask=row_ok)
     lse_m = tl.load(m_ptr + stat, mask=row_ok, other=0.0)
     lse_l = tl.load(ls_ptr + stat, mask=row_ok, other=0.0)
+    row_pad = _padded_rows(mask_ptr, b, smb, offs_m, row_ok, HAS_MASK, WINDOWED)
+    lo, hi = _key_range(mask_ptr, b, smb, L, pid_m * BLOCK_M, row_pad, window, HAS_MASK, WINDOWED, BLOCK_M, BLOCK_N)
     gq = tl.full((BLOCK_M, BLOCK_D), 0.0, dtype=tl.float32)
-    for start in range(0, _key_end(mask_ptr, b, smb, L, HAS_MASK, BLOCK_N), BLOCK_N):
+    for start in range(lo, hi, BLOCK_N):
         cols = start + offs_n
         col_ok = cols < L
-        kvt_ok = d_ok[:, None] & col_ok[None, :]
-        kt = tl.load(_tile(k_ptr, b, h, skb, skh, skd, skl, offs_d, cols), mask=kvt_ok, other=0.0)  # [D, N]
-        vt = tl.load(_tile(v_ptr, b, h, svb, svh, svd, svl, offs_d, cols), mask=kvt_ok, other=0.0)  # [D, N]
-        s = _scores(q, kt, mask_ptr, b, smb, cols, col_ok, row_ok[:, None] & col_ok[None, :], scale, HAS_MASK,
-                    DOT_PRECISION)
+        kt = _loaded_t(k_ptr, b, h // G, skb, skh, skl, skd, cols, offs_d, col_ok, d_ok, cos_ptr, sin_ptr, scb,
+                       scl, scd, ROTARY)  # [D, N]
+        vt = tl.load(_tile(v_ptr, b, h // G, svb, svh, svd, svl, offs_d, cols), mask=d_ok[:, None] & col_ok[None, :],
+                     other=0.0)  # [D, N]
+        ok = _band(row_ok[:, None] & col_ok[None, :], offs_m[:, None], cols[None, :], row_pad[:, None], window,
+                   WINDOWED)
+        s = _scores(qr, kt, mask_ptr, b, smb, cols, col_ok, ok, scale, HAS_MASK, DOT_PRECISION)
         p = tl.exp((s - lse_m[:, None]) - lse_l[:, None])
         ds = p * (mm(go, vt, None, DOT_PRECISION) - delta[:, None])
         gq = mm(cast(ds, kt.dtype), tl.trans(kt), gq, DOT_PRECISION)
-    gq = _input_rule(gq * qk_factor, q, input_eps)
+    gq = _stored_gradient(gq, qk_factor, q, input_eps, cos_ptr, sin_ptr, b, offs_m, offs_d, qd_ok, scb, scl, scd,
+                          ROTARY)
     tl.store(_tile(gq_ptr, b, h, sqgb, sqgh, sqgl, sqgd, offs_m, offs_d), cast(gq, gq_ptr.dtype.element_ty), mask=qd_ok)
 
 
 @triton.jit
-def _probabilities_t(k, qt, key_bias, m_ptr, ls_ptr, stat, col_ok, row_ok, scale, HAS_MASK: tl.constexpr,
+def _probabilities_t(k, qt, key_bias, m_ptr, ls_ptr, stat, ok, row_ok, scale, HAS_MASK: tl.constexpr,
                      DOT_PRECISION: tl.constexpr):
     """Pᵀ of a [keys, queries] block, ``exp(Sᵀ − m − log ℓ)`` from the saved row statistics; 0
-    outside L × L."""
+    outside ``ok``."""
     st = mm(k, qt, None, DOT_PRECISION) * scale
     if HAS_MASK:
         st = st + key_bias[:, None]
-    st = tl.where(col_ok[:, None] & row_ok[None, :], st, float("-inf"))
+    st = tl.where(ok, st, float("-inf"))
     lse_m = tl.load(m_ptr + stat, mask=row_ok, other=0.0)
     lse_l = tl.load(ls_ptr + stat, mask=row_ok, other=0.0)
     return tl.exp((st - lse_m[None, :]) - lse_l[None, :])
 
 
 @triton.jit
+def _dkdv_step(q_ptr, g_ptr, mask_ptr, cos_ptr, sin_ptr, m_ptr, ls_ptr, delta_ptr, b, h, rows, k, v, key_bias,
+               offs_n, col_ok, offs_d, d_ok, gk, gv, sqb, sqh, sql, sqd, sgb, sgh, sgl, sgd, smb, scb, scl, scd,
+               H, L, window, scale, HAS_MASK: tl.constexpr, WINDOWED: tl.constexpr, ROTARY: tl.constexpr,
+               COMPUTE_QK: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """``(g_K, g_V)`` of a key block plus what the query ``rows`` of head h give it (k rotated)."""
+    row_ok = rows < L
+    qt = _loaded_t(q_ptr, b, h, sqb, sqh, sql, sqd, rows, offs_d, row_ok, d_ok, cos_ptr, sin_ptr, scb, scl, scd,
+                   ROTARY)  # [D, M]
+    go = tl.load(_tile(g_ptr, b, h, sgb, sgh, sgl, sgd, rows, offs_d), mask=row_ok[:, None] & d_ok[None, :],
+                 other=0.0)
+    stat = (b * H + h) * L + rows
+    row_pad = _padded_rows(mask_ptr, b, smb, rows, row_ok, HAS_MASK, WINDOWED)
+    ok = _band(col_ok[:, None] & row_ok[None, :], rows[None, :], offs_n[:, None], row_pad[None, :], window, WINDOWED)
+    pt = _probabilities_t(k, qt, key_bias, m_ptr, ls_ptr, stat, ok, row_ok, scale, HAS_MASK, DOT_PRECISION)
+    gv = mm(cast(pt, go.dtype), go, gv, DOT_PRECISION)
+    if COMPUTE_QK:
+        delta = tl.load(delta_ptr + stat, mask=row_ok, other=0.0)
+        dst = pt * (mm(v, tl.trans(go), None, DOT_PRECISION) - delta[None, :])  # g_Sᵀ block [N, M]
+        gk = mm(cast(dst, qt.dtype), tl.trans(qt), gk, DOT_PRECISION)
+    return gk, gv
+
+
+@triton.jit
 def _attention_backward_dkdv_kernel(
-    q_ptr, k_ptr, v_ptr,  # *T [B, H, L, D] forward inputs (any strides)
+    q_ptr, k_ptr, v_ptr,  # *T q [B, H, L, D], k and v [B, H/G, L, D] forward inputs (any strides)
     g_ptr,  # *T   [B, H, L, D] gradient at the output (any strides)
     mask_ptr,  # *f32 [B, L] additive key mask (read when HAS_MASK)
+    cos_ptr, sin_ptr,  # *T' [B | 1, L, D] rotary cos and sin, same strides (read when ROTARY)
     m_ptr, ls_ptr,  # *f32 [B, H, L] saved row maxima and log ℓ
     delta_ptr,  # *f32 [B, H, L] Δ (read when COMPUTE_QK)
-    gk_ptr, gv_ptr,  # *T [B, H, L, D] outputs g_K (written when COMPUTE_QK), g_V (any strides)
+    gk_ptr, gv_ptr,  # *T [B, H/G, L, D] outputs g_K (written when COMPUTE_QK), g_V (any strides)
     sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd, sgb, sgh, sgl, sgd,  # input strides
     skgb, skgh, skgl, skgd, svgb, svgh, svgl, svgd,  # strides of g_K and g_V
-    smb,  # mask row stride
-    H, L, D,  # i32 heads, sequence length, head dim
+    smb, scb, scl, scd,  # mask row stride; strides of cos and sin (batch 0 when shared)
+    H, G, L, D,  # i32 query heads, query heads per K/V head (each program sums their gradients), L, head dim
+    window,  # i32 sliding window (read when WINDOWED)
     scale,  # f32 score scale
     qk_factor,  # f32 factor on g_K (scale · ¼ for attnlrp, scale for grad)
     v_factor,  # f32 factor on g_V (½ for attnlrp, 1 otherwise)
     input_eps,  # f32 ε of the projections that produced k, v: g_K, g_V times their ε-ratios (0: none)
     HAS_MASK: tl.constexpr,  # bool
+    WINDOWED: tl.constexpr,  # bool: a sliding window narrower than L
+    ROTARY: tl.constexpr,  # bool: q and k rotated on load, g_K rotated back (BLOCK_D = D)
     COMPUTE_QK: tl.constexpr,  # False for cp_lrp (g_V only)
     DOT_PRECISION: tl.constexpr,  # "ieee" / "tf32" for float32 operands
     BLOCK_M: tl.constexpr,  # query rows per step
     BLOCK_N: tl.constexpr,  # keys per program
     BLOCK_D: tl.constexpr,  # power of two ≥ D
 ):
-    b, h, pid_n, bh = _program((L + BLOCK_N - 1) // BLOCK_N, H)
+    b, hk, pid_n, _ = _program((L + BLOCK_N - 1) // BLOCK_N, H // G)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     col_ok = offs_n < L
     d_ok = offs_d < D
     kv_ok = col_ok[:, None] & d_ok[None, :]
-    k = tl.load(_tile(k_ptr, b, h, skb, skh, skl, skd, offs_n, offs_d), mask=kv_ok, other=0.0)
-    v = tl.load(_tile(v_ptr, b, h, svb, svh, svl, svd, offs_n, offs_d), mask=kv_ok, other=0.0)
+    k = tl.load(_tile(k_ptr, b, hk, skb, skh, skl, skd, offs_n, offs_d), mask=kv_ok, other=0.0)
+    kr = _on_load(k, cos_ptr, sin_ptr, b, offs_n, offs_d, kv_ok, scb, scl, scd, ROTARY)
+    v = tl.load(_tile(v_ptr, b, hk, svb, svh, svl, svd, offs_n, offs_d), mask=kv_ok, other=0.0)
     key_bias = tl.full((BLOCK_N,), 0.0, dtype=tl.float32)
     if HAS_MASK:
         key_bias = tl.load(mask_ptr + b * smb + offs_n, mask=col_ok, other=0.0)
     gk = tl.full((BLOCK_N, BLOCK_D), 0.0, dtype=tl.float32)
     gv = tl.full((BLOCK_N, BLOCK_D), 0.0, dtype=tl.float32)
-    # key blocks past the last real key get P = 0 from every query: nothing to stream
-    rows_end = tl.where(pid_n * BLOCK_N < _key_end(mask_ptr, b, smb, L, HAS_MASK, BLOCK_N), L, 0)
-    for start in range(0, rows_end, BLOCK_M):
-        rows = start + offs_m
-        row_ok = rows < L
-        qt = tl.load(_tile(q_ptr, b, h, sqb, sqh, sqd, sql, offs_d, rows), mask=d_ok[:, None] & row_ok[None, :],
-                     other=0.0)  # [D, M]
-        go = tl.load(_tile(g_ptr, b, h, sgb, sgh, sgl, sgd, rows, offs_d), mask=row_ok[:, None] & d_ok[None, :],
-                     other=0.0)
-        stat = bh * L + rows
-        pt = _probabilities_t(k, qt, key_bias, m_ptr, ls_ptr, stat, col_ok, row_ok, scale, HAS_MASK, DOT_PRECISION)
-        gv = mm(cast(pt, go.dtype), go, gv, DOT_PRECISION)
-        if COMPUTE_QK:
-            delta = tl.load(delta_ptr + stat, mask=row_ok, other=0.0)
-            dst = pt * (mm(v, tl.trans(go), None, DOT_PRECISION) - delta[None, :])  # g_Sᵀ block [N, M]
-            gk = mm(cast(dst, qt.dtype), tl.trans(qt), gk, DOT_PRECISION)
+    lo, hi, gap_lo, gap_hi = _query_range(mask_ptr, b, smb, L, pid_n * BLOCK_N, window, HAS_MASK, WINDOWED,
+                                          BLOCK_M, BLOCK_N)
+    for h in range(hk * G, hk * G + G):  # the query heads that share this K/V head: their sum, no atomics
+        for start in range(lo, hi, BLOCK_M):
+            needed = True
+            if WINDOWED:  # not in the gap: rows outside the band, none of them padding
+                needed = (start < gap_lo) | (start + BLOCK_M > gap_hi)
+            if needed:
+                gk, gv = _dkdv_step(q_ptr, g_ptr, mask_ptr, cos_ptr, sin_ptr, m_ptr, ls_ptr, delta_ptr, b, h,
+                                    start + offs_m, kr, v, key_bias, offs_n, col_ok, offs_d, d_ok, gk, gv,
+                                    sqb, sqh, sql, sqd, sgb, sgh, sgl, sgd, smb, scb, scl, scd, H, L, window, scale,
+                                    HAS_MASK, WINDOWED, ROTARY, COMPUTE_QK, DOT_PRECISION)
     gv = _input_rule(gv * v_factor, v, input_eps)
-    tl.store(_tile(gv_ptr, b, h, svgb, svgh, svgl, svgd, offs_n, offs_d), cast(gv, gv_ptr.dtype.element_ty), mask=kv_ok)
+    tl.store(_tile(gv_ptr, b, hk, svgb, svgh, svgl, svgd, offs_n, offs_d), cast(gv, gv_ptr.dtype.element_ty),
+             mask=kv_ok)
     if COMPUTE_QK:
-        gk = _input_rule(gk * qk_factor, k, input_eps)
-        tl.store(_tile(gk_ptr, b, h, skgb, skgh, skgl, skgd, offs_n, offs_d), cast(gk, gk_ptr.dtype.element_ty),
+        gk = _stored_gradient(gk, qk_factor, k, input_eps, cos_ptr, sin_ptr, b, offs_n, offs_d, kv_ok, scb, scl,
+                              scd, ROTARY)
+        tl.store(_tile(gk_ptr, b, hk, skgb, skgh, skgl, skgd, offs_n, offs_d), cast(gk, gk_ptr.dtype.element_ty),
                  mask=kv_ok)
 
 
@@ -297,10 +499,18 @@ def _check_mode(mode):
         raise BackendError(f"unknown attention mode {mode!r}; valid: {', '.join(MODES)}")
 
 
+def _shapes_fit(q, k, v) -> bool:
+    """q [B, H, L, D], k and v [B, H_kv, L, D] with H a multiple of H_kv."""
+    if q.dim() != 4 or k.dim() != 4 or k.shape != v.shape or k.shape[1] == 0:
+        return False
+    return k.shape[::2] == q.shape[::2] and k.shape[3] == q.shape[3] and q.shape[1] % k.shape[1] == 0
+
+
 def _check(q, k, v, mask):
-    if q.dim() != 4 or q.shape != k.shape or q.shape != v.shape:
+    if not _shapes_fit(q, k, v):
         raise BackendError(
-            f"q, k, v must all have shape [B, H, L, D], got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+            f"q, k, v must all have shape [B, H, L, D] (k and v may have H_kv heads, H % H_kv = 0), got "
+            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
         )
     if not (q.dtype == k.dtype == v.dtype):
         raise BackendError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
@@ -308,13 +518,17 @@ def _check(q, k, v, mask):
         raise BackendError(f"mask must have shape [B, L] = [{q.shape[0]}, {q.shape[2]}], got {tuple(mask.shape)}")
 
 
-def runs_reference(q: torch.Tensor) -> bool:
+def runs_reference(q: torch.Tensor, rotary=None) -> bool:
     """Whether attention on tensors like ``q`` goes to the torch reference: float64, a head dim past
-    :data:`MAX_HEAD_DIM`, or no config of some kernel fits this GPU for the head dim (the same answer
-    in the forward and the backward, which must agree on who saved what)."""
-    if use_reference(q) or q.shape[-1] > MAX_HEAD_DIM:
+    :data:`MAX_HEAD_DIM`, ``rotary`` positions with a head dim that is not a power of two ≥ 16 (the
+    kernels rotate a whole ``BLOCK_D`` tile), or no config of some kernel fits this GPU for the head
+    dim (and rotary: ``configs.py`` lists rotary head dims per GPU generation) — the same answer in
+    the forward and the backward, which must agree on who saved what."""
+    dim = q.shape[-1]
+    if use_reference(q) or dim > MAX_HEAD_DIM or (rotary is not None and next_pow2(dim) != dim):
         return True
-    named = {"q_ptr": q, "BLOCK_D": next_pow2(q.shape[-1])}
+    named = {"q_ptr": q, "BLOCK_D": next_pow2(dim), "ROTARY": rotary is not None,
+             "cos_ptr": rotary[0] if rotary is not None else q}
     return not all(kernel.candidates(q.device, named) for kernel in (FORWARD, BACKWARD_DQ, BACKWARD_DKDV))
 
 
@@ -327,29 +541,57 @@ def _mask_arg(mask, like):
     return m, m.stride(0), True
 
 
+def _rotary_arg(rotary, q, like):
+    """``(cos, sin, (batch, row, column strides))`` of ``rotary`` for the kernels (``like`` and zero
+    strides without): two tensors of the same strides, the batch stride 0 when shared."""
+    if rotary is None:
+        return like, like, (0, 0, 0)
+    cos, sin = rotary
+    batch, _, length, dim = q.shape
+    if cos.shape != sin.shape or cos.dim() != 3 or cos.shape[0] not in (1, batch) or cos.shape[1:] != (length, dim):
+        raise BackendError(f"rotary cos and sin must have shape [B | 1, L, D] = [{batch} | 1, {length}, {dim}], got "
+                           f"{tuple(cos.shape)}, {tuple(sin.shape)}")
+    if cos.dtype == torch.float64:
+        cos, sin = cos.float(), sin.float()
+    if cos.stride() != sin.stride():
+        cos, sin = cos.contiguous(), sin.contiguous()
+    return cos, sin, (cos.stride(0) if cos.shape[0] > 1 else 0, cos.stride(1), cos.stride(2))
+
+
+def _variant_args(q, k, window, rotary, like):
+    """What the kernels take for the variants: ``(pointers cos, sin; ints scb, scl, scd, G, window;
+    constexprs)``. A window of L − 1 or more keeps every key: no band."""
+    if window is not None and window < 0:
+        raise BackendError(f"window must be >= 0, got {window}")
+    windowed = window is not None and window < q.shape[2] - 1
+    cos, sin, strides = _rotary_arg(rotary, q, like)
+    ints = (*strides, q.shape[1] // k.shape[1], int(window) if windowed else 0)
+    return (cos, sin), ints, dict(WINDOWED=windowed, ROTARY=rotary is not None)
+
+
 def forward(q, k, v, mask, scale: float, mode: str, window=None, rotary=None):
     """``(O, saved)``: softmax(scale·QKᵀ + mask)·V without materializing P; O is laid out like q.
 
     ``saved`` is ``(O, row_max, row_log_sum)`` for ``grad``/``attnlrp`` and ``(row_max,
-    row_log_sum)`` for ``cp_lrp`` (whose backward recomputes P from q and k and needs no O). A
-    sliding ``window``, ``rotary`` positions or grouped K/V heads run the torch reference (no kernel yet).
+    row_log_sum)`` for ``cp_lrp`` (whose backward recomputes P from q and k and needs no O). Grouped
+    K/V heads, a sliding ``window`` and ``rotary`` positions run in the kernels (rotary: for head dims
+    that are powers of two, see :func:`runs_reference`).
     """
     _check_mode(mode)
-    if reference.is_variant(q, k, window, rotary):
-        return reference.forward(q, k, v, mask, scale, mode, window, rotary)
     _check(q, k, v, mask)
-    if runs_reference(q):
-        return reference.forward(q, k, v, mask, scale, mode)
+    if runs_reference(q, rotary):
+        return reference.forward(q, k, v, mask, scale, mode, window, rotary)
     bsz, heads, length, dim = q.shape
     out = torch.empty_like(q)
     row_max = torch.empty((bsz, heads, length), dtype=torch.float32, device=q.device)
     row_log_sum = torch.empty_like(row_max)
     if out.numel():
         mask_t, smb, has_mask = _mask_arg(mask, row_max)
+        rot, (scb, scl, scd, groups, win), flags = _variant_args(q, k, window, rotary, row_max)
         FORWARD[_grid("BLOCK_M", bsz, heads, length)](
-            q, k, v, mask_t, out, row_max, row_log_sum,
-            *q.stride(), *k.stride(), *v.stride(), *out.stride(), smb, heads, length, dim, float(scale),
-            HAS_MASK=has_mask, DOT_PRECISION=dot_precision(q.dtype), BLOCK_D=next_pow2(dim),
+            q, k, v, mask_t, *rot, out, row_max, row_log_sum,
+            *q.stride(), *k.stride(), *v.stride(), *out.stride(), smb, scb, scl, scd, heads, groups, length, dim, win,
+            float(scale), HAS_MASK=has_mask, **flags, DOT_PRECISION=dot_precision(q.dtype), BLOCK_D=next_pow2(dim),
         )
     stats = (row_max, row_log_sum)
     return out, (stats if mode == "cp_lrp" else (out, *stats))
@@ -366,13 +608,12 @@ def _saved_stats(saved, compute_qk):
 def backward(grad_out, q, k, v, mask, scale: float, mode: str, saved, window=None, rotary=None,
              input_eps: float = 0.0):
     """``(g_Q, g_K, g_V)`` of the mode (g_Q = g_K = None for ``cp_lrp``), each laid out like its input
-    and, with ``input_eps``, multiplied by the ε-ratio of its input in the kernel that writes it."""
+    and, with ``input_eps``, multiplied by the ε-ratio of its input in the kernel that writes it;
+    g_K and g_V of a shared K/V head summed over its query heads, g_Q and g_K rotated back."""
     _check_mode(mode)
-    if reference.is_variant(q, k, window, rotary):
-        return reference.backward(grad_out, q, k, v, mask, scale, mode, saved, window, rotary, input_eps)
     _check(q, k, v, mask)
-    if runs_reference(q):  # the forward was the reference's
-        return reference.backward(grad_out, q, k, v, mask, scale, mode, saved, input_eps=input_eps)
+    if runs_reference(q, rotary):  # the forward was the reference's
+        return reference.backward(grad_out, q, k, v, mask, scale, mode, saved, window, rotary, input_eps)
     compute_qk = mode != "cp_lrp"
     out, row_max, row_log_sum = _saved_stats(saved, compute_qk)
     if grad_out.shape != q.shape:
@@ -383,20 +624,21 @@ def backward(grad_out, q, k, v, mask, scale: float, mode: str, saved, window=Non
         return gq, gk, gv
     bsz, heads, length, dim = q.shape
     mask_t, smb, has_mask = _mask_arg(mask, row_max)
-    common = dict(HAS_MASK=has_mask, DOT_PRECISION=dot_precision(q.dtype), BLOCK_D=next_pow2(dim))
+    rot, (scb, scl, scd, groups, win), flags = _variant_args(q, k, window, rotary, row_max)
+    common = dict(HAS_MASK=has_mask, **flags, DOT_PRECISION=dot_precision(q.dtype), BLOCK_D=next_pow2(dim))
+    sizes = (smb, scb, scl, scd, heads, groups, length, dim, win, float(scale))
     qk_factor = scale * (0.25 if mode == "attnlrp" else 1.0)
     delta = torch.empty_like(row_max) if compute_qk else row_max
     if compute_qk:  # first: it writes Δ
         BACKWARD_DQ[_grid("BLOCK_M", bsz, heads, length)](
-            q, k, v, out, grad_out, mask_t, row_max, row_log_sum, delta, gq,
-            *q.stride(), *k.stride(), *v.stride(), *out.stride(), *grad_out.stride(), *gq.stride(), smb,
-            heads, length, dim, float(scale), float(qk_factor), float(input_eps), **common,
+            q, k, v, out, grad_out, mask_t, *rot, row_max, row_log_sum, delta, gq,
+            *q.stride(), *k.stride(), *v.stride(), *out.stride(), *grad_out.stride(), *gq.stride(), *sizes,
+            float(qk_factor), float(input_eps), **common,
         )
-    BACKWARD_DKDV[_grid("BLOCK_N", bsz, heads, length)](
-        q, k, v, grad_out, mask_t, row_max, row_log_sum, delta, gk if compute_qk else gv, gv,
+    BACKWARD_DKDV[_grid("BLOCK_N", bsz, k.shape[1], length)](
+        q, k, v, grad_out, mask_t, *rot, row_max, row_log_sum, delta, gk if compute_qk else gv, gv,
         *q.stride(), *k.stride(), *v.stride(), *grad_out.stride(), *(gk if compute_qk else gv).stride(), *gv.stride(),
-        smb, heads, length, dim, float(scale), float(qk_factor), 0.5 if mode == "attnlrp" else 1.0, float(input_eps),
-        COMPUTE_QK=compute_qk, **common,
+        *sizes, float(qk_factor), 0.5 if mode == "attnlrp" else 1.0, float(input_eps), COMPUTE_QK=compute_qk, **common,
     )
     return gq, gk, gv
 

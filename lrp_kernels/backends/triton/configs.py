@@ -98,8 +98,17 @@ for _gen in ("hopper", "ampere"):
     _DKDV[(_gen, 4)] = _F32_BACKWARD
 
 
+#: rotary positions on load (``ROTARY``): the head dims whose kernels compile without spills on
+#: Hopper with the tables' configs (``aot``, bfloat16, Triton 3.9: D64 at most 28 B in one dK/dV
+#: config; D128 spills 0.2–1.4 KB and needs more shared memory than sm_90 has). On Ampere every
+#: listed config spills with rotary (D64 dK/dV: 0.3–9 KB), so there it is the torch reference's.
+_ROTARY_HEAD_DIMS = {"hopper": (16, 32, 64), "ampere": ()}
+
+
 def _attention_table(table):
     def configs(gen: str, named: dict) -> list:
+        if named.get("ROTARY") and named["BLOCK_D"] not in _ROTARY_HEAD_DIMS[gen]:
+            return []
         rows = table.get((gen, _element_bytes(named, "q_ptr")), {}).get(named["BLOCK_D"], [])
         return [_blocks(*row) for row in rows]
 
@@ -109,12 +118,16 @@ def _attention_table(table):
 def _attention_shared(stream: str, resident: str, residents: int):
     """Upper bound of an attention kernel's shared memory: per pipeline stage two streamed tiles
     (K and V, or Q and g_O) of ``stream`` rows (two stages at least), the ``residents`` tiles of ``resident`` rows the
-    program keeps (Q; Q and g_O; K and V), and 2 KiB of barriers and scratch. Equal to what Triton
+    program keeps (Q; Q and g_O; K and V), with rotary positions the cos and sin tiles of the
+    streamed rows per stage, and 2 KiB of barriers and scratch. Equal to what Triton
     3.6 allocates on sm_90 up to those 2 KiB; above it on sm_80."""
     def estimate(config: triton.Config, named: dict) -> int:
         kw = config.kwargs
         rows = max(config.num_stages, 2) * 2 * kw[stream] + residents * kw[resident]
-        return _element_bytes(named, "q_ptr") * named["BLOCK_D"] * rows + 2048
+        extra = 0
+        if named.get("ROTARY"):  # cos and sin of the streamed rows in their dtype (measured: all stages but one)
+            extra = max(config.num_stages, 2) * 2 * kw[stream] * named["BLOCK_D"] * _element_bytes(named, "cos_ptr")
+        return _element_bytes(named, "q_ptr") * named["BLOCK_D"] * rows + extra + 2048
 
     return estimate
 
