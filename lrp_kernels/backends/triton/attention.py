@@ -261,6 +261,20 @@ def _scores(q, kt, mask_ptr, b, smb, cols, col_ok, ok, scale, HAS_MASK: tl.const
 
 
 @triton.jit
+def _query_block(q_ptr, sqb, sqh, sql, sqd, H, L, D, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This program's block of query rows: ``(b, h, block, b·H + h)``, the rows and head-dim columns
+    with their masks, and the q tile as stored (the forward and the dQ kernel start alike)."""
+    b, h, pid_m, bh = _program((L + BLOCK_M - 1) // BLOCK_M, H)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    row_ok = offs_m < L
+    d_ok = offs_d < D
+    qd_ok = row_ok[:, None] & d_ok[None, :]
+    q = tl.load(_tile(q_ptr, b, h, sqb, sqh, sql, sqd, offs_m, offs_d), mask=qd_ok, other=0.0)
+    return b, h, pid_m, bh, offs_m, offs_d, row_ok, d_ok, qd_ok, q
+
+
+@triton.jit
 def _attention_forward_kernel(
     q_ptr, k_ptr, v_ptr,  # *T q [B, H, L, D], k and v [B, H/G, L, D] inputs (any strides)
     mask_ptr,  # *f32 [B, L] additive key mask (read when HAS_MASK)
@@ -280,14 +294,9 @@ def _attention_forward_kernel(
     BLOCK_N: tl.constexpr,  # keys per step
     BLOCK_D: tl.constexpr,  # power of two ≥ D (≥ 16)
 ):
-    b, h, pid_m, bh = _program((L + BLOCK_M - 1) // BLOCK_M, H)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    b, h, pid_m, bh, offs_m, offs_d, row_ok, d_ok, qd_ok, q = _query_block(q_ptr, sqb, sqh, sql, sqd, H, L, D,
+                                                                            BLOCK_M, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    row_ok = offs_m < L
-    d_ok = offs_d < D
-    qd_ok = row_ok[:, None] & d_ok[None, :]
-    q = tl.load(_tile(q_ptr, b, h, sqb, sqh, sql, sqd, offs_m, offs_d), mask=qd_ok, other=0.0)
     q = _on_load(q, cos_ptr, sin_ptr, b, offs_m, offs_d, qd_ok, scb, scl, scd, ROTARY)
     row_pad = _padded_rows(mask_ptr, b, smb, offs_m, row_ok, HAS_MASK, WINDOWED)
     lo, hi = _key_range(mask_ptr, b, smb, L, pid_m * BLOCK_M, row_pad, window, HAS_MASK, WINDOWED, BLOCK_M, BLOCK_N)
@@ -346,14 +355,9 @@ def _attention_backward_dq_kernel(
     BLOCK_N: tl.constexpr,  # keys per step
     BLOCK_D: tl.constexpr,  # power of two ≥ D
 ):
-    b, h, pid_m, bh = _program((L + BLOCK_M - 1) // BLOCK_M, H)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    b, h, pid_m, bh, offs_m, offs_d, row_ok, d_ok, qd_ok, q = _query_block(q_ptr, sqb, sqh, sql, sqd, H, L, D,
+                                                                            BLOCK_M, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    row_ok = offs_m < L
-    d_ok = offs_d < D
-    qd_ok = row_ok[:, None] & d_ok[None, :]
-    q = tl.load(_tile(q_ptr, b, h, sqb, sqh, sql, sqd, offs_m, offs_d), mask=qd_ok, other=0.0)
     qr = _on_load(q, cos_ptr, sin_ptr, b, offs_m, offs_d, qd_ok, scb, scl, scd, ROTARY)
     go = tl.load(_tile(g_ptr, b, h, sgb, sgh, sgl, sgd, offs_m, offs_d), mask=qd_ok, other=0.0)
     o = tl.load(_tile(o_ptr, b, h, sob, soh, sol, sod, offs_m, offs_d), mask=qd_ok, other=0.0)
