@@ -150,16 +150,15 @@ class Shown:
 def explain_sentences(model_dir: Path, dev, methods: tuple[str, ...], args, device) -> Shown:
     """The first ``--explain-examples`` dev sentences explained by every method (one model shared by all),
     in words as ``explain`` gives them."""
-    from lrp_kernels.explainer import Explainer
+    from lrp_kernels.explainer import Explainer, Explanations
 
     started = time.perf_counter()
     sentences = list(dev["text"][: args.explain_examples])
     first = Explainer.from_pretrained(model_dir, method=methods[0], device=device, max_length=128,
                                       backend=args.backend, ig_steps=args.ig_steps)
-    explained = {}
-    for method in methods:
-        explainer = Explainer(first.model, first.encoder, method=method, backend=args.backend, ig_steps=args.ig_steps)
-        explained[method] = explainer.explain(sentences, batch_size=32, merge_subwords=True)
+    # one tokenization and one set of batches for every method; the results come text by text
+    results = first.explain(sentences, batch_size=32, merge_subwords=True, methods=list(methods))
+    explained = {m: Explanations(results[j::len(methods)]) for j, m in enumerate(methods)}
     shown = Shown(sentences, list(dev["label"][: args.explain_examples]), explained, time.perf_counter() - started)
     _log(f"explained {len(sentences)} dev sentences with {len(methods)} methods in {shown.seconds:.1f} s")
     return shown

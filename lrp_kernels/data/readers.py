@@ -126,8 +126,9 @@ def read_lines(path: str | Path) -> list[tuple[int, str]]:
 def read_label_first(path: str | Path) -> tuple[list[str], list[Row]]:
     """The ``stsa.*`` layout of SST-5: each line is ``LABEL SENTENCE`` split at the first space."""
     rows: list[Row] = []
+    lines = read_lines(path)
     path = source_name(path)
-    for number, line in read_lines(path):
+    for number, line in lines:
         label, sep, sentence = line.partition(" ")
         if not sep or not sentence.strip():
             raise InputError(f"{path}:{number}: expected 'LABEL SENTENCE', found {line[:40]!r}")

@@ -40,7 +40,7 @@ from lrp_kernels.backends.contract import Backend
 from lrp_kernels.models.config import ModelConfig
 from lrp_kernels.ops._backend import or_reference
 from lrp_kernels.ops.activation import lrp_activation
-from lrp_kernels.ops.attention import (additive_mask, apply_rotary, dense_mask, lrp_attention,
+from lrp_kernels.ops.attention import (additive_mask, apply_rotary, dense_mask, lrp_attention, repeat_kv,
                                        lrp_disentangled_attention, relative_scores)
 from lrp_kernels.ops.gated_mlp import lrp_gated_mlp
 from lrp_kernels.ops.layer_norm import lrp_layer_norm
@@ -236,8 +236,7 @@ class Pass:
         if not self.record_attentions:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
                                                   enable_gqa=k.shape[1] != q.shape[1])
-        groups = q.shape[1] // k.shape[1]
-        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        k, v = repeat_kv(k, q.shape[1]), repeat_kv(v, q.shape[1])
         return self._recorded(torch.matmul(q, k.transpose(-1, -2)) * scale, mask, v)
 
     def _recorded(self, scores, mask, v):

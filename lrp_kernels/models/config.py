@@ -18,6 +18,9 @@ from lrp_kernels.errors import CheckpointError
 
 #: ``hidden_act`` of config.json -> the activation name of :mod:`lrp_kernels.ops.activation`
 HIDDEN_ACTS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
+#: the same for gated MLPs (ModernBERT's GeGLU, EuroBERT's SwiGLU): :data:`lrp_kernels.ops.gated_mlp` names
+GATED_ACTS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "silu": "silu",
+              "swish": "silu"}
 
 
 @dataclass

@@ -52,7 +52,7 @@ from __future__ import annotations
 import torch
 
 from lrp_kernels.backends.contract import ATTENTION_MODES, Backend
-from lrp_kernels.backends.torch.attention import apply_rotary, dense_mask, relative_scores
+from lrp_kernels.backends.torch.attention import apply_rotary, dense_mask, relative_scores, repeat_kv
 
 from ._backend import or_reference
 
@@ -70,7 +70,7 @@ def additive_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
 
 
 __all__ = ["MODES", "additive_mask", "apply_rotary", "dense_mask", "lrp_attention", "lrp_disentangled_attention",
-           "relative_scores"]
+           "relative_scores", "repeat_kv"]
 
 
 class LRPAttentionFunction(torch.autograd.Function):

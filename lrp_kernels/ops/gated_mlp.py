@@ -27,7 +27,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lrp_kernels.backends.contract import GATED_ACTIVATIONS, Backend
+from lrp_kernels.backends.contract import Backend
+from lrp_kernels.backends.torch.gated_mlp import check_function
 
 from ._backend import or_reference
 
@@ -66,10 +67,9 @@ class LRPGatedMLPFunction(torch.autograd.Function):
 
 def lrp_gated_mlp(x, weight, bias=None, fn="gelu", eps=1e-6, backend: Backend | None = None,
                   up_weight=None, up_bias=None):
-    """``act(a) ⊙ b`` under the gated MLP rule, ``act`` one of :data:`GATED_ACTIVATIONS`.
+    """``act(a) ⊙ b`` under the gated MLP rule, ``act`` one of :data:`lrp_kernels.backends.contract.GATED_ACTIVATIONS`.
 
     ``a = F.linear(x, weight, bias)`` and ``b = F.linear(x, up_weight, up_bias)``; with ``up_weight``
     None, ``weight`` [2I, H] holds both (a's rows first: ``F.linear(x, weight, bias).chunk(2)``)."""
-    if fn not in GATED_ACTIVATIONS:
-        raise ValueError(f"unknown gated activation {fn!r}; valid: {', '.join(GATED_ACTIVATIONS)}")
+    check_function(fn)
     return LRPGatedMLPFunction.apply(x, weight, bias, up_weight, up_bias, fn, float(eps), or_reference(backend))

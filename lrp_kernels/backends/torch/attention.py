@@ -254,7 +254,11 @@ def backward(grad_out, q, k, v, mask, scale, mode, saved, window=None, rotary=No
     fused = uses_fused_kernel(q, mode, mask)
     if is_variant(q, k, window, rotary):
         *saved, q_loaded, k_loaded, v_loaded = saved
-        loaded = (q_loaded, k_loaded, v_loaded, dense_mask(mask, window, q.shape[-2], q.device))
+        # only the CPU's fused backward reads the mask again (eager: the saved probabilities; SDPA:
+        # its own graph), so the [L, L] band is built for it alone
+        reads_mask = fused and q.device.type not in SDPA_DEVICES
+        dense = dense_mask(mask, window, q.shape[-2], q.device) if reads_mask else None
+        loaded = (q_loaded, k_loaded, v_loaded, dense)
     else:
         loaded = (q, k, v, mask)
     grad_q, grad_k, grad_v = _backward(grad_out, *loaded, scale, mode, saved, fused)

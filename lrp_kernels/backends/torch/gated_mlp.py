@@ -40,7 +40,6 @@ def forward(a, b, fn):
 
 
 def backward(grad_u, a, b, fn, eps):
-    check_function(fn)
     af, bf = acc(a), acc(b)
     act = activate(af, fn)
     out = torch.empty((*a.shape[:-1], 2 * a.shape[-1]), dtype=act.dtype, device=a.device)
@@ -50,7 +49,8 @@ def backward(grad_u, a, b, fn, eps):
         s_b.copy_(act)
     else:  # act(a)/a · a/(a + ε·sign a) = |act(a)|/(|a| + ε);  b/(b + ε·sign b) = |b|/(|b| + ε)
         torch.mul(bf, act.abs(), out=s_a).div_(af.abs().add_(eps))
-        torch.mul(act, bf.abs(), out=s_b).div_(bf.abs().add_(eps))
+        b_abs = bf.abs()
+        torch.mul(act, b_abs, out=s_b).div_(b_abs.add_(eps))
     half = acc(grad_u) * 0.5  # the uniform rule: each factor of the product gets half
     s_a.mul_(half)
     s_b.mul_(half)

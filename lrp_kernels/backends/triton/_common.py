@@ -37,12 +37,6 @@ def reduce_max(x, axis: tl.constexpr):
     return tl.reduce(x, axis, tl.standard._elementwise_max)
 
 
-def bucket(n: int) -> int:
-    """The tuning key of a size: its next power of two, so that every new batch or sequence
-    length does not trigger a new round of benchmarks (configs depend on the order of magnitude)."""
-    return triton.next_power_of_2(max(int(n), 1))
-
-
 def next_pow2(n: int, floor: int = 16) -> int:
     return max(floor, triton.next_power_of_2(n))
 

@@ -182,6 +182,8 @@ class NoConfig(RuntimeError):
 
 
 def _bucket(n: int) -> int:
+    """The tuning key of a size: its next power of two, so that every new batch or sequence
+    length does not trigger a new round of benchmarks (configs depend on the order of magnitude)."""
     return triton.next_power_of_2(max(int(n), 1))
 
 

@@ -30,7 +30,8 @@ from torch import nn
 from lrp_kernels.errors import CheckpointError
 from lrp_kernels.models.base import EncoderClassifier
 from lrp_kernels.models.blocks import (AttentionModules, DenseLayerNorm, Embeddings, Intermediate, Pooler,
-                                       input_share, merge_heads, post_norm, run_layers, split_heads)
+                                       feed_forward_sublayer, input_share, merge_heads, post_norm, run_layers,
+                                       split_heads)
 from lrp_kernels.models.config import HIDDEN_ACTS, ModelConfig
 from lrp_kernels.models.registry import family
 
@@ -191,8 +192,7 @@ class DebertaLayer(nn.Module):
         context = p.disentangled_attention(q, k, v, pos_key, pos_query, index, self.scale)
         out = self.attention.output
         x = post_norm(p, p.linear(merge_heads(context), out.dense), x, out.LayerNorm)
-        h = p.linear(x, self.intermediate.dense, self.act)
-        return post_norm(p, p.linear(h, self.output.dense), x, self.output.LayerNorm)
+        return feed_forward_sublayer(p, x, self.intermediate.dense, self.output.dense, self.output.LayerNorm, self.act)
 
 
 class Affine(NamedTuple):

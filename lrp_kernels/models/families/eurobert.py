@@ -18,8 +18,7 @@ from torch import nn
 from lrp_kernels.errors import CheckpointError
 from lrp_kernels.models.base import EncoderClassifier
 from lrp_kernels.models.blocks import RMSNorm, mean_pool, merge_heads, rotary_tables, run_layers, split_heads
-from lrp_kernels.models.config import ModelConfig
-from lrp_kernels.models.families.modernbert import GATED_ACTS
+from lrp_kernels.models.config import GATED_ACTS, ModelConfig
 from lrp_kernels.models.registry import family
 
 POOLINGS = ("bos", "mean", "late")

@@ -19,11 +19,9 @@ from torch import nn
 from lrp_kernels.errors import CheckpointError
 from lrp_kernels.models.base import EncoderClassifier
 from lrp_kernels.models.blocks import mean_pool, merge_heads, rotary_tables, run_layers
-from lrp_kernels.models.config import HIDDEN_ACTS, ModelConfig
+from lrp_kernels.models.config import GATED_ACTS, HIDDEN_ACTS, ModelConfig
 from lrp_kernels.models.registry import family
 
-GATED_ACTS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "silu": "silu",
-              "swish": "silu"}
 LAYER_TYPES = ("full_attention", "sliding_attention")
 
 
