@@ -55,7 +55,8 @@ class LayerRelevance:
     relevance at the tokens the head reads, e.g. [CLS] only); ``stages`` the names of what lies
     after each point (``embeddings``, ``layer.<i>``, ``head``); ``absorbed`` [*lead, stages, kinds];
     ``logit`` [*lead] the explained logit (or logit difference). ``*lead`` is [batch] or, with
-    ``target="all"``, [batch, labels].
+    ``target="all"`` or labels selected per example (a multi-label ``target=None``), [batch, labels]
+    (zeros for a label not selected).
     """
 
     points: tuple[str, ...]
