@@ -18,6 +18,12 @@ Shared conventions of the host functions:
 * ``mode`` of attention is one of :data:`ATTENTION_MODES`.
 * ``window`` of attention: None (global) or w ≥ 0, query i reads key j only when |i − j| ≤ w (a padded
   query row reads every unpadded key instead, so that no row is empty; it carries no relevance).
+* ``causal`` of attention (decoders): query i reads key j only when j ≤ i — with a ``window`` also
+  i − j ≤ w (a causal sliding window: Mistral's ``sliding_window`` s is w = s − 1). A padded query row
+  of a causal attention ignores the key mask instead (it reads every key j ≤ i in the band, itself
+  at least), so that no row is empty and nothing above the diagonal is ever read; it carries no
+  relevance. A kernel skips the key blocks above the diagonal (and outside the band); it never
+  builds the [L, L] mask.
 * ``rotary`` of attention: None or ``(cos, sin)``, each ``[B | 1, L, D]``; applied to q and k on load
   (``x·cos + rotate_half(x)·sin``, math in float32); the gradients returned are those of the
   un-rotated q and k.
@@ -113,10 +119,10 @@ class AttentionKernels:
     """Scaled dot-product attention with three backward rules (``ops/attention.py``).
 
     ``forward(q [B, H, L, D], k, v [B, H_kv, L, D], mask [B, L] | None, scale, mode, window=None,
-    rotary=None) -> (out [B, H, L, D], saved)`` where ``saved`` is a tuple of tensors the same
-    backend's backward reads;
-    ``backward(grad_out, q, k, v, mask, scale, mode, saved, window=None, rotary=None, input_eps=0.0)
-    -> (g_q, g_k, g_v)``, g_q = g_k = None for ``cp_lrp``; with ``input_eps`` > 0 each gradient comes
+    rotary=None, causal=False) -> (out [B, H, L, D], saved)`` where ``saved`` is a tuple of tensors
+    the same backend's backward reads;
+    ``backward(grad_out, q, k, v, mask, scale, mode, saved, window=None, rotary=None, input_eps=0.0,
+    causal=False) -> (g_q, g_k, g_v)``, g_q = g_k = None for ``cp_lrp``; with ``input_eps`` > 0 each gradient comes
     back multiplied by the ε-ratio ``x/(x + ε·sign x)`` of its input — the rule of the linears that
     produced q, k, v, applied here once per element so that their own backward is a plain GEMM.
 

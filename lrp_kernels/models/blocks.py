@@ -204,19 +204,19 @@ class Pass:
             y = lrp_layer_norm(x, norm.weight, norm.bias, norm.eps, self.backend)
         return self._record("norm", (x,), y)
 
-    def _plain_mask(self, window, length, device: torch.device):
-        """The plain path's additive mask in the model dtype: per key, or dense with a ``window`` (on
-        ``device``, the queries': without an attention mask nothing else says where)."""
-        if window is None:
+    def _plain_mask(self, window, length, causal, like):
+        """The plain path's additive mask in the model dtype: per key, or dense with a ``window`` or
+        ``causal`` (built once per pass and pattern, on ``like``'s device)."""
+        if window is None and not causal:
             return self.plain_mask
-        if window not in self._window_masks:
+        if (window, causal) not in self._window_masks:
             mask = None if self.token_mask is None else additive_mask(self.token_mask)
-            dense = dense_mask(mask, window, length, device)
-            dtype = self.plain_mask.dtype if self.plain_mask is not None else torch.float32
+            dense = dense_mask(mask, window, length, like.device, causal)
+            dtype = self.plain_mask.dtype if self.plain_mask is not None else like.dtype
             if torch.finfo(dtype).max < torch.finfo(torch.float32).max:  # float16: keep it finite
                 dense = dense.clamp(min=torch.finfo(dtype).min)
-            self._window_masks[window] = dense.to(dtype)
-        return self._window_masks[window]
+            self._window_masks[window, causal] = dense.to(dtype)
+        return self._window_masks[window, causal]
 
     def attention_input_eps(self) -> float:
         """The ε of the q/k/v projections when the LRP attention applies their ratio in its backward
@@ -225,23 +225,25 @@ class Pass:
         eps = self.rules.linear_eps
         return eps if eps and self.rules.attention != "grad" and self.ledger is None else 0.0
 
-    def attention(self, q, k, v, scale: float, window: int | None = None, rotary=None, input_eps: float = 0.0):
+    def attention(self, q, k, v, scale: float, window: int | None = None, rotary=None, input_eps: float = 0.0,
+                  causal: bool = False):
         """Attention over [B, H, L, D] heads (k, v may have fewer: grouped) under the rule set's
-        attention rule, with an optional sliding ``window`` and ``rotary=(cos, sin)`` (``input_eps``:
-        :meth:`attention_input_eps` when the projections left their ratio to it)."""
+        attention rule, with an optional sliding ``window``, ``rotary=(cos, sin)`` and ``causal``
+        masking (``input_eps``: :meth:`attention_input_eps` when the projections left their ratio to it)."""
         if self.ledger is not None:
             q, k, v = (self._own(t) for t in (q, k, v))
-            return self._record("softmax", (q, k, v), self._attention(q, k, v, scale, window, rotary, input_eps))
-        return self._attention(q, k, v, scale, window, rotary, input_eps)
+            out = self._attention(q, k, v, scale, window, rotary, input_eps, causal)
+            return self._record("softmax", (q, k, v), out)
+        return self._attention(q, k, v, scale, window, rotary, input_eps, causal)
 
-    def _attention(self, q, k, v, scale: float, window: int | None, rotary, input_eps: float):
+    def _attention(self, q, k, v, scale: float, window: int | None, rotary, input_eps: float, causal: bool):
         if self.rules.attention != "grad":
             return lrp_attention(q, k, v, self.mask, scale, self.rules.attention, self.backend, window=window,
-                                 rotary=rotary, input_eps=input_eps)
+                                 rotary=rotary, input_eps=input_eps, causal=causal)
         if input_eps:
             raise ValueError("input_eps needs an LRP attention rule")
         q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
-        mask = self._plain_mask(window, q.shape[-2], q.device)
+        mask = self._plain_mask(window, q.shape[-2], causal, q)
         if not self.record_attentions:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
                                                   enable_gqa=k.shape[1] != q.shape[1])

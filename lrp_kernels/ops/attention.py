@@ -22,6 +22,9 @@ Variants (the newer encoders; the rules above are unchanged):
 
 sliding window (ModernBERT's local layers)
     query i reads key j only when |i − j| ≤ ``window``: a constant band added to the mask.
+causal attention (decoders), ``causal=True``
+    query i reads key j only when j ≤ i (with a ``window``: i − w ≤ j ≤ i, a causal sliding window).
+    The mask is a constant; the rules are unchanged. Kernels never touch the blocks it removes.
 grouped K/V heads (EuroBERT, Llama-style GQA)
     k and v have H_kv heads, query head h reads K/V head h // (H/H_kv). The sharing is a copy,
     whose rule is its gradient: the relevance of a shared head is the sum over the query heads
@@ -77,11 +80,11 @@ class LRPAttentionFunction(torch.autograd.Function):
     """Forward: softmax(Q Kᵀ·scale + mask) V; backward: the rule of ``mode``."""
 
     @staticmethod
-    def forward(ctx, q, k, v, mask, scale, mode, backend: Backend, window, cos, sin, input_eps):
+    def forward(ctx, q, k, v, mask, scale, mode, backend: Backend, window, cos, sin, input_eps, causal):
         rotary = None if cos is None else (cos, sin)
-        out, saved = backend.attention.forward(q, k, v, mask, scale, mode, window, rotary)
+        out, saved = backend.attention.forward(q, k, v, mask, scale, mode, window, rotary, causal)
         ctx.scale, ctx.mode, ctx.kernels, ctx.window = scale, mode, backend.attention, window
-        ctx.input_eps = input_eps
+        ctx.input_eps, ctx.causal = input_eps, causal
         ctx.save_for_backward(q, k, v, mask, cos, sin, *saved)
         return out
 
@@ -90,8 +93,8 @@ class LRPAttentionFunction(torch.autograd.Function):
         q, k, v, mask, cos, sin, *saved = ctx.saved_tensors
         rotary = None if cos is None else (cos, sin)
         gq, gk, gv = ctx.kernels.backward(grad_out, q, k, v, mask, ctx.scale, ctx.mode, tuple(saved),
-                                          ctx.window, rotary, ctx.input_eps)
-        return gq, gk, gv, None, None, None, None, None, None, None, None
+                                          ctx.window, rotary, ctx.input_eps, ctx.causal)
+        return gq, gk, gv, None, None, None, None, None, None, None, None, None
 
 
 def _checked(mode, scale, q):
@@ -101,9 +104,10 @@ def _checked(mode, scale, q):
 
 
 def lrp_attention(q, k, v, mask=None, scale=None, mode="attnlrp", backend: Backend | None = None, *,
-                  window: int | None = None, rotary=None, input_eps: float = 0.0):
+                  window: int | None = None, rotary=None, input_eps: float = 0.0, causal: bool = False):
     """Attention over [B, H, L, D] queries (k, v: [B, H_kv, L, D]) with the backward rule ``mode``
-    (one of :data:`MODES`), an optional sliding ``window`` and ``rotary=(cos, sin)`` [B | 1, L, D].
+    (one of :data:`MODES`), an optional sliding ``window``, ``rotary=(cos, sin)`` [B | 1, L, D] and
+    ``causal`` masking (the contract's rules: ``lrp_kernels.backends.contract``).
 
     ``input_eps`` > 0: q, k, v are the outputs of linears under the ε-rule whose ratio
     ``x/(x + ε·sign x)`` this op's backward applies to g_q, g_k, g_v (once per element, fused into
@@ -116,7 +120,7 @@ def lrp_attention(q, k, v, mask=None, scale=None, mode="attnlrp", backend: Backe
         raise ValueError(f"input_eps must be >= 0, got {input_eps}")
     cos, sin = (None, None) if rotary is None else rotary
     return LRPAttentionFunction.apply(q, k, v, mask, scale, mode, or_reference(backend), window, cos, sin,
-                                      float(input_eps))
+                                      float(input_eps), bool(causal))
 
 
 class LRPDisentangledAttentionFunction(torch.autograd.Function):

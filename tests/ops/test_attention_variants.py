@@ -62,8 +62,10 @@ def _rotation_matrices(cos, sin):
     return torch.diag_embed(cos[0]) + sin[0][:, :, None] * j
 
 
-def _explicit(q, k, v, lengths, window, cos, sin):
-    """Float64 attention with rotation matrices, a head map and a band mask (differentiable)."""
+def _explicit(q, k, v, lengths, window, cos, sin, causal=False):
+    """Float64 attention with rotation matrices, a head map and a band mask (differentiable); with
+    ``causal`` a lower-triangular one (query rows of a padded position keep no relevance, so
+    only the real rows are compared)."""
     batch, heads, length, dim = q.shape
     rot = _rotation_matrices(cos, sin)
     q, k = torch.einsum("lde,bhle->bhld", rot, q), torch.einsum("lde,bhle->bhld", rot, k)
@@ -73,6 +75,8 @@ def _explicit(q, k, v, lengths, window, cos, sin):
     keep = torch.ones(batch, 1, length, length, dtype=torch.bool)
     if window is not None:
         keep &= ((pos[:, None] - pos[None, :]).abs() <= window)[None, None]
+    if causal:
+        keep &= (pos[:, None] >= pos[None, :])[None, None]
     if lengths is not None:
         keep &= (pos[None, :] < torch.tensor(lengths)[:, None])[:, None, None, :]
     probs = torch.softmax(scores.masked_fill(~keep, -torch.inf), dim=-1).nan_to_num(0.0)
@@ -124,6 +128,50 @@ def test_reference_against_explicit_float64(case, mode, dtype):
             torch.testing.assert_close(got.double(), factor * want, atol=atol, rtol=rtol)
 
 
+#: causal attention (decoders): plain, with a causal window (0: each token reads itself only), g = 1..3
+CAUSAL_CASES = [
+    (2, 4, 2, 11, 6, (11, 7), None),
+    (2, 6, 3, 9, 10, (9, 4), 2),
+    (1, 2, 2, 7, 4, None, 0),
+    (3, 3, 1, 13, 8, (13, 6, 1), 20),
+]
+
+
+@pytest.mark.parametrize("case", CAUSAL_CASES, ids=lambda c: f"B{c[0]}H{c[1]}kv{c[2]}L{c[3]}w{c[6]}")
+@pytest.mark.parametrize("mode", list(FACTORS))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_causal_reference_against_explicit_float64(case, mode, dtype):
+    """Causal (and causal-window) attention: the same rules as every variant, a lower-triangular mask."""
+    q, k, v, g, mask, window, (cos, sin) = _inputs(case, dtype)
+    rotary = (cos.to(dtype), sin.to(dtype))
+    scale = q.shape[-1] ** -0.5
+    out, saved = ref.forward(q, k, v, mask, scale, mode, window, rotary, causal=True)
+    grads = ref.backward(g, q, k, v, mask, scale, mode, saved, window, rotary, causal=True)
+    x64 = [t.double().requires_grad_(True) for t in (q, k, v)]
+    expected = _explicit(*x64, case[5], window, cos.to(dtype).double(), sin.to(dtype).double(), causal=True)
+    plain = torch.autograd.grad(expected, x64, g.double())
+    atol, rtol = TOL[dtype]
+    valid = _valid_rows(case)
+    torch.testing.assert_close((out.double() * valid), expected.detach() * valid, atol=atol, rtol=rtol)
+    for got, want, factor in zip(grads, plain, FACTORS[mode]):
+        if factor is None:
+            assert got is None
+        else:
+            torch.testing.assert_close(got.double(), factor * want, atol=atol, rtol=rtol)
+
+
+def test_causal_differs_from_bidirectional_and_ignores_the_future():
+    """Changing a later key or value changes nothing at earlier queries (and does without ``causal``)."""
+    q, k, v, g, mask, window, rotary = _inputs(CAUSAL_CASES[0], torch.float64)
+    k2, v2 = k.clone(), v.clone()
+    k2[..., 6:, :] += 1.0
+    v2[..., 6:, :] -= 2.0
+    outs = [lrp_attention(q, kk, vv, mask, None, "attnlrp", causal=causal) for causal in (True, False)
+            for kk, vv in ((k, v), (k2, v2))]
+    torch.testing.assert_close(outs[0][..., :6, :], outs[1][..., :6, :], rtol=0, atol=0)
+    assert not torch.allclose(outs[2][..., :6, :], outs[3][..., :6, :])
+
+
 def test_op_matches_reference_and_shared_heads_sum_their_readers():
     """Through the autograd op: the relevance of a shared K/V head is the sum of what its query heads
     give it — the same as the same attention with the heads repeated by hand."""
@@ -156,6 +204,19 @@ def test_window_mask_keeps_every_row_nonempty():
     assert not keep[:, 3:].any()  # no query reads a padded key
     assert keep[3:, :3].all()  # a padded query row reads every unpadded key: never empty
     assert ref.dense_mask(mask, None, 8) is mask
+
+
+def test_causal_mask_rows_nonempty_and_never_above_the_diagonal():
+    """Left padding (decoders): a padded query row ignores the key mask but stays causal."""
+    mask = additive_mask(torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]]))
+    keep = ref.dense_mask(mask, None, 6, causal=True)[:, 0] == 0
+    assert not torch.triu(keep, diagonal=1).any()  # j > i never
+    assert keep.any(dim=-1).all()  # no empty row
+    assert keep[0, 3].tolist() == [False, False, True, True, False, False]  # a real row reads real keys ≤ i
+    assert keep[0, 1].tolist() == [True, True, False, False, False, False]  # a padded row reads keys ≤ i
+    assert keep[1, 5].tolist() == [True] * 6  # …right padding too
+    band = ref.dense_mask(None, 1, 6, causal=True)[0, 0] == 0  # causal window w = 1: i − 1 ≤ j ≤ i
+    assert band.long().sum(dim=-1).tolist() == [1, 2, 2, 2, 2, 2] and not torch.triu(band, diagonal=1).any()
 
 
 def _disentangled_inputs(dtype, batch=2, heads=3, length=10, dim=6, span=4, pos_batch=1):
@@ -233,6 +294,30 @@ def test_cpp_hands_the_variants_to_the_reference():
         assert all(a is b is None or torch.equal(a, b) for a, b in zip(got, want))
     assert backend.attention.disentangled_forward is ref.disentangled_forward
     assert backend.attention.disentangled_backward is ref.disentangled_backward
+
+
+@pytest.mark.parametrize("name", ["cpp", "triton"])
+def test_backends_run_causal_attention_like_the_reference(name):
+    """Causal attention through every backend that runs here (those without kernels of their own for
+    it hand it to the reference)."""
+    backend = TRITON.backend if name == "triton" else registry.load(name)[0]
+    if backend is None or backend.unavailable_reason(TRITON.device if name == "triton" else "cpu") is not None:
+        pytest.skip(f"{name} does not run here")
+    device = TRITON.device if name == "triton" else "cpu"
+    q, k, v, g, mask, window, rotary = (None if t is None else (tuple(x.to(device) for x in t) if isinstance(t, tuple)
+                                        else t.to(device) if torch.is_tensor(t) else t)
+                                        for t in _inputs(CAUSAL_CASES[1], torch.float32))
+    scale = q.shape[-1] ** -0.5
+    for mode in FACTORS:
+        out, saved = backend.attention.forward(q, k, v, mask, scale, mode, window, rotary, True)
+        expected, ref_saved = ref.forward(q, k, v, mask, scale, mode, window, rotary, True)
+        torch.testing.assert_close(out, expected)
+        got = backend.attention.backward(g, q, k, v, mask, scale, mode, saved, window, rotary, 0.0, True)
+        want = ref.backward(g, q, k, v, mask, scale, mode, ref_saved, window, rotary, 0.0, True)
+        for a, b in zip(got, want):
+            assert (a is None) == (b is None)
+            if a is not None:
+                torch.testing.assert_close(a, b)
 
 
 # ------------------------------------------------------------ (c) the Triton kernels of the variants

@@ -4,7 +4,7 @@ backward; math: ``lrp_kernels/ops/attention.py``).
 The GEMMs stay on ``torch.matmul`` around the softmax kernels, unless the torch reference runs this
 attention as one fused aten kernel (FlashAttention style, no stored probabilities): then that is
 used as it is, being both faster and leaner. cp_lrp needs P and always takes the softmax kernels.
-Sliding windows, rotary positions, grouped K/V heads and DeBERTa's disentangled attention run the
+Sliding windows, causal attention, rotary positions, grouped K/V heads and DeBERTa's disentangled attention run the
 torch reference (no kernels of their own yet).
 """
 
@@ -73,20 +73,20 @@ def softmax_backward(grad_p, probs, factor):
     return out
 
 
-def _reference_runs(q, k, mask, mode, window, rotary):
-    return reference.uses_fused_kernel(q, mode, mask) or reference.is_variant(q, k, window, rotary)
+def _reference_runs(q, k, mask, mode, window, rotary, causal):
+    return reference.uses_fused_kernel(q, mode, mask) or reference.is_variant(q, k, window, rotary, causal)
 
 
-def forward(q, k, v, mask, scale, mode, window=None, rotary=None):
-    if _reference_runs(q, k, mask, mode, window, rotary):
-        return reference.forward(q, k, v, mask, scale, mode, window, rotary)
+def forward(q, k, v, mask, scale, mode, window=None, rotary=None, causal=False):
+    if _reference_runs(q, k, mask, mode, window, rotary, causal):
+        return reference.forward(q, k, v, mask, scale, mode, window, rotary, causal)
     probs = softmax_forward(torch.matmul(q, k.transpose(-1, -2)), mask, scale)
     return torch.matmul(probs, v), (probs,)
 
 
-def backward(grad_out, q, k, v, mask, scale, mode, saved, window=None, rotary=None, input_eps=0.0):
-    if _reference_runs(q, k, mask, mode, window, rotary):
-        return reference.backward(grad_out, q, k, v, mask, scale, mode, saved, window, rotary, input_eps)
+def backward(grad_out, q, k, v, mask, scale, mode, saved, window=None, rotary=None, input_eps=0.0, causal=False):
+    if _reference_runs(q, k, mask, mode, window, rotary, causal):
+        return reference.backward(grad_out, q, k, v, mask, scale, mode, saved, window, rotary, input_eps, causal)
     grad_out = grad_out.contiguous()  # the model's gradient arrives as a transposed view of merged heads
     grads = reference.eager_backward(grad_out, q, k, v, saved[0], scale, mode, softmax_backward=softmax_backward)
     return reference.with_input_eps(grads, (q, k, v), input_eps, ratio=linear.eps_ratio)

@@ -11,8 +11,8 @@ kept for cp_lrp. Elsewhere, and for a batch with a fully padded sequence, the ea
 row, so their backward is wrong there; aten's float16 CPU forward does not give such a row the
 uniform softmax).
 
-The variants of the contract: a sliding ``window`` becomes a dense [B, 1, L, L] additive mask
-(:func:`dense_mask`); ``rotary`` rotates q and k on load and its transpose rotates their gradients
+The variants of the contract: a sliding ``window`` and ``causal`` attention become a dense
+[B, 1, L, L] additive mask (:func:`dense_mask`); ``rotary`` rotates q and k on load and its transpose rotates their gradients
 back (:func:`apply_rotary`, :func:`rotary_transposed`); grouped K/V heads are repeated for the
 product and their gradients summed over the group; ``input_eps`` multiplies each gradient by the
 ε-ratio of its input (the rule of the linears that made q, k, v, applied here once per element so
@@ -61,20 +61,29 @@ def _flash_mask(mask, dtype):
     return mask.to(dtype) if mask.dim() == 4 else mask.to(dtype)[:, None, None, :]
 
 
-def dense_mask(mask, window, length, device=None):
-    """The additive float32 mask of a sliding ``window`` (|i − j| ≤ window) and the key mask [B, L]:
-    [B | 1, 1, L, L]. A padded query row keeps every unpadded key, so that no row is empty (it carries
-    no relevance: nothing reads a padded position). ``window=None``: ``mask`` unchanged."""
-    if window is None:
+def dense_mask(mask, window, length, device=None, causal=False):
+    """The additive float32 mask of a sliding ``window`` (|i − j| ≤ window), of ``causal`` attention
+    (j ≤ i) or both, and the key mask [B, L]: [B | 1, 1, L, L] (the contract's rules of
+    ``lrp_kernels.backends.contract``). A padded query row keeps every unpadded key without
+    ``causal`` and ignores the key mask with it (every key j ≤ i in the band), so that no row is
+    empty (it carries no relevance: nothing reads a padded position). Neither ``window`` nor
+    ``causal``: ``mask`` unchanged."""
+    if window is None and not causal:
         return mask
     device = mask.device if mask is not None else device
     pos = torch.arange(length, device=device)
-    keep = (pos[:, None] - pos[None, :]).abs() <= window  # [L, L]
+    dist = pos[:, None] - pos[None, :]  # i − j
+    keep = torch.ones(length, length, dtype=torch.bool, device=device)
+    if window is not None:
+        keep &= dist.abs() <= window
+    if causal:
+        keep &= dist >= 0
     if mask is None:
         keep = keep[None]
     else:
         key = mask > torch.finfo(torch.float32).min / 2  # [B, L]
-        keep = key[:, None, :] & (keep[None] | ~key[:, :, None])
+        padded_row = ~key[:, :, None]
+        keep = keep[None] & (key[:, None, :] | padded_row) if causal else key[:, None, :] & (keep[None] | padded_row)
     zeros = torch.zeros(keep.shape, dtype=torch.float32, device=device)
     return zeros.masked_fill_(~keep, torch.finfo(torch.float32).min)[:, None]
 
@@ -169,17 +178,17 @@ def eager_backward(grad_out, q, k, v, probs, scale, mode, softmax_backward=softm
     return grad_q, grad_k, grad_v
 
 
-def is_variant(q, k, window=None, rotary=None) -> bool:
-    """Whether a sliding window, rotary positions or grouped K/V heads are asked for (a backend without
-    kernels for them hands the call to this reference)."""
-    return window is not None or rotary is not None or k.shape[1] != q.shape[1]
+def is_variant(q, k, window=None, rotary=None, causal=False) -> bool:
+    """Whether a sliding window, causal attention, rotary positions or grouped K/V heads are asked for
+    (a backend without kernels for them hands the call to this reference)."""
+    return window is not None or causal or rotary is not None or k.shape[1] != q.shape[1]
 
 
-def _loaded(q, k, v, mask, window, rotary):
+def _loaded(q, k, v, mask, window, rotary, causal):
     """What the product reads: rotated q and k, K/V repeated to q's heads, the (dense) mask."""
     heads = q.shape[1]
     k = repeat_kv(apply_rotary(k, rotary), heads)
-    return apply_rotary(q, rotary), k, repeat_kv(v, heads), dense_mask(mask, window, q.shape[-2], q.device)
+    return apply_rotary(q, rotary), k, repeat_kv(v, heads), dense_mask(mask, window, q.shape[-2], q.device, causal)
 
 
 def _sdpa_forward(q, k, v, mask, scale):
@@ -241,23 +250,23 @@ def _backward(grad_out, q, k, v, mask, scale, mode, saved, fused):
     ))
 
 
-def forward(q, k, v, mask, scale, mode, window=None, rotary=None):
+def forward(q, k, v, mask, scale, mode, window=None, rotary=None, causal=False):
     fused = uses_fused_kernel(q, mode, mask)
-    loaded = _loaded(q, k, v, mask, window, rotary)
+    loaded = _loaded(q, k, v, mask, window, rotary, causal)
     out, saved = _forward(*loaded, scale, mode, fused)
-    if is_variant(q, k, window, rotary):  # the backward reads the rotated / repeated tensors again
+    if is_variant(q, k, window, rotary, causal):  # the backward reads the rotated / repeated tensors again
         saved = (*saved, *loaded[:3])
     return out, saved
 
 
-def backward(grad_out, q, k, v, mask, scale, mode, saved, window=None, rotary=None, input_eps=0.0):
+def backward(grad_out, q, k, v, mask, scale, mode, saved, window=None, rotary=None, input_eps=0.0, causal=False):
     fused = uses_fused_kernel(q, mode, mask)
-    if is_variant(q, k, window, rotary):
+    if is_variant(q, k, window, rotary, causal):
         *saved, q_loaded, k_loaded, v_loaded = saved
         # only the CPU's fused backward reads the mask again (eager: the saved probabilities; SDPA:
         # its own graph), so the [L, L] band is built for it alone
         reads_mask = fused and q.device.type not in SDPA_DEVICES
-        dense = dense_mask(mask, window, q.shape[-2], q.device) if reads_mask else None
+        dense = dense_mask(mask, window, q.shape[-2], q.device, causal) if reads_mask else None
         loaded = (q_loaded, k_loaded, v_loaded, dense)
     else:
         loaded = (q, k, v, mask)

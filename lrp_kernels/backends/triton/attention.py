@@ -522,14 +522,15 @@ def _check(q, k, v, mask):
         raise BackendError(f"mask must have shape [B, L] = [{q.shape[0]}, {q.shape[2]}], got {tuple(mask.shape)}")
 
 
-def runs_reference(q: torch.Tensor, rotary=None) -> bool:
-    """Whether attention on tensors like ``q`` goes to the torch reference: float64, a head dim past
+def runs_reference(q: torch.Tensor, rotary=None, causal=False) -> bool:
+    """Whether attention on tensors like ``q`` goes to the torch reference: ``causal`` attention (no
+    kernel of its own yet), float64, a head dim past
     :data:`MAX_HEAD_DIM`, ``rotary`` positions with a head dim that is not a power of two ≥ 16 (the
     kernels rotate a whole ``BLOCK_D`` tile), or no config of some kernel fits this GPU for the head
     dim (and rotary: ``configs.py`` lists rotary head dims per GPU generation) — the same answer in
     the forward and the backward, which must agree on who saved what."""
     dim = q.shape[-1]
-    if use_reference(q) or dim > MAX_HEAD_DIM or (rotary is not None and next_pow2(dim) != dim):
+    if causal or use_reference(q) or dim > MAX_HEAD_DIM or (rotary is not None and next_pow2(dim) != dim):
         return True
     named = {"q_ptr": q, "BLOCK_D": next_pow2(dim), "ROTARY": rotary is not None,
              "cos_ptr": rotary[0] if rotary is not None else q}
@@ -573,7 +574,7 @@ def _variant_args(q, k, window, rotary, like):
     return (cos, sin), ints, dict(WINDOWED=windowed, ROTARY=rotary is not None)
 
 
-def forward(q, k, v, mask, scale: float, mode: str, window=None, rotary=None):
+def forward(q, k, v, mask, scale: float, mode: str, window=None, rotary=None, causal=False):
     """``(O, saved)``: softmax(scale·QKᵀ + mask)·V without materializing P; O is laid out like q.
 
     ``saved`` is ``(O, row_max, row_log_sum)`` for ``grad``/``attnlrp`` and ``(row_max,
@@ -583,8 +584,8 @@ def forward(q, k, v, mask, scale: float, mode: str, window=None, rotary=None):
     """
     _check_mode(mode)
     _check(q, k, v, mask)
-    if runs_reference(q, rotary):
-        return reference.forward(q, k, v, mask, scale, mode, window, rotary)
+    if runs_reference(q, rotary, causal):
+        return reference.forward(q, k, v, mask, scale, mode, window, rotary, causal)
     bsz, heads, length, dim = q.shape
     out = torch.empty_like(q)
     row_max = torch.empty((bsz, heads, length), dtype=torch.float32, device=q.device)
@@ -610,14 +611,14 @@ def _saved_stats(saved, compute_qk):
 
 
 def backward(grad_out, q, k, v, mask, scale: float, mode: str, saved, window=None, rotary=None,
-             input_eps: float = 0.0):
+             input_eps: float = 0.0, causal=False):
     """``(g_Q, g_K, g_V)`` of the mode (g_Q = g_K = None for ``cp_lrp``), each laid out like its input
     and, with ``input_eps``, multiplied by the ε-ratio of its input in the kernel that writes it;
     g_K and g_V of a shared K/V head summed over its query heads, g_Q and g_K rotated back."""
     _check_mode(mode)
     _check(q, k, v, mask)
-    if runs_reference(q, rotary):  # the forward was the reference's
-        return reference.backward(grad_out, q, k, v, mask, scale, mode, saved, window, rotary, input_eps)
+    if runs_reference(q, rotary, causal):  # the forward was the reference's
+        return reference.backward(grad_out, q, k, v, mask, scale, mode, saved, window, rotary, input_eps, causal)
     compute_qk = mode != "cp_lrp"
     out, row_max, row_log_sum = _saved_stats(saved, compute_qk)
     if grad_out.shape != q.shape:
