@@ -28,6 +28,15 @@ So the plain-gradient methods (``gradient``, ``grad_x_input``) take the VJP and 
 method (the LRP rule sets, integrated gradients, and any method with ``layers=True``, whose hooks
 would see vmapped gradients) takes batch-packing. Memory grows with the number of labels, as for
 that many examples.
+
+**Heads** (:class:`~lrp_kernels.models.config.Head`, from the model's ``problem_type``): a
+single-label classifier explains its argmax when no target is given, as above. A multi-label one
+explains every label whose sigmoid is ≥ 0.5 (the top label when none is) — several per example, so
+``target=None`` returns the shapes of ``target="all"`` with :attr:`Attribution.selected` marking the
+labels explained: a plain forward finds them, then the batch-packing above packs only the selected
+(example, label) pairs (the VJP runs every label and zeroes the others). A boolean ``target``
+[batch, labels] selects labels the same way. A regression explains output 0 (every output when it
+has several) and refuses a contrast; it has no probabilities.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ from lrp_kernels.layer_relevance import LayerRelevance, LedgerHooks, account
 from lrp_kernels.methods import LRP_METHODS, METHODS, READ_OUT_POINTS, Method, get_method
 from lrp_kernels.models.base import EncoderClassifier
 from lrp_kernels.models.blocks import POSITIONS, Ledger
+from lrp_kernels.models.config import SINGLE_LABEL, Head
 from lrp_kernels.models.loading import as_lrp_model
 from lrp_kernels.rules import GRADIENT
 
@@ -69,7 +79,11 @@ class Attribution:
     ``position_relevance`` [batch] (or [batch, labels]) float32: the relevance that left the tokens
     for position inputs the batch shares (DeBERTa's relative-position embeddings, read at their
     table, the input of their norm), reported by the LRP methods that hold norms constant (attnlrp,
-    cp_lrp) for families that have such inputs; None otherwise.
+    cp_lrp) for families that have such inputs; None otherwise. ``selected`` [batch, labels] bool:
+    the labels explained when they were chosen per example (``target=None`` on a multi-label head or
+    a regression with several outputs, or a boolean ``target``) — the shapes are those of
+    ``target="all"``, and the scores, layers and position relevance of a label not selected are 0;
+    None otherwise. ``problem_type``: what the logits mean (:class:`~lrp_kernels.models.config.Head`).
     """
 
     scores: torch.Tensor
@@ -83,6 +97,8 @@ class Attribution:
     attention_mask: torch.Tensor | None = None
     tokens: list[list[str]] | None = None
     position_relevance: torch.Tensor | None = None
+    selected: torch.Tensor | None = None
+    problem_type: str = SINGLE_LABEL
 
     def _logit_of(self, classes: torch.Tensor) -> torch.Tensor:
         return self.logits.gather(1, classes.reshape(len(self.logits), -1)).reshape(classes.shape)
@@ -114,8 +130,10 @@ class Attribution:
         return self
 
     @property
-    def probabilities(self) -> torch.Tensor:
-        return torch.softmax(self.logits, dim=-1)
+    def probabilities(self) -> torch.Tensor | None:
+        """[batch, labels]: the softmax of a single-label classifier, the per-label sigmoid of a
+        multi-label one; None for a regression (its logits are the predicted values)."""
+        return Head(self.problem_type).probabilities(self.logits)
 
 
 @contextlib.contextmanager
@@ -139,10 +157,10 @@ class _Batch:
     attention_mask: torch.Tensor
     token_type_ids: torch.Tensor | None
 
-    def repeat(self, n: int) -> "_Batch":
-        """The batch ``n`` times over (copy-major)."""
-        types = None if self.token_type_ids is None else self.token_type_ids.repeat(n, 1)
-        return _Batch(self.input_ids.repeat(n, 1), self.attention_mask.repeat(n, 1), types)
+    def take(self, rows: torch.Tensor) -> "_Batch":
+        """The rows ``rows`` of the batch (repeats allowed)."""
+        types = None if self.token_type_ids is None else self.token_type_ids[rows]
+        return _Batch(self.input_ids[rows], self.attention_mask[rows], types)
 
 
 def _check_inputs(model: EncoderClassifier, input_ids, attention_mask, token_type_ids) -> _Batch:
@@ -191,7 +209,8 @@ def check_targets(target, batch: int, n_labels: int) -> torch.Tensor | None:
     except (TypeError, ValueError, RuntimeError):
         raise InputError(f"target must be class indices (int or one per example) or {ALL!r}, got {target!r}") from None
     if t.dtype == torch.bool or t.is_complex():
-        raise InputError(f"target must be class indices, got {target!r}")
+        raise InputError(f"target must be class indices (a boolean target selects labels: [batch, labels]), "
+                         f"got {target!r}")
     if t.is_floating_point():
         bad = t[t != t.round()]
         if bad.numel():
@@ -228,10 +247,12 @@ class _Explained:
 
 @dataclass
 class _Seed:
-    """What to explain, checked: ``target`` [rows] (None: the predicted class) and ``contrast`` [rows] or None."""
+    """What to explain, checked: ``target`` [rows] (None: the predicted class), ``contrast`` [rows] or
+    None, and ``selection`` [rows, labels] bool: the labels of each row to explain (several per row)."""
 
     target: torch.Tensor | None
     contrast: torch.Tensor | None = None
+    selection: torch.Tensor | None = None
 
     def resolve(self, logits: torch.Tensor) -> _Explained:
         target = logits.argmax(dim=-1) if self.target is None else self.target.to(logits.device)
@@ -382,18 +403,38 @@ def _read_at(method: Method, read_at: str | None) -> str | None:
     return read_at
 
 
-def _seed(spec: Method, target, contrast, ids: torch.Tensor, n_labels: int) -> tuple[_Seed, bool]:
+def check_selection(target: torch.Tensor, batch: int, n_labels: int) -> torch.Tensor:
+    """A boolean ``target`` [batch, labels]: the labels to explain per example (at least one each)."""
+    if tuple(target.shape) != (batch, n_labels):
+        raise InputError(f"a boolean target selects labels per example: shape [batch, labels] = [{batch}, {n_labels}], "
+                         f"got {list(target.shape)}")
+    empty = ~target.any(dim=-1)
+    if empty.any():
+        raise InputError(f"the boolean target selects no label for example {int(empty.nonzero()[0, 0])}")
+    return target
+
+
+def _seed(spec: Method, target, contrast, ids: torch.Tensor, n_labels: int, head: Head) -> tuple[_Seed, str]:
     """The checked target and contrast, already on the device of ``ids`` (copied before the forward
-    is queued, so that seeding the backward never waits for the GPU), and whether every class is
-    explained (``target="all"``)."""
-    all_labels = isinstance(target, str) and target == ALL
+    is queued, so that seeding the backward never waits for the GPU), and how many labels each example
+    explains: ``"one"``, ``"all"`` (``target="all"``) or ``"select"`` (a selection per example: a
+    boolean target, or ``target=None`` where the head explains several — the selection is then made
+    from the logits, ``selection`` None here)."""
     if contrast is not None and not spec.depends_on_target:
         raise InputError(f"{spec.name} does not depend on the explained class: contrast applies to the gradient "
                          "and integrated-gradients methods")
+    head.check_contrast(contrast)
     batch = ids.shape[0]
-    checked = None if all_labels else check_targets(target, batch, n_labels)
     contrast = check_targets(contrast, batch, n_labels)
-    return _Seed(*(None if t is None else t.to(ids.device) for t in (checked, contrast))), all_labels
+    contrast = None if contrast is None else contrast.to(ids.device)
+    if isinstance(target, str) and target == ALL:
+        return _Seed(None, contrast), "all"
+    if torch.is_tensor(target) and target.dtype == torch.bool and target.dim() == 2:
+        return _Seed(None, contrast, check_selection(target, batch, n_labels).to(ids.device)), "select"
+    if target is None and head.explains_several(n_labels):
+        return _Seed(None, contrast), "select"
+    checked = check_targets(target, batch, n_labels)
+    return _Seed(None if checked is None else checked.to(ids.device), contrast), "one"
 
 
 def _every_label_seeds(k: int, b: int, contrast: torch.Tensor | None, like: torch.Tensor) -> _Explained:
@@ -406,39 +447,59 @@ def _every_label_seeds(k: int, b: int, contrast: torch.Tensor | None, like: torc
     return _Explained(grad_outputs, target, contrast)
 
 
-def _split(t: torch.Tensor, k: int) -> torch.Tensor:
-    """[k·b, …] rows packed label-major -> [b, k, …]."""
-    return t.reshape(k, -1, *t.shape[1:]).transpose(0, 1)
+def _unpacker(rows: torch.Tensor, labels: torch.Tensor, b: int, k: int):
+    """[n, …] packed (example ``rows``, label ``labels``) pairs -> [b, k, …], zeros where no pair is."""
+
+    def unpack(t: torch.Tensor) -> torch.Tensor:
+        full = torch.zeros(b, k, *t.shape[1:], dtype=t.dtype, device=t.device)
+        full[rows, labels] = t
+        return full
+
+    return unpack
+
+
+def _masked(out: _Out, selection: torch.Tensor | None) -> _Out:
+    """``out`` (every label computed) with the scores of the labels not in ``selection`` zeroed."""
+    if selection is not None:
+        out.scores = out.scores * selection[..., None].to(out.scores.device)
+    return out
 
 
 def _every_label(run, spec: Method, model, e, batch: _Batch, seed: _Seed, kw: dict) -> _Out:
-    """``target="all"``: the batch repeated once per label, each copy seeded with its label, in one
-    backward (plain-gradient methods: one forward and a vmapped backward, see the module docstring);
-    a method that does not depend on the target runs once and stands for every label."""
-    k, b = model.config.num_labels, e.shape[0]
+    """Several labels per example: every one (``target="all"``) or those of ``seed.selection``. The
+    batch is repeated once per (example, label) pair, label-major, each copy seeded with its label, in
+    one backward (plain-gradient methods: one forward and a vmapped backward over every label, see the
+    module docstring); a method that does not depend on the target runs once and stands for every
+    label. Scores [batch, labels, seq]; a label not selected gets zeros."""
+    k, b, selection = model.config.num_labels, e.shape[0], seed.selection
     if spec.kind == "gradient" and spec.rules(kw["eps"]).is_plain and not kw["layers"]:
         explained = _every_label_seeds(k, b, seed.contrast, e)
         out = run(spec, model, e, batch, seed=explained, **kw)  # scores [labels, batch, seq]
         ex = out.explained
-        return _Out(out.scores.transpose(0, 1), out.logits, _Explained(
-            ex.grad_outputs, ex.target.transpose(0, 1), None if ex.contrast is None else ex.contrast.transpose(0, 1)))
+        return _masked(_Out(out.scores.transpose(0, 1), out.logits, _Explained(
+            ex.grad_outputs, ex.target.transpose(0, 1), None if ex.contrast is None else ex.contrast.transpose(0, 1))),
+            selection)
     if not spec.depends_on_target:
-        out = run(spec, model, e, batch, seed=seed, **kw)
+        out = run(spec, model, e, batch, seed=_Seed(None), **kw)
         target = torch.arange(k, device=out.logits.device).expand(b, k)
         explained = _Explained(F.one_hot(target, k).to(out.logits.dtype), target, None)
-        return _Out(out.scores[:, None].expand(-1, k, -1), out.logits, explained)
-    labels = torch.arange(k, device=e.device).repeat_interleave(b)
-    packed = _Seed(labels, None if seed.contrast is None else seed.contrast.repeat(k))
+        return _masked(_Out(out.scores[:, None].expand(-1, k, -1), out.logits, explained), selection)
+    chosen = torch.ones(k, b, dtype=torch.bool, device=e.device) if selection is None else selection.T
+    labels, rows = chosen.nonzero(as_tuple=True)  # label-major: the examples of label 0, then of label 1, …
+    packed = _Seed(labels, None if seed.contrast is None else seed.contrast[rows])
     baseline = kw["ig_baseline"]
     if torch.is_tensor(baseline) and baseline.dim() == 3 and baseline.shape[0] > 1:
-        kw = {**kw, "ig_baseline": baseline.repeat(k, 1, 1)}
-    out = run(spec, model, e.repeat(k, 1, 1), batch.repeat(k), seed=packed, **kw)
-    ex = out.explained
-    explained = _Explained(_split(ex.grad_outputs, k), _split(ex.target, k),
-                           None if ex.contrast is None else _split(ex.contrast, k))
-    layers = None if out.layers is None else out.layers.map(lambda t: _split(t, k))
-    position = None if out.position is None else _split(out.position, k)
-    return _Out(_split(out.scores, k), out.logits[:b], explained, layers, position)
+        kw = {**kw, "ig_baseline": baseline[rows]}
+    out = run(spec, model, e[rows], batch.take(rows), seed=packed, **kw)
+    unpack = _unpacker(rows, labels, b, k)
+    first = torch.empty(b, dtype=torch.long, device=rows.device)
+    first[rows.flip(0)] = torch.arange(len(rows) - 1, -1, -1, device=rows.device)  # each example's first row
+    grid = torch.arange(k, device=e.device).expand(b, k)
+    contrast = None if seed.contrast is None else seed.contrast[:, None].expand(b, k)
+    explained = _Explained(unpack(out.explained.grad_outputs), grid, contrast)
+    layers = None if out.layers is None else out.layers.map(unpack)
+    position = None if out.position is None else unpack(out.position)
+    return _Out(unpack(out.scores), out.logits[first], explained, layers, position)
 
 
 def _caller_positions(t: torch.Tensor, attention_mask: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
@@ -473,13 +534,15 @@ def attribute(
 
     ``model``: an :class:`~lrp_kernels.models.EncoderClassifier` or a ``transformers`` sequence
     classifier of a supported family (converted once, parameters shared). ``target``: None (the
-    predicted class), an int, one per example, or ``"all"`` (every class in one backward: scores
-    [batch, labels, seq]). ``contrast``: None, an int or one per example — explain
-    logit_target − logit_contrast (gradient and IG methods). ``layers``: also return the relevance
-    at every block's input and what each block absorbs (:class:`LayerRelevance`; gradient methods),
-    from the same backward. ``eps``: the ε of the LRP rules. ``backend``: ``auto`` / ``torch`` /
-    ``cpp`` / ``cuda`` / ``triton`` (None = the global setting). ``read_at``: the read-out point of
-    a gradient method (None: the method's own). Integrated gradients takes ``ig_steps``,
+    predicted class; a multi-label head: every label with sigmoid ≥ 0.5, or the top one — scores
+    [batch, labels, seq] and :attr:`Attribution.selected`; a regression: its output), an int, one per
+    example, ``"all"`` (every class in one backward: scores [batch, labels, seq]) or a boolean
+    [batch, labels] selection. ``contrast``: None, an int or one per example — explain
+    logit_target − logit_contrast (gradient and IG methods; refused for a regression). ``layers``:
+    also return the relevance at every block's input and what each block absorbs
+    (:class:`LayerRelevance`; gradient methods), from the same backward. ``eps``: the ε of the LRP
+    rules. ``backend``: ``auto`` / ``torch`` / ``cpp`` / ``cuda`` / ``triton`` (None = the global
+    setting). ``read_at``: the read-out point of a gradient method (None: the method's own). Integrated gradients takes ``ig_steps``,
     ``ig_baseline`` (``"pad"``: [PAD] words at the same positions; ``"zero"``: a zero word
     embedding, positions and token types kept — the embedding sum itself cannot be 0, as the
     LayerNorm after it is scale-invariant; or a tensor broadcastable to the embedding sum) and
@@ -494,16 +557,19 @@ def attribute(
     # ordinary; the caller's inference tensors are only read).
     with torch.inference_mode(False), frozen(model), torch.no_grad():
         batch, order = _right_padded(_check_inputs(model, input_ids, attention_mask, token_type_ids))
-        what, all_labels = _seed(spec, target, contrast, batch.input_ids, model.config.num_labels)
+        head = model.config.head
+        what, labels = _seed(spec, target, contrast, batch.input_ids, model.config.num_labels, head)
         kernels = resolve(backend, batch.input_ids.device)
         if order is not None and torch.is_tensor(ig_baseline) and ig_baseline.dim() == 3 and ig_baseline.shape[0] > 1:
             ig_baseline = ig_baseline.gather(1, order[..., None].expand(-1, -1, ig_baseline.shape[-1]))
         e = model.embed(batch.input_ids, batch.token_type_ids)
+        if labels == "select" and what.selection is None:  # target=None on a head that explains several
+            what.selection = head.explained(model.forward_from_embeddings(e, batch.attention_mask))
         kw = dict(eps=eps, backend=kernels, read_at=read_at, layers=layers, ig_steps=ig_steps, ig_baseline=ig_baseline,
                   ig_batch_size=ig_batch_size, random_seed=seed)
         run = _KINDS[spec.kind]
-        out = _every_label(run, spec, model, e, batch, what, kw) if all_labels else run(spec, model, e, batch, seed=what,
-                                                                                       **kw)
+        out = run(spec, model, e, batch, seed=what, **kw) if labels == "one" else _every_label(run, spec, model, e,
+                                                                                               batch, what, kw)
         scores = _caller_positions(out.scores, batch.attention_mask, order)
         relevance = out.layers and out.layers.map(
             lambda t: t, lambda t: _caller_positions(t, batch.attention_mask, order))
@@ -511,4 +577,4 @@ def attribute(
                        read_at=read_at, contrast=out.explained.contrast, layers=relevance,
                        input_ids=input_ids.detach().cpu(),
                        attention_mask=None if attention_mask is None else attention_mask.detach().cpu(),
-                       position_relevance=out.position)
+                       position_relevance=out.position, selected=what.selection, problem_type=head.problem_type)

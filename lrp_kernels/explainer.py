@@ -14,6 +14,14 @@ logit as for one window. Windows of all texts of a call go through the same leng
 batches. With ``target=None`` and any text windowed, a plain forward over the windows first finds
 each document's prediction (one forward per window, no backward). For the attention methods and
 the random control the same weighting is a convention (their scores are not relevance).
+
+**Heads** (the model's ``problem_type``, :class:`~lrp_kernels.models.config.Head`): a single-label
+classifier's explanation carries the softmax probability of its prediction. A multi-label one
+carries every label's sigmoid (``probabilities``) and the labels predicted (``predicted``: sigmoid
+≥ 0.5); with ``target=None`` it explains each of them (the top label when none is predicted) in the
+shapes of ``target="all"``: ``class_scores`` holds their scores and None for the other labels,
+``scores`` the top label's. A regression has no probability: ``value`` is the predicted value of the
+explained output, and a contrast is refused.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from lrp_kernels.attribution import ALL, Attribution, attribute, check_targets
 from lrp_kernels.errors import InputError
 from lrp_kernels.methods import get_method
 from lrp_kernels.models.base import EncoderClassifier
+from lrp_kernels.models.config import SINGLE_LABEL, Head
 from lrp_kernels.models.loading import as_lrp_model
 from lrp_kernels.options import parse_dtype, resolve_model_path
 from lrp_kernels.tokenization import Document, TextEncoder, merge_rows, word_index
@@ -45,6 +54,13 @@ class Explanation:
     class's). ``layers``: with ``layers=True``, the relevance per layer
     (:class:`~lrp_kernels.layer_relevance.LayerRelevance` as lists: ``points``, ``relevance``
     [points][tokens], ``stages``, ``kinds``, ``absorbed`` [stages][kinds]).
+
+    What the prediction is depends on the head (``problem_type``; see the module docstring):
+    ``probability`` is the softmax probability of ``label`` (single-label), the sigmoid of the top
+    label (multi-label; ``probabilities`` every label's, ``predicted`` those ≥ 0.5, ``class_names``
+    their names) or None (regression; ``value`` the predicted value of output ``label``). With a
+    per-label selection (``target=None``, multi-label) ``class_scores`` is None for the labels not
+    explained.
     """
 
     text: str
@@ -52,7 +68,7 @@ class Explanation:
     scores: list[float]
     label: int
     label_name: str
-    probability: float
+    probability: float | None
     target: int
     target_name: str
     method: str
@@ -62,9 +78,13 @@ class Explanation:
     contrast_name: str | None = None
     logits: list[float] = field(default_factory=list)
     windows: int = 1
-    class_scores: list[list[float]] | None = None
+    class_scores: list[list[float] | None] | None = None
     class_names: list[str] | None = None
     layers: dict | None = None
+    problem_type: str = SINGLE_LABEL
+    probabilities: list[float] | None = None
+    predicted: list[int] | None = None
+    value: float | None = None
 
     @property
     def target_logit(self) -> float | None:
@@ -101,6 +121,10 @@ class Explanation:
         for name in ("class_scores", "class_names", "layers"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
+        if self.problem_type != SINGLE_LABEL:  # a single-label record stays as it always was
+            out["problem_type"] = self.problem_type
+            out.update({name: getattr(self, name) for name in ("probabilities", "predicted", "value")
+                        if getattr(self, name) is not None})
         return out
 
     def save_html(self, path, **kwargs) -> Path:
@@ -142,6 +166,22 @@ class Explanations(list):
         return text
 
 
+def prediction(head: Head, logits: torch.Tensor, label: int, id2label: dict[int, str]) -> dict:
+    """The fields of an explanation that say what ``logits`` [labels] predict: ``label`` (the top label
+    or the explained output) with its name and ``probability`` (None for a regression), and per head
+    ``problem_type``, ``probabilities``/``predicted``/``class_names`` (multi-label) or ``value``."""
+    probabilities = head.probabilities(logits)
+    fields = {"label": label, "label_name": id2label.get(label, str(label)),
+              "probability": None if probabilities is None else float(probabilities[label]),
+              "problem_type": head.problem_type}
+    if head.is_multi_label:
+        fields.update(probabilities=probabilities.tolist(), predicted=head.predicted(logits).nonzero()[:, 0].tolist(),
+                      class_names=[id2label.get(k, str(k)) for k in range(len(logits))])
+    if head.is_regression:
+        fields["value"] = float(logits[label])
+    return fields
+
+
 def merge_word_pieces(tokens, scores, word_ids, offsets, sequence_ids, texts):
     """Sum the scores of the tokens of one word (words by character offsets, see
     :func:`lrp_kernels.tokenization.word_index`); ``word_ids`` is not needed any more."""
@@ -156,23 +196,26 @@ class _Call:
     docs: list[Document]
     inputs: tuple[list[str], list[str] | None]  # the texts and the text pairs
     methods: list[str]
-    targets: list[int] | None | str  # per document, None (predicted) or ALL
+    targets: list | None | str  # per document (a class, or a selection of labels), None (predicted) or ALL
     contrasts: list[int] | None
     layers: bool
+    several: bool = False  # target=None on a head that explains several labels per text
     rows: list[tuple[int, int]] = field(default_factory=list)  # (document, window) per row
 
     @property
     def every_label(self) -> bool:
-        return self.targets == ALL
+        """Whether rows come back per label ([labels, tokens]): ``target="all"`` or a selection."""
+        return self.several or (isinstance(self.targets, str) and self.targets == ALL)
 
     def texts(self, d: int) -> tuple[str, str | None]:
         texts, pairs = self.inputs
         return texts[d], None if pairs is None else pairs[d]
 
     def row_target(self, index: Sequence[int]):
-        if self.targets is None or self.every_label:
+        if self.targets is None or isinstance(self.targets, str):
             return self.targets
-        return [self.targets[self.rows[i][0]] for i in index]
+        targets = [self.targets[self.rows[i][0]] for i in index]
+        return torch.stack(targets) if self.several else targets
 
     def row_contrast(self, index: Sequence[int]):
         return None if self.contrasts is None else [self.contrasts[self.rows[i][0]] for i in index]
@@ -190,6 +233,7 @@ class _RowOut:
     relevance: torch.Tensor | None = None
     absorbed: torch.Tensor | None = None
     names: dict = field(default_factory=dict)  # points, stages, kinds of the per-layer tensors
+    selected: torch.Tensor | None = None  # [labels] bool: the labels explained, when selected per text
 
 
 def stitch(doc: Document, rows: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -272,8 +316,9 @@ class Explainer:
         """Explain ``texts`` (a string or a list); results come back in input order, text-major
         (with several ``methods``: text 0 by every method, then text 1, …).
 
-        ``target``: None (predicted class), an int, one per text, or ``"all"`` (every class in one
-        backward; :attr:`Explanation.class_scores`). ``contrast``: None, an int or one per text —
+        ``target``: None (predicted class; a multi-label model: every label with sigmoid ≥ 0.5, or
+        the top one, in :attr:`Explanation.class_scores`), an int, one per text, or ``"all"`` (every
+        class in one backward; :attr:`Explanation.class_scores`). ``contrast``: None, an int or one per text —
         explain logit_target − logit_contrast. ``methods``: several methods at once (default: the
         explainer's). ``layers``: relevance per layer (gradient methods). ``merge_subwords`` sums
         the scores of the tokens of a word. ``bucket`` batches texts of similar length together;
@@ -311,13 +356,16 @@ class Explainer:
         finally:
             self.encoder.max_length = limit
         every = isinstance(target, str) and target == ALL
-        n_labels = self.model.config.num_labels
+        n_labels, head = self.model.config.num_labels, self.model.config.head
+        head.check_contrast(contrast)
         targets = ALL if every else self._targets(target, len(texts))
         contrasts = None if contrast is None else check_targets(contrast, len(texts), n_labels).tolist()
-        call = _Call(docs, (texts, text_pairs), methods, targets, contrasts, layers)
+        several = target is None and head.explains_several(n_labels)
+        call = _Call(docs, (texts, text_pairs), methods, targets, contrasts, layers, several)
         call.rows = [(d, w) for d, doc in enumerate(docs) for w in range(len(doc.windows))]
         if call.targets is None and len(call.rows) > len(docs):
-            call.targets = self._document_predictions(call, batch_size)
+            logits = self._document_logits(call, batch_size)
+            call.targets = [head.explained(row) if several else int(row.argmax()) for row in logits]
         return call
 
     def _targets(self, target, n: int) -> list[int] | None:
@@ -329,8 +377,8 @@ class Explainer:
         device = next(self.model.parameters()).device
         return batch, (batch.input_ids.to(device), batch.attention_mask.to(device), batch.token_type_ids.to(device))
 
-    def _document_predictions(self, call: _Call, batch_size: int) -> list[int]:
-        """Each document's predicted class from the mean of its windows' logits (a plain forward)."""
+    def _document_logits(self, call: _Call, batch_size: int) -> list[torch.Tensor]:
+        """Each document's logits, the mean of its windows' (a plain forward)."""
         logits: dict[int, list[torch.Tensor]] = {}
         encodings = [call.docs[d].windows[w] for d, w in call.rows]
         for index in self.batches(encodings, batch_size, bucket=True):
@@ -339,7 +387,7 @@ class Explainer:
                 out = self.model(*tensors).float().cpu()
             for row, i in enumerate(index):
                 logits.setdefault(call.rows[i][0], []).append(out[row])
-        return [int(torch.stack(logits[d]).mean(0).argmax()) for d in range(len(call.docs))]
+        return [torch.stack(logits[d]).mean(0) for d in range(len(call.docs))]
 
     def _run(self, call: _Call, batch_size: int, bucket: bool, progress: bool) -> dict:
         """Every row by every method: {(document, window, method): _RowOut}."""
@@ -363,8 +411,10 @@ class Explainer:
 
     def _explanation(self, call: _Call, d: int, method: str, windows: list[_RowOut], merge: bool) -> Explanation:
         doc, (text, pair) = call.docs[d], call.texts(d)
+        head = self.model.config.head
         logits = torch.stack([w.logits for w in windows]).mean(0)
-        label = int(logits.argmax())
+        # the predicted class; a regression's "label" is the output explained (the first of several)
+        label = (0 if call.every_label else int(windows[0].target)) if head.is_regression else int(logits.argmax())
         pick = (lambda t: t[label]) if call.every_label else (lambda t: t)  # "all": the predicted class leads
         target, contrast = (None if t is None else int(pick(t)) for t in (windows[0].target, windows[0].contrast))
         scores = stitch(doc, [w.scores for w in windows])
@@ -380,20 +430,24 @@ class Explainer:
         if call.layers:
             absorbed = pick(torch.stack([w.absorbed for w in windows]).mean(0))
             layers = {**windows[0].names, "relevance": rows[1 + len(classes):], "absorbed": absorbed.tolist()}
+        class_scores = rows[1 : 1 + len(classes)] if call.every_label else None
+        if class_scores is not None and windows[0].selected is not None:  # labels not selected: None
+            class_scores = [r if chosen else None for r, chosen in zip(class_scores, windows[0].selected.tolist())]
+        fields = prediction(head, logits, label, self.id2label)
+        if call.every_label:
+            fields["class_names"] = [self._name(k) for k in range(n_labels)]
         return Explanation(
-            text=text, text_pair=pair, tokens=tokens, scores=rows[0], special=special, label=label,
-            label_name=self._name(label), probability=float(torch.softmax(logits, -1)[label]), target=target,
+            text=text, text_pair=pair, tokens=tokens, scores=rows[0], special=special, target=target,
             target_name=self._name(target), method=method, contrast=contrast, contrast_name=self._name(contrast),
-            logits=logits.tolist(), windows=len(windows), layers=layers,
-            class_scores=rows[1 : 1 + len(classes)] if call.every_label else None,
-            class_names=[self._name(k) for k in range(n_labels)] if call.every_label else None,
+            logits=logits.tolist(), windows=len(windows), layers=layers, class_scores=class_scores, **fields,
         )
 
 
 def _row_out(result: Attribution, row: int, n: int) -> _RowOut:
     """Row ``row`` of a batch result, cut to its ``n`` tokens, on the CPU."""
     out = _RowOut(result.scores[row, ..., :n].cpu(), result.logits[row].cpu(), result.target[row].cpu(),
-                  None if result.contrast is None else result.contrast[row].cpu())
+                  None if result.contrast is None else result.contrast[row].cpu(),
+                  selected=None if result.selected is None else result.selected[row].cpu())
     layers = result.layers
     if layers is not None:
         out.relevance = layers.relevance[row, ..., :n].cpu()

@@ -16,9 +16,20 @@ its ops: for each op, R(output) − Σ R(inputs) is the share its rule **absorbs
 ``norm``        normalizations: the shift β under the LRP rules (σ held constant); under the plain
                 gradient all a LayerNorm's input loses (its scale invariance)
 ``softmax``     attention: the softmax rule of AttnLRP (its Taylor remainder); 0 for CP-LRP
-``activation``  element-wise activations: 0 under the identity rule (the plain gradient loses some)
-``other``       the stage's loss that no recorded op explains (0 for the families shipped; a family
-                op that does not go through the pass would show here)
+``activation``  element-wise activations: 0 under the identity rule (the plain gradient loses some);
+                and the gate of a gated MLP (ModernBERT's GeGLU, EuroBERT's SwiGLU), u = act(a)·b, under
+                the plain rules (``gradient``, ``grad_x_input``, ``lrp_epsilon``): recorded as an op of
+                inputs act(a), b and output u. x·g counts a product's relevance once in each factor —
+                R(act(a)) = R(b) = R(u) —, so the gate absorbs −R(u): relevance made, not lost. (Under
+                the LRP rules the whole gated MLP is one ``bias`` op; its uniform split conserves.)
+``other``       the stage's loss that no recorded op explains: 0 up to fp32 rounding — below 1e-4 of
+                the largest relevance in the example's books — for every shipped family and every
+                gradient method (``tests/test_layer_relevance.py`` checks each pair); an op of a family
+                that does not go through the pass would show here
+
+Ops whose output does not depend on the input — DeBERTa's relative-position table, its norm and
+projections — carry none of the tokens' relevance and are not recorded; what leaves the tokens for
+them is absorbed by the attention that reads them (``softmax``; see ``position_relevance``).
 
 so that for every stage k:  R(point k) = R(point k+1) − Σ absorbed[k]  (with R(point after the
 last) = the explained logit), and R(point k) + Σ_{j ≥ k} absorbed[j] = the explained logit. For
@@ -44,7 +55,8 @@ class LayerRelevance:
     relevance at the tokens the head reads, e.g. [CLS] only); ``stages`` the names of what lies
     after each point (``embeddings``, ``layer.<i>``, ``head``); ``absorbed`` [*lead, stages, kinds];
     ``logit`` [*lead] the explained logit (or logit difference). ``*lead`` is [batch] or, with
-    ``target="all"``, [batch, labels].
+    ``target="all"`` or labels selected per example (a multi-label ``target=None``), [batch, labels]
+    (zeros for a label not selected).
     """
 
     points: tuple[str, ...]
@@ -87,7 +99,7 @@ class LedgerHooks:
             tensors += [*inputs, output]
         seen = set()
         for x in tensors:
-            if id(x) not in seen:
+            if id(x) not in seen and x.requires_grad:  # else no relevance reaches it: R = 0
                 seen.add(id(x))
                 x.register_hook(self._hook(id(x), x.detach()))
 

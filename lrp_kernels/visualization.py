@@ -21,6 +21,10 @@ text's predicted class — in every heatmap at once; a fragment (Jupyter) shows 
 the relevance reaching its input, what the block absorbs by kind (bias, norm, softmax, …) and the
 relevance per token.
 
+The prediction is stated by the model's head (:func:`prediction_text`): "predicted ‹class› (p = …)"
+(softmax), "predicted ‹a›: p, ‹b›: p" for a multi-label model (each label with sigmoid ≥ 0.5), or
+"predicted value …" for a regression, whose colours read "raises / lowers the predicted value".
+
 Every piece of text that reaches HTML (tokens, texts, label names, method, title) is escaped with
 :func:`html.escape`; the page has no scripts and no external assets.
 """
@@ -31,6 +35,8 @@ import html
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from lrp_kernels.models.config import MULTI_LABEL, REGRESSION
 
 # Diverging end points: LRP red for positive, blue for negative relevance.
 _POSITIVE = (214, 39, 40)
@@ -99,12 +105,55 @@ def _display_tokens(tokens: Sequence[str]) -> list[tuple[str, bool]]:
 
 def _class_words(expl, target_name=None) -> tuple[str, str]:
     """What red and blue mean for this explanation: ("supports ‹a›", "speaks against ‹a›"), or
-    with a contrast ("supports ‹a› over ‹b›", "supports ‹b› over ‹a›"). Not escaped."""
+    with a contrast ("supports ‹a› over ‹b›", "supports ‹b› over ‹a›"); for a regression ("raises
+    the predicted value", "lowers …", naming the output when there are several). Not escaped."""
     target = target_name if target_name is not None else _get(expl, "target_name", _get(expl, "target", ""))
+    if _get(expl, "problem_type") == REGRESSION:
+        value = "the predicted value" + (f" of {target}" if len(_get(expl, "logits") or ()) > 1 else "")
+        return f"raises {value}", f"lowers {value}"
     contrast = _get(expl, "contrast_name", _get(expl, "contrast"))
     if contrast is None:
         return f"supports {target}", f"speaks against {target}"
     return f"supports {target} over {contrast}", f"supports {contrast} over {target}"
+
+
+def _names(expl) -> list[str]:
+    """The label names of an explanation: ``class_names``, else the indices."""
+    return _get(expl, "class_names") or [str(k) for k in range(len(_get(expl, "logits") or ()))]
+
+
+def prediction_text(expl, bold=lambda text: text) -> str:
+    """What the model predicts, in words (``bold`` marks the names and values — escape first for HTML):
+    "predicted ‹class› (p = 0.912)" (single-label: the softmax probability); "predicted ‹a›: 0.912,
+    ‹b›: 0.634" (multi-label: every label whose sigmoid is ≥ 0.5, or "no label ≥ 0.5; top ‹c›:
+    0.412"); "predicted value 0.0283" (regression; with several outputs "predicted values ‹a›: …")."""
+    kind, label = _get(expl, "problem_type"), _get(expl, "label_name", _get(expl, "label", ""))
+    if kind == MULTI_LABEL:
+        p, names = _get(expl, "probabilities") or [], _names(expl)
+        chosen = [f"{bold(names[k])}: {p[k]:.3f}" for k in _get(expl, "predicted") or []]
+        if chosen:
+            return "predicted " + ", ".join(chosen)
+        return f"predicted no label (sigmoid ≥ 0.5); top {bold(label)}: {float(_get(expl, 'probability')):.3f}"
+    if kind == REGRESSION:
+        values = _get(expl, "logits") or [_get(expl, "value")]
+        if len(values) == 1:
+            return f"predicted value {bold(f'{float(values[0]):.4g}')}"
+        return "predicted values " + ", ".join(f"{bold(n)}: {float(v):.4g}" for n, v in zip(_names(expl), values))
+    prob = _get(expl, "probability")
+    return f"predicted {bold(label)}" + ("" if prob is None else f" (p = {float(prob):.3f})")
+
+
+def _explained_text(expl, bold=lambda text: text) -> str:
+    """What was explained, in words: the class, every class, or the labels selected per text."""
+    classes = _get(expl, "class_scores")
+    if classes is not None:
+        if all(c is not None for c in classes):
+            return "every class"
+        return "explained labels " + ", ".join(bold(n) for n, c in zip(_names(expl), classes) if c is not None)
+    target = _get(expl, "target_name", _get(expl, "target", ""))
+    if _get(expl, "problem_type") == REGRESSION:
+        return "explained the predicted value" + (f" of {bold(target)}" if len(_get(expl, "logits") or ()) > 1 else "")
+    return f"explained {'label' if _get(expl, 'problem_type') == MULTI_LABEL else 'class'} {bold(target)}"
 
 
 UNSIGNED = "red: a larger score (unsigned: not support for a class)"  # the key of scores that are not relevance
@@ -150,13 +199,11 @@ def _header(expl, shared: bool = True, method: bool = True) -> str:
     every method of a text shares — and (``method``) the method."""
     parts = []
     if shared:
-        ident, prob = _get(expl, "id"), _get(expl, "probability")
+        ident = _get(expl, "id")
         if ident is not None:
             parts.append(f"id <b>{_esc(ident)}</b>")
-        label = _esc(_get(expl, "label_name", _get(expl, "label", "")))
-        parts.append(f"predicted <b>{label}</b>" + ("" if prob is None else f" (p = {float(prob):.3f})"))
-        explained = (f"explained class <b>{_esc(_get(expl, 'target_name', _get(expl, 'target', '')))}</b>"
-                     if _get(expl, "class_scores") is None else "every class")
+        parts.append(prediction_text(expl, _bold))
+        explained = _explained_text(expl, _bold)
         contrast = _get(expl, "contrast_name", _get(expl, "contrast"))
         parts.append(explained + ("" if contrast is None else f" against <b>{_esc(contrast)}</b>"))
         windows = _get(expl, "windows") or 1
@@ -165,6 +212,10 @@ def _header(expl, shared: bool = True, method: bool = True) -> str:
     if method:
         parts.append(f"method <b>{_esc(_get(expl, 'method', ''))}</b>")
     return " · ".join(parts)
+
+
+def _bold(text) -> str:
+    return f"<b>{_esc(text)}</b>"
 
 
 def _token_spans(tokens, scores, special) -> str:
@@ -187,13 +238,22 @@ def _small(text: str) -> str:
 
 
 def _classes(expl):
-    """``target="all"``: (index, name, scores, explained logit, title) per class."""
+    """``target="all"`` (or labels selected per text): (index, name, scores, explained logit, title) per
+    class explained — a multi-label title gives the label's sigmoid, a regression's its value."""
     names = _get(expl, "class_names") or [str(k) for k in range(len(_get(expl, "class_scores")))]
     logits = _get(expl, "logits") or []
-    contrast, label = _get(expl, "contrast"), _get(expl, "label")
+    contrast, label, kind = _get(expl, "contrast"), _get(expl, "label"), _get(expl, "problem_type")
+    p, predicted = _get(expl, "probabilities") or [], _get(expl, "predicted") or []
     for k, (name, scores) in enumerate(zip(names, _get(expl, "class_scores"))):
+        if scores is None:  # not selected
+            continue
         logit = logits[k] - (logits[contrast] if contrast is not None else 0.0) if logits else None
-        title = f"class <b>{_esc(name)}</b>" + (" (predicted)" if k == label else "")
+        if kind == MULTI_LABEL:
+            title = f"label <b>{_esc(name)}</b>: {p[k]:.3f}" + (" (predicted)" if k in predicted else "")
+        elif kind == REGRESSION:
+            title = f"output <b>{_esc(name)}</b>: value {float(logits[k]):.4g}"
+        else:
+            title = f"class <b>{_esc(name)}</b>" + (" (predicted)" if k == label else "")
         yield k, name, [float(s) for s in scores], logit, title
 
 
@@ -398,8 +458,7 @@ def _layout(expl, max_chars: int) -> list[list[tuple[str, bool, float, bool]]]:
 
 def _plot_header(expl) -> str:
     red = f"red = {_class_words(expl)[0]}; " if _is_relevance(_get(expl, "method")) else ""  # else _totals says it
-    return (f"{_get(expl, 'method', '')}: predicted {_get(expl, 'label_name', '')}"
-            f" (p = {float(_get(expl, 'probability', float('nan'))):.3f}); {red}{_totals(expl)}")
+    return f"{_get(expl, 'method', '')}: {prediction_text(expl)}; {red}{_totals(expl)}"
 
 
 def _colour_bar(fig, explanations, bottom: float) -> None:
@@ -407,9 +466,11 @@ def _colour_bar(fig, explanations, bottom: float) -> None:
     from matplotlib.colorbar import ColorbarBase
     from matplotlib.colors import ListedColormap, Normalize
 
-    classes = {(_get(e, "target_name"), _get(e, "contrast_name")) for e in explanations}
-    only = next(iter(classes)) if len(classes) == 1 else (None, None)
-    red, blue = _class_words({"contrast_name": only[1]}, only[0] or "the explained class")
+    classes = {(_get(e, "target_name"), _get(e, "contrast_name"), _get(e, "problem_type"),
+                len(_get(e, "logits") or ())) for e in explanations}
+    only = next(iter(classes)) if len(classes) == 1 else (None, None, None, 0)
+    red, blue = _class_words({"contrast_name": only[1], "problem_type": only[2], "logits": [0.0] * only[3]},
+                             only[0] or "the explained class")
     colours = ListedColormap([tuple(c / 255 for c in relevance_color(v / 127.5 - 1)) for v in range(256)])
     ax = fig.add_axes([0.3, bottom, 0.4, 0.12 / fig.get_figheight()])
     bar = ColorbarBase(ax, cmap=colours, norm=Normalize(-1, 1), orientation="horizontal")

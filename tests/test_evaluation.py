@@ -128,11 +128,11 @@ def test_random_deletion_is_monotone_on_average_and_oracle_is_steeper():
     w = bow_weights(1)
     items = random_items(300, w, seed=1, min_len=10, max_len=30)
     forward = BagOfWords(w)
-    curves = [word_deletion(with_scores(items, "random", w, seed=s), forward, PAD, PAD).accuracy for s in range(5)]
+    curves = [word_deletion(with_scores(items, "random", w, seed=s), forward, PAD, PAD).values for s in range(5)]
     mean = [sum(c[k] for c in curves) / len(curves) for k in range(10)]
     assert all(b <= a + 0.01 for a, b in zip([1.0] + mean, mean)), mean  # non-increasing, up to noise
     assert mean[-1] < mean[0] - 0.02
-    oracle = word_deletion(with_scores(items, "oracle", w), forward, PAD, PAD).accuracy
+    oracle = word_deletion(with_scores(items, "oracle", w), forward, PAD, PAD).values
     assert all(o <= r + 1e-9 for o, r in zip(oracle, mean)), (oracle, mean)
     assert oracle[-1] < mean[-1] - 0.2
 

@@ -12,10 +12,17 @@ from lrp_kernels.layer_relevance import KINDS
 from lrp_kernels.rules import lrp_rules
 
 transformers = pytest.importorskip("transformers")
-from model_factory import make_hf, padded, zero_biases  # noqa: E402
+from model_factory import CONFIGS, make_hf, padded, zero_biases  # noqa: E402
 
 INIT = 0.2
 ORDER = ["embedding_sum", "layer.0", "layer.1", "encoder_output"]
+GRADIENT_METHODS = ["gradient", "grad_x_input", "lrp_epsilon", "attnlrp", "cp_lrp"]
+#: |other| relative to the largest relevance an example's books hold (any point or the logit): each
+#: point total is an fp32 sum of a few hundred x·g products (and a stage subtracts ~10 of them), so
+#: rounding leaves ≲ 1e-5 of that scale (measured ≤ 3e-6 over every family and method below); an
+#: op that the ledger misses leaves its whole share — the gated product under the plain rules left
+#: 100 % of the logit here
+OTHER_RTOL = 1e-4
 
 
 def _batch(hf):
@@ -58,6 +65,60 @@ def test_layer_totals_plus_absorbed_shares_equal_the_logit(kind, method):
     other = layers.absorbed[..., KINDS.index("other")]
     assert other.abs().max() < 1e-4 * result.target_logit.abs().max()
     assert layers.absorbed[..., KINDS.index("bias")].abs().amax(-1).min() > 1e-3  # biases do take a share
+
+
+def _scale(result):
+    """Per example: the largest |relevance| its books hold, at any point or the explained logit."""
+    return torch.maximum(result.layers.totals.abs().amax(-1), result.target_logit.abs())
+
+
+@pytest.mark.parametrize("kind", list(CONFIGS))
+@pytest.mark.parametrize("method", GRADIENT_METHODS)
+def test_every_family_and_method_explains_every_stage_by_its_ops(kind, method):
+    """``other`` ≈ 0 for every shipped family and gradient method (the docs say so): DeBERTa's
+    relative positions (no relevance of the tokens in its table) and the gated MLP's product under
+    the plain rules (x·g counts R(act(a)·b) in both factors: an ``activation`` op absorbing −R) are
+    on the books; and they balance — R(point k) + Σ_{j ≥ k} absorbed = the explained logit."""
+    hf = make_hf(kind, initializer_range=INIT)
+    ids, mask = _batch(hf)
+    result = attribute(hf, ids, mask, method=method, layers=True)
+    layers, scale = result.layers, _scale(result)
+    other = layers.absorbed[..., KINDS.index("other")].abs().amax(-1)
+    assert (other <= OTHER_RTOL * scale).all(), f"|other|/scale {(other / scale).max():.3g}"
+    logit = result.target_logit[:, None].expand_as(layers.totals)
+    torch.testing.assert_close(_remaining(layers), logit, rtol=0, atol=OTHER_RTOL * float(scale.max()))
+    assert layers.points[0] == "embedding_sum" and layers.points[-1] == "encoder_output"
+
+
+@pytest.mark.parametrize("kind", ["modernbert", "eurobert"])
+@pytest.mark.parametrize("method", ["grad_x_input", "lrp_epsilon"])
+def test_the_gated_mlp_under_the_plain_rules_by_hand(kind, method):
+    """u = act(a)·b under the plain gradient: x·g gives R(b) = R(u) and R(act(a)) = R(u), so the
+    activation and the product together absorb R(u) − R(a) − R(b) = −R(a), a the activation's input:
+    the ``activation`` column of every block against −Σ a·g_a of an independent run (no ledger)."""
+    hf = make_hf(kind, initializer_range=INIT)
+    ids, mask = _batch(hf)
+    result = attribute(hf, ids, mask, method=method, layers=True)
+    model = lrp_kernels.models.from_hf(hf)
+    Pass = lrp_kernels.models.blocks.Pass
+    inputs, original = [], Pass.activation
+
+    def activation(self, x, fn):
+        inputs.append(x)
+        return original(self, x, fn)
+
+    rules = lrp_kernels.methods.get_method(method).rules(1e-6)
+    with torch.no_grad():
+        e = model.embed(ids).requires_grad_(True)
+    with torch.enable_grad(), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Pass, "activation", activation)
+        logits, _ = model.run(e, mask, rules)
+        blocks = inputs[: hf.config.num_hidden_layers]  # then the head's activation, if any
+        grads = torch.autograd.grad(logits.gather(1, result.target[:, None]).sum(), blocks)
+    expected = torch.stack([-(a * g).flatten(1).sum(-1) for a, g in zip(blocks, grads)], dim=1)
+    column = result.layers.absorbed[:, 1 : 1 + len(blocks), KINDS.index("activation")]
+    assert expected.abs().min() > 1e-3  # a share worth checking
+    torch.testing.assert_close(column, expected, rtol=1e-4, atol=1e-5 * float(_scale(result).max()))
 
 
 def test_the_shares_are_where_the_rules_put_them():

@@ -149,10 +149,13 @@ def test_targets_reach_the_device_before_the_forward():
     not after the forward (on a GPU a host-to-device copy there would wait for the forward)."""
     from lrp_kernels.attribution import _seed
     from lrp_kernels.methods import get_method
+    from lrp_kernels.models import Head
 
     ids = torch.zeros(2, 3, dtype=torch.long, device="meta")
-    seed, all_labels = _seed(get_method("attnlrp"), [1, 0], 0, ids, 2)
-    assert not all_labels
+    seed, labels = _seed(get_method("attnlrp"), [1, 0], 0, ids, 2, Head())
+    assert labels == "one"
     assert seed.target.device.type == "meta" and seed.contrast.device.type == "meta"
-    seed, all_labels = _seed(get_method("attnlrp"), "all", None, ids, 2)
-    assert all_labels and seed.target is None
+    seed, labels = _seed(get_method("attnlrp"), "all", None, ids, 2, Head())
+    assert labels == "all" and seed.target is None
+    seed, labels = _seed(get_method("attnlrp"), torch.tensor([[True, False], [True, True]]), 1, ids, 2, Head())
+    assert labels == "select" and seed.selection.device.type == "meta" and seed.contrast.device.type == "meta"

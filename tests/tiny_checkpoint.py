@@ -23,8 +23,11 @@ def tiny_vocab() -> list[str]:
     return SPECIAL + WORDS
 
 
-def build_tiny_checkpoint(directory, seed: int = 0, num_labels: int = 2) -> Path:
-    """Write config.json, model.safetensors, tokenizer.json and tokenizer_config.json; return the dir."""
+def build_tiny_checkpoint(directory, seed: int = 0, num_labels: int = 2, problem_type: str | None = None,
+                          classifier_bias: list[float] | None = None) -> Path:
+    """Write config.json, model.safetensors, tokenizer.json and tokenizer_config.json; return the dir
+    (``problem_type``: transformers' — multi-label, regression — saved in config.json;
+    ``classifier_bias``: the final linear's bias, to move the predictions)."""
     import torch
     from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordPiece
@@ -51,8 +54,12 @@ def build_tiny_checkpoint(directory, seed: int = 0, num_labels: int = 2) -> Path
         vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
         max_position_embeddings=64, num_labels=num_labels, id2label=labels, initializer_range=0.5,
         label2id={v: k for k, v in labels.items()}, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        problem_type=problem_type,
     )
     model = BertForSequenceClassification(config).eval()
+    if classifier_bias is not None:
+        with torch.no_grad():
+            model.classifier.bias.copy_(torch.tensor(classifier_bias))
     model.save_pretrained(directory, safe_serialization=True)
     return directory
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from lrp_kernels.models.config import REGRESSION
+from lrp_kernels.visualization import prediction_text
+
 BAR = 12  # characters of the longest bar
 
 
@@ -13,8 +16,7 @@ def format_explanation(record: dict[str, Any], top_k: int) -> str:
     scores = record["scores"]
     peak = max((abs(s) for s in scores), default=0.0) or 1.0
     width = max(len(t) for t in record["tokens"])
-    lines = [f"id {record['id']}: predicted {record['label_name']} (p = {record['probability']:.3f}); "
-             f"relevance for {_explained(record)} ({record['method']})"]
+    lines = [f"id {record['id']}: {prediction_text(record)}; relevance for {_explained(record)} ({record['method']})"]
     for token, score in zip(record["tokens"], scores):
         bar = ("+" if score >= 0 else "-") * round(BAR * abs(score) / peak)
         lines.append(f"  {token:<{width}}  {score:+.4f}  {bar}")
@@ -26,12 +28,19 @@ def format_explanation(record: dict[str, Any], top_k: int) -> str:
 
 
 def _explained(record: dict[str, Any]) -> str:
-    """The explained class in words: with its contrast, and a pointer to the others (``--target all``)."""
+    """The explained class in words: with its contrast, and a pointer to the others (``--target all``,
+    or the labels a multi-label model explains); a regression's: its value."""
     text = str(record["target_name"])
+    if record.get("problem_type") == REGRESSION and len(record.get("logits") or ()) <= 1:
+        text = "the predicted value"
     if record.get("contrast_name") is not None:
         text += f" against {record['contrast_name']}"
-    if record.get("class_scores") is not None:
+    classes = record.get("class_scores")
+    if classes is not None and all(c is not None for c in classes):
         text += " (every class: --json or --html)"
+    elif classes is not None:
+        names = [n for n, c in zip(record["class_names"], classes) if c is not None]
+        text += f" (explained labels {', '.join(names)}: --json or --html)"
     return text
 
 

@@ -77,11 +77,13 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
 
 def print_summary(summary: dict) -> None:
     """The headline numbers per method, one line each."""
-    print(f"{summary['examples']} examples, accuracy {summary['accuracy']:.4f}, {summary['seconds']:.1f} s")
+    accuracy = "" if summary.get("accuracy") is None else f", accuracy {summary['accuracy']:.4f}"
+    print(f"{summary['examples']} examples{accuracy}, {summary['seconds']:.1f} s")
     for method, row in summary["methods"].items():
         parts = []
-        if "deletion_mean_acc" in row and row["deletion_mean_acc"] is not None:
-            parts.append(f"deletion acc@10 {row['acc@10']:.3f}")
+        for short in ("acc", "pred", "value"):
+            if row.get(f"deletion_mean_{short}") is not None:
+                parts.append(f"deletion {short}@10 {row[f'{short}@10']:.3f}")
         if "aopc_comprehensiveness" in row:
             parts.append(f"AOPC comp {row['aopc_comprehensiveness']:.3f} suff {row['aopc_sufficiency']:.3f}")
         if "abpc" in row:

@@ -10,9 +10,9 @@ method's settings, every method of the run, target, contrast, max length, stride
 
 The options map onto :meth:`~lrp_kernels.explainer.Explainer.explain`: ``--target`` (a class
 index, a label name or ``all``: ``class_scores``/``class_names`` hold every class), ``--contrast``
-(explain logit_target − logit_contrast), ``--stride`` (texts longer than ``--max-length`` tokens
-are explained in windows sharing that many tokens; ``windows`` counts them; without it they are
-truncated, with one warning), ``--layers`` (the relevance per layer: the ``layers`` field — with
+(explain logit_target − logit_contrast; refused for a regression model), ``--stride`` (texts
+longer than ``--max-length`` tokens are explained in windows sharing that many tokens; ``windows``
+counts them; without it they are truncated, with one warning), ``--layers`` (the relevance per layer: the ``layers`` field — with
 ``--target all`` that of the predicted class —, a token × layer table in ``--html``), ``--methods``
 and ``--merge-subwords`` (the default: one score per word, its pieces' sum; ``--no-merge-subwords``
 keeps the word pieces).
@@ -226,6 +226,7 @@ def _settings(args: argparse.Namespace, explainer, methods: tuple[str, ...], pai
     """The checked ``--target``, ``--contrast`` and ``--stride`` (with the methods and flags)."""
     target = _class("--target", args.target, explainer, every=True)
     contrast = _class("--contrast", args.contrast, explainer)
+    explainer.model.config.head.check_contrast(contrast)
     if contrast is not None and contrast == target:
         raise InputError(f"--contrast {args.contrast} is the explained class (--target {args.target}): "
                          "every score would be 0")
@@ -261,7 +262,10 @@ def _intro(args: argparse.Namespace, job: ExplainJob) -> str:
     n, several = len(job.records), len(settings.methods) > 1
     parts = [f"model {args.model}", f"{n} text{'s' if n > 1 else ''}",
              f"method{'s' if several else ''} " + ", ".join(settings.methods)]
-    parts.append("every class" if settings.target == ALL else "the predicted class" if settings.target is None
+    head = job.explainer.model.config.head
+    predicted = ("the predicted value" if head.is_regression else "the predicted labels (sigmoid ≥ 0.5, else the "
+                 "top one)" if head.is_multi_label else "the predicted class")
+    parts.append("every class" if settings.target == ALL else predicted if settings.target is None
                  else f"class {job.explainer.id2label.get(settings.target, settings.target)}")
     if settings.contrast is not None:
         parts[-1] += f" against {job.explainer.id2label.get(settings.contrast, settings.contrast)}"

@@ -13,8 +13,16 @@ from typing import Sequence
 COLUMNS: dict[str, tuple[str, str]] = {
     "acc@k": ("↓", "word deletion: accuracy after replacing the k most relevant tokens (lower: the tokens mattered)"),
     "deletion_mean_acc": ("↓", "word deletion: the mean of acc@1 … acc@10"),
-    "deletion_n": ("", "word deletion: the examples it uses (correctly classified, with enough content tokens)"),
-    "aopc_comprehensiveness": ("↑", "mean drop of p(target) when the top 10 … 100 % tokens are removed"),
+    "pred@k": ("↓", "word deletion (multi-label): the share of examples whose explained label is still predicted "
+               "(sigmoid ≥ 0.5) after replacing the k most relevant tokens"),
+    "deletion_mean_pred": ("↓", "word deletion: the mean of pred@1 … pred@10"),
+    "value@k": ("↓", "word deletion (regression): the mean predicted value after replacing the k most relevant "
+                "tokens (lower: the tokens raised it)"),
+    "deletion_mean_value": ("↓", "word deletion: the mean of value@1 … value@10"),
+    "deletion_n": ("", "word deletion: the examples it uses (correctly classified — multi-label: the explained label "
+                       "predicted; regression: all —, with enough content tokens)"),
+    "aopc_comprehensiveness": ("↑", "mean drop of p(target) when the top 10 … 100 % tokens are removed "
+                                    "(a regression: of the predicted value)"),
     "aopc_sufficiency": ("↓", "mean drop of p(target) when only the top 10 … 100 % tokens are kept"),
     "abpc": ("↑", "area between the least- and the most-relevant-first curves of the target logit"),
     "cross_model_rho": ("", "mean Spearman ρ between the two models' scores of the same examples (descriptive)"),
@@ -25,8 +33,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
 
 
 def column_key(name: str) -> str:
-    """The :data:`COLUMNS` key of a column (``acc@3`` -> ``acc@k``)."""
-    return re.sub(r"^acc@\d+$", "acc@k", name)
+    """The :data:`COLUMNS` key of a column (``acc@3`` -> ``acc@k``; ``pred@3``, ``value@3`` alike)."""
+    return re.sub(r"^(acc|pred|value)@\d+$", r"\1@k", name)
 
 
 def with_direction(name: str) -> str:

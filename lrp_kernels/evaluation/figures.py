@@ -49,22 +49,31 @@ def _count(values: list[int]) -> str:
     return f"{high}" if low == high else f"{low}–{high}"
 
 
+#: by what a deletion curve tracks (:data:`~lrp_kernels.evaluation.perturbation.CURVE_COLUMN`): its axis, its examples
+_DELETION_AXES = {
+    "accuracy": ("accuracy ↓ (lower: the tokens mattered)", "correctly classified examples"),
+    "still_predicted": ("explained label still predicted ↓ (share)", "examples whose explained label is predicted"),
+    "value": ("mean predicted value ↓ (lower: the tokens raised it)", "examples"),
+}
+
+
 def plot_deletion(path: Path, results) -> Path | None:
-    """Accuracy after replacing the top-k tokens, a line per method; the legend outside, ordered as
-    the lines end (top first)."""
+    """Accuracy (a multi-label model: the share still predicted; a regression: the mean value) after
+    replacing the top-k tokens, a line per method; the legend outside, ordered as the lines end (top
+    first)."""
     rows = [(i, m, r["deletion"]) for i, (m, r) in enumerate(results["methods"].items()) if "deletion" in r]
     if not rows or all(d.n_examples == 0 for _, _, d in rows):
         return None
+    ylabel, examples = _DELETION_AXES[rows[0][2].measure]
     with _figure(path, figsize=(7.4, 4.4)) as (_, ax):
         for i, method, d in rows:
-            ax.plot([0] + d.ks, [1.0] + d.accuracy, markersize=4, label=_name(method, d.accuracy, rows),
+            ax.plot([0] + d.ks, [d.start] + d.values, markersize=4, label=_name(method, d.values, rows),
                     **method_style(i, method))
         ax.set_xlabel("k: most relevant tokens replaced")
-        ax.set_ylabel("accuracy ↓ (lower: the tokens mattered)")
-        ax.set_title(f"Word deletion on {_count([d.n_examples for _, _, d in rows])} correctly classified examples",
-                     fontsize=10)
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"Word deletion on {_count([d.n_examples for _, _, d in rows])} {examples}", fontsize=10)
         ax.grid(alpha=0.3)
-        last = [d.accuracy[-1] if d.accuracy else 1.0 for _, _, d in rows]
+        last = [d.values[-1] if d.values else d.start for _, _, d in rows]
         handles, labels = ax.get_legend_handles_labels()
         order = sorted(range(len(labels)), key=lambda k: -_finite(last[k]))
         ax.legend([handles[k] for k in order], [labels[k] for k in order], loc="upper left",
@@ -77,7 +86,7 @@ def _name(method: str, curve: list[float], rows) -> str:
     for _, other, d in rows:
         if other == method:
             return method
-        if len(d.accuracy) == len(curve) and all(abs(a - b) < 0.005 for a, b in zip(d.accuracy, curve)):
+        if len(d.values) == len(curve) and all(abs(a - b) < 0.005 for a, b in zip(d.values, curve)):
             return f"{method} (≈ {other})"
     return method
 

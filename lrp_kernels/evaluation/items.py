@@ -16,6 +16,7 @@ import torch
 
 from lrp_kernels.attribution import attribute
 from lrp_kernels.errors import InputError
+from lrp_kernels.models.loading import as_lrp_model
 
 # forward(input_ids [B, L], attention_mask [B, L], token_type_ids [B, L]) -> logits [B, C]
 Forward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -158,9 +159,13 @@ def batched_logits(forward: Forward, seqs: Sequence[tuple[torch.Tensor, torch.Te
 def attribute_items(model, items: Sequence[Item], method: str, pad_id: int, batch_size: int = 32,
                     target=None, progress: bool = False, on_batch: Callable[[int], object] | None = None,
                     **kwargs) -> tuple[list[Item], float]:
-    """``items`` with ``method``'s scores (explaining ``target``, default the prediction) and the
-    seconds the attribution took. Batches are length-bucketed; ``on_batch(n)`` follows each batch of n."""
+    """``items`` with ``method``'s scores (explaining ``target``, default the prediction: for a head that
+    explains several labels per input — multi-label, several regression outputs — the top one) and
+    the seconds the attribution took. Batches are length-bucketed; ``on_batch(n)`` follows each batch
+    of n."""
+    model = as_lrp_model(model)
     device = next(model.parameters()).device
+    several = model.config.head.explains_several(model.config.num_labels)
     out: list[Item | None] = [None] * len(items)
     batches = length_batches([int(it.ids.numel()) for it in items], batch_size)
     if progress:
@@ -170,9 +175,13 @@ def attribute_items(model, items: Sequence[Item], method: str, pad_id: int, batc
     seconds = 0.0
     for index in batches:
         ids, mask, types = pad_batch([(items[i].ids, items[i].types) for i in index], pad_id)
+        ids, mask, types = ids.to(device), mask.to(device), types.to(device)
         started = time.perf_counter()
-        result = attribute(model, ids.to(device), mask.to(device), types.to(device), method=method,
-                           target=None if target is None else [target[i] for i in index], **kwargs)
+        chosen = None if target is None else [target[i] for i in index]
+        if chosen is None and several:  # one label per item: the top one
+            with torch.no_grad():
+                chosen = model(ids, mask, types).argmax(dim=-1)
+        result = attribute(model, ids, mask, types, method=method, target=chosen, **kwargs)
         seconds += time.perf_counter() - started
         scores, logits = result.scores.cpu(), result.logits.cpu()
         for row, i in enumerate(index):

@@ -12,12 +12,16 @@ set of items in length-bucketed batches (:func:`~lrp_kernels.evaluation.items.ba
   ``min_tokens`` content tokens, replace the top-k attributed tokens by a replacement token
   (``[PAD]`` as in the paper, or ``[MASK]``/``[UNK]``), k = 1…10, keeping the attention mask, and
   report the accuracy at each k. Accuracy at k = 0 is 1 by construction; a faithful method makes
-  it fall fast.
+  it fall fast. By the model's head (:class:`~lrp_kernels.models.config.Head`): a multi-label
+  model's curve is the share of items whose explained label is still predicted (sigmoid ≥ 0.5),
+  on the items where it was; a regression's is the mean predicted value of the explained output,
+  on every item with enough tokens (no labels: a value is not right or wrong).
 * **AOPC comprehensiveness and sufficiency** (DeYoung et al. 2020, "ERASER: A Benchmark to Evaluate
   Rationalized NLP Models"; bins and edge cases as in ferret, Attanasio et al. 2023): for
   q = 10 %, 20 %, …, 100 % take the top v = ⌊q·n⌋ tokens of the n content tokens (bins with v = 0,
   or the same v as the bin before, are skipped); comprehensiveness averages p(target) − p(target |
-  top-v tokens removed), sufficiency p(target) − p(target | only the top-v tokens kept). Tokens are
+  top-v tokens removed), sufficiency p(target) − p(target | only the top-v tokens kept) — p the
+  softmax, a multi-label model's sigmoid, a regression's predicted value (:meth:`Head.measure`). Tokens are
   removed (the sequence gets shorter), not replaced. Higher comprehensiveness and lower
   sufficiency are better. Kept tokens stay in their original order.
 * **ABPC** (area between perturbation curves; Achtibat et al. 2024, "AttnLRP: Attention-Aware
@@ -36,11 +40,16 @@ import torch
 
 from lrp_kernels.errors import InputError
 from lrp_kernels.evaluation.items import Forward, Item, batched_logits
+from lrp_kernels.models.config import Head
 
 DELETION_KS = tuple(range(1, 11))
 AOPC_PERCENTS = tuple(range(10, 101, 10))
 ABPC_STEPS = 10
 REPLACEMENTS = ("pad", "mask", "unk")
+#: what a word-deletion curve tracks, by head: single-label, multi-label, regression
+ACCURACY, STILL_PREDICTED, VALUE = "accuracy", "still_predicted", "value"
+#: the short name of each in the tables' columns (``acc@3``, ``pred@3``, ``value@3``)
+CURVE_COLUMN = {ACCURACY: "acc", STILL_PREDICTED: "pred", VALUE: "value"}
 
 
 def ranked_positions(item: Item, most_first: bool = True) -> torch.Tensor:
@@ -66,21 +75,38 @@ def kept(item: Item, drop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return item.ids[keep], item.types[keep]
 
 
-def target_probability(logits: torch.Tensor, target: int) -> float:
-    return float(torch.softmax(logits.float(), dim=-1)[target])
+def target_measure(logits: torch.Tensor, target: int, head: Head = Head()) -> float:
+    """p(target) — softmax, or a multi-label model's sigmoid —, or a regression's predicted value."""
+    return float(head.measure(logits)[target])
 
 
-def deletion_subset(items: Sequence[Item], min_tokens: int = 10) -> list[Item]:
-    """Correctly classified items (prediction == label) with at least ``min_tokens`` content tokens."""
-    return [it for it in items if it.label is not None and it.prediction == it.label and it.n_content >= min_tokens]
+def deletion_measure(head: Head) -> str:
+    """What the word-deletion curve of a model with ``head`` tracks."""
+    return VALUE if head.is_regression else STILL_PREDICTED if head.is_multi_label else ACCURACY
+
+
+def deletion_subset(items: Sequence[Item], min_tokens: int = 10, head: Head = Head()) -> list[Item]:
+    """The items word deletion uses, with at least ``min_tokens`` content tokens: correctly classified
+    ones (prediction == label); multi-label: those whose explained label is predicted; regression: all."""
+    enough = [it for it in items if it.n_content >= min_tokens]
+    if head.is_regression:
+        return enough
+    if head.is_multi_label:
+        return [it for it in enough if bool(head.predicted(it.logits)[it.target])]
+    return [it for it in enough if it.label is not None and it.prediction == it.label]
 
 
 @dataclass
 class DeletionResult:
+    """The word-deletion curve: ``values`` at each k of ``ks`` (``measure``: the accuracy, the share
+    still predicted, or the mean value), ``start`` at k = 0, on ``n_examples`` items."""
+
     ks: list[int]
-    accuracy: list[float]
+    values: list[float]
     n_examples: int
     indices: list[int]
+    measure: str = ACCURACY
+    start: float = 1.0
 
 
 def deletion_variants(subset: Sequence[Item], replacement_id: int, ks: Sequence[int] = DELETION_KS) -> list:
@@ -95,16 +121,26 @@ def deletion_variants(subset: Sequence[Item], replacement_id: int, ks: Sequence[
 
 def word_deletion(items: Sequence[Item], forward: Forward, replacement_id: int, pad_id: int,
                   ks: Sequence[int] = DELETION_KS, min_tokens: int = 10, batch_size: int = 256,
-                  cache: dict | None = None) -> DeletionResult:
-    """Accuracy after replacing the top-k tokens, for each k, on :func:`deletion_subset`."""
-    subset = deletion_subset(items, min_tokens)
+                  cache: dict | None = None, head: Head = Head()) -> DeletionResult:
+    """The accuracy (by ``head``: the share still predicted, the mean value) after replacing the top-k
+    tokens, for each k, on :func:`deletion_subset`."""
+    measure = deletion_measure(head)
+    subset = deletion_subset(items, min_tokens, head)
     if not subset:
-        return DeletionResult(list(ks), [float("nan")] * len(ks), 0, [])
+        return DeletionResult(list(ks), [float("nan")] * len(ks), 0, [], measure, float("nan"))
     seqs = deletion_variants(subset, replacement_id, ks)
     logits = batched_logits(forward, seqs, pad_id, batch_size, cache).view(len(subset), len(ks), -1)
-    labels = torch.tensor([it.label for it in subset])
-    correct = logits.argmax(dim=-1).eq(labels[:, None]).float()
-    return DeletionResult(list(ks), correct.mean(dim=0).tolist(), len(subset), [it.index for it in subset])
+    targets = torch.tensor([it.target for it in subset])[:, None, None].expand(-1, len(ks), 1)
+    start = 1.0
+    if measure == VALUE:
+        curve = logits.float().gather(-1, targets)[..., 0]
+        start = float(torch.stack([it.logits[it.target] for it in subset]).float().mean())
+    elif measure == STILL_PREDICTED:
+        curve = head.predicted(logits).gather(-1, targets)[..., 0].float()
+    else:
+        curve = logits.argmax(dim=-1).eq(torch.tensor([it.label for it in subset])[:, None]).float()
+    return DeletionResult(list(ks), curve.mean(dim=0).tolist(), len(subset), [it.index for it in subset], measure,
+                          start)
 
 
 @dataclass
@@ -135,8 +171,9 @@ def aopc_variants(items: Sequence[Item], percents: Sequence[int] = AOPC_PERCENTS
 
 
 def aopc(items: Sequence[Item], forward: Forward, pad_id: int, percents: Sequence[int] = AOPC_PERCENTS,
-         batch_size: int = 256, cache: dict | None = None) -> AOPCResult:
-    """AOPC comprehensiveness and sufficiency (mean over items of the mean over the kept bins)."""
+         batch_size: int = 256, cache: dict | None = None, head: Head = Head()) -> AOPCResult:
+    """AOPC comprehensiveness and sufficiency (mean over items of the mean over the kept bins) of
+    p(target) — by ``head`` (:func:`target_measure`)."""
     seqs, owners = aopc_variants(items, percents)
     if not seqs:
         raise InputError("AOPC: no item has a content token")
@@ -145,9 +182,9 @@ def aopc(items: Sequence[Item], forward: Forward, pad_id: int, percents: Sequenc
     suff: list[list[float]] = [[] for _ in items]
     for j, n_item in enumerate(owners):
         it = items[n_item]
-        p0 = target_probability(it.logits, it.target)
-        comp[n_item].append(p0 - target_probability(logits[2 * j], it.target))
-        suff[n_item].append(p0 - target_probability(logits[2 * j + 1], it.target))
+        p0 = target_measure(it.logits, it.target, head)
+        comp[n_item].append(p0 - target_measure(logits[2 * j], it.target, head))
+        suff[n_item].append(p0 - target_measure(logits[2 * j + 1], it.target, head))
     comp_items = [sum(c) / len(c) for c in comp if c]
     suff_items = [sum(s) / len(s) for s in suff if s]
     return AOPCResult(sum(comp_items) / len(comp_items), sum(suff_items) / len(suff_items),
@@ -214,13 +251,13 @@ def abpc(items: Sequence[Item], forward: Forward, replacement_id: int, pad_id: i
 
 
 def planned_sequences(items: Sequence[Item], logits: torch.Tensor, metrics: Sequence[str], replacement_id: int,
-                      min_tokens: int) -> int:
+                      min_tokens: int, head: Head = Head()) -> int:
     """How many perturbed sequences ``metrics`` score for ``items`` (whose logits are ``logits``), before
     de-duplication. The count does not depend on the scores: it is taken from uniform ones."""
     scored = [it.with_scores(torch.zeros(it.ids.numel()), row, int(row.argmax())) for it, row in zip(items, logits)]
     count = 0
     if "deletion" in metrics:
-        count += len(deletion_variants(deletion_subset(scored, min_tokens), replacement_id))
+        count += len(deletion_variants(deletion_subset(scored, min_tokens, head), replacement_id))
     if "aopc" in metrics:
         count += len(aopc_variants(scored)[0])
     if "abpc" in metrics:

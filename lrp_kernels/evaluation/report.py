@@ -2,9 +2,11 @@
 
 Files (in the output directory):
 
-``summary.csv``        one row per method: deletion accuracy at k = 1…10, its mean, AOPC
-                       comprehensiveness / sufficiency, ABPC, seconds (and cross-dataset ρ)
-``deletion.csv``       method, k, accuracy, examples (k = 0 is the unperturbed accuracy, 1)
+``summary.csv``        one row per method: deletion accuracy at k = 1…10 (a multi-label model: the
+                       share still predicted, ``pred@k``; a regression: the mean value, ``value@k``),
+                       its mean, AOPC comprehensiveness / sufficiency, ABPC, seconds (and
+                       cross-dataset ρ)
+``deletion.csv``       method, k, accuracy (or still_predicted, value), examples (k = 0: unperturbed)
 ``abpc_curves.csv``    method, fraction, MoRF and LeRF mean target logit
 ``word_rank.csv``      method, class, rank, word, mean normalized score, count
 ``agreement.csv``      the Spearman matrix between methods
@@ -25,6 +27,8 @@ from typing import Any, Sequence
 
 from lrp_kernels.evaluation.columns import definitions, with_direction
 from lrp_kernels.evaluation.items import Item
+from lrp_kernels.evaluation.perturbation import CURVE_COLUMN
+from lrp_kernels.models.config import Head
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -49,7 +53,8 @@ def summary_rows(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     header = ["method"]
     any_row = next(iter(results["methods"].values()))
     if "deletion" in any_row:
-        header += [f"acc@{k}" for k in any_row["deletion"].ks] + ["deletion_mean_acc", "deletion_n"]
+        short = CURVE_COLUMN[any_row["deletion"].measure]
+        header += [f"{short}@{k}" for k in any_row["deletion"].ks] + [f"deletion_mean_{short}", "deletion_n"]
     if "aopc" in any_row:
         header += ["aopc_comprehensiveness", "aopc_sufficiency"]
     if "abpc" in any_row:
@@ -63,7 +68,7 @@ def summary_rows(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     for method, row in results["methods"].items():
         r: list[Any] = [method]
         if "deletion" in row:
-            acc = row["deletion"].accuracy
+            acc = row["deletion"].values
             finite = [a for a in acc if not math.isnan(a)]
             r += list(acc) + [sum(finite) / len(finite) if finite else float("nan"), row["deletion"].n_examples]
         if "aopc" in row:
@@ -79,12 +84,11 @@ def summary_rows(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     return header, rows
 
 
-def item_explanation(item: Item, method: str, id2label: dict[int, str]) -> dict[str, Any]:
+def item_explanation(item: Item, method: str, id2label: dict[int, str], head: Head = Head()) -> dict[str, Any]:
     """The dict form of an explanation (as :meth:`Explanation.to_dict`) for a scored item."""
-    import torch
+    from lrp_kernels.explainer import prediction
 
-    probs = torch.softmax(item.logits.float(), dim=-1)
-    pred = int(probs.argmax())
+    label = item.target if head.is_regression else int(item.logits.argmax())
     return {
         "id": item.index,
         "text": item.text,
@@ -92,9 +96,8 @@ def item_explanation(item: Item, method: str, id2label: dict[int, str]) -> dict[
         "tokens": item.tokens,
         "scores": item.scores.tolist(),
         "special": (~item.content).tolist(),
-        "label": pred,
-        "label_name": id2label.get(pred, str(pred)),
-        "probability": float(probs[pred]),
+        **prediction(head, item.logits.float(), label, id2label),
+        "logits": item.logits.float().tolist(),
         "target": item.target,
         "target_name": id2label.get(item.target, str(item.target)),
         "method": method,
@@ -199,7 +202,8 @@ class _Report:
         out, first = self.out, self.first
         write_csv(out / "summary.csv", self.header, self.rows)
         if "deletion" in first:
-            write_csv(out / "deletion.csv", ["method", "k", "accuracy", "examples"], self._deletion_rows())
+            write_csv(out / "deletion.csv", ["method", "k", first["deletion"].measure, "examples"],
+                      self._deletion_rows())
         if "abpc" in first:
             write_csv(out / "abpc_curves.csv", ["method", "fraction", "morf_logit", "lerf_logit"],
                       [[m, f, a, b] for m, r in _per_method(self.results, "abpc")
@@ -214,8 +218,8 @@ class _Report:
 
     def _deletion_rows(self) -> list[list[Any]]:
         deletion = _per_method(self.results, "deletion")
-        return ([[m, 0, 1.0, d.n_examples] for m, d in deletion]
-                + [[m, k, a, d.n_examples] for m, d in deletion for k, a in zip(d.ks, d.accuracy)])
+        return ([[m, 0, d.start, d.n_examples] for m, d in deletion]
+                + [[m, k, a, d.n_examples] for m, d in deletion for k, a in zip(d.ks, d.values)])
 
     def _write_cross_dataset(self) -> None:
         header = ["method", "per_example_rho", "examples"]
@@ -238,10 +242,13 @@ class _Report:
 
     # ------------------------------------------------------------------------------ pages
     def setup(self) -> str:
-        info = self.info
-        return (f"model `{info['model']}`, task `{info['task']}` ({info['split']}), {info['examples']} examples, "
-                f"accuracy {info['accuracy']:.4f}; replacement `{info['replacement']}`; word deletion on correctly "
-                f"classified examples with ≥ {info['min_tokens']} content tokens; device {info['device']} "
+        info, head = self.info, Head(self.info.get("problem_type") or Head().problem_type)
+        accuracy = "" if info.get("accuracy") is None else f", accuracy {info['accuracy']:.4f}"
+        deleted = ("every example" if head.is_regression else "examples whose explained label is predicted"
+                   if head.is_multi_label else "correctly classified examples")
+        return (f"model `{info['model']}`, task `{info['task']}` ({info['split']}), {info['examples']} examples"
+                f"{accuracy}; replacement `{info['replacement']}`; word deletion on {deleted} "
+                f"with ≥ {info['min_tokens']} content tokens; device {info['device']} "
                 f"({info['torch_threads']} threads); {info['seconds']:.1f} s in all")
 
     def markdown(self) -> str:
@@ -288,7 +295,9 @@ class _Report:
             label = self.by_method[self.methods[0]][i].label
             gold = "" if label is None else f" (gold: {self.id2label.get(label, label)})"
             parts.append(f"<h3>Example {i}{html.escape(gold)}</h3>")
-            parts.append(group_html([item_explanation(self.by_method[m][i], m, self.id2label) for m in self.methods]))
+            head = Head(self.info.get("problem_type") or Head().problem_type)
+            parts.append(group_html([item_explanation(self.by_method[m][i], m, self.id2label, head)
+                                     for m in self.methods]))
         return parts
 
     def summary(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import torch
 
 from lrp_kernels.methods import METHODS, get_method
+from lrp_kernels.models.config import SINGLE_LABEL
 from lrp_kernels.errors import InputError
 from lrp_kernels.evaluation import perturbation, ranking
 from lrp_kernels.evaluation.items import Forward, Item, attribute_items, batched_logits, make_items, model_forward
@@ -76,8 +77,9 @@ def load_model_and_encoder(path: str, device: torch.device, max_length: int, dty
     return model, encoder
 
 
-def load_examples(task: str, data_dir: str | None, split: str, max_examples: int | None, num_labels: int):
-    """(texts, text_pairs or None, labels) of a labelled split, the first ``max_examples`` of it."""
+def load_examples(task: str, data_dir: str | None, split: str, max_examples: int | None, num_labels: int | None):
+    """(texts, text_pairs or None, labels) of a labelled split, the first ``max_examples`` of it (labels
+    checked against ``num_labels`` unless it is None: a regression's values are not class indices)."""
     from lrp_kernels.data import load_task
 
     dataset = load_task(task, data_dir, split)
@@ -90,7 +92,7 @@ def load_examples(task: str, data_dir: str | None, split: str, max_examples: int
     if len(dataset) == 0:
         raise InputError(f"task {task}, split {split}: no examples")
     labels = [int(x) for x in dataset["label"]]
-    if max(labels) >= num_labels:
+    if num_labels is not None and max(labels) >= num_labels:
         raise InputError(f"task {task} has label {max(labels)} but the model has only {num_labels} labels")
     pairs = list(dataset["text_pair"]) if "text_pair" in dataset.column_names else None
     return list(dataset["text"]), pairs, labels
@@ -126,7 +128,7 @@ class _SecondModel:
         own = None
         if config.task2:
             own = make_items(encoder, *load_examples(config.task2, config.data_dir2, config.split,
-                                                     config.max_examples, model.config.num_labels))
+                                                     config.max_examples, _classes(model)))
         return cls(model, encoder, make_items(encoder, texts, pairs, labels), own)
 
 
@@ -137,8 +139,9 @@ class Study:
         self.config, self.device = config, device
         self.model, self.encoder = load_model_and_encoder(config.model, device, config.max_length, config.dtype)
         self.replacement_id = perturbation.replacement_token_id(self.encoder, config.replacement)
+        self.head = self.model.config.head
         texts, pairs, labels = load_examples(config.task, config.data_dir, config.split, config.max_examples,
-                                             self.model.config.num_labels)
+                                             _classes(self.model))
         check_max_length(self.encoder.tokenizer, config.max_length, pairs is not None)
         self.items = make_items(self.encoder, texts, pairs, labels)
         self.advance: Callable[[int], object] = _ignore  # a progress bar's update, per sequence scored
@@ -146,7 +149,9 @@ class Study:
         self.cache: dict[bytes, torch.Tensor] = {}  # logits of every sequence scored so far, across methods
         self.logits = batched_logits(self.forward, [(it.ids, it.types) for it in self.items], self.encoder.pad_id,
                                      config.eval_batch_size, self.cache)
-        self.accuracy = float(self.logits.argmax(dim=-1).eq(torch.tensor(labels)).float().mean())
+        self.accuracy = None  # of a single-label classifier only: a label set or a value is not an argmax
+        if self.head.problem_type == SINGLE_LABEL:
+            self.accuracy = float(self.logits.argmax(dim=-1).eq(torch.tensor(labels)).float().mean())
         self.second = _SecondModel.load(config, device, texts, pairs, labels) if config.model2 else None
         self._perturbed: dict[tuple[str, ...], int] = {}
 
@@ -167,7 +172,8 @@ class Study:
             explained += len(self.second.items) + len(self.second.own_items or ())
         if metrics not in self._perturbed:  # the same for every method
             self._perturbed[metrics] = perturbation.planned_sequences(self.items, self.logits, metrics,
-                                                                      self.replacement_id, self.config.min_tokens)
+                                                                      self.replacement_id, self.config.min_tokens,
+                                                                      self.head)
         perturbed = self._perturbed[metrics]
         return MethodPlan(backward=explained * steps if kind in ("gradient", "integrated_gradients") else 0,
                           forward=explained if kind == "attention" else 0, perturbed=perturbed, steps=steps)
@@ -195,9 +201,10 @@ class Study:
         row: dict[str, Any] = {}
         if "deletion" in metrics:
             row["deletion"] = perturbation.word_deletion(items, self.forward, self.replacement_id, pad,
-                                                         min_tokens=config.min_tokens, batch_size=batch, cache=cache)
+                                                         min_tokens=config.min_tokens, batch_size=batch, cache=cache,
+                                                         head=self.head)
         if "aopc" in metrics:
-            row["aopc"] = perturbation.aopc(items, self.forward, pad, batch_size=batch, cache=cache)
+            row["aopc"] = perturbation.aopc(items, self.forward, pad, batch_size=batch, cache=cache, head=self.head)
         if "abpc" in metrics:
             row["abpc"] = perturbation.abpc(items, self.forward, self.replacement_id, pad, batch_size=batch,
                                             cache=cache)
@@ -223,6 +230,7 @@ class Study:
             "task": config.task,
             "split": config.split,
             "examples": len(self.items),
+            "problem_type": self.head.problem_type,
             "accuracy": self.accuracy,
             "replacement": config.replacement,
             "min_tokens": config.min_tokens,
@@ -238,6 +246,11 @@ class Study:
 
 def _ignore(n: int) -> None:
     pass
+
+
+def _classes(model) -> int | None:
+    """The number of classes a split's labels must index (None for a regression: none)."""
+    return None if model.config.head.is_regression else model.config.num_labels
 
 
 @dataclasses.dataclass

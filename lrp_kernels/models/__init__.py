@@ -6,7 +6,7 @@ in-memory ``transformers`` models). ``checkpoint`` reads weights and knows nothi
 """
 
 from lrp_kernels.models.base import EncoderClassifier
-from lrp_kernels.models.config import ModelConfig
+from lrp_kernels.models.config import Head, ModelConfig
 from lrp_kernels.models.families.albert import AlbertClassifier
 from lrp_kernels.models.families.bert import BertClassifier
 from lrp_kernels.models.families.distilbert import DistilBertClassifier
@@ -29,6 +29,7 @@ __all__ = [
     "ElectraClassifier",
     "EncoderClassifier",
     "Family",
+    "Head",
     "ModelConfig",
     "RobertaClassifier",
     "SUPPORTED_MODEL_TYPES",

@@ -23,10 +23,13 @@ records its inputs and output, each input as its own view (so that its gradient 
 flowed through this op alone). Σ output·g − Σ input·g of an op is what its rule absorbs (biases
 and ε, the norm's β, the softmax rule); the accounting itself is in :mod:`lrp_kernels.layer_relevance`.
 Without a ledger nothing changes (the GELU stays fused into its linear).
-The gated MLP is recorded as one op of kind ``bias`` (its product and activation rules are
-conservative; its two linears' biases and ε are what it absorbs); DeBERTa's disentangled attention
-as ``softmax``, which then also holds the relevance that leaves for the relative positions
-(reported separately as ``position_relevance``).
+The gated MLP is recorded as one op of kind ``bias`` under the LRP rules (its product and
+activation rules are conservative; its two linears' biases and ε are what it absorbs); under the
+plain rules as its linears, its activation and the product act(a)·b, an ``activation`` op that
+absorbs −R (x·g counts a product's relevance in both factors). DeBERTa's disentangled attention
+is recorded as ``softmax``, which then also holds the relevance that leaves for the relative
+positions (reported separately as ``position_relevance``); ops whose output does not require grad
+(the position table's) are not recorded.
 """
 
 from __future__ import annotations
@@ -139,7 +142,11 @@ class Pass:
         return x if self.ledger is None else x.view_as(x)
 
     def _record(self, kind: str, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-        return output if self.ledger is None else self.ledger.op(kind, inputs, output)
+        """With a ledger, record the op (one whose output does not depend on the input — DeBERTa's
+        position rows — carries none of its relevance and is left out); return ``output``."""
+        if self.ledger is None or not output.requires_grad:
+            return output
+        return self.ledger.op(kind, inputs, output)
 
     def positions(self, x: torch.Tensor, share) -> torch.Tensor:
         """``x`` [1, …], an input shared by the batch, as the op should read it: when position relevance
@@ -183,7 +190,8 @@ class Pass:
             return self._record("bias", (x,), u)
         a = self.linear(x, layer)
         a, b = a.chunk(2, dim=-1) if up is None else (a, self.linear(x, up))
-        return self.activation(a, fn) * b
+        h, b = self._own(self.activation(a, fn)), self._own(b)
+        return self._record("activation", (h, b), h * b)  # the gate: x·g counts R(h·b) in h and in b
 
     def norm(self, x, norm: nn.Module):
         """A LayerNorm (with or without bias) or :class:`RMSNorm`: its rule (σ / rms constant) or the plain op."""

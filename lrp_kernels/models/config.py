@@ -4,6 +4,10 @@
 ``config.json`` spells them differently, or that needs more (ELECTRA's ``embedding_size``, ALBERT's
 layer groups), subclasses it: :meth:`ModelConfig.normalize` maps the raw dictionary onto the
 field names, :meth:`ModelConfig.validate` rejects what the family does not implement.
+
+What the outputs mean is the :class:`Head` of ``problem_type`` (``ModelConfig.head``), read here
+once — from config.json, or from the in-memory ``transformers`` model's config, which goes through
+the same :meth:`ModelConfig.from_dict`.
 """
 
 from __future__ import annotations
@@ -14,7 +18,91 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from lrp_kernels.errors import CheckpointError
+import torch
+
+from lrp_kernels.errors import CheckpointError, InputError
+
+SINGLE_LABEL = "single_label_classification"
+MULTI_LABEL = "multi_label_classification"
+REGRESSION = "regression"
+#: transformers' ``problem_type`` values
+PROBLEM_TYPES = (SINGLE_LABEL, MULTI_LABEL, REGRESSION)
+
+
+@dataclass(frozen=True)
+class Head:
+    """What a classifier's outputs (``logits`` [..., labels]) mean: transformers' ``problem_type``.
+
+    * ``single_label_classification`` — one class per input: probabilities are the softmax, the
+      prediction its argmax (what is explained when no target is given).
+    * ``multi_label_classification`` — independent labels (a sigmoid each): a label is predicted when
+      its sigmoid is ≥ 0.5; without a target every predicted label is explained, or the top one when
+      none is.
+    * ``regression`` — each output is a value (no probability); without a target output 0 is
+      explained (every output when there are several). A difference of two values is no contrast
+      between classes: it is refused.
+
+    ``problem_type`` None in a config (as transformers saves it unless training set it) means
+    regression with one label and single-label classification otherwise — transformers' own reading.
+    """
+
+    problem_type: str = SINGLE_LABEL
+
+    @classmethod
+    def parse(cls, problem_type, num_labels: int, source: str = "config") -> "Head":
+        """The head of a config's ``problem_type`` (None: by ``num_labels``); anything else: CheckpointError."""
+        if problem_type is None:
+            return cls(REGRESSION if num_labels == 1 else SINGLE_LABEL)
+        if problem_type not in PROBLEM_TYPES:
+            raise CheckpointError(f"{source}: unknown problem_type {problem_type!r}; valid: {', '.join(PROBLEM_TYPES)}")
+        return cls(problem_type)
+
+    @property
+    def is_regression(self) -> bool:
+        return self.problem_type == REGRESSION
+
+    @property
+    def is_multi_label(self) -> bool:
+        return self.problem_type == MULTI_LABEL
+
+    def explains_several(self, num_labels: int) -> bool:
+        """Whether ``target=None`` explains several outputs per input (multi-label; regression with
+        several outputs)."""
+        return self.is_multi_label or (self.is_regression and num_labels > 1)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor | None:
+        """Softmax (single-label), per-label sigmoid (multi-label), or None (regression), float32."""
+        if self.is_regression:
+            return None
+        logits = logits.float()
+        return torch.sigmoid(logits) if self.is_multi_label else torch.softmax(logits, dim=-1)
+
+    def measure(self, logits: torch.Tensor) -> torch.Tensor:
+        """What the evaluation tracks per output: the probabilities, or the values of a regression."""
+        probabilities = self.probabilities(logits)
+        return logits.float() if probabilities is None else probabilities
+
+    def predicted(self, logits: torch.Tensor) -> torch.Tensor:
+        """[..., labels] bool: the labels the model predicts — the argmax; for multi-label every sigmoid
+        ≥ 0.5 (possibly none); for a regression every output."""
+        if self.is_regression:
+            return torch.ones_like(logits, dtype=torch.bool)
+        if self.is_multi_label:
+            return torch.sigmoid(logits.float()) >= 0.5
+        return torch.nn.functional.one_hot(logits.argmax(dim=-1), logits.shape[-1]).bool()
+
+    def explained(self, logits: torch.Tensor) -> torch.Tensor:
+        """[..., labels] bool: what ``target=None`` explains — :meth:`predicted`, or the top label of a
+        multi-label input that predicts none."""
+        chosen = self.predicted(logits)
+        top = torch.nn.functional.one_hot(logits.argmax(dim=-1), logits.shape[-1]).bool()
+        return torch.where(chosen.any(dim=-1, keepdim=True), chosen, top)
+
+    def check_contrast(self, contrast) -> None:
+        """A contrast (logit_a − logit_b) compares classes: refused for a regression head."""
+        if contrast is not None and self.is_regression:
+            raise InputError("contrast compares two classes; this model is a regression (its outputs are values, "
+                             "problem_type regression): explain its value without a contrast")
 
 #: ``hidden_act`` of config.json -> the activation name of :mod:`lrp_kernels.ops.activation`
 HIDDEN_ACTS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
@@ -39,6 +127,8 @@ class ModelConfig:
     initializer_range: float = 0.02
     num_labels: int = 2
     id2label: dict[int, str] = field(default_factory=dict)
+    #: transformers' ``problem_type`` (None: by the number of labels; see :class:`Head`)
+    problem_type: str | None = None
 
     #: the ``hidden_act`` values this family implements
     hidden_acts: ClassVar[dict[str, str]] = HIDDEN_ACTS
@@ -56,6 +146,11 @@ class ModelConfig:
     def max_tokens(self) -> int:
         """The longest input the position embeddings allow."""
         return self.max_position_embeddings
+
+    @property
+    def head(self) -> Head:
+        """What the outputs mean (:class:`Head`)."""
+        return Head.parse(self.problem_type, self.num_labels)
 
     @property
     def activation(self) -> str:
@@ -90,8 +185,10 @@ class ModelConfig:
             num_labels = values.get("num_labels") or (len(id2label) if id2label else 2)
         if len(id2label) != num_labels:
             id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
-        names = {f.name for f in dataclasses.fields(cls)} - {"id2label", "num_labels"}
-        config = cls(**{k: v for k, v in values.items() if k in names}, num_labels=num_labels, id2label=id2label)
+        names = {f.name for f in dataclasses.fields(cls)} - {"id2label", "num_labels", "problem_type"}
+        head = Head.parse(values.get("problem_type"), num_labels, source)
+        config = cls(**{k: v for k, v in values.items() if k in names}, num_labels=num_labels, id2label=id2label,
+                     problem_type=head.problem_type)
         config.validate(values, source)
         return config
 

@@ -23,7 +23,7 @@ from lrp_kernels import Explainer, attribute
 from lrp_kernels.cli import main
 from lrp_kernels.errors import CheckpointError
 from lrp_kernels.methods import METHODS, READ_OUT_POINTS
-from lrp_kernels.models import config_from_dict, from_hf, load_pretrained
+from lrp_kernels.models import build, config_from_dict, from_hf, load_pretrained
 
 transformers = pytest.importorskip("transformers")
 from explicit_lrp_modern import explicit_lrp_modern  # noqa: E402  (tests/ helper)
@@ -211,6 +211,21 @@ def test_every_method_runs(variant):
         result = attribute(hf, ids, mask, method=method, target=TARGET, ig_steps=4)
         assert result.scores.shape == ids.shape and torch.isfinite(result.scores).all(), method
         assert not result.scores[mask == 0].any(), method
+
+
+@pytest.mark.parametrize("output_attentions", [False, True], ids=["sdpa", "recorded"])
+def test_window_masks_are_built_on_the_inputs_device(output_attentions):
+    """ModernBERT without an attention mask: the local layers' window mask must be made where the
+    queries are (a CPU mask handed to SDPA on CUDA fails or copies). On the ``meta`` device every
+    tensor the plain forward makes elsewhere is an error, so this runs the mask construction as a
+    CUDA model would, without a GPU."""
+    config = config_from_dict(_hf("modernbert").config.to_dict())
+    with torch.device("meta"):
+        model = build(config)
+    e = torch.empty(2, 12, config.hidden_size, device="meta")
+    out = model.forward_from_embeddings(e, None, output_attentions=output_attentions)
+    logits = out[0] if output_attentions else out
+    assert logits.device.type == "meta" and logits.shape == (2, config.num_labels)
 
 
 @pytest.mark.parametrize("variant", KINDS)

@@ -9,6 +9,7 @@ after it against the saved file. Only the public API is used (``attribute``, ``l
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 
@@ -66,12 +67,13 @@ def roberta_case():
 CASES = {"minilm": minilm_case, "roberta": roberta_case}
 
 
-def compute(case: str) -> dict[str, torch.Tensor]:
-    """``{case/backend/method/{scores,logits}: tensor}`` for one case, with one thread."""
+def compute(case: str, built=None) -> dict[str, torch.Tensor]:
+    """``{case/backend/method/{scores,logits}: tensor}`` for one case, with one thread (``built``:
+    what ``CASES[case]()`` returned, if already made)."""
     from lrp_kernels import attribute
 
     torch.set_num_threads(1)
-    model, ids, mask, types = CASES[case]()
+    model, ids, mask, types = built or CASES[case]()
     out = {}
     for backend in BACKENDS:
         for method in METHODS:
@@ -81,14 +83,36 @@ def compute(case: str) -> dict[str, torch.Tensor]:
     return out
 
 
+def blas_probe() -> str:
+    """A fingerprint of the code path of torch's BLAS on this machine: a hash of the bits of a few
+    single-thread float32 products (the shapes of the cases' linears). MKL picks its kernels by CPU
+    vendor and model, not only by instruction set — an AMD EPYC with AVX-512 gets other sums than
+    an Intel CPU with the same torch build and ``cpu_capability`` —, so this asks the BLAS itself."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        g, digest = torch.Generator().manual_seed(0), hashlib.sha256()
+        for m, k, n in ((51, 48, 70), (64, 384, 1536), (64, 1536, 384), (7, 33, 5)):
+            a, b = torch.randn(m, k, generator=g), torch.randn(n, k, generator=g)
+            for product in (torch.nn.functional.linear(a, b), a @ b.T.contiguous(), torch.bmm(a[None], b.T[None])):
+                digest.update(product.numpy().tobytes())
+        return digest.hexdigest()[:16]
+    finally:
+        torch.set_num_threads(threads)
+
+
 def environment() -> dict[str, str]:
-    """What bit-identity depends on: torch's build and the CPU kernels' instruction set."""
+    """What bit-identity depends on: torch's version and build (its configuration, BLAS version
+    included), torch's CPU capability, the instruction set ``lrp_kernels._C`` picked and the code
+    path of the BLAS (:func:`blas_probe`)."""
     from lrp_kernels import _C
 
     return {
         "torch": torch.__version__,
+        "torch_build": hashlib.sha256(torch.__config__.show().encode()).hexdigest()[:16],
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_isa": _C.cpu_isa(),
+        "blas": blas_probe(),
     }
 
 
