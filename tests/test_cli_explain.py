@@ -138,6 +138,23 @@ def test_resumed_output_equals_uninterrupted(ckpt, texts, tmp_path, method):
     assert resumed.read_bytes() == full.read_bytes()
 
 
+def _assert_same_record(a, b, where="record"):
+    """Equal JSON values, floats within fp32 summation-order noise: one process with 2 threads and two
+    with 1 thread sum the same products in other orders (measured up to 4.2e-5 on scores of ~1)."""
+    if isinstance(a, float) or isinstance(b, float):
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-4), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _assert_same_record(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same_record(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
 def test_torchrun_two_processes_equal_one(ckpt, texts, tmp_path):
     source = tmp_path / "in.txt"
     source.write_text("\n".join(texts) + "\n", encoding="utf-8")
@@ -152,7 +169,10 @@ def test_torchrun_two_processes_equal_one(ckpt, texts, tmp_path):
         env=env, capture_output=True, text=True, timeout=240,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert parallel.read_bytes() == single.read_bytes()
+    got, want = (path.read_text(encoding="utf-8").splitlines() for path in (parallel, single))
+    assert len(got) == len(want)
+    for a, b in zip(got, want):  # same records in the same order; floats as below
+        _assert_same_record(json.loads(a), json.loads(b))
     assert not list(tmp_path.glob("parallel.jsonl.part-rank*"))  # rank 0 merged and removed the parts
 
 
