@@ -218,33 +218,40 @@ class Pass:
         return eps if eps and self.rules.attention != "grad" and self.ledger is None else 0.0
 
     def attention(self, q, k, v, scale: float, window: int | None = None, rotary=None, input_eps: float = 0.0,
-                  causal: bool = False):
+                  causal: bool = False, softcap: float | None = None):
         """Attention over [B, H, L, D] heads (k, v may have fewer: grouped) under the rule set's
-        attention rule, with an optional sliding ``window``, ``rotary=(cos, sin)`` and ``causal``
-        masking (``input_eps``: :meth:`attention_input_eps` when the projections left their ratio to it)."""
+        attention rule, with an optional sliding ``window``, ``rotary=(cos, sin)``, ``causal``
+        masking and scores soft-capped at ``softcap`` (``input_eps``: :meth:`attention_input_eps`
+        when the projections left their ratio to it)."""
         if self.ledger is not None:
             q, k, v = (self._own(t) for t in (q, k, v))
-            out = self._attention(q, k, v, scale, window, rotary, input_eps, causal)
+            out = self._attention(q, k, v, scale, window, rotary, input_eps, causal, softcap)
             return self._record("softmax", (q, k, v), out)
-        return self._attention(q, k, v, scale, window, rotary, input_eps, causal)
+        return self._attention(q, k, v, scale, window, rotary, input_eps, causal, softcap)
 
-    def _attention(self, q, k, v, scale: float, window: int | None, rotary, input_eps: float, causal: bool):
+    def _attention(self, q, k, v, scale: float, window: int | None, rotary, input_eps: float, causal: bool,
+                   softcap: float | None):
         if self.rules.attention != "grad":
             return lrp_attention(q, k, v, self.mask, scale, self.rules.attention, self.backend, window=window,
-                                 rotary=rotary, input_eps=input_eps, causal=causal)
+                                 rotary=rotary, input_eps=input_eps, causal=causal, softcap=softcap)
         if input_eps:
             raise ValueError("input_eps needs an LRP attention rule")
         q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
         mask = self._plain_mask(window, q.shape[-2], causal, q)
-        if not self.record_attentions:
+        if not self.record_attentions and softcap is None:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
                                                   enable_gqa=k.shape[1] != q.shape[1])
         k, v = repeat_kv(k, q.shape[1]), repeat_kv(v, q.shape[1])
-        return self._recorded(torch.matmul(q, k.transpose(-1, -2)) * scale, mask, v)
+        scores = torch.matmul(q, k.transpose(-1, -2)) * scale
+        if softcap is not None:  # transformers' eager order: scale, cap, then the mask
+            scores = softcap * torch.tanh(scores / softcap)
+        return self._recorded(scores, mask, v)
 
     def _recorded(self, scores, mask, v):
-        probs = torch.softmax(scores + (mask if mask is not None else 0.0), dim=-1)
-        self.attentions.append(probs)
+        """softmax(scores + mask)·v (in float32, as transformers' eager attention), P recorded when asked."""
+        probs = torch.softmax((scores + (mask if mask is not None else 0.0)).float(), dim=-1).to(v.dtype)
+        if self.record_attentions:
+            self.attentions.append(probs)
         return torch.matmul(probs, v)
 
     def disentangled_attention(self, q, k, v, pos_key, pos_query, rel_index, scale: float):
