@@ -185,7 +185,7 @@ def _gpt2(transformers, **extra):
 
 
 #: the decoder families of :data:`CONFIGS`
-DECODERS = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3")
+DECODERS = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "gpt2")
 
 #: family name -> builder(transformers, **config overrides) of a *ForSequenceClassification model
 CONFIGS = {
