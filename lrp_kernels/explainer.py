@@ -44,7 +44,9 @@ class Explanation:
     ``target="all"``, the scores of every class ([labels][tokens]; ``scores`` is the predicted
     class's). ``layers``: with ``layers=True``, the relevance per layer
     (:class:`~lrp_kernels.layer_relevance.LayerRelevance` as lists: ``points``, ``relevance``
-    [points][tokens], ``stages``, ``kinds``, ``absorbed`` [stages][kinds]).
+    [points][tokens], ``stages``, ``kinds``, ``absorbed`` [stages][kinds]). ``messages``: for an
+    explained conversation, its messages in order, ``{"role", "start", "end"}`` over ``tokens`` (``text``
+    is then the conversation as the chat template rendered it).
     """
 
     text: str
@@ -65,6 +67,7 @@ class Explanation:
     class_scores: list[list[float]] | None = None
     class_names: list[str] | None = None
     layers: dict | None = None
+    messages: list[dict] | None = None
 
     @property
     def target_logit(self) -> float | None:
@@ -98,7 +101,7 @@ class Explanation:
             "logits": self.logits, "target_logit": self.target_logit, "total": self.total,
             "conservation": self.conservation, "windows": self.windows,
         }
-        for name in ("class_scores", "class_names", "layers"):
+        for name in ("class_scores", "class_names", "layers", "messages"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         return out
@@ -219,6 +222,8 @@ class Explainer:
         self.model: EncoderClassifier = as_lrp_model(model)
         self.encoder = TextEncoder.wrap(tokenizer, max_length)
         self.encoder.max_length = min(self.encoder.max_length, self.model.config.max_tokens)
+        if self.model.config.pad_token_id is not None:  # padding is what the model takes for it (a decoder
+            self.encoder.pad_id = self.model.config.pad_token_id  # pools at the last id that is not it)
         self.method = method
         self.backend = backend
         self.eps = eps
@@ -266,11 +271,14 @@ class Explainer:
         result.tokens = batch.tokens
         return result
 
-    def explain(self, texts, text_pairs=None, target=None, batch_size: int = 32, merge_subwords: bool = False,
+    def explain(self, texts=None, text_pairs=None, target=None, batch_size: int = 32, merge_subwords: bool = False,
                 bucket: bool = True, progress: bool = False, *, contrast=None, methods: Sequence[str] | None = None,
-                layers: bool = False, stride: int | None = None, max_length: int | None = None) -> Explanations:
-        """Explain ``texts`` (a string or a list); results come back in input order, text-major
-        (with several ``methods``: text 0 by every method, then text 1, …).
+                layers: bool = False, stride: int | None = None, max_length: int | None = None,
+                messages=None) -> Explanations:
+        """Explain ``texts`` (a string or a list) — or ``messages``, one conversation
+        (``[{"role": …, "content": …}, …]``) or a list of them, rendered by the tokenizer's chat template
+        (a reward model's input; :attr:`Explanation.messages` groups the tokens by message); results come
+        back in input order, text-major (with several ``methods``: text 0 by every method, then text 1, …).
 
         ``target``: None (predicted class), an int, one per text, or ``"all"`` (every class in one
         backward; :attr:`Explanation.class_scores`). ``contrast``: None, an int or one per text —
@@ -282,7 +290,8 @@ class Explainer:
         ``stride`` tokens (None: truncate them, with a warning). ``max_length``: the window length
         (default and maximum: the explainer's).
         """
-        call = self._call(texts, text_pairs, target, contrast, methods, layers, stride, max_length, batch_size)
+        call = self._call(texts, text_pairs, target, contrast, methods, layers, stride, max_length, batch_size,
+                          messages)
         outs = self._run(call, batch_size, bucket, progress)
         results = Explanations()
         for d, doc in enumerate(call.docs):
@@ -292,8 +301,12 @@ class Explainer:
         return results
 
     # ------------------------------------------------------------------ explain, step by step
-    def _call(self, texts, text_pairs, target, contrast, methods, layers, stride, max_length, batch_size) -> _Call:
-        texts, text_pairs = _as_lists(texts, text_pairs)
+    def _call(self, texts, text_pairs, target, contrast, methods, layers, stride, max_length, batch_size,
+              messages=None) -> _Call:
+        if messages is not None and (texts is not None or text_pairs is not None or stride is not None):
+            raise InputError("pass texts or messages, not both (and a conversation is not windowed: no stride)")
+        if messages is None:
+            texts, text_pairs = _as_lists(texts, text_pairs)
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         methods = [self.method] if methods is None else ([methods] if isinstance(methods, str) else list(methods))
@@ -307,7 +320,10 @@ class Explainer:
                              f"got {max_length}")
         self.encoder.max_length = max_length or limit
         try:
-            docs = self.encoder.documents(texts, text_pairs, stride)
+            if messages is None:
+                docs = self.encoder.documents(texts, text_pairs, stride)
+            else:
+                docs, texts = self.encoder.conversations(_as_conversations(messages))
         finally:
             self.encoder.max_length = limit
         every = isinstance(target, str) and target == ALL
@@ -333,7 +349,7 @@ class Explainer:
         """Each document's predicted class from the mean of its windows' logits (a plain forward)."""
         logits: dict[int, list[torch.Tensor]] = {}
         encodings = [call.docs[d].windows[w] for d, w in call.rows]
-        for index in self.batches(encodings, batch_size, bucket=True):
+        for index in self.batches(encodings, batch_size if self.model.accepts_padding else 1, bucket=True):
             _, tensors = self._collate(call, index)
             with torch.no_grad():
                 out = self.model(*tensors).float().cpu()
@@ -344,6 +360,7 @@ class Explainer:
     def _run(self, call: _Call, batch_size: int, bucket: bool, progress: bool) -> dict:
         """Every row by every method: {(document, window, method): _RowOut}."""
         per_batch = max(1, batch_size // self.model.config.num_labels) if call.every_label else batch_size
+        per_batch = per_batch if self.model.accepts_padding else 1
         encodings = [call.docs[d].windows[w] for d, w in call.rows]
         batches = list(self.batches(encodings, per_batch, bucket))
         if progress:
@@ -372,6 +389,7 @@ class Explainer:
         relevance = list(pick(stitch(doc, [w.relevance for w in windows]))) if call.layers else []
         rows = [r.tolist() for r in [pick(scores), *classes, *relevance]]
         tokens, special = list(doc.full.tokens), [s is None for s in doc.full.sequence_ids]
+        index = list(range(len(tokens)))
         if merge:
             tokens, special, index = word_index(tokens, doc.full.offsets, doc.full.sequence_ids, [text, pair])
             rows = merge_rows(index, rows, len(tokens))
@@ -387,7 +405,29 @@ class Explainer:
             logits=logits.tolist(), windows=len(windows), layers=layers,
             class_scores=rows[1 : 1 + len(classes)] if call.every_label else None,
             class_names=[self._name(k) for k in range(n_labels)] if call.every_label else None,
+            messages=_messages(doc.messages, index, len(tokens)),
         )
+
+
+def _messages(messages, index: list[int], n: int) -> list[dict] | None:
+    """A conversation's messages (role, first token, end) as spans over the entries shown (tokens or
+    the words ``index`` maps them to)."""
+    if messages is None:
+        return None
+    spans = []
+    for role, start, end in messages:
+        first = index[start] if start < len(index) else n
+        spans.append({"role": role, "start": first, "end": index[end - 1] + 1 if end > start else first})
+    return spans
+
+
+def _as_conversations(messages) -> list:
+    """One conversation (a list of message dicts) or several, as a list of conversations."""
+    if isinstance(messages, (list, tuple)) and messages and isinstance(messages[0], dict):
+        return [list(messages)]
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise InputError("messages must be a conversation (a list of {'role', 'content'} dicts) or a list of them")
+    return [list(m) if isinstance(m, (list, tuple)) else m for m in messages]
 
 
 def _row_out(result: Attribution, row: int, n: int) -> _RowOut:

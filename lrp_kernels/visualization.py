@@ -153,8 +153,7 @@ def _header(expl, shared: bool = True, method: bool = True) -> str:
         ident, prob = _get(expl, "id"), _get(expl, "probability")
         if ident is not None:
             parts.append(f"id <b>{_esc(ident)}</b>")
-        label = _esc(_get(expl, "label_name", _get(expl, "label", "")))
-        parts.append(f"predicted <b>{label}</b>" + ("" if prob is None else f" (p = {float(prob):.3f})"))
+        parts.append(_prediction(expl))
         explained = (f"explained class <b>{_esc(_get(expl, 'target_name', _get(expl, 'target', '')))}</b>"
                      if _get(expl, "class_scores") is None else "every class")
         contrast = _get(expl, "contrast_name", _get(expl, "contrast"))
@@ -167,8 +166,34 @@ def _header(expl, shared: bool = True, method: bool = True) -> str:
     return " · ".join(parts)
 
 
-def _token_spans(tokens, scores, special) -> str:
+def _prediction(expl, markup: bool = True) -> str:
+    """"predicted ‹label› (p = …)"; for a model with one output (a reward model, a regression) its value
+    instead — "reward …" for an explained conversation — as a probability of one label says nothing."""
+    bold = (lambda t: f"<b>{t}</b>") if markup else (lambda t: t)
+    logits = _get(expl, "logits") or []
+    if len(logits) == 1:
+        return f"{'reward' if _get(expl, 'messages') else 'predicted value'} {bold(f'{float(logits[0]):.4g}')}"
+    prob = _get(expl, "probability")
+    label = _get(expl, "label_name", _get(expl, "label", ""))
+    return f"predicted {bold(_esc(label) if markup else label)}" + ("" if prob is None else f" (p = {float(prob):.3f})")
+
+
+def _token_spans(tokens, scores, special, messages=None) -> str:
+    """The heatmap of one text (colours normalized over the whole text); with ``messages`` (a
+    conversation) one line per message, headed by its role."""
     norm = normalized_scores(scores, special)
+    if messages:
+        blocks = []
+        for m in messages:
+            part = slice(m["start"], m["end"])
+            blocks.append(f'<div class="lrpk-msg" style="margin:0.2em 0"><span style="font-size:0.75em;color:#555;'
+                          f'font-weight:600;margin-right:0.5em">{_esc(m["role"])}</span>'
+                          f'{_spans(tokens[part], scores[part], norm[part], special[part], inline=True)}</div>')
+        return f'<div class="lrpk-tokens" style="line-height:2.0">{"".join(blocks)}</div>'
+    return _spans(tokens, scores, norm, special)
+
+
+def _spans(tokens, scores, norm, special, inline: bool = False) -> str:
     spans = []
     for (shown, space), score, value, sp in zip(_display_tokens(tokens), scores, norm, special):
         sep = " " if space else ""
@@ -179,7 +204,7 @@ def _token_spans(tokens, scores, special) -> str:
         r, g, b = relevance_color(value)
         spans.append(f'{sep}<span class="lrpk-tok" style="background-color:rgb({r},{g},{b});'
                      f'padding:0.15em 0.2em;border-radius:3px" title="{score:.4g}">{_esc(shown)}</span>')
-    return f'<div class="lrpk-tokens" style="line-height:2.0">{"".join(spans)}</div>'
+    return "".join(spans) if inline else f'<div class="lrpk-tokens" style="line-height:2.0">{"".join(spans)}</div>'
 
 
 def _small(text: str) -> str:
@@ -214,7 +239,7 @@ def _per_class(expl, tokens, special, picker: bool = False, grouped: bool = Fals
     and key are in the group's head)."""
     blocks = []
     for k, name, scores, logit, title in _classes(expl):
-        body = _small(_totals(expl, scores, logit)) + _token_spans(tokens, scores, special)
+        body = _small(_totals(expl, scores, logit)) + _token_spans(tokens, scores, special, _get(expl, "messages"))
         if picker:
             head = "" if grouped else _small(f"{title} · {_key(expl, name)}")
             blocks.append(_picked(expl, k, head + body))
@@ -303,7 +328,7 @@ def explanation_html(expl, grouped: bool = False, picker: bool = False) -> str:
         body = _per_class(expl, tokens, special, picker, grouped)
     else:
         key = "" if grouped else _small(_key(expl))
-        body = key + _small(_totals(expl, scores)) + _token_spans(tokens, scores, special)
+        body = key + _small(_totals(expl, scores)) + _token_spans(tokens, scores, special, _get(expl, "messages"))
     if _get(expl, "layers"):
         body += layers_html(expl)
     return _card(_header(expl, shared=not grouped), body)
@@ -398,8 +423,7 @@ def _layout(expl, max_chars: int) -> list[list[tuple[str, bool, float, bool]]]:
 
 def _plot_header(expl) -> str:
     red = f"red = {_class_words(expl)[0]}; " if _is_relevance(_get(expl, "method")) else ""  # else _totals says it
-    return (f"{_get(expl, 'method', '')}: predicted {_get(expl, 'label_name', '')}"
-            f" (p = {float(_get(expl, 'probability', float('nan'))):.3f}); {red}{_totals(expl)}")
+    return f"{_get(expl, 'method', '')}: {_prediction(expl, markup=False)}; {red}{_totals(expl)}"
 
 
 def _colour_bar(fig, explanations, bottom: float) -> None:

@@ -74,6 +74,12 @@ class EncoderClassifier(nn.Module):
         reads a fixed position or pools (the encoders). :meth:`run` takes it as ``read_index``."""
         return None
 
+    @property
+    def accepts_padding(self) -> bool:
+        """Whether a batch of several rows (padded) can be run: not for a decoder without a pad id,
+        whose head reads the last position (:meth:`read_index`)."""
+        return True
+
     def embed(self, input_ids, token_type_ids=None, position_ids=None) -> torch.Tensor:
         """The embedding sum e = word + position (+ token type), [B, L, width].
 

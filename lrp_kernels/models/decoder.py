@@ -349,6 +349,10 @@ class DecoderClassifier(EncoderClassifier):
             e = e + getattr(self.backbone, self.layout.positions)(position_ids)
         return e
 
+    @property
+    def accepts_padding(self) -> bool:
+        return self.config.pad_token_id is not None
+
     def read_index(self, input_ids):
         """The rightmost position whose id is not ``pad_token_id`` (transformers'
         ``GenericForSequenceClassification``; 0 for a row of padding only); without a pad id the last
