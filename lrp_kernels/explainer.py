@@ -220,10 +220,7 @@ class Explainer:
                  eps: float = 1e-6, max_length: int | None = None, **method_kwargs):
         get_method(method)
         self.model: EncoderClassifier = as_lrp_model(model)
-        self.encoder = TextEncoder.wrap(tokenizer, max_length)
-        self.encoder.max_length = min(self.encoder.max_length, self.model.config.max_tokens)
-        if self.model.config.pad_token_id is not None:  # padding is what the model takes for it (a decoder
-            self.encoder.pad_id = self.model.config.pad_token_id  # pools at the last id that is not it)
+        self.encoder = TextEncoder.wrap(tokenizer, max_length).fit(self.model.config)
         self.method = method
         self.backend = backend
         self.eps = eps

@@ -197,6 +197,14 @@ class TextEncoder:
         tokenizer.no_padding()
         tokenizer.no_truncation()
 
+    def fit(self, model_config) -> "TextEncoder":
+        """This encoder for a model: at most its positions long, padding with its ``pad_token_id``
+        (what the model takes for padding: a decoder reads its score at the last id that is not it)."""
+        self.max_length = min(self.max_length, model_config.max_tokens)
+        if model_config.pad_token_id is not None:
+            self.pad_id = model_config.pad_token_id
+        return self
+
     @classmethod
     def wrap(cls, tokenizer, max_length: int | None = None) -> "TextEncoder":
         """A :class:`TextEncoder` of ``tokenizer``: itself, a ``tokenizers.Tokenizer`` or a
