@@ -168,6 +168,17 @@ def _gemma3(transformers, **extra):
     return transformers.Gemma3TextForSequenceClassification(config)
 
 
+def _gemma3_multimodal(transformers, **extra):
+    """Gemma3ForSequenceClassification: the text model of :func:`_gemma3` beside a tiny vision tower."""
+    top = {k: extra.pop(k) for k in ("num_labels", "id2label", "label2id", "attn_implementation") if k in extra}
+    text = _gemma3(transformers, **extra).config.to_dict()
+    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28,
+                  patch_size=14)
+    config = transformers.Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
+                                       **{"num_labels": DECODER["num_labels"], **top})
+    return transformers.Gemma3ForSequenceClassification(config)
+
+
 def _phi3(transformers, **extra):
     """Fused qkv_proj and gate_up_proj; a sliding window of 5 tokens in every layer."""
     config = transformers.Phi3Config(**{**DECODER, "sliding_window": 5, "resid_pdrop": 0.0, "embd_pdrop": 0.0,
@@ -185,7 +196,7 @@ def _gpt2(transformers, **extra):
 
 
 #: the decoder families of :data:`CONFIGS`
-DECODERS = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "gpt2")
+DECODERS = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gemma3", "phi3", "gpt2")
 
 #: family name -> builder(transformers, **config overrides) of a *ForSequenceClassification model
 CONFIGS = {
@@ -207,6 +218,7 @@ CONFIGS = {
     "qwen3": _qwen3,
     "gemma2": _gemma2,
     "gemma3_text": _gemma3,
+    "gemma3": _gemma3_multimodal,
     "phi3": _phi3,
     "gpt2": _gpt2,
 }
@@ -281,6 +293,7 @@ def decoder_gradient(hf, ids, mask, target):
         return (store["e"], *args[1:]), kwargs
 
     base = hf.base_model
+    base = getattr(base, "language_model", base)  # Gemma 3's multimodal model: its language model
     first = (base.layers if hasattr(base, "layers") else base.h)[0]
     handles = [first.register_forward_pre_hook(leaf, with_kwargs=True),
                base.get_input_embeddings().register_forward_hook(lambda _m, _a, out: store.setdefault("w", out.detach()))]

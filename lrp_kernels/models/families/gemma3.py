@@ -1,4 +1,5 @@
-"""Gemma 3 (text): ``Gemma3TextForSequenceClassification`` (Gemma Team 2025).
+"""Gemma 3: ``Gemma3TextForSequenceClassification`` (Gemma Team 2025; ``model_type`` gemma3_text, the 1B
+checkpoints) and ``Gemma3ForSequenceClassification`` (gemma3, the multimodal 4B–27B ones) on text.
 
 Gemma 2's layer (scaled embeddings, (1 + weight) RMSNorms, sandwich norms, GeGLU) with a per-head
 (1 + weight) RMSNorm of q and k before the rotation, local and global rotary bases (one
@@ -13,7 +14,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-from lrp_kernels.models.decoder import LAYER_TYPES, DecoderClassifier
+from torch import nn
+
+from lrp_kernels.models.base import EncoderClassifier
+from lrp_kernels.models.decoder import LAYER_TYPES, DecoderBackbone, DecoderClassifier
 from lrp_kernels.models.families.gemma2 import GEMMA_LAYOUT, GemmaConfig
 from lrp_kernels.models.registry import family
 
@@ -56,3 +60,38 @@ class Gemma3TextConfig(GemmaConfig):
 class Gemma3TextClassifier(DecoderClassifier):
     base_prefix = "model"
     layout = dataclasses.replace(GEMMA_LAYOUT, qk_norm=("q_norm", "k_norm"))
+
+
+class Gemma3Config(Gemma3TextConfig):
+    """The multimodal Gemma 3 config (``model_type`` gemma3): its ``text_config`` is the classifier's."""
+
+    @classmethod
+    def normalize(cls, raw):
+        head = {k: raw[k] for k in ("num_labels", "id2label", "label2id", "problem_type", "architectures") if k in raw}
+        return super().normalize({**raw, **(raw.get("text_config") or {}), **head, "model_type": "gemma3"})
+
+
+class _Gemma3Model(nn.Module):
+    """Gemma3ForSequenceClassification's ``model``: the language model (its vision tower and projector,
+    unused on text, are not loaded)."""
+
+    def __init__(self, config: Gemma3Config, layout):
+        super().__init__()
+        self.language_model = DecoderBackbone(config, layout)
+
+
+@family("Gemma3-multimodal", "gemma3", config=Gemma3Config, optional=("score.",),
+        ignored=("lm_head.", "model.vision_tower.", "model.multi_modal_projector.", "vision_tower.",
+                 "multi_modal_projector.", "language_model.lm_head."),
+        renames=(("language_model.model.", "model.language_model."),))  # the layout on disk (transformers 4 and 5)
+class Gemma3Classifier(Gemma3TextClassifier):
+    """``Gemma3ForSequenceClassification`` (the 4B–27B checkpoints) on text: its language model alone
+    (text-only inputs go through it exactly as through Gemma3TextModel)."""
+
+    def __init__(self, config: Gemma3Config):
+        EncoderClassifier.__init__(self, config, _Gemma3Model(config, self.layout),
+                                   score=nn.Linear(config.hidden_size, config.num_labels, bias=False))
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.model.language_model
