@@ -13,7 +13,9 @@ a padded batch without a pad id; bf16; relevance per layer; the cpp backend; che
 from __future__ import annotations
 
 import copy
+import json
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -310,3 +312,30 @@ def test_left_out_values_are_the_family_defaults(kind):
 def test_unsupported_configurations_are_refused(raw, match):
     with pytest.raises(CheckpointError, match=match):
         config_from_dict(raw)
+
+
+LEGACY_CONFIGS = json.loads((Path(__file__).parents[1] / "references" / "decoder_configs_transformers_4_52.json")
+                            .read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("kind", sorted(LEGACY_CONFIGS))
+def test_config_json_saved_by_transformers_4_52_loads(tmp_path, kind):
+    """config.json as transformers 4.52 saved these random small classifiers (rope_theta / rope_scaling,
+    rope_local_base_freq, sliding_window_pattern, head_dim null, n_embd…; Gemma 3 had no classifier
+    class then: its text config) reads as transformers 5 reads it: the model transformers 5 builds
+    from it and ours give the same logits."""
+    raw = dict(LEGACY_CONFIGS[kind])
+    config = transformers.AutoConfig.for_model(**raw)
+    torch.manual_seed(0)
+    hf = transformers.AutoModelForSequenceClassification.from_config(config).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if "norm" in name or ".ln_" in name or name.endswith("bias"):
+                p.add_(0.1 * torch.randn_like(p))
+    hf.save_pretrained(tmp_path)
+    raw["architectures"] = [type(hf).__name__]
+    (tmp_path / "config.json").write_text(json.dumps(raw), encoding="utf-8")  # the 4.52 file, as it was
+    ids, mask = _left()
+    with torch.no_grad():
+        torch.testing.assert_close(load_pretrained(tmp_path)(ids, mask), hf(input_ids=ids, attention_mask=mask).logits,
+                                   atol=1e-5, rtol=0)
