@@ -339,3 +339,22 @@ def test_config_json_saved_by_transformers_4_52_loads(tmp_path, kind):
     with torch.no_grad():
         torch.testing.assert_close(load_pretrained(tmp_path)(ids, mask), hf(input_ids=ids, attention_mask=mask).logits,
                                    atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind, sizes", [
+    ("gemma3_text", dict(vocab_size=262208)),  # Gemma 3's vocabulary: ids past 250k
+    ("llama", dict(hidden_size=2048, num_attention_heads=16, num_key_value_heads=4, intermediate_size=64,
+                   num_hidden_layers=1)),  # hidden 2048: the cpp norms and the gated MLP past 1024
+], ids=["vocab-262k", "hidden-2048"])
+def test_decoder_sizes_past_the_encoders(kind, sizes):
+    hf = _hf(kind, **sizes)
+    ids, mask = _left()
+    ids = torch.where(mask.bool(), ids + hf.config.get_text_config().vocab_size - 100, ids)  # the last ids
+    with torch.no_grad():
+        torch.testing.assert_close(from_hf(hf)(ids, mask), hf(input_ids=ids, attention_mask=mask).logits,
+                                   atol=1e-5, rtol=1e-5)
+    from lrp_kernels.backends import registry
+
+    for backend in ("torch", "cpp") if registry.unavailable_reason("cpp", "cpu") is None else ("torch",):
+        result = attribute(hf, ids, mask, method="attnlrp", target=TARGET, backend=backend)
+        assert torch.isfinite(result.scores).all() and result.scores.abs().max() > 0
