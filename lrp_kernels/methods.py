@@ -17,6 +17,10 @@ Read-out points (where x and g are taken, see ``read_at`` of ``attribute``):
 ``embedding_output``   h⁰, the output of the embedding norm (the seed paper's BERT scores here)
 ``word_embeddings``    the word embeddings alone (Captum's InputXGradient on ``inputs_embeds``,
                        LXT's documented score); g is the gradient at e, as e = w + p + t
+
+A decoder has no embedding norm: ``embedding_sum`` and ``embedding_output`` are both the input of its
+first block (the token embeddings, × √hidden for Gemma, + the learned positions for GPT-2), and
+``word_embeddings`` its token term.
 """
 
 from __future__ import annotations
