@@ -67,6 +67,8 @@ CONFIGS = {
 }
 #: (batch, seq) where a family is timed at another shape than BATCH × SEQ
 SHAPES = {"llama": (4, 512)}
+#: (family, method) whose target is not TARGET: the decoder issue asks cp_lrp ≤ 1.0 × the gradient
+TARGETS = {("llama", "cp_lrp"): 1.0}
 
 
 def load_average() -> str:
@@ -100,7 +102,7 @@ def bench_family(name: str, backends: list[str], repeat: int, profile: bool) -> 
         row += [f"{timings[k].best / grad.best:.3f}" for k in keys]
         row += [f"{max(timings[k].spread for k in ('forward', 'gradient', *keys)):.2f}"]
         rows.append(row)
-    missed = [k for k in fns if "/" in k and timings[k].median / grad.median > TARGET]
+    missed = [k for k in fns if "/" in k and timings[k].median / grad.median > TARGETS.get((name, k.split("/")[0]), TARGET)]
     for key in ("gradient", *missed) if profile and missed else ():
         print(f"\n# {name}: profile of {key}\n{profile_table(fns[key])}", flush=True)
     del model
