@@ -156,11 +156,17 @@ class _Batch:
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     token_type_ids: torch.Tensor | None
+    read_index: torch.Tensor | None = None  # [B], the model's read_index of the ids (decoders)
 
     def take(self, rows: torch.Tensor) -> "_Batch":
         """The rows ``rows`` of the batch (repeats allowed)."""
         types = None if self.token_type_ids is None else self.token_type_ids[rows]
-        return _Batch(self.input_ids[rows], self.attention_mask[rows], types)
+        read = None if self.read_index is None else self.read_index[rows]
+        return _Batch(self.input_ids[rows], self.attention_mask[rows], types, read)
+
+    def rows(self) -> torch.Tensor:
+        """[B] the position the head reads per example (the first where it does not depend on the ids)."""
+        return torch.zeros_like(self.input_ids[:, 0]) if self.read_index is None else self.read_index
 
 
 def _check_inputs(model: EncoderClassifier, input_ids, attention_mask, token_type_ids) -> _Batch:
@@ -186,15 +192,18 @@ def _check_inputs(model: EncoderClassifier, input_ids, attention_mask, token_typ
     return _Batch(input_ids, attention_mask, token_type_ids)
 
 
-def _right_padded(batch: _Batch) -> tuple[_Batch, torch.Tensor | None]:
-    """The batch with each sequence's tokens first (left padding or holes re-packed), and the
-    per-row order used (None when the batch already was right-padded)."""
+def _right_padded(model: EncoderClassifier, batch: _Batch) -> tuple[_Batch, torch.Tensor | None]:
+    """The batch with each sequence's tokens first (left padding or holes re-packed) where the model
+    allows it (:attr:`~lrp_kernels.models.EncoderClassifier.repacks_padding`), its read index, and the
+    per-row order used (None when the batch was not re-packed)."""
     keep = batch.attention_mask.bool()
-    if not (keep[:, 1:] & ~keep[:, :-1]).any():
-        return batch, None
-    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
-    types = None if batch.token_type_ids is None else batch.token_type_ids.gather(1, order)
-    return _Batch(batch.input_ids.gather(1, order), batch.attention_mask.gather(1, order), types), order
+    order = None
+    if model.repacks_padding and (keep[:, 1:] & ~keep[:, :-1]).any():
+        order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
+        types = None if batch.token_type_ids is None else batch.token_type_ids.gather(1, order)
+        batch = _Batch(batch.input_ids.gather(1, order), batch.attention_mask.gather(1, order), types)
+    batch.read_index = model.read_index(batch.input_ids)
+    return batch, order
 
 
 def check_targets(target, batch: int, n_labels: int) -> torch.Tensor | None:
@@ -275,7 +284,7 @@ class _Backward:
 
 
 def _backward_at(model, e, attention_mask, rules, backend, seed, read_at, layers: bool = False,
-                 positions: bool = False) -> _Backward:
+                 positions: bool = False, read_index: torch.Tensor | None = None) -> _Backward:
     """One forward from the embedding sum and one backward of the seeded logits.
 
     ``seed``: a :class:`_Seed` (resolved against this forward's logits) or an :class:`_Explained`.
@@ -286,7 +295,7 @@ def _backward_at(model, e, attention_mask, rules, backend, seed, read_at, layers
     e = e.detach().requires_grad_(True)
     ledger = Ledger(points=[("embedding_sum", e)]) if layers else None
     with torch.enable_grad():
-        logits, p = model.run(e, attention_mask, rules, backend, taps=taps, ledger=ledger)
+        logits, p = model.run(e, attention_mask, rules, backend, taps=taps, ledger=ledger, read_index=read_index)
         explained = seed if isinstance(seed, _Explained) else seed.resolve(logits.detach())
         x = p.tapped[read_at] if read_at == "embedding_output" else e
         hooks = LedgerHooks(ledger) if layers else None
@@ -327,12 +336,13 @@ class _Out:
 def _gradient_method(method: Method, model, e, batch: _Batch, *, seed, eps, backend, read_at, layers, **_):
     rules = method.rules(eps)
     positions = method.is_lrp and rules.layer_norm == "identity"
-    b = _backward_at(model, e, batch.attention_mask, rules, backend, seed, read_at, layers, positions)
+    b = _backward_at(model, e, batch.attention_mask, rules, backend, seed, read_at, layers, positions,
+                     batch.read_index)
     if method.norm:
         return _Out(b.grad.float().norm(dim=-1), b.logits, b.explained, b.layers)
     x = b.x
     if read_at == "word_embeddings":  # e = w + p + t: the gradient at w is the gradient at e
-        x = model.word_embeddings(batch.input_ids)
+        x = model.word_part(batch.input_ids)  # (× the scale of the sum's word term: Gemma's √hidden)
     return _Out((x.float() * b.grad.float()).sum(dim=-1), b.logits, b.explained, b.layers, b.position)
 
 
@@ -341,8 +351,11 @@ def _baseline(model: EncoderClassifier, batch: _Batch, baseline) -> torch.Tensor
         return baseline
     ids, types = batch.input_ids, batch.token_type_ids
     if baseline == "zero":  # no word at all; positions and token types stay (LayerNorm makes e = 0 degenerate)
-        return model.embed(ids, types) - model.word_embeddings(ids)
+        return model.embed(ids, types) - model.word_part(ids)
     if baseline == "pad":  # [PAD] words at the real positions
+        if model.config.pad_token_id is None:
+            raise InputError("the model has no pad_token_id for the integrated-gradients baseline 'pad'; "
+                             "use ig_baseline='zero' (or a tensor)")
         pad_ids = torch.full_like(ids, model.config.pad_token_id)
         return model.embed(pad_ids, types, position_ids=model.position_ids(ids))
     raise InputError(f"unknown integrated-gradients baseline {baseline!r}; valid: {', '.join(IG_BASELINES)} or a tensor")
@@ -355,7 +368,7 @@ def _integrated_gradients(method: Method, model, e, batch: _Batch, *, seed, back
         raise InputError(f"ig_steps must be >= 1, got {ig_steps}")
     mask = batch.attention_mask
     with torch.no_grad():
-        logits = model.forward_from_embeddings(e, mask)
+        logits = model.forward_from_embeddings(e, mask, read_index=batch.read_index)
     explained = seed.resolve(logits)
     base = _baseline(model, batch, ig_baseline).to(e.dtype).expand_as(e)
     alphas = (torch.arange(ig_steps, device=e.device, dtype=torch.float32) + 0.5) / ig_steps
@@ -365,21 +378,23 @@ def _integrated_gradients(method: Method, model, e, batch: _Batch, *, seed, back
         a = alphas[start : start + per_chunk].to(e.dtype)[:, None, None, None]
         path = (base + a * (e - base)).reshape(-1, *e.shape[1:])
         n = a.shape[0]
+        read = None if batch.read_index is None else batch.read_index.repeat(n)
         grad = _backward_at(model, path, mask.repeat(n, 1), GRADIENT, backend, explained.repeat(n),
-                            "embedding_sum").grad
+                            "embedding_sum", read_index=read).grad
         total += grad.float().reshape(n, *e.shape).sum(dim=0)
     return _Out(((e - base).float() * total / ig_steps).sum(dim=-1), logits, explained)
 
 
 def _attention_method(method: Method, model, e, batch: _Batch, *, seed, **_):
     with torch.no_grad():
-        logits, attentions = model.forward_from_embeddings(e, batch.attention_mask, output_attentions=True)
-    return _Out(method.from_attentions([a.float() for a in attentions]), logits, seed.resolve(logits))
+        logits, attentions = model.forward_from_embeddings(e, batch.attention_mask, output_attentions=True,
+                                                           read_index=batch.read_index)
+    return _Out(method.from_attentions([a.float() for a in attentions], batch.rows()), logits, seed.resolve(logits))
 
 
 def _control_method(method: Method, model, e, batch: _Batch, *, seed, random_seed, **_):
     with torch.no_grad():
-        logits = model.forward_from_embeddings(e, batch.attention_mask)
+        logits = model.forward_from_embeddings(e, batch.attention_mask, read_index=batch.read_index)
     generator = torch.Generator().manual_seed(random_seed)
     scores = torch.rand(batch.input_ids.shape, generator=generator).to(batch.input_ids.device)
     return _Out(scores, logits, seed.resolve(logits))
@@ -556,7 +571,7 @@ def attribute(
     # Inside torch.inference_mode() no backward is possible: leave it for the call (new tensors are
     # ordinary; the caller's inference tensors are only read).
     with torch.inference_mode(False), frozen(model), torch.no_grad():
-        batch, order = _right_padded(_check_inputs(model, input_ids, attention_mask, token_type_ids))
+        batch, order = _right_padded(model, _check_inputs(model, input_ids, attention_mask, token_type_ids))
         head = model.config.head
         what, labels = _seed(spec, target, contrast, batch.input_ids, model.config.num_labels, head)
         kernels = resolve(backend, batch.input_ids.device)

@@ -188,8 +188,8 @@ def randomize(model, seed: int = 0):
     with torch.no_grad():
         for name, param in model.named_parameters():
             owner = model.get_submodule(name.rpartition(".")[0])
-            if isinstance(owner, nn.LayerNorm) or type(owner).__name__.endswith("Norm"):
-                param.fill_(1.0 if name.endswith("weight") else 0.0)
+            if isinstance(owner, nn.LayerNorm) or type(owner).__name__.endswith("Norm"):  # γ = 1 (offset + weight)
+                param.fill_(1.0 - getattr(owner, "offset", 0.0) if name.endswith("weight") else 0.0)
             elif name.endswith("bias"):
                 param.zero_()
             else:
@@ -247,7 +247,7 @@ def plain_gradient(model, input_ids, attention_mask, token_type_ids, target=None
         e = model.embed(input_ids, token_type_ids)
     e.requires_grad_(True)
     with torch.enable_grad():
-        logits = model.forward_from_embeddings(e, attention_mask)
+        logits = model.forward_from_embeddings(e, attention_mask, read_index=model.read_index(input_ids))
         if target is None:
             target = logits.detach().argmax(dim=-1)
         (grad,) = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), e)

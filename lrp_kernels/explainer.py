@@ -60,7 +60,9 @@ class Explanation:
     label (multi-label; ``probabilities`` every label's, ``predicted`` those ≥ 0.5, ``class_names``
     their names) or None (regression; ``value`` the predicted value of output ``label``). With a
     per-label selection (``target=None``, multi-label) ``class_scores`` is None for the labels not
-    explained.
+    explained. ``messages``: for an
+    explained conversation, its messages in order, ``{"role", "start", "end"}`` over ``tokens`` (``text``
+    is then the conversation as the chat template rendered it).
     """
 
     text: str
@@ -85,6 +87,7 @@ class Explanation:
     probabilities: list[float] | None = None
     predicted: list[int] | None = None
     value: float | None = None
+    messages: list[dict] | None = None
 
     @property
     def target_logit(self) -> float | None:
@@ -118,7 +121,7 @@ class Explanation:
             "logits": self.logits, "target_logit": self.target_logit, "total": self.total,
             "conservation": self.conservation, "windows": self.windows,
         }
-        for name in ("class_scores", "class_names", "layers"):
+        for name in ("class_scores", "class_names", "layers", "messages"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         if self.problem_type != SINGLE_LABEL:  # a single-label record stays as it always was
@@ -261,8 +264,7 @@ class Explainer:
                  eps: float = 1e-6, max_length: int | None = None, **method_kwargs):
         get_method(method)
         self.model: EncoderClassifier = as_lrp_model(model)
-        self.encoder = TextEncoder.wrap(tokenizer, max_length)
-        self.encoder.max_length = min(self.encoder.max_length, self.model.config.max_tokens)
+        self.encoder = TextEncoder.wrap(tokenizer, max_length).fit(self.model.config)
         self.method = method
         self.backend = backend
         self.eps = eps
@@ -310,11 +312,14 @@ class Explainer:
         result.tokens = batch.tokens
         return result
 
-    def explain(self, texts, text_pairs=None, target=None, batch_size: int = 32, merge_subwords: bool = False,
+    def explain(self, texts=None, text_pairs=None, target=None, batch_size: int = 32, merge_subwords: bool = False,
                 bucket: bool = True, progress: bool = False, *, contrast=None, methods: Sequence[str] | None = None,
-                layers: bool = False, stride: int | None = None, max_length: int | None = None) -> Explanations:
-        """Explain ``texts`` (a string or a list); results come back in input order, text-major
-        (with several ``methods``: text 0 by every method, then text 1, …).
+                layers: bool = False, stride: int | None = None, max_length: int | None = None,
+                messages=None) -> Explanations:
+        """Explain ``texts`` (a string or a list) — or ``messages``, one conversation
+        (``[{"role": …, "content": …}, …]``) or a list of them, rendered by the tokenizer's chat template
+        (a reward model's input; :attr:`Explanation.messages` groups the tokens by message); results come
+        back in input order, text-major (with several ``methods``: text 0 by every method, then text 1, …).
 
         ``target``: None (predicted class; a multi-label model: every label with sigmoid ≥ 0.5, or
         the top one, in :attr:`Explanation.class_scores`), an int, one per text, or ``"all"`` (every
@@ -327,7 +332,8 @@ class Explainer:
         ``stride`` tokens (None: truncate them, with a warning). ``max_length``: the window length
         (default and maximum: the explainer's).
         """
-        call = self._call(texts, text_pairs, target, contrast, methods, layers, stride, max_length, batch_size)
+        call = self._call(texts, text_pairs, target, contrast, methods, layers, stride, max_length, batch_size,
+                          messages)
         outs = self._run(call, batch_size, bucket, progress)
         results = Explanations()
         for d, doc in enumerate(call.docs):
@@ -337,8 +343,12 @@ class Explainer:
         return results
 
     # ------------------------------------------------------------------ explain, step by step
-    def _call(self, texts, text_pairs, target, contrast, methods, layers, stride, max_length, batch_size) -> _Call:
-        texts, text_pairs = _as_lists(texts, text_pairs)
+    def _call(self, texts, text_pairs, target, contrast, methods, layers, stride, max_length, batch_size,
+              messages=None) -> _Call:
+        if messages is not None and (texts is not None or text_pairs is not None or stride is not None):
+            raise InputError("pass texts or messages, not both (and a conversation is not windowed: no stride)")
+        if messages is None:
+            texts, text_pairs = _as_lists(texts, text_pairs)
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         methods = [self.method] if methods is None else ([methods] if isinstance(methods, str) else list(methods))
@@ -352,7 +362,10 @@ class Explainer:
                              f"got {max_length}")
         self.encoder.max_length = max_length or limit
         try:
-            docs = self.encoder.documents(texts, text_pairs, stride)
+            if messages is None:
+                docs = self.encoder.documents(texts, text_pairs, stride)
+            else:
+                docs, texts = self.encoder.conversations(_as_conversations(messages))
         finally:
             self.encoder.max_length = limit
         every = isinstance(target, str) and target == ALL
@@ -381,7 +394,7 @@ class Explainer:
         """Each document's logits, the mean of its windows' (a plain forward)."""
         logits: dict[int, list[torch.Tensor]] = {}
         encodings = [call.docs[d].windows[w] for d, w in call.rows]
-        for index in self.batches(encodings, batch_size, bucket=True):
+        for index in self.batches(encodings, batch_size if self.model.accepts_padding else 1, bucket=True):
             _, tensors = self._collate(call, index)
             with torch.no_grad():
                 out = self.model(*tensors).float().cpu()
@@ -392,6 +405,7 @@ class Explainer:
     def _run(self, call: _Call, batch_size: int, bucket: bool, progress: bool) -> dict:
         """Every row by every method: {(document, window, method): _RowOut}."""
         per_batch = max(1, batch_size // self.model.config.num_labels) if call.every_label else batch_size
+        per_batch = per_batch if self.model.accepts_padding else 1
         encodings = [call.docs[d].windows[w] for d, w in call.rows]
         batches = list(self.batches(encodings, per_batch, bucket))
         if progress:
@@ -422,6 +436,7 @@ class Explainer:
         relevance = list(pick(stitch(doc, [w.relevance for w in windows]))) if call.layers else []
         rows = [r.tolist() for r in [pick(scores), *classes, *relevance]]
         tokens, special = list(doc.full.tokens), [s is None for s in doc.full.sequence_ids]
+        index = list(range(len(tokens)))
         if merge:
             tokens, special, index = word_index(tokens, doc.full.offsets, doc.full.sequence_ids, [text, pair])
             rows = merge_rows(index, rows, len(tokens))
@@ -440,7 +455,29 @@ class Explainer:
             text=text, text_pair=pair, tokens=tokens, scores=rows[0], special=special, target=target,
             target_name=self._name(target), method=method, contrast=contrast, contrast_name=self._name(contrast),
             logits=logits.tolist(), windows=len(windows), layers=layers, class_scores=class_scores, **fields,
+            messages=_messages(doc.messages, index, len(tokens)),
         )
+
+
+def _messages(messages, index: list[int], n: int) -> list[dict] | None:
+    """A conversation's messages (role, first token, end) as spans over the entries shown (tokens or
+    the words ``index`` maps them to)."""
+    if messages is None:
+        return None
+    spans = []
+    for role, start, end in messages:
+        first = index[start] if start < len(index) else n
+        spans.append({"role": role, "start": first, "end": index[end - 1] + 1 if end > start else first})
+    return spans
+
+
+def _as_conversations(messages) -> list:
+    """One conversation (a list of message dicts) or several, as a list of conversations."""
+    if isinstance(messages, (list, tuple)) and messages and isinstance(messages[0], dict):
+        return [list(messages)]
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise InputError("messages must be a conversation (a list of {'role', 'content'} dicts) or a list of them")
+    return [list(m) if isinstance(m, (list, tuple)) else m for m in messages]
 
 
 def _row_out(result: Attribution, row: int, n: int) -> _RowOut:

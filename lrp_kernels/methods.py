@@ -17,6 +17,10 @@ Read-out points (where x and g are taken, see ``read_at`` of ``attribute``):
 ``embedding_output``   h⁰, the output of the embedding norm (the seed paper's BERT scores here)
 ``word_embeddings``    the word embeddings alone (Captum's InputXGradient on ``inputs_embeds``,
                        LXT's documented score); g is the gradient at e, as e = w + p + t
+
+A decoder has no embedding norm: ``embedding_sum`` and ``embedding_output`` are both the input of its
+first block (the token embeddings, × √hidden for Gemma, + the learned positions for GPT-2), and
+``word_embeddings`` its token term.
 """
 
 from __future__ import annotations
@@ -33,18 +37,25 @@ KINDS = ("gradient", "integrated_gradients", "attention", "control")
 READ_OUT_POINTS = ("embedding_sum", "embedding_output", "word_embeddings")
 
 
-def lat(attentions: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Layerwise attention tracing: a_h ← a_h · P_h for l = last … first, from [CLS]; Σ over heads."""
+def _one_hot_rows(rows: torch.Tensor | None, batch: int, length: int, device) -> torch.Tensor:
+    """[B, L] one-hot of the position the head reads per example (None: the first, [CLS])."""
+    rows = torch.zeros(batch, dtype=torch.long, device=device) if rows is None else rows.to(device)
+    return torch.nn.functional.one_hot(rows, length).float()
+
+
+def lat(attentions: Sequence[torch.Tensor], rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Layerwise attention tracing: a_h ← a_h · P_h for l = last … first, from the token the head
+    reads (``rows`` [B]; None: [CLS]); Σ over heads."""
     batch, heads, length, _ = attentions[0].shape
-    a = torch.zeros(batch, heads, 1, length, device=attentions[0].device)
-    a[..., 0] = 1.0
+    a = _one_hot_rows(rows, batch, length, attentions[0].device)[:, None, None, :].expand(batch, heads, 1, length)
     for probs in reversed(attentions):
         a = torch.matmul(a, probs)
     return a[:, :, 0].sum(dim=1)
 
 
-def rollout(attentions: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Attention rollout: Â = ½(mean_h P + I) row-normalized; Â_L ⋯ Â_1; the [CLS] row."""
+def rollout(attentions: Sequence[torch.Tensor], rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Attention rollout: Â = ½(mean_h P + I) row-normalized; Â_L ⋯ Â_1; the row of the token the
+    head reads (``rows`` [B]; None: [CLS])."""
     length = attentions[0].shape[-1]
     eye = torch.eye(length, device=attentions[0].device)
     joint = None
@@ -52,7 +63,9 @@ def rollout(attentions: Sequence[torch.Tensor]) -> torch.Tensor:
         a = 0.5 * (probs.mean(dim=1) + eye)
         a = a / a.sum(dim=-1, keepdim=True)
         joint = a if joint is None else torch.matmul(a, joint)
-    return joint[:, 0]
+    if rows is None:
+        return joint[:, 0]
+    return joint[torch.arange(joint.shape[0], device=joint.device), rows.to(joint.device)]
 
 
 @dataclass(frozen=True)
@@ -69,8 +82,8 @@ class Method:
     rule_set: Optional[str] = None
     #: score ‖g_t‖₂ instead of Σ_h x·g (Gradient Sensitivity)
     norm: bool = False
-    #: attention maps -> [batch, seq] scores (``attention`` kind)
-    from_attentions: Optional[Callable[[Sequence[torch.Tensor]], torch.Tensor]] = None
+    #: (attention maps, the position the head reads per example) -> [batch, seq] scores (``attention`` kind)
+    from_attentions: Optional[Callable[[Sequence[torch.Tensor], torch.Tensor], torch.Tensor]] = None
 
     def rules(self, eps: float) -> Rules:
         return GRADIENT if self.rule_set == "gradient" else lrp_rules(self.rule_set, eps)

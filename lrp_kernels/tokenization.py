@@ -21,11 +21,24 @@ no word is empty. Special tokens stay as they are.
 overlapping windows, each a full input with the tokenizer's own special tokens ([CLS] … [SEP]),
 consecutive windows sharing ``stride`` tokens (the tokenizer's own overflow); with a text pair
 the first text is windowed and the pair repeated in every window. Each window token's position in
-the whole text's encoding is kept (:attr:`Document.positions`).
+the whole text's encoding is kept (:attr:`Document.positions`). A decoder's window is the same: what
+the tokenizer makes of that slice of the text as a fresh input (Llama, Gemma: a BOS first).
+
+**Conversations** (:meth:`TextEncoder.conversations`): a chat (``[{"role": …, "content": …}, …]``) is
+rendered by the tokenizer's chat template (a ``transformers`` tokenizer's own ``apply_chat_template``;
+from a checkpoint directory ``chat_template.jinja`` or ``tokenizer_config.json``'s ``chat_template``,
+rendered by ``transformers``' Jinja renderer with the tokenizer's special tokens) and tokenized without
+adding special tokens (the template writes them), as ``apply_chat_template(tokenize=True)`` does. The
+special tokens the template writes are marked special (not words). Message i owns the characters
+from the end of the rendering of messages[:i] to the end of the rendering of messages[:i+1] (its
+header, its content, its end-of-turn token), or, where a prefix does not render as a prefix of the
+whole, from the end of message i−1's content to the end of its own. A conversation is never
+truncated or windowed: its score is read at its last token.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import unicodedata
 import warnings
@@ -73,6 +86,95 @@ class Document:
     full: object
     windows: list = field(default_factory=list)
     positions: list[list[int]] = field(default_factory=list)
+    #: a conversation's messages: (role, index of the first token, index after the last) over ``full``
+    messages: list[tuple[str, int, int]] | None = None
+
+
+@dataclass
+class ChatEncoding:
+    """A rendered conversation's tokens, shaped as a ``tokenizers.Encoding`` where this module reads one;
+    the special tokens the template wrote have sequence id None."""
+
+    ids: list[int]
+    tokens: list[str]
+    offsets: list[tuple[int, int]]
+    sequence_ids: list[int | None]
+    overflowing: list = field(default_factory=list)
+
+    @property
+    def type_ids(self) -> list[int]:
+        return [0] * len(self.ids)
+
+    @property
+    def word_ids(self) -> list[int | None]:
+        return [None] * len(self.ids)
+
+
+def _special_map(config: dict) -> dict[str, str]:
+    """The special tokens a chat template may name (bos_token, eos_token, …) from tokenizer_config.json."""
+    names = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+    out = {}
+    for name in names:
+        value = config.get(name)
+        value = value.get("content") if isinstance(value, dict) else value
+        if isinstance(value, str):
+            out[name] = value
+    return out
+
+
+class ChatTemplate:
+    """A Jinja chat template and the special tokens it may name, rendered as ``transformers`` renders
+    it (``transformers.utils.chat_template_utils.render_jinja_template``)."""
+
+    def __init__(self, template: str, special_tokens: dict[str, str]):
+        self.template, self.special_tokens = template, special_tokens
+
+    @classmethod
+    def from_directory(cls, directory: Path, config: dict) -> "ChatTemplate | None":
+        template = config.get("chat_template")
+        if (directory / "chat_template.jinja").is_file():
+            template = (directory / "chat_template.jinja").read_text(encoding="utf-8")
+        if isinstance(template, list):  # named templates: the default one
+            template = next((t.get("template") for t in template if t.get("name") == "default"), None)
+        return cls(template, _special_map(config)) if isinstance(template, str) else None
+
+    def __call__(self, conversation: list[dict]) -> str:
+        from transformers.utils.chat_template_utils import render_jinja_template
+
+        rendered, _ = render_jinja_template(conversations=[conversation], chat_template=self.template,
+                                            **self.special_tokens)
+        return rendered[0]
+
+
+def _hf_renderer(tokenizer):
+    """A ``transformers`` tokenizer's own chat rendering (None without a template)."""
+    if getattr(tokenizer, "chat_template", None) is None:
+        return None
+    return lambda conversation: tokenizer.apply_chat_template(conversation, tokenize=False)
+
+
+def message_ends(render, conversation: list[dict], text: str) -> list[int]:
+    """The character where each message of ``conversation`` ends in its rendering ``text`` (see the
+    module docstring): the renderings of its prefixes, or the ends of the contents."""
+    ends = []
+    for i in range(1, len(conversation)):
+        try:
+            prefix = render(conversation[:i])
+        except Exception:  # a template may refuse a prefix (roles must alternate, …)
+            prefix = None
+        if prefix is None or not text.startswith(prefix) or (ends and len(prefix) < ends[-1]):
+            return _content_ends(conversation, text)
+        ends.append(len(prefix))
+    return ends + [len(text)]
+
+
+def _content_ends(conversation: list[dict], text: str) -> list[int]:
+    ends, start = [], 0
+    for message in conversation[:-1]:
+        found = text.find(str(message.get("content", "")), start)
+        start = start if found < 0 else found + len(str(message.get("content", "")))
+        ends.append(start)
+    return ends + [len(text)]
 
 
 def _pad_id(tokenizer, pad_token=None) -> int:
@@ -86,12 +188,22 @@ def _pad_id(tokenizer, pad_token=None) -> int:
 class TextEncoder:
     """Turns texts (and optional text pairs) into padded id tensors for a BERT-family model."""
 
-    def __init__(self, tokenizer, pad_id: int, max_length: int):
+    def __init__(self, tokenizer, pad_id: int, max_length: int, chat=None):
         self.tokenizer = tokenizer
         self.pad_id = pad_id
         self.max_length = max_length
+        #: conversation -> rendered text (:class:`ChatTemplate` or a transformers tokenizer's), or None
+        self.chat = chat
         tokenizer.no_padding()
         tokenizer.no_truncation()
+
+    def fit(self, model_config) -> "TextEncoder":
+        """This encoder for a model: at most its positions long, padding with its ``pad_token_id``
+        (what the model takes for padding: a decoder reads its score at the last id that is not it)."""
+        self.max_length = min(self.max_length, model_config.max_tokens)
+        if model_config.pad_token_id is not None:
+            self.pad_id = model_config.pad_token_id
+        return self
 
     @classmethod
     def wrap(cls, tokenizer, max_length: int | None = None) -> "TextEncoder":
@@ -112,7 +224,7 @@ class TextEncoder:
         if not isinstance(model_max, int) or model_max > 10**6:
             model_max = 512
         pad = getattr(tokenizer, "pad_token", None)
-        return cls(copy, _pad_id(copy, pad), max_length or model_max)
+        return cls(copy, _pad_id(copy, pad), max_length or model_max, _hf_renderer(tokenizer))
 
     @classmethod
     def from_pretrained(cls, path, max_length: int = 512) -> "TextEncoder":
@@ -148,7 +260,7 @@ class TextEncoder:
         model_max = config.get("model_max_length", max_length)
         if not isinstance(model_max, int) or model_max > 10**6:
             model_max = max_length
-        return cls(tokenizer, pad_id, min(max_length, model_max))
+        return cls(tokenizer, pad_id, min(max_length, model_max), ChatTemplate.from_directory(directory, config))
 
     @staticmethod
     def check_texts(texts: Sequence[str], text_pairs: Sequence[str] | None = None) -> None:
@@ -195,6 +307,31 @@ class TextEncoder:
         self.check_texts(texts, text_pairs)
         inputs = list(texts) if text_pairs is None else list(zip(texts, text_pairs))
         return [self._document(i, full, inputs[i], stride) for i, full in enumerate(self.tokenizer.encode_batch(inputs))]
+
+    def conversations(self, conversations: Sequence[list[dict]]) -> tuple[list[Document], list[str]]:
+        """A :class:`Document` per conversation, rendered by the chat template (see the module docstring),
+        with its messages, and the rendered texts; one longer than ``max_length`` tokens is an
+        :class:`InputError` (never cut)."""
+        if self.chat is None:
+            raise InputError("the tokenizer has no chat template: pass texts, or a tokenizer with a chat_template")
+        specials = {i for i, t in self.tokenizer.get_added_tokens_decoder().items() if t.special}
+        docs, texts = [], []
+        for index, conversation in enumerate(conversations):
+            _check_conversation(index, conversation)
+            text = self.chat(conversation)
+            enc = self.tokenizer.encode(text, add_special_tokens=False)
+            if len(enc.ids) > self.max_length:
+                raise InputError(f"conversation {index} has {len(enc.ids)} tokens, more than max_length "
+                                 f"{self.max_length}; a conversation is not truncated (its score is read at its end)")
+            full = ChatEncoding(list(enc.ids), list(enc.tokens), list(enc.offsets),
+                                [None if i in specials else 0 for i in enc.ids])
+            ends = message_ends(self.chat, conversation, text)
+            owner = [min(bisect.bisect_right(ends, start), len(ends) - 1) for start, _ in enc.offsets]  # sorted
+            messages = [(str(m["role"]), bisect.bisect_left(owner, k), bisect.bisect_right(owner, k))
+                        for k, m in enumerate(conversation)]
+            docs.append(Document(full, [full], [list(range(len(full.ids)))], messages))
+            texts.append(text)
+        return docs, texts
 
     def special_tokens(self, pair: bool) -> int:
         """How many special tokens the tokenizer adds to a text (``pair``: to a text pair)."""
@@ -246,6 +383,14 @@ class TextEncoder:
     def encode(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None) -> Encoded:
         """Tokenize and pad in one go."""
         return self.collate(self.tokenize(texts, text_pairs))
+
+
+def _check_conversation(index: int, conversation) -> None:
+    if not isinstance(conversation, (list, tuple)) or not conversation:
+        raise InputError(f"conversation {index} must be a non-empty list of messages")
+    for message in conversation:
+        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+            raise InputError(f"conversation {index}: every message must be a dict with 'role' and 'content'")
 
 
 def window_positions(full, window) -> list[int]:

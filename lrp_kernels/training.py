@@ -493,6 +493,25 @@ class _Data:
         return cls(tuple(label_names), tokenizer, train_enc, dev_enc, test_ds, dev_source)
 
 
+def _agree_on_padding(model_config, data: "_Data") -> None:
+    """Model, tokenizer and batches pad with one id: the model's ``pad_token_id``, else the tokenizer's
+    pad (else its eos; one in the model's vocabulary) written into the model's config — a decoder classifier pools at the last token
+    that is not the pad id, and refuses batches without one."""
+    tokenizer = data.tokenizer
+    pad = model_config.pad_token_id
+    if pad is None:
+        vocab = model_config.get_text_config().vocab_size
+        pad = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None and i < vocab), None)
+        if pad is None:
+            return
+        model_config.pad_token_id = pad
+    if tokenizer.pad_token_id != pad:
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(pad)
+    for split in (data.train, data.dev):
+        if split is not None:
+            split.pad_id = pad
+
+
 def _linear_schedule(step: int, warmup: int, total: int) -> float:
     """The learning-rate factor: linear warmup over ``warmup`` steps, then linear decay to 0 at ``total``."""
     if step < warmup:
@@ -525,6 +544,7 @@ class _Trainer:
         if device.type == "cuda":
             torch.cuda.manual_seed_all(config.seed)
         self.model = _load_model(model_path, data.label_names, device)
+        _agree_on_padding(self.model.config, data)
         self.optimizer = _optimizer(self.model, config)
         self.steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
         self.total_steps = self.steps_per_epoch * config.epochs

@@ -126,7 +126,8 @@ def prediction_text(expl, bold=lambda text: text) -> str:
     """What the model predicts, in words (``bold`` marks the names and values — escape first for HTML):
     "predicted ‹class› (p = 0.912)" (single-label: the softmax probability); "predicted ‹a›: 0.912,
     ‹b›: 0.634" (multi-label: every label whose sigmoid is ≥ 0.5, or "no label ≥ 0.5; top ‹c›:
-    0.412"); "predicted value 0.0283" (regression; with several outputs "predicted values ‹a›: …")."""
+    0.412"); "predicted value 0.0283" (regression; with several outputs "predicted values ‹a›: …";
+    "reward 0.0283" for an explained conversation, a reward model's input)."""
     kind, label = _get(expl, "problem_type"), _get(expl, "label_name", _get(expl, "label", ""))
     if kind == MULTI_LABEL:
         p, names = _get(expl, "probabilities") or [], _names(expl)
@@ -137,7 +138,7 @@ def prediction_text(expl, bold=lambda text: text) -> str:
     if kind == REGRESSION:
         values = _get(expl, "logits") or [_get(expl, "value")]
         if len(values) == 1:
-            return f"predicted value {bold(f'{float(values[0]):.4g}')}"
+            return f"{'reward' if _get(expl, 'messages') else 'predicted value'} {bold(f'{float(values[0]):.4g}')}"
         return "predicted values " + ", ".join(f"{bold(n)}: {float(v):.4g}" for n, v in zip(_names(expl), values))
     prob = _get(expl, "probability")
     return f"predicted {bold(label)}" + ("" if prob is None else f" (p = {float(prob):.3f})")
@@ -218,8 +219,22 @@ def _bold(text) -> str:
     return f"<b>{_esc(text)}</b>"
 
 
-def _token_spans(tokens, scores, special) -> str:
+def _token_spans(tokens, scores, special, messages=None) -> str:
+    """The heatmap of one text (colours normalized over the whole text); with ``messages`` (a
+    conversation) one line per message, headed by its role."""
     norm = normalized_scores(scores, special)
+    if messages:
+        blocks = []
+        for m in messages:
+            part = slice(m["start"], m["end"])
+            blocks.append(f'<div class="lrpk-msg" style="margin:0.2em 0"><span style="font-size:0.75em;color:#555;'
+                          f'font-weight:600;margin-right:0.5em">{_esc(m["role"])}</span>'
+                          f'{_spans(tokens[part], scores[part], norm[part], special[part], inline=True)}</div>')
+        return f'<div class="lrpk-tokens" style="line-height:2.0">{"".join(blocks)}</div>'
+    return _spans(tokens, scores, norm, special)
+
+
+def _spans(tokens, scores, norm, special, inline: bool = False) -> str:
     spans = []
     for (shown, space), score, value, sp in zip(_display_tokens(tokens), scores, norm, special):
         sep = " " if space else ""
@@ -230,7 +245,7 @@ def _token_spans(tokens, scores, special) -> str:
         r, g, b = relevance_color(value)
         spans.append(f'{sep}<span class="lrpk-tok" style="background-color:rgb({r},{g},{b});'
                      f'padding:0.15em 0.2em;border-radius:3px" title="{score:.4g}">{_esc(shown)}</span>')
-    return f'<div class="lrpk-tokens" style="line-height:2.0">{"".join(spans)}</div>'
+    return "".join(spans) if inline else f'<div class="lrpk-tokens" style="line-height:2.0">{"".join(spans)}</div>'
 
 
 def _small(text: str) -> str:
@@ -274,7 +289,7 @@ def _per_class(expl, tokens, special, picker: bool = False, grouped: bool = Fals
     and key are in the group's head)."""
     blocks = []
     for k, name, scores, logit, title in _classes(expl):
-        body = _small(_totals(expl, scores, logit)) + _token_spans(tokens, scores, special)
+        body = _small(_totals(expl, scores, logit)) + _token_spans(tokens, scores, special, _get(expl, "messages"))
         if picker:
             head = "" if grouped else _small(f"{title} · {_key(expl, name)}")
             blocks.append(_picked(expl, k, head + body))
@@ -363,7 +378,7 @@ def explanation_html(expl, grouped: bool = False, picker: bool = False) -> str:
         body = _per_class(expl, tokens, special, picker, grouped)
     else:
         key = "" if grouped else _small(_key(expl))
-        body = key + _small(_totals(expl, scores)) + _token_spans(tokens, scores, special)
+        body = key + _small(_totals(expl, scores)) + _token_spans(tokens, scores, special, _get(expl, "messages"))
     if _get(expl, "layers"):
         body += layers_html(expl)
     return _card(_header(expl, shared=not grouped), body)

@@ -115,6 +115,89 @@ def _deberta_v1(transformers, **extra):
     return transformers.DebertaForSequenceClassification(config)
 
 
+#: the dimensions of the decoders' tiny models: 4 query heads sharing 2 K/V heads of dim 8
+DECODER = dict(vocab_size=100, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, max_position_embeddings=64, num_labels=3, pad_token_id=0)
+
+
+def _llama(transformers, **extra):
+    """Every bias on, Llama 3.1's rope frequencies (scaled below 16 positions of the original length)."""
+    rope = {"rope_type": "llama3", "rope_theta": 500.0, "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
+    config = transformers.LlamaConfig(**{**DECODER, "attention_bias": True, "mlp_bias": True,
+                                         "rope_parameters": rope, **extra})
+    return transformers.LlamaForSequenceClassification(config)
+
+
+def _mistral(transformers, **extra):
+    """A sliding window of 4 tokens (the contract's window 3) in every layer: shorter than the batches."""
+    config = transformers.MistralConfig(**{**DECODER, "sliding_window": 4, "rope_parameters": {"rope_theta": 300.0},
+                                           **extra})
+    return transformers.MistralForSequenceClassification(config)
+
+
+def _qwen2(transformers, **extra):
+    """q/k/v biases; layer 1 slides (4 tokens), layer 0 is global."""
+    config = transformers.Qwen2Config(**{**DECODER, "use_sliding_window": True, "sliding_window": 4,
+                                         "max_window_layers": 1, **extra})
+    return transformers.Qwen2ForSequenceClassification(config)
+
+
+def _qwen3(transformers, **extra):
+    """q/k norms; every attention bias on; head_dim 16 (the heads are wider than hidden / heads)."""
+    config = transformers.Qwen3Config(**{**DECODER, "head_dim": 16, "attention_bias": True, **extra})
+    return transformers.Qwen3ForSequenceClassification(config)
+
+
+def _gemma2(transformers, **extra):
+    """Layer 0 slides (4 tokens), layer 1 is global; scores capped at 2 (|S| reaches it: the cap bends)."""
+    config = transformers.Gemma2Config(**{**DECODER, "head_dim": 16, "query_pre_attn_scalar": 24,
+                                          "attn_logit_softcapping": 2.0, "final_logit_softcapping": 5.0,
+                                          "sliding_window": 4, **extra})
+    return transformers.Gemma2ForSequenceClassification(config)
+
+
+def _gemma3(transformers, **extra):
+    """q/k norms, local (θ 100) and global (θ 1000, linear ×2) rotary bases, one sliding layer of 4 tokens."""
+    rope = {"sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
+            "full_attention": {"rope_type": "linear", "rope_theta": 1000.0, "factor": 2.0}}
+    config = transformers.Gemma3TextConfig(**{**DECODER, "head_dim": 16, "query_pre_attn_scalar": 24,
+                                              "sliding_window": 4, "layer_types": ["sliding_attention",
+                                                                                   "full_attention"],
+                                              "rope_parameters": rope, **extra})
+    return transformers.Gemma3TextForSequenceClassification(config)
+
+
+def _gemma3_multimodal(transformers, **extra):
+    """Gemma3ForSequenceClassification: the text model of :func:`_gemma3` beside a tiny vision tower."""
+    top = {k: extra.pop(k) for k in ("num_labels", "id2label", "label2id", "attn_implementation") if k in extra}
+    text = _gemma3(transformers, **extra).config.to_dict()
+    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28,
+                  patch_size=14)
+    config = transformers.Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
+                                       **{"num_labels": DECODER["num_labels"], **top})
+    return transformers.Gemma3ForSequenceClassification(config)
+
+
+def _phi3(transformers, **extra):
+    """Fused qkv_proj and gate_up_proj; a sliding window of 5 tokens in every layer."""
+    config = transformers.Phi3Config(**{**DECODER, "sliding_window": 5, "resid_pdrop": 0.0, "embd_pdrop": 0.0,
+                                        **extra})
+    return transformers.Phi3ForSequenceClassification(config)
+
+
+def _gpt2(transformers, **extra):
+    values = {**DECODER, **extra}
+    names = dict(hidden_size="n_embd", num_hidden_layers="n_layer", num_attention_heads="n_head",
+                 max_position_embeddings="n_positions", intermediate_size="n_inner")
+    config = transformers.GPT2Config(**{names.get(k, k): v for k, v in values.items() if k != "num_key_value_heads"},
+                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    return transformers.GPT2ForSequenceClassification(config)
+
+
+#: the decoder families of :data:`CONFIGS`
+DECODERS = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gemma3", "phi3", "gpt2")
+
 #: family name -> builder(transformers, **config overrides) of a *ForSequenceClassification model
 CONFIGS = {
     "bert": _bert,
@@ -129,7 +212,20 @@ CONFIGS = {
     "deberta_v3": _deberta,
     "deberta_v2": lambda transformers, **extra: _deberta(transformers, "v2", **extra),
     "deberta_v1": _deberta_v1,
+    "llama": _llama,
+    "mistral": _mistral,
+    "qwen2": _qwen2,
+    "qwen3": _qwen3,
+    "gemma2": _gemma2,
+    "gemma3_text": _gemma3,
+    "gemma3": _gemma3_multimodal,
+    "phi3": _phi3,
+    "gpt2": _gpt2,
 }
+
+
+def _is_norm(name: str) -> bool:
+    return "LayerNorm" in name or "norm" in name or ".ln_" in name
 
 
 def make_hf(kind: str, seed: int = 0, **extra):
@@ -140,7 +236,7 @@ def make_hf(kind: str, seed: int = 0, **extra):
     model = CONFIGS[kind](transformers, **extra).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("bias") or "LayerNorm" in name or "norm" in name:
+            if name.endswith("bias") or _is_norm(name):
                 p.add_(0.1 * torch.randn_like(p))
     return model
 
@@ -151,7 +247,7 @@ def zero_biases(model, linear: bool = True, norm: bool = True):
     model = copy.deepcopy(model)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("bias") and (norm if "LayerNorm" in name or "norm" in name else linear):
+            if name.endswith("bias") and (norm if _is_norm(name) else linear):
                 p.zero_()
     return model
 
@@ -184,6 +280,30 @@ def read_out_modules(hf):
         return None, base.get_input_embeddings(), base.get_input_embeddings()
     norm = getattr(base.embeddings, "LayerNorm", None) or base.embeddings.norm
     return norm, norm, base.get_input_embeddings()
+
+
+def decoder_gradient(hf, ids, mask, target):
+    """(e, ∂logit_target/∂e, the token term of e) of a ``transformers`` decoder classifier by plain
+    autograd, e the input of its first block (a pre-hook makes it a leaf); the token term is the
+    input embedding module's output (Gemma: scaled; GPT-2: without the positions)."""
+    store = {}
+
+    def leaf(_module, args, kwargs):
+        store["e"] = args[0].detach().requires_grad_(True)
+        return (store["e"], *args[1:]), kwargs
+
+    base = hf.base_model
+    base = getattr(base, "language_model", base)  # Gemma 3's multimodal model: its language model
+    first = (base.layers if hasattr(base, "layers") else base.h)[0]
+    handles = [first.register_forward_pre_hook(leaf, with_kwargs=True),
+               base.get_input_embeddings().register_forward_hook(lambda _m, _a, out: store.setdefault("w", out.detach()))]
+    try:
+        logits = hf(input_ids=ids, attention_mask=mask).logits
+        (grad,) = torch.autograd.grad(logits[torch.arange(len(ids)), target].sum(), store["e"])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return store["e"].detach(), grad, store["w"]
 
 
 def hf_gradient_at(hf, ids, mask, target, point, **inputs):

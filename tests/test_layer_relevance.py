@@ -26,7 +26,7 @@ OTHER_RTOL = 1e-4
 
 
 def _batch(hf):
-    ids, mask, _ = padded((9, 5, 7), pad_id=hf.config.pad_token_id)
+    ids, mask, _ = padded((9, 5, 7), pad_id=hf.config.get_text_config().pad_token_id)  # Gemma 3: its text config
     return ids, mask
 
 

@@ -109,7 +109,7 @@ def test_missing_directory_is_a_clear_error(tmp_path):
 
 
 def test_unsupported_architecture_lists_the_supported_ones(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5"}))
     with pytest.raises(CheckpointError, match="supported: bert, roberta"):
         load_pretrained(tmp_path)
 

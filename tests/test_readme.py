@@ -11,6 +11,13 @@ from tiny_checkpoint import shared_tiny_checkpoint  # noqa: E402
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 PLACEHOLDER = "path/to/hf-checkpoint"
+REWARD_PLACEHOLDER = "path/to/reward-model"  # a random tiny Llama reward model with a chat template
+
+
+def reward_checkpoint(root: Path) -> Path:
+    from decoder_checkpoints import build_decoder_checkpoint
+
+    return build_decoder_checkpoint("llama", "tiktoken", root / "reward-model", num_labels=1)
 
 
 def python_blocks(text: str) -> list[str]:
@@ -26,6 +33,8 @@ def test_the_readme_has_python_blocks_with_the_placeholder():
 def test_readme_python_block_runs(index, tmp_path, capsys):
     block = python_blocks(README.read_text(encoding="utf-8"))[index]
     code = block.replace(PLACEHOLDER, str(shared_tiny_checkpoint()))
+    if REWARD_PLACEHOLDER in code:
+        code = code.replace(REWARD_PLACEHOLDER, str(reward_checkpoint(tmp_path / "checkpoints")))
     cwd = os.getcwd()
     os.chdir(tmp_path)  # files the block writes land here
     try:
@@ -53,7 +62,7 @@ def test_what_the_readme_writes_is_ignored_by_git():
 
     demo = build_parser()._subparsers._group_actions[0].choices["demo"]
     paths = {a or b for a, b in WRITES.findall(README.read_text(encoding="utf-8"))} | {demo.get_default("output") + "/"}
-    assert {"runs/sst2", "out.jsonl", "out.html", "report/", "explanations.html"} <= paths
+    assert {"runs/sst2", "out.jsonl", "out.html", "report/", "explanations.html", "reward.html"} <= paths
     ignored = subprocess.run(["git", "check-ignore", "--no-index", *sorted(paths)], cwd=root, capture_output=True,
                              text=True).stdout.split()
     assert sorted(paths - set(ignored)) == []

@@ -24,6 +24,9 @@ Shared conventions of the host functions:
   at least), so that no row is empty and nothing above the diagonal is ever read; it carries no
   relevance. A kernel skips the key blocks above the diagonal (and outside the band); it never
   builds the [L, L] mask.
+* Soft-capped attention scores (Gemma 2, c·tanh(S/c)) are not part of the kernel sets: the op
+  (``ops/attention.py``) runs them on the torch reference, whose ``forward``/``backward`` take a
+  last argument ``softcap`` (None: no cap) that no other backend declares.
 * ``rotary`` of attention: None or ``(cos, sin)``, each ``[B | 1, L, D]``; applied to q and k on load
   (``x·cos + rotate_half(x)·sin``, math in float32); the gradients returned are those of the
   un-rotated q and k.

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -72,8 +73,7 @@ def load_model_and_encoder(path: str, device: torch.device, max_length: int, dty
 
     path = resolve_model_path(path)
     model = load_pretrained(path, device=device, dtype=parse_dtype(dtype)).eval()
-    encoder = TextEncoder.from_pretrained(path, max_length=max_length)
-    encoder.max_length = min(encoder.max_length, model.config.max_tokens)
+    encoder = TextEncoder.from_pretrained(path, max_length=max_length).fit(model.config)
     return model, encoder
 
 
@@ -136,8 +136,14 @@ class Study:
     """The model, its examples and the logits cache shared by every method; one row of results per method."""
 
     def __init__(self, config: StudyConfig, device: torch.device):
-        self.config, self.device = config, device
         self.model, self.encoder = load_model_and_encoder(config.model, device, config.max_length, config.dtype)
+        if not self.model.accepts_padding:  # a decoder without a pad id: one sequence per batch
+            config = dataclasses.replace(config, batch_size=1, eval_batch_size=1)
+        reads_by_id = self.model.read_index(torch.zeros(1, 1, dtype=torch.long, device=device)) is not None
+        if reads_by_id and config.replacement == "pad" and {"deletion", "abpc"} & set(config.metrics):
+            warnings.warn("a decoder reads its score at the last token that is not the pad id: replacing the last "
+                          "words by the pad id moves that position (--replacement unk or mask avoids it)", stacklevel=2)
+        self.config, self.device = config, device
         self.replacement_id = perturbation.replacement_token_id(self.encoder, config.replacement)
         self.head = self.model.config.head
         texts, pairs, labels = load_examples(config.task, config.data_dir, config.split, config.max_examples,

@@ -32,6 +32,10 @@ class EncoderClassifier(nn.Module):
 
     #: the attribute that holds the encoder (``bert``, ``roberta``, …), as in transformers
     base_prefix: ClassVar[str] = "model"
+    #: whether a batch that is not right-padded (left padding, holes) may be explained re-packed so
+    #: that every sequence starts at position 0 (true where positions count the tokens, as in the
+    #: encoders; a decoder's positions are the columns, pads included, in transformers: never re-packed)
+    repacks_padding: ClassVar[bool] = True
 
     def __init__(self, config: ModelConfig, backbone: nn.Module | None = None, **modules: nn.Module):
         """``backbone`` becomes the attribute :attr:`base_prefix`; ``modules`` (the head) keep their names."""
@@ -59,6 +63,23 @@ class EncoderClassifier(nn.Module):
     def position_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         return torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
 
+    def word_part(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The word embeddings' term of :meth:`embed`'s sum, as it enters it [B, L, width] (the read-out
+        point ``word_embeddings``; Gemma scales it)."""
+        return self.word_embeddings(input_ids)
+
+    def read_index(self, input_ids: torch.Tensor) -> torch.Tensor | None:
+        """[B] int64: the position whose final hidden state the head reads, per example, where that
+        depends on the ids (decoders: the rightmost token that is not padding); None where the head
+        reads a fixed position or pools (the encoders). :meth:`run` takes it as ``read_index``."""
+        return None
+
+    @property
+    def accepts_padding(self) -> bool:
+        """Whether a batch of several rows (padded) can be run: not for a decoder without a pad id,
+        whose head reads the last position (:meth:`read_index`)."""
+        return True
+
     def embed(self, input_ids, token_type_ids=None, position_ids=None) -> torch.Tensor:
         """The embedding sum e = word + position (+ token type), [B, L, width].
 
@@ -78,19 +99,23 @@ class EncoderClassifier(nn.Module):
 
     # ------------------------------------------------------------------ shared
     def run(self, embedding_sum, attention_mask=None, rules: Rules = GRADIENT, backend: Backend | None = None,
-            output_attentions: bool = False, taps=(), ledger: Ledger | None = None) -> tuple[torch.Tensor, Pass]:
+            output_attentions: bool = False, taps=(), ledger: Ledger | None = None,
+            read_index: torch.Tensor | None = None) -> tuple[torch.Tensor, Pass]:
         """Logits from the embedding sum, every op under ``rules``, and the :class:`Pass` (its
         recorded attention maps and tapped tensors). The encoder's output is the tap ``encoder_output``;
-        a :class:`~lrp_kernels.models.blocks.Ledger` records what relevance per layer needs."""
-        p = Pass.create(embedding_sum, attention_mask, rules, backend, output_attentions, taps, ledger)
+        a :class:`~lrp_kernels.models.blocks.Ledger` records what relevance per layer needs;
+        ``read_index``: :meth:`read_index` of the ids (for a family whose head needs it)."""
+        p = Pass.create(embedding_sum, attention_mask, rules, backend, output_attentions, taps, ledger, read_index)
         return self.classify(p.tap("encoder_output", self.encode(embedding_sum, p)), p), p
 
     def forward_from_embeddings(self, embedding_sum, attention_mask=None, rules: Rules = GRADIENT,
-                                backend: Backend | None = None, output_attentions: bool = False):
+                                backend: Backend | None = None, output_attentions: bool = False,
+                                read_index: torch.Tensor | None = None):
         """Logits from the embedding sum (and, with ``output_attentions``, the attention maps)."""
-        logits, p = self.run(embedding_sum, attention_mask, rules, backend, output_attentions)
+        logits, p = self.run(embedding_sum, attention_mask, rules, backend, output_attentions, read_index=read_index)
         return (logits, p.attentions) if output_attentions else logits
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         """Plain logits [B, num_labels]."""
-        return self.forward_from_embeddings(self.embed(input_ids, token_type_ids), attention_mask)
+        return self.forward_from_embeddings(self.embed(input_ids, token_type_ids), attention_mask,
+                                            read_index=self.read_index(input_ids))

@@ -64,16 +64,43 @@ _PLAIN_ACT = {
 
 
 class RMSNorm(nn.Module):
-    """``weight · x/rms(x)`` (Llama / EuroBERT: statistics in float32, cast back, then scaled)."""
+    """``weight · x/rms(x)`` (Llama / EuroBERT: statistics in float32, cast back, then scaled); with an
+    ``offset`` (Gemma: 1) ``(offset + weight) · x/rms(x)``, all in float32 and cast back once, the
+    weight stored as the difference from ``offset`` (initialized to 0)."""
 
-    def __init__(self, size: int, eps: float = 1e-6):
+    def __init__(self, size: int, eps: float = 1e-6, offset: float = 0.0):
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(size))
-        self.eps = eps
+        self.weight = nn.Parameter(torch.zeros(size) if offset else torch.ones(size))
+        self.eps, self.offset = eps, offset
+
+    def gain(self) -> torch.Tensor:
+        """γ of ``γ · x/rms(x)``: the weight, or ``offset + weight`` in float32."""
+        return self.weight if not self.offset else self.weight.float() + self.offset
 
     def forward(self, x):
         xf = x.float()
-        return self.weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+        normalized = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        if self.offset:
+            return (normalized * self.gain()).to(x.dtype)
+        return self.weight * normalized.to(x.dtype)
+
+
+class Conv1D(nn.Module):
+    """GPT-2's linear layer: ``x @ weight + bias`` with ``weight`` stored [in, out] (transformers'
+    ``pytorch_utils.Conv1D``, the names it saves). The pass reads it as a linear through
+    :func:`linear_params` (a transposed view, no copy)."""
+
+    def __init__(self, n_out: int, n_in: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_in, n_out))
+        self.bias = nn.Parameter(torch.zeros(n_out))
+
+
+def linear_params(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(weight [out, in], bias) of an ``nn.Linear`` or a :class:`Conv1D`."""
+    if isinstance(layer, Conv1D):
+        return layer.weight.t(), layer.bias
+    return layer.weight, layer.bias
 
 
 @dataclass
@@ -109,11 +136,16 @@ class Pass:
     position_terms: list = field(default_factory=list)
     _window_masks: dict = field(default_factory=dict)
     ledger: Ledger | None = None
+    #: [B] int64, the position whose hidden state the head reads per example, where that depends on
+    #: the ids (decoders: :meth:`~lrp_kernels.models.base.EncoderClassifier.read_index`); else None
+    read_index: torch.Tensor | None = None
 
     @classmethod
     def create(cls, like: torch.Tensor, attention_mask=None, rules: Rules = GRADIENT, backend: Backend | None = None,
-               output_attentions: bool = False, taps=(), ledger: Ledger | None = None) -> "Pass":
-        """A pass over a batch like ``like`` ([B, L, …], the model dtype) with a 0/1 ``attention_mask``."""
+               output_attentions: bool = False, taps=(), ledger: Ledger | None = None,
+               read_index: torch.Tensor | None = None) -> "Pass":
+        """A pass over a batch like ``like`` ([B, L, …], the model dtype) with a 0/1 ``attention_mask``
+        (and the head's ``read_index``)."""
         if output_attentions and not rules.is_plain:
             raise ValueError("output_attentions needs the plain gradient rules")
         if backend is not None and not isinstance(backend, Backend):
@@ -123,7 +155,8 @@ class Pass:
             plain_mask = torch.zeros(attention_mask.shape, dtype=like.dtype, device=like.device)
             plain_mask = plain_mask.masked_fill(~attention_mask.bool(), torch.finfo(like.dtype).min)[:, None, None, :]
         mask = None if rules.is_plain else additive_mask(attention_mask)
-        return cls(rules, backend, mask, plain_mask, attention_mask, output_attentions, frozenset(taps), ledger=ledger)
+        return cls(rules, backend, mask, plain_mask, attention_mask, output_attentions, frozenset(taps), ledger=ledger,
+                   read_index=read_index)
 
     @property
     def batch_size(self) -> int | None:
@@ -163,14 +196,15 @@ class Pass:
         ``ratio_by_consumer``: the op that reads the output applies this linear's ε-ratio in its
         backward (:meth:`attention_input_eps`), so the linear itself is plain."""
         eps = None if ratio_by_consumer else self.rules.linear_eps
+        weight, bias = linear_params(layer)
         if (eps is not None and activation in FUSED_ACTIVATIONS and self.rules.activation == "identity"
                 and self.ledger is None):
-            return lrp_linear(x, layer.weight, layer.bias, eps, activation, self.backend)
+            return lrp_linear(x, weight, bias, eps, activation, self.backend)
         x = self._own(x)
         if eps is None:
-            z = F.linear(x, layer.weight, layer.bias)
+            z = F.linear(x, weight, bias)
         else:
-            z = lrp_linear(x, layer.weight, layer.bias, eps, None, self.backend)
+            z = lrp_linear(x, weight, bias, eps, None, self.backend)
         z = self._record("bias", (x,), z)
         return z if activation is None else self.activation(z, activation)
 
@@ -183,10 +217,10 @@ class Pass:
     def gated_mlp(self, x, layer: nn.Linear, fn: str, up: nn.Linear | None = None):
         """``act(a) ⊙ b`` with a, b = the halves of ``layer(x)`` (``up`` None) or ``layer(x)``, ``up(x)``."""
         eps = self.rules.linear_eps
-        up_weight, up_bias = (None, None) if up is None else (up.weight, up.bias)
+        up_weight, up_bias = (None, None) if up is None else linear_params(up)
         if eps is not None and self.rules.activation == "identity":
             x = self._own(x)
-            u = lrp_gated_mlp(x, layer.weight, layer.bias, fn, eps, self.backend, up_weight, up_bias)
+            u = lrp_gated_mlp(x, *linear_params(layer), fn, eps, self.backend, up_weight, up_bias)
             return self._record("bias", (x,), u)
         a = self.linear(x, layer)
         a, b = a.chunk(2, dim=-1) if up is None else (a, self.linear(x, up))
@@ -198,8 +232,8 @@ class Pass:
         x = self._own(x)
         if self.rules.layer_norm != "identity":
             y = norm(x)
-        elif isinstance(norm, RMSNorm):
-            y = lrp_rms_norm(x, norm.weight, norm.eps, self.backend)
+        elif isinstance(norm, RMSNorm):  # (an offset's γ is float32: cast back once, as the plain norm does)
+            y = lrp_rms_norm(x, norm.gain(), norm.eps, self.backend).to(x.dtype)
         else:
             y = lrp_layer_norm(x, norm.weight, norm.bias, norm.eps, self.backend)
         return self._record("norm", (x,), y)
@@ -226,33 +260,40 @@ class Pass:
         return eps if eps and self.rules.attention != "grad" and self.ledger is None else 0.0
 
     def attention(self, q, k, v, scale: float, window: int | None = None, rotary=None, input_eps: float = 0.0,
-                  causal: bool = False):
+                  causal: bool = False, softcap: float | None = None):
         """Attention over [B, H, L, D] heads (k, v may have fewer: grouped) under the rule set's
-        attention rule, with an optional sliding ``window``, ``rotary=(cos, sin)`` and ``causal``
-        masking (``input_eps``: :meth:`attention_input_eps` when the projections left their ratio to it)."""
+        attention rule, with an optional sliding ``window``, ``rotary=(cos, sin)``, ``causal``
+        masking and scores soft-capped at ``softcap`` (``input_eps``: :meth:`attention_input_eps`
+        when the projections left their ratio to it)."""
         if self.ledger is not None:
             q, k, v = (self._own(t) for t in (q, k, v))
-            out = self._attention(q, k, v, scale, window, rotary, input_eps, causal)
+            out = self._attention(q, k, v, scale, window, rotary, input_eps, causal, softcap)
             return self._record("softmax", (q, k, v), out)
-        return self._attention(q, k, v, scale, window, rotary, input_eps, causal)
+        return self._attention(q, k, v, scale, window, rotary, input_eps, causal, softcap)
 
-    def _attention(self, q, k, v, scale: float, window: int | None, rotary, input_eps: float, causal: bool):
+    def _attention(self, q, k, v, scale: float, window: int | None, rotary, input_eps: float, causal: bool,
+                   softcap: float | None):
         if self.rules.attention != "grad":
             return lrp_attention(q, k, v, self.mask, scale, self.rules.attention, self.backend, window=window,
-                                 rotary=rotary, input_eps=input_eps, causal=causal)
+                                 rotary=rotary, input_eps=input_eps, causal=causal, softcap=softcap)
         if input_eps:
             raise ValueError("input_eps needs an LRP attention rule")
         q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
         mask = self._plain_mask(window, q.shape[-2], causal, q)
-        if not self.record_attentions:
+        if not self.record_attentions and softcap is None:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
                                                   enable_gqa=k.shape[1] != q.shape[1])
         k, v = repeat_kv(k, q.shape[1]), repeat_kv(v, q.shape[1])
-        return self._recorded(torch.matmul(q, k.transpose(-1, -2)) * scale, mask, v)
+        scores = torch.matmul(q, k.transpose(-1, -2)) * scale
+        if softcap is not None:  # transformers' eager order: scale, cap, then the mask
+            scores = softcap * torch.tanh(scores / softcap)
+        return self._recorded(scores, mask, v)
 
     def _recorded(self, scores, mask, v):
-        probs = torch.softmax(scores + (mask if mask is not None else 0.0), dim=-1)
-        self.attentions.append(probs)
+        """softmax(scores + mask)·v (in float32, as transformers' eager attention), P recorded when asked."""
+        probs = torch.softmax((scores + (mask if mask is not None else 0.0)).float(), dim=-1).to(v.dtype)
+        if self.record_attentions:
+            self.attentions.append(probs)
         return torch.matmul(probs, v)
 
     def disentangled_attention(self, q, k, v, pos_key, pos_query, rel_index, scale: float):
@@ -282,9 +323,10 @@ def input_share(p: Pass, z: torch.Tensor, layer: nn.Linear, norm: nn.Module | No
     The ε-rule of the layer passes (z − b)·z/(z + ε·sign z) ⊙ g_z down; the norm held constant passes
     what does not belong to its bias β: W·β is subtracted too (and nothing of it, by scale invariance,
     under the plain gradient — then x's relevance is 0 and the share is taken at the norm's output)."""
-    content = z if layer.bias is None else z - layer.bias
+    weight, bias = linear_params(layer)
+    content = z if bias is None else z - bias
     if norm is not None and getattr(norm, "bias", None) is not None and p.rules.layer_norm == "identity":
-        content = content - F.linear(norm.bias, layer.weight)
+        content = content - F.linear(norm.bias, weight)
     eps = p.rules.linear_eps
     return content if not eps else or_reference(p.backend).linear.eps_ratio(content, z, eps)
 
@@ -297,9 +339,11 @@ def mean_pool(p: Pass, hidden: torch.Tensor) -> torch.Tensor:
     return (hidden * mask.unsqueeze(-1)).sum(dim=1) / mask.sum(dim=1, keepdim=True)
 
 
-def rotary_tables(length: int, dim: int, theta: float, like: torch.Tensor):
-    """``(cos, sin)`` [1, L, D] of rotary positions 0 … L−1 (transformers' default rope, in ``like``'s dtype)."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
+def rotary_tables(length: int, dim: int, theta: float, like: torch.Tensor, inv_freq: torch.Tensor | None = None):
+    """``(cos, sin)`` [1, L, D] of rotary positions 0 … L−1 (transformers' default rope of ``theta``, or
+    the given inverse frequencies [D/2]; computed in float32, returned in ``like``'s dtype)."""
+    if inv_freq is None:
+        inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
     freqs = torch.arange(length, device=like.device)[None, :, None].float() * inv_freq.to(like.device)
     emb = torch.cat((freqs, freqs), dim=-1)
     return emb.cos().to(like.dtype), emb.sin().to(like.dtype)

@@ -66,16 +66,18 @@ def register(family: Family) -> Family:
     return family
 
 
-def family(name: str, *model_types: str, config: "type[ModelConfig] | None" = None, optional=None, ignored=None):
+def family(name: str, *model_types: str, config: "type[ModelConfig] | None" = None, optional=None, ignored=None,
+           renames=None):
     """Class decorator: register the decorated classifier as the family ``name`` serving
     ``model_types``, with its ``base_prefix``, its config class (default :class:`ModelConfig`) and,
     when given, the key prefixes a headless checkpoint may lack (``optional``) or that are not ours
-    (``ignored``) instead of :class:`Family`'s defaults."""
+    (``ignored``) and the (old, new) spellings of checkpoint keys (``renames``) instead of
+    :class:`Family`'s defaults."""
 
     def decorate(classifier):
         from lrp_kernels.models.config import ModelConfig
 
-        rules = {"optional_prefixes": optional, "ignored_prefixes": ignored}
+        rules = {"optional_prefixes": optional, "ignored_prefixes": ignored, "renames": renames}
         register(Family(name=name, model_types=model_types, classifier=classifier, config=config or ModelConfig,
                         base_prefix=classifier.base_prefix, **{k: v for k, v in rules.items() if v is not None}))
         return classifier

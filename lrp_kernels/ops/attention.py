@@ -25,6 +25,15 @@ sliding window (ModernBERT's local layers)
 causal attention (decoders), ``causal=True``
     query i reads key j only when j ≤ i (with a ``window``: i − w ≤ j ≤ i, a causal sliding window).
     The mask is a constant; the rules are unchanged. Kernels never touch the blocks it removes.
+soft-capped scores (Gemma 2's ``attn_logit_softcapping``), ``softcap=c``
+    S' = c·tanh(S/c) replaces S before the mask and the softmax. An element-wise, monotone map of one
+    input, it takes the identity rule of the element-wise activations (GELU, tanh; Achtibat et al.
+    2024): R_S = R_S', i.e. g_S = g_S' ⊙ S'/S (→ 1 as S → 0, where tanh(u)/u → 1). The softmax keeps
+    its rule (R_S' by its Taylor rule under ``attnlrp``) and the bilinear Q·Kᵀ then splits R_S as
+    before, so the cap adds no loss of its own; ``cp_lrp`` holds P constant and never reaches it;
+    ``grad`` takes its derivative 1 − tanh²(S/c). Not a parameter of the kernel sets: no fused
+    kernel caps the scores, so the op runs soft-capped attention on the torch reference (eager, P
+    stored) whatever the backend.
 grouped K/V heads (EuroBERT, Llama-style GQA)
     k and v have H_kv heads, query head h reads K/V head h // (H/H_kv). The sharing is a copy,
     whose rule is its gradient: the relevance of a shared head is the sum over the query heads
@@ -80,11 +89,12 @@ class LRPAttentionFunction(torch.autograd.Function):
     """Forward: softmax(Q Kᵀ·scale + mask) V; backward: the rule of ``mode``."""
 
     @staticmethod
-    def forward(ctx, q, k, v, mask, scale, mode, backend: Backend, window, cos, sin, input_eps, causal):
+    def forward(ctx, q, k, v, mask, scale, mode, backend: Backend, window, cos, sin, input_eps, causal, softcap):
         rotary = None if cos is None else (cos, sin)
-        out, saved = backend.attention.forward(q, k, v, mask, scale, mode, window, rotary, causal)
+        capped = () if softcap is None else (softcap,)  # only the torch reference takes it (see above)
+        out, saved = backend.attention.forward(q, k, v, mask, scale, mode, window, rotary, causal, *capped)
         ctx.scale, ctx.mode, ctx.kernels, ctx.window = scale, mode, backend.attention, window
-        ctx.input_eps, ctx.causal = input_eps, causal
+        ctx.input_eps, ctx.causal, ctx.capped = input_eps, causal, capped
         ctx.save_for_backward(q, k, v, mask, cos, sin, *saved)
         return out
 
@@ -93,8 +103,8 @@ class LRPAttentionFunction(torch.autograd.Function):
         q, k, v, mask, cos, sin, *saved = ctx.saved_tensors
         rotary = None if cos is None else (cos, sin)
         gq, gk, gv = ctx.kernels.backward(grad_out, q, k, v, mask, ctx.scale, ctx.mode, tuple(saved),
-                                          ctx.window, rotary, ctx.input_eps, ctx.causal)
-        return gq, gk, gv, None, None, None, None, None, None, None, None, None
+                                          ctx.window, rotary, ctx.input_eps, ctx.causal, *ctx.capped)
+        return gq, gk, gv, None, None, None, None, None, None, None, None, None, None
 
 
 def _checked(mode, scale, q):
@@ -104,10 +114,12 @@ def _checked(mode, scale, q):
 
 
 def lrp_attention(q, k, v, mask=None, scale=None, mode="attnlrp", backend: Backend | None = None, *,
-                  window: int | None = None, rotary=None, input_eps: float = 0.0, causal: bool = False):
+                  window: int | None = None, rotary=None, input_eps: float = 0.0, causal: bool = False,
+                  softcap: float | None = None):
     """Attention over [B, H, L, D] queries (k, v: [B, H_kv, L, D]) with the backward rule ``mode``
-    (one of :data:`MODES`), an optional sliding ``window``, ``rotary=(cos, sin)`` [B | 1, L, D] and
-    ``causal`` masking (the contract's rules: ``lrp_kernels.backends.contract``).
+    (one of :data:`MODES`), an optional sliding ``window``, ``rotary=(cos, sin)`` [B | 1, L, D],
+    ``causal`` masking (the contract's rules: ``lrp_kernels.backends.contract``) and soft-capped
+    scores ``softcap`` = c > 0 (c·tanh(S/c); on the torch reference, see the module docstring).
 
     ``input_eps`` > 0: q, k, v are the outputs of linears under the ε-rule whose ratio
     ``x/(x + ε·sign x)`` this op's backward applies to g_q, g_k, g_v (once per element, fused into
@@ -118,9 +130,13 @@ def lrp_attention(q, k, v, mask=None, scale=None, mode="attnlrp", backend: Backe
         raise ValueError(f"{q.shape[1]} query heads cannot share {k.shape[1]} K/V heads")
     if input_eps < 0:
         raise ValueError(f"input_eps must be >= 0, got {input_eps}")
+    if softcap is not None:
+        if not softcap > 0:
+            raise ValueError(f"softcap must be > 0, got {softcap}")
+        softcap, backend = float(softcap), None  # the torch reference: no kernel caps the scores
     cos, sin = (None, None) if rotary is None else rotary
     return LRPAttentionFunction.apply(q, k, v, mask, scale, mode, or_reference(backend), window, cos, sin,
-                                      float(input_eps), bool(causal))
+                                      float(input_eps), bool(causal), softcap)
 
 
 class LRPDisentangledAttentionFunction(torch.autograd.Function):

@@ -17,8 +17,8 @@ back (:func:`apply_rotary`, :func:`rotary_transposed`); grouped K/V heads are re
 product and their gradients summed over the group; ``input_eps`` multiplies each gradient by the
 ε-ratio of its input (the rule of the linears that made q, k, v, applied here once per element so
 that their own backward is a plain GEMM). DeBERTa's disentangled attention
-(:func:`disentangled_forward`) is eager: its relative terms need P's gradient, which the fused
-kernel does not give.
+(:func:`disentangled_forward`) and soft-capped scores (``softcap``, Gemma 2: :func:`softcap_forward`) are
+eager: the relative terms need P's gradient, and no fused kernel caps the scores.
 """
 
 from __future__ import annotations
@@ -250,7 +250,9 @@ def _backward(grad_out, q, k, v, mask, scale, mode, saved, fused):
     ))
 
 
-def forward(q, k, v, mask, scale, mode, window=None, rotary=None, causal=False):
+def forward(q, k, v, mask, scale, mode, window=None, rotary=None, causal=False, softcap=None):
+    if softcap is not None:
+        return softcap_forward(q, k, v, mask, scale, mode, window, rotary, causal, softcap)
     fused = uses_fused_kernel(q, mode, mask)
     loaded = _loaded(q, k, v, mask, window, rotary, causal)
     out, saved = _forward(*loaded, scale, mode, fused)
@@ -259,7 +261,10 @@ def forward(q, k, v, mask, scale, mode, window=None, rotary=None, causal=False):
     return out, saved
 
 
-def backward(grad_out, q, k, v, mask, scale, mode, saved, window=None, rotary=None, input_eps=0.0, causal=False):
+def backward(grad_out, q, k, v, mask, scale, mode, saved, window=None, rotary=None, input_eps=0.0, causal=False,
+             softcap=None):
+    if softcap is not None:
+        return softcap_backward(grad_out, q, k, v, scale, mode, saved, rotary, input_eps, softcap)
     fused = uses_fused_kernel(q, mode, mask)
     if is_variant(q, k, window, rotary, causal):
         *saved, q_loaded, k_loaded, v_loaded = saved
@@ -271,6 +276,46 @@ def backward(grad_out, q, k, v, mask, scale, mode, saved, window=None, rotary=No
     else:
         loaded = (q, k, v, mask)
     grad_q, grad_k, grad_v = _backward(grad_out, *loaded, scale, mode, saved, fused)
+    kv_heads = k.shape[1]
+    grad_k, grad_v = sum_groups(grad_k, kv_heads), sum_groups(grad_v, kv_heads)
+    grads = rotary_transposed(grad_q, rotary), rotary_transposed(grad_k, rotary), grad_v
+    return with_input_eps(grads, (q, k, v), input_eps)
+
+
+# ---------------------------------------------------------------------------- soft-capped scores (Gemma 2)
+def capped_scores(q, k, scale, softcap):
+    """``(S, S')``: the scores S = scale·Q Kᵀ and their soft-capped value S' = c·tanh(S/c), in float32."""
+    s = acc(torch.matmul(q, k.transpose(-1, -2))) * scale
+    return s, softcap * torch.tanh(s / softcap)
+
+
+def softcap_forward(q, k, v, mask, scale, mode, window, rotary, causal, softcap):
+    """softmax(c·tanh(S/c) + mask)·V, eager (no fused kernel caps the scores): P is stored, with the
+    rotated and repeated q, k, v the backward reads again."""
+    q, k, v, dense = _loaded(q, k, v, mask, window, rotary, causal)
+    _, capped = capped_scores(q, k, scale, softcap)
+    if dense is not None:
+        capped = capped + (dense if dense.dim() == 4 else dense[:, None, None, :])
+    probs = torch.softmax(capped, dim=-1).to(q.dtype)
+    return torch.matmul(probs, v), (probs, q, k, v)
+
+
+def softcap_backward(grad_out, q, k, v, scale, mode, saved, rotary, input_eps, softcap):
+    """The mode's rule with the soft-cap in between: ``grad`` its derivative 1 − tanh²(S/c); the LRP
+    modes its identity rule, g_S = g_S' ⊙ S'/S (S'/S → 1 as S → 0; ops/attention.py says why)."""
+    probs, q_loaded, k_loaded, v_loaded = saved
+    s, capped = capped_scores(q_loaded, k_loaded, scale, softcap)
+    if mode == "grad":
+        ratio = 1.0 - (capped / softcap).square()
+    else:
+        ratio = torch.where(s == 0, torch.ones_like(s), capped / torch.where(s == 0, torch.ones_like(s), s))
+
+    def capped_softmax_backward(grad_p, p, factor):
+        return (acc(softmax_backward(grad_p, p, factor)) * ratio).to(grad_p.dtype)
+
+    grad_out = grad_out.contiguous()
+    grad_q, grad_k, grad_v = eager_backward(grad_out, q_loaded, k_loaded, v_loaded, probs, scale, mode,
+                                            softmax_backward=capped_softmax_backward)
     kv_heads = k.shape[1]
     grad_k, grad_v = sum_groups(grad_k, kv_heads), sum_groups(grad_v, kv_heads)
     grads = rotary_transposed(grad_q, rotary), rotary_transposed(grad_k, rotary), grad_v
