@@ -296,6 +296,46 @@ def test_cpp_hands_the_variants_to_the_reference():
     assert backend.attention.disentangled_backward is ref.disentangled_backward
 
 
+def test_cuda_backend_runs_the_variants_on_the_triton_kernels(monkeypatch):
+    """The ``cuda`` backend declares its own attention kernel set: a variant (here causal, grouped K/V
+    heads, a window) runs the Triton kernels where Triton runs — seen launching, with the Triton
+    backend's results — and the torch reference where it does not; plain attention keeps the
+    compiled path. No GPU here: the set is called on CPU tensors, which the interpreted Triton
+    backend runs (on a GPU, CUDA tensors and compiled kernels)."""
+    from lrp_kernels.backends.cpp import attention as cpp_attention
+
+    cuda_backend, reason = registry.load("cuda")
+    if cuda_backend is None:
+        pytest.skip(reason)
+    assert cuda_backend.attention is cpp_attention.CUDA_KERNELS
+    assert registry.load("cpp")[0].attention is cpp_attention.KERNELS  # the CPU keeps its own
+    if TRITON.backend is None or TRITON.device != "cpu":
+        pytest.skip(TRITON.reason or "the routing on CPU tensors needs the interpreted Triton backend")
+    kernels = cpp_attention.CUDA_KERNELS
+    q, k, v, g, mask, window, rotary = _triton_inputs(CAUSAL_TRITON_CASES[2], torch.float32)
+    scale = q.shape[-1] ** -0.5
+    with _launches() as names:
+        out, saved = kernels.forward(q, k, v, mask, scale, "attnlrp", window, None, True)
+        got = kernels.backward(g, q, k, v, mask, scale, "attnlrp", saved, window, None, 0.0, True)
+    assert names == ["_attention_forward_kernel", "_attention_backward_dq_kernel", "_attention_backward_dkdv_kernel"]
+    tri_out, tri_saved = TRITON.backend.attention.forward(q, k, v, mask, scale, "attnlrp", window, None, True)
+    assert torch.equal(out, tri_out)
+    want = TRITON.backend.attention.backward(g, q, k, v, mask, scale, "attnlrp", tri_saved, window, None, 0.0, True)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    with _launches() as names:  # plain attention: not a variant, the compiled path as before
+        q1, k1, v1 = q, k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
+        kernels.backward(g, q1, k1, v1, mask, scale, "grad", kernels.forward(q1, k1, v1, mask, scale, "grad")[1])
+    assert names == []
+    monkeypatch.setitem(cpp_attention._TRITON, str(q.device), None)  # Triton does not run here: the reference
+    with _launches() as names:
+        out, saved = kernels.forward(q, k, v, mask, scale, "cp_lrp", window, None, True)
+        got = kernels.backward(g, q, k, v, mask, scale, "cp_lrp", saved, window, None, 0.0, True)
+    assert names == []
+    expected, ref_saved = ref.forward(q, k, v, mask, scale, "cp_lrp", window, None, True)
+    assert torch.equal(out, expected)
+    assert torch.equal(got[2], ref.backward(g, q, k, v, mask, scale, "cp_lrp", ref_saved, window, None, 0.0, True)[2])
+
+
 @pytest.mark.parametrize("name", ["cpp", "triton"])
 def test_backends_run_causal_attention_like_the_reference(name):
     """Causal attention through every backend that runs here (those without kernels of their own for
