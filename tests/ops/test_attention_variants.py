@@ -434,7 +434,7 @@ def _triton_against_reference(case, dtype, mode, causal=False, reference_dtype=N
     ``dtype`` — within the Triton attention rows of ``helpers.TOLERANCES``."""
     q, k, v, g, mask, window, rotary = _triton_inputs(case, dtype)
     kernels, scale = TRITON.backend.attention, q.shape[-1] ** -0.5
-    if TRITON.module("attention").runs_reference(q, rotary):
+    if TRITON.module("attention").runs_reference(q, rotary, causal):
         pytest.skip("rotary positions run the torch reference on this GPU (configs._ROTARY_HEAD_DIMS)")
     with _launches() as names:
         out, saved = kernels.forward(q, k, v, mask, scale, mode, window, rotary, causal)
@@ -486,7 +486,7 @@ def test_triton_variants_take_input_eps_and_strided_heads(causal):
     q, k, v, g, mask, window, rotary = _triton_inputs(TRITON_CASES[-1], torch.float32)
     q, k, v, g = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v, g))
     kernels, scale = TRITON.backend.attention, q.shape[-1] ** -0.5
-    if TRITON.module("attention").runs_reference(q, rotary):
+    if TRITON.module("attention").runs_reference(q, rotary, causal):
         pytest.skip("rotary positions run the torch reference on this GPU (configs._ROTARY_HEAD_DIMS)")
     with _launches() as names:
         saved = kernels.forward(q, k, v, mask, scale, "attnlrp", window, rotary, causal)[1]
@@ -588,6 +588,27 @@ def test_triton_causal_kernels_never_read_blocks_above_the_diagonal(padding, win
                 hi = min(hi, _up(first, bm))
             assert rows and min(rows) >= col0 // bm * bm, (kernel, program, min(rows))
             assert max(rows) < hi, (kernel, program, max(rows))
+
+
+def test_triton_int64_positions_give_the_same_results(monkeypatch):
+    """The kernels' int64 sequence positions (WIDE, for head views whose offsets reach 2³¹ elements;
+    their launch: tests/backends/test_triton_launch.py) forced on a small causal, windowed, rotary,
+    grouped case: the same results as the int32 positions, bit for bit (only the index type differs)."""
+    if TRITON.backend is None:
+        pytest.skip(TRITON.reason)
+    q, k, v, g, mask, window, rotary = _triton_inputs(CAUSAL_TRITON_CASES[-1], torch.float32)
+    kernels, scale, module = TRITON.backend.attention, q.shape[-1] ** -0.5, TRITON.module("attention")
+    if module.runs_reference(q, rotary, True):
+        pytest.skip("rotary positions run the torch reference on this GPU (configs._ROTARY_HEAD_DIMS)")
+    results = {}
+    for wide in (False, True):
+        monkeypatch.setattr(module, "WIDE_ELEMENTS", 0 if wide else 2**31)
+        seen = []
+        with TRITON.module("_launch").launch_hook(lambda launch: seen.append(launch.constexprs["WIDE"]) and False):
+            out, saved = kernels.forward(q, k, v, mask, scale, "attnlrp", window, rotary, True)
+            results[wide] = (out, *kernels.backward(g, q, k, v, mask, scale, "attnlrp", saved, window, rotary, 0.0, True))
+        assert seen == [wide] * 3
+    assert all(torch.equal(a, b) for a, b in zip(results[False], results[True]))
 
 
 @pytest.mark.parametrize("what", ["rotary-odd-head-dim", "float64"])

@@ -40,8 +40,9 @@ integer):
   same band, one-sided; padded rows keep it too). Key blocks above the diagonal are never loaded:
   the forward's and dQ's key loop ends at the query block's last row, dK/dV's query loop starts at
   the key block's first column, and outside the band nothing is loaded either. Only the blocks that
-  straddle the diagonal (or an edge of the band) apply an element mask: each loop is split in
-  three — edge, inside (no mask), diagonal. A padded query row ignores the key mask and reads every
+  straddle the diagonal (or an edge of the band) apply an element mask: one loop body, whose
+  run-time flag branches around the mask (two copies of the body — masked, unmasked loops — spilled
+  registers in every dK/dV config, ``aot``). A padded query row ignores the key mask and reads every
   key j ≤ i of its band (the reference's dense causal mask: no row is empty; nothing reads it). A
   query block without padded rows skips the leading key blocks of left padding (the decoders'
   usual), and a key block of padding only is read by the padded rows alone.
@@ -90,6 +91,16 @@ def _tile(ptr, b, h, s_b, s_h, s_row, s_col, rows, cols):
     """Pointers to the ``[rows, cols]`` tile of head (b, h) of a 4-D tensor (strides of its
     batch, head, row and column dimensions)."""
     return ptr + b * s_b + h * s_h + rows[:, None] * s_row + cols[None, :] * s_col
+
+
+@triton.jit
+def _positions(start, BLOCK: tl.constexpr, WIDE: tl.constexpr):
+    """``start + [0, BLOCK)``: sequence positions, int64 when WIDE (a tensor whose row offsets
+    ``position · row stride`` reach 2³¹ elements: long sequences of wide heads), else int32."""
+    offs = tl.arange(0, BLOCK)
+    if WIDE:
+        offs = offs.to(tl.int64)
+    return start + offs
 
 
 @triton.jit
@@ -171,27 +182,34 @@ def _key_range(mask_ptr, b, smb, L, row0, row_pad, window, HAS_MASK: tl.constexp
 
 
 @triton.jit
+def _blocks(lo, hi, BLOCK: tl.constexpr):
+    """How many blocks of BLOCK from ``lo`` cover ``[lo, hi)`` (0 when empty). Causal loops run over
+    ``range(0, _blocks(lo, hi))`` with the starts computed: a lower bound that comes from a mask scan
+    keeps Triton's software pipelining from the loop."""
+    return (tl.maximum(hi - lo, 0) + BLOCK - 1) // BLOCK
+
+
+@triton.jit
 def _causal_key_range(mask_ptr, b, smb, L, row0, row_pad, window, HAS_MASK: tl.constexpr, WINDOWED: tl.constexpr,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """``(lo, inner, diagonal, hi)``: the keys the causal queries ``row0 … row0 + BLOCK_M − 1`` read lie
-    in ``[lo, hi)`` — nothing above the block's last row, with a window nothing below
+    """``(lo, inside, diagonal, hi)``: the keys the causal queries ``row0 … row0 + BLOCK_M − 1`` read lie
+    in ``[lo, hi)`` — nothing above the block's last row, with a window nothing before
     ``row0 − window``, and for a block without padded rows nothing outside the real keys
-    (:func:`_real_span`: left padding skips the leading blocks). The key blocks of ``[inner,
-    diagonal)`` are inside the band for every row of the block (no element mask); those of ``[lo,
-    inner)`` (the window's lower edge) and from ``diagonal`` on (the diagonal) need one. All but
-    ``hi`` are multiples of BLOCK_N."""
+    (:func:`_real_span`: left padding skips the leading blocks). The key blocks of ``[inside,
+    diagonal)`` lie in the band for every row (no element mask); those before (the window's lower
+    edge) and from ``diagonal`` on need one. All but ``hi`` are multiples of BLOCK_N."""
     row_end = tl.minimum(row0 + BLOCK_M, L)
     first, end = _real_span(mask_ptr, b, smb, L, HAS_MASK, BLOCK_N)
     real_rows = reduce_max(row_pad.to(tl.float32), 0) == 0
     lo = tl.where(real_rows, first // BLOCK_N * BLOCK_N, 0)
     hi = tl.where(real_rows, tl.minimum(row_end, end), row_end)
     diagonal = (row0 + 1) // BLOCK_N * BLOCK_N  # blocks before it end at or before row0: j ≤ i for all
-    inner = lo
+    inside = lo
     if WINDOWED:
         lo = tl.maximum(lo, tl.maximum(row0 - window, 0) // BLOCK_N * BLOCK_N)
         # blocks from here on start at or after row_end − 1 − w: i − j ≤ w for all
-        inner = tl.maximum(lo, (tl.maximum(row_end - 1 - window, 0) + BLOCK_N - 1) // BLOCK_N * BLOCK_N)
-    return lo, inner, diagonal, hi
+        inside = tl.maximum(lo, (tl.maximum(row_end - 1 - window, 0) + BLOCK_N - 1) // BLOCK_N * BLOCK_N)
+    return lo, inside, diagonal, hi
 
 
 @triton.jit
@@ -237,24 +255,24 @@ def _query_range(mask_ptr, b, smb, L, col0, window, HAS_MASK: tl.constexpr, WIND
 @triton.jit
 def _causal_query_range(mask_ptr, b, smb, L, col0, key_bias, window, HAS_MASK: tl.constexpr, WINDOWED: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """``(lo, inner, outer, hi)``: the causal queries that read the keys ``col0 … col0 + BLOCK_N − 1``
-    lie in ``[lo, hi)`` — none before the diagonal, with a window none past ``col_end − 1 + w``, and
-    for a key block of padding only (``key_bias``) none past the last padded row (only padded rows
-    read padded keys). The query blocks of ``[inner, outer)`` read every key of the block (no element
-    mask); those of ``[lo, inner)`` (the diagonal) and from ``outer`` on (the window's upper edge)
-    need one. All but ``hi`` are multiples of BLOCK_M."""
+    """``(lo, inside, edge, hi)``: the causal queries that read the keys ``col0 … col0 + BLOCK_N − 1`` lie
+    in ``[lo, hi)`` — none before the diagonal, with a window none past ``col_end − 1 + w``, and for
+    a key block of padding only (``key_bias``) none past the last padded row (only padded rows read
+    padded keys). The query blocks of ``[inside, edge)`` read every key of the block (no element
+    mask); those before (the diagonal) and from ``edge`` on (the window's upper edge) need one. All
+    but ``hi`` are multiples of BLOCK_M."""
     col_end = tl.minimum(col0 + BLOCK_N, L)
     lo = col0 // BLOCK_M * BLOCK_M
-    inner = (col_end - 1 + BLOCK_M - 1) // BLOCK_M * BLOCK_M  # blocks from here on start at or after the last key
+    inside = (col_end - 1 + BLOCK_M - 1) // BLOCK_M * BLOCK_M  # blocks from here on start at or after the last key
     hi = L
-    outer = L
+    edge = L
     if WINDOWED:
         hi = tl.minimum(L, col_end + window)
-        outer = (col0 + window + 1) // BLOCK_M * BLOCK_M  # blocks before it end at or before col0 + w
+        edge = (col0 + window + 1) // BLOCK_M * BLOCK_M  # blocks before it end at or before col0 + w
     if HAS_MASK:
         no_real_key = reduce_max((key_bias > _HALF_PAD).to(tl.float32), 0) == 0
         hi = tl.where(no_real_key, tl.minimum(hi, _padding_span(mask_ptr, b, smb, L, BLOCK_M)[1]), hi)
-    return lo, inner, outer, hi
+    return lo, inside, edge, hi
 
 
 @triton.jit
@@ -344,11 +362,12 @@ def _scores(q, kt, mask_ptr, b, smb, cols, col_ok, row_pad, scale, HAS_MASK: tl.
 
 
 @triton.jit
-def _query_block(q_ptr, sqb, sqh, sql, sqd, H, L, D, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+def _query_block(q_ptr, sqb, sqh, sql, sqd, H, L, D, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+                 WIDE: tl.constexpr):
     """This program's block of query rows: ``(b, h, block, b·H + h)``, the rows and head-dim columns
     with their masks, and the q tile as stored (the forward and the dQ kernel start alike)."""
     b, h, pid_m, bh = _program((L + BLOCK_M - 1) // BLOCK_M, H)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_m = _positions(pid_m * BLOCK_M, BLOCK_M, WIDE)
     offs_d = tl.arange(0, BLOCK_D)
     row_ok = offs_m < L
     d_ok = offs_d < D
@@ -360,26 +379,26 @@ def _query_block(q_ptr, sqb, sqh, sql, sqd, H, L, D, BLOCK_M: tl.constexpr, BLOC
 @triton.jit
 def _forward_step(q, m_i, l_i, acc, start, offs_m, offs_n, offs_d, d_ok, row_pad, k_ptr, v_ptr, mask_ptr, cos_ptr,
                   sin_ptr, b, hk, skb, skh, skl, skd, svb, svh, svl, svd, smb, scb, scl, scd, L, window, scale,
-                  HAS_MASK: tl.constexpr, WINDOWED: tl.constexpr, CAUSAL: tl.constexpr, ROTARY: tl.constexpr,
-                  MASKED: tl.constexpr, DOT_PRECISION: tl.constexpr):
+                  masked, HAS_MASK: tl.constexpr, WINDOWED: tl.constexpr, CAUSAL: tl.constexpr,
+                  ROTARY: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """The online softmax over the key block ``start …`` (K/V head ``hk``): ``(m, ℓ, acc)`` updated.
-    MASKED: the element mask (keys past L, outside the window's band, above the diagonal); a block
-    the caller knows to lie inside the band for every row goes without."""
+    ``masked`` (True, or a run-time flag of the causal loops): the element mask — keys past L,
+    outside the window's band, above the diagonal; a block the caller knows to lie inside the band
+    for every row goes without (one loop body: the flag branches around the mask alone)."""
     cols = start + offs_n
     col_ok = cols < L
     kt = _loaded_t(k_ptr, b, hk, skb, skh, skl, skd, cols, offs_d, col_ok, d_ok, cos_ptr, sin_ptr, scb, scl, scd,
                    ROTARY)
     s = _scores(q, kt, mask_ptr, b, smb, cols, col_ok, row_pad, scale, HAS_MASK, CAUSAL, DOT_PRECISION)
-    if MASKED:
+    if masked:
         ok = _band(col_ok[None, :], offs_m[:, None], cols[None, :], row_pad[:, None], window, WINDOWED, CAUSAL)
         s = tl.where(ok, s, float("-inf"))
     m_new = tl.maximum(m_i, reduce_max(s, 1))
     m_use = m_new
-    if MASKED:  # a row may have no key of its band in this block yet: keep m = −inf, ℓ = 0
-        if WINDOWED:
-            m_use = tl.where(m_new > float("-inf"), m_new, 0.0)
-        elif CAUSAL:
-            m_use = tl.where(m_new > float("-inf"), m_new, 0.0)
+    if WINDOWED:  # a row may have no key of its band in this block yet: keep m = −inf, ℓ = 0
+        m_use = tl.where(m_new > float("-inf"), m_new, 0.0)
+    elif CAUSAL:
+        m_use = tl.where(m_new > float("-inf"), m_new, 0.0)
     alpha = tl.exp(m_i - m_use)
     p = tl.exp(s - m_use[:, None])
     l_i = l_i * alpha + reduce_sum(p, 1)
@@ -405,45 +424,37 @@ def _attention_forward_kernel(
     CAUSAL: tl.constexpr,  # bool: query i reads key j ≤ i only; key blocks above the diagonal are never loaded
     ROTARY: tl.constexpr,  # bool: q and k rotated on load (BLOCK_D = D)
     DOT_PRECISION: tl.constexpr,  # "ieee" / "tf32" for float32 operands
+    WIDE: tl.constexpr,  # bool: int64 sequence positions (row offsets past 2³¹ elements)
     BLOCK_M: tl.constexpr,  # query rows per program
     BLOCK_N: tl.constexpr,  # keys per step
     BLOCK_D: tl.constexpr,  # power of two ≥ D (≥ 16)
 ):
     b, h, pid_m, bh, offs_m, offs_d, row_ok, d_ok, qd_ok, q = _query_block(q_ptr, sqb, sqh, sql, sqd, H, L, D,
-                                                                            BLOCK_M, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
+                                                                            BLOCK_M, BLOCK_D, WIDE)
+    offs_n = _positions(0, BLOCK_N, WIDE)
     q = _on_load(q, cos_ptr, sin_ptr, b, offs_m, offs_d, qd_ok, scb, scl, scd, ROTARY)
     row_pad = _padded_rows(mask_ptr, b, smb, offs_m, row_ok, HAS_MASK, WINDOWED, CAUSAL)
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     l_i = tl.full((BLOCK_M,), 0.0, dtype=tl.float32)
     acc = tl.full((BLOCK_M, BLOCK_D), 0.0, dtype=tl.float32)
     row0 = pid_m * BLOCK_M
-    if CAUSAL:
-        lo, inner, diagonal, hi = _causal_key_range(mask_ptr, b, smb, L, row0, row_pad, window, HAS_MASK, WINDOWED,
-                                                    BLOCK_M, BLOCK_N)
-        if WINDOWED:  # the window's lower edge
-            for start in range(lo, tl.minimum(inner, hi), BLOCK_N):
-                m_i, l_i, acc = _forward_step(q, m_i, l_i, acc, start, offs_m, offs_n, offs_d, d_ok, row_pad, k_ptr,
-                                              v_ptr, mask_ptr, cos_ptr, sin_ptr, b, h // G, skb, skh, skl, skd, svb,
-                                              svh, svl, svd, smb, scb, scl, scd, L, window, scale, HAS_MASK, WINDOWED,
-                                              CAUSAL, ROTARY, True, DOT_PRECISION)
-        for start in range(inner, tl.minimum(diagonal, hi), BLOCK_N):  # inside the band: no element mask
+    if CAUSAL:  # the key blocks up to this block's last row (in the band); the element mask only where needed
+        lo, inside, diagonal, hi = _causal_key_range(mask_ptr, b, smb, L, row0, row_pad, window, HAS_MASK, WINDOWED,
+                                                     BLOCK_M, BLOCK_N)
+        for i in range(0, _blocks(lo, hi, BLOCK_N)):
+            start = lo + i * BLOCK_N
+            masked = (start < inside) | (start >= diagonal)  # the window's lower edge, the diagonal
             m_i, l_i, acc = _forward_step(q, m_i, l_i, acc, start, offs_m, offs_n, offs_d, d_ok, row_pad, k_ptr, v_ptr,
-                                          mask_ptr, cos_ptr, sin_ptr, b, h // G, skb, skh, skl, skd, svb, svh, svl,
-                                          svd, smb, scb, scl, scd, L, window, scale, HAS_MASK, WINDOWED, CAUSAL,
-                                          ROTARY, False, DOT_PRECISION)
-        for start in range(tl.maximum(diagonal, inner), hi, BLOCK_N):  # the diagonal, up to the block's last row
-            m_i, l_i, acc = _forward_step(q, m_i, l_i, acc, start, offs_m, offs_n, offs_d, d_ok, row_pad, k_ptr, v_ptr,
-                                          mask_ptr, cos_ptr, sin_ptr, b, h // G, skb, skh, skl, skd, svb, svh, svl,
-                                          svd, smb, scb, scl, scd, L, window, scale, HAS_MASK, WINDOWED, CAUSAL,
-                                          ROTARY, True, DOT_PRECISION)
+                                          mask_ptr, cos_ptr, sin_ptr, b, h // G, skb, skh, skl, skd, svb, svh, svl, svd,
+                                          smb, scb, scl, scd, L, window, scale, masked, HAS_MASK, WINDOWED, CAUSAL,
+                                          ROTARY, DOT_PRECISION)
     else:
         lo, hi = _key_range(mask_ptr, b, smb, L, row0, row_pad, window, HAS_MASK, WINDOWED, BLOCK_M, BLOCK_N)
         for start in range(lo, hi, BLOCK_N):
             m_i, l_i, acc = _forward_step(q, m_i, l_i, acc, start, offs_m, offs_n, offs_d, d_ok, row_pad, k_ptr, v_ptr,
-                                          mask_ptr, cos_ptr, sin_ptr, b, h // G, skb, skh, skl, skd, svb, svh, svl,
-                                          svd, smb, scb, scl, scd, L, window, scale, HAS_MASK, WINDOWED, CAUSAL,
-                                          ROTARY, True, DOT_PRECISION)
+                                          mask_ptr, cos_ptr, sin_ptr, b, h // G, skb, skh, skl, skd, svb, svh, svl, svd,
+                                          smb, scb, scl, scd, L, window, scale, True, HAS_MASK, WINDOWED, CAUSAL,
+                                          ROTARY, DOT_PRECISION)
     if WINDOWED:  # rows past L read no key of the band
         l_i = tl.where(l_i > 0, l_i, 1.0)
     tl.store(_tile(o_ptr, b, h, sob, soh, sol, sod, offs_m, offs_d), cast(acc / l_i[:, None], o_ptr.dtype.element_ty),
@@ -455,10 +466,10 @@ def _attention_forward_kernel(
 @triton.jit
 def _dq_step(qr, go, delta, lse_m, lse_l, gq, start, offs_m, offs_n, offs_d, row_ok, d_ok, row_pad, k_ptr, v_ptr,
              mask_ptr, cos_ptr, sin_ptr, b, hk, skb, skh, skl, skd, svb, svh, svl, svd, smb, scb, scl, scd, L, window,
-             scale, HAS_MASK: tl.constexpr, WINDOWED: tl.constexpr, CAUSAL: tl.constexpr, ROTARY: tl.constexpr,
-             MASKED: tl.constexpr, DOT_PRECISION: tl.constexpr):
+             scale, masked, HAS_MASK: tl.constexpr, WINDOWED: tl.constexpr, CAUSAL: tl.constexpr,
+             ROTARY: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """``g_Q`` plus what the key block ``start …`` (K/V head ``hk``) gives it, P recomputed from the
-    saved statistics; MASKED as in :func:`_forward_step`."""
+    saved statistics; ``masked`` as in :func:`_forward_step`."""
     cols = start + offs_n
     col_ok = cols < L
     kt = _loaded_t(k_ptr, b, hk, skb, skh, skl, skd, cols, offs_d, col_ok, d_ok, cos_ptr, sin_ptr, scb, scl, scd,
@@ -466,7 +477,7 @@ def _dq_step(qr, go, delta, lse_m, lse_l, gq, start, offs_m, offs_n, offs_d, row
     vt = tl.load(_tile(v_ptr, b, hk, svb, svh, svd, svl, offs_d, cols), mask=d_ok[:, None] & col_ok[None, :],
                  other=0.0)  # [D, N]
     s = _scores(qr, kt, mask_ptr, b, smb, cols, col_ok, row_pad, scale, HAS_MASK, CAUSAL, DOT_PRECISION)
-    if MASKED:
+    if masked:
         ok = _band(row_ok[:, None] & col_ok[None, :], offs_m[:, None], cols[None, :], row_pad[:, None], window,
                    WINDOWED, CAUSAL)
         s = tl.where(ok, s, float("-inf"))
@@ -498,13 +509,14 @@ def _attention_backward_dq_kernel(
     CAUSAL: tl.constexpr,  # bool: key blocks above the diagonal are never loaded
     ROTARY: tl.constexpr,  # bool: q and k rotated on load, g_Q rotated back (BLOCK_D = D)
     DOT_PRECISION: tl.constexpr,  # "ieee" / "tf32" for float32 operands
+    WIDE: tl.constexpr,  # bool: int64 sequence positions (row offsets past 2³¹ elements)
     BLOCK_M: tl.constexpr,  # query rows per program
     BLOCK_N: tl.constexpr,  # keys per step
     BLOCK_D: tl.constexpr,  # power of two ≥ D
 ):
     b, h, pid_m, bh, offs_m, offs_d, row_ok, d_ok, qd_ok, q = _query_block(q_ptr, sqb, sqh, sql, sqd, H, L, D,
-                                                                            BLOCK_M, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
+                                                                            BLOCK_M, BLOCK_D, WIDE)
+    offs_n = _positions(0, BLOCK_N, WIDE)
     qr = _on_load(q, cos_ptr, sin_ptr, b, offs_m, offs_d, qd_ok, scb, scl, scd, ROTARY)
     go = tl.load(_tile(g_ptr, b, h, sgb, sgh, sgl, sgd, offs_m, offs_d), mask=qd_ok, other=0.0)
     o = tl.load(_tile(o_ptr, b, h, sob, soh, sol, sod, offs_m, offs_d), mask=qd_ok, other=0.0)
@@ -516,44 +528,44 @@ def _attention_backward_dq_kernel(
     row_pad = _padded_rows(mask_ptr, b, smb, offs_m, row_ok, HAS_MASK, WINDOWED, CAUSAL)
     gq = tl.full((BLOCK_M, BLOCK_D), 0.0, dtype=tl.float32)
     row0 = pid_m * BLOCK_M
-    if CAUSAL:
-        lo, inner, diagonal, hi = _causal_key_range(mask_ptr, b, smb, L, row0, row_pad, window, HAS_MASK, WINDOWED,
-                                                    BLOCK_M, BLOCK_N)
-        if WINDOWED:  # the window's lower edge
-            for start in range(lo, tl.minimum(inner, hi), BLOCK_N):
-                gq = _dq_step(qr, go, delta, lse_m, lse_l, gq, start, offs_m, offs_n, offs_d, row_ok, d_ok, row_pad,
-                              k_ptr, v_ptr, mask_ptr, cos_ptr, sin_ptr, b, h // G, skb, skh, skl, skd, svb, svh, svl,
-                              svd, smb, scb, scl, scd, L, window, scale, HAS_MASK, WINDOWED, CAUSAL, ROTARY, True,
-                              DOT_PRECISION)
-        for start in range(inner, tl.minimum(diagonal, hi), BLOCK_N):  # inside the band: no element mask
+    if CAUSAL:  # the key blocks up to this block's last row (in the band); the element mask only where needed
+        lo, inside, diagonal, hi = _causal_key_range(mask_ptr, b, smb, L, row0, row_pad, window, HAS_MASK, WINDOWED,
+                                                     BLOCK_M, BLOCK_N)
+        for i in range(0, _blocks(lo, hi, BLOCK_N)):
+            start = lo + i * BLOCK_N
+            masked = (start < inside) | (start >= diagonal)  # the window's lower edge, the diagonal
             gq = _dq_step(qr, go, delta, lse_m, lse_l, gq, start, offs_m, offs_n, offs_d, row_ok, d_ok, row_pad, k_ptr,
                           v_ptr, mask_ptr, cos_ptr, sin_ptr, b, h // G, skb, skh, skl, skd, svb, svh, svl, svd, smb,
-                          scb, scl, scd, L, window, scale, HAS_MASK, WINDOWED, CAUSAL, ROTARY, False, DOT_PRECISION)
-        for start in range(tl.maximum(diagonal, inner), hi, BLOCK_N):  # the diagonal, up to the block's last row
-            gq = _dq_step(qr, go, delta, lse_m, lse_l, gq, start, offs_m, offs_n, offs_d, row_ok, d_ok, row_pad, k_ptr,
-                          v_ptr, mask_ptr, cos_ptr, sin_ptr, b, h // G, skb, skh, skl, skd, svb, svh, svl, svd, smb,
-                          scb, scl, scd, L, window, scale, HAS_MASK, WINDOWED, CAUSAL, ROTARY, True, DOT_PRECISION)
+                          scb, scl, scd, L, window, scale, masked, HAS_MASK, WINDOWED, CAUSAL, ROTARY, DOT_PRECISION)
     else:
         lo, hi = _key_range(mask_ptr, b, smb, L, row0, row_pad, window, HAS_MASK, WINDOWED, BLOCK_M, BLOCK_N)
         for start in range(lo, hi, BLOCK_N):
             gq = _dq_step(qr, go, delta, lse_m, lse_l, gq, start, offs_m, offs_n, offs_d, row_ok, d_ok, row_pad, k_ptr,
                           v_ptr, mask_ptr, cos_ptr, sin_ptr, b, h // G, skb, skh, skl, skd, svb, svh, svl, svd, smb,
-                          scb, scl, scd, L, window, scale, HAS_MASK, WINDOWED, CAUSAL, ROTARY, True, DOT_PRECISION)
+                          scb, scl, scd, L, window, scale, True, HAS_MASK, WINDOWED, CAUSAL, ROTARY, DOT_PRECISION)
     gq = _stored_gradient(gq, qk_factor, q, input_eps, cos_ptr, sin_ptr, b, offs_m, offs_d, qd_ok, scb, scl, scd,
                           ROTARY)
     tl.store(_tile(gq_ptr, b, h, sqgb, sqgh, sqgl, sqgd, offs_m, offs_d), cast(gq, gq_ptr.dtype.element_ty), mask=qd_ok)
 
 
 @triton.jit
-def _probabilities_t(k, qt, key_bias, row_pad, m_ptr, ls_ptr, stat, rows, row_ok, offs_n, col_ok, window, scale,
-                     HAS_MASK: tl.constexpr, WINDOWED: tl.constexpr, CAUSAL: tl.constexpr, MASKED: tl.constexpr,
-                     DOT_PRECISION: tl.constexpr):
-    """Pᵀ of a [keys, queries] block, ``exp(Sᵀ − m − log ℓ)`` from the saved row statistics; with
-    MASKED 0 outside the element mask (:func:`_band`)."""
+def _probabilities_t(k, qt, key_bias, pad_keys, mask_ptr, b, smb, row_pad, m_ptr, ls_ptr, stat, rows, row_ok, offs_n,
+                     col_ok, window, scale, masked, HAS_MASK: tl.constexpr, WINDOWED: tl.constexpr,
+                     CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """Pᵀ of a [keys, queries] block, ``exp(Sᵀ − m − log ℓ)`` from the saved row statistics; when
+    ``masked`` 0 outside the element mask (:func:`_band`). Causal: the padded rows ignore the key
+    mask, looked up only when the key block holds padded keys (``pad_keys``)."""
     st = mm(k, qt, None, DOT_PRECISION) * scale
     if HAS_MASK:
-        st = st + _row_bias(key_bias[:, None], row_pad[None, :], CAUSAL)
-    if MASKED:
+        if CAUSAL:
+            if pad_keys:
+                pad = _padded_rows(mask_ptr, b, smb, rows, row_ok, HAS_MASK, False, CAUSAL)
+                st = st + _row_bias(key_bias[:, None], pad[None, :], CAUSAL)
+            else:
+                st = st + key_bias[:, None]
+        else:
+            st = st + key_bias[:, None]
+    if masked:
         ok = _band(col_ok[:, None] & row_ok[None, :], rows[None, :], offs_n[:, None], row_pad[None, :], window,
                    WINDOWED, CAUSAL)
         st = tl.where(ok, st, float("-inf"))
@@ -564,20 +576,20 @@ def _probabilities_t(k, qt, key_bias, row_pad, m_ptr, ls_ptr, stat, rows, row_ok
 
 @triton.jit
 def _dkdv_step(q_ptr, g_ptr, mask_ptr, cos_ptr, sin_ptr, m_ptr, ls_ptr, delta_ptr, b, h, rows, k, v, key_bias,
-               offs_n, col_ok, offs_d, d_ok, gk, gv, sqb, sqh, sql, sqd, sgb, sgh, sgl, sgd, smb, scb, scl, scd,
-               H, L, window, scale, HAS_MASK: tl.constexpr, WINDOWED: tl.constexpr, CAUSAL: tl.constexpr,
-               ROTARY: tl.constexpr, COMPUTE_QK: tl.constexpr, MASKED: tl.constexpr, DOT_PRECISION: tl.constexpr):
+               pad_keys, offs_n, col_ok, offs_d, d_ok, gk, gv, sqb, sqh, sql, sqd, sgb, sgh, sgl, sgd, smb, scb, scl,
+               scd, H, L, window, scale, masked, HAS_MASK: tl.constexpr, WINDOWED: tl.constexpr, CAUSAL: tl.constexpr,
+               ROTARY: tl.constexpr, COMPUTE_QK: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """``(g_K, g_V)`` of a key block plus what the query ``rows`` of head h give it (k rotated);
-    MASKED as in :func:`_forward_step`."""
+    ``masked`` as in :func:`_forward_step`, ``pad_keys`` as in :func:`_probabilities_t`."""
     row_ok = rows < L
     qt = _loaded_t(q_ptr, b, h, sqb, sqh, sql, sqd, rows, offs_d, row_ok, d_ok, cos_ptr, sin_ptr, scb, scl, scd,
                    ROTARY)  # [D, M]
     go = tl.load(_tile(g_ptr, b, h, sgb, sgh, sgl, sgd, rows, offs_d), mask=row_ok[:, None] & d_ok[None, :],
                  other=0.0)
     stat = (b * H + h) * L + rows
-    row_pad = _padded_rows(mask_ptr, b, smb, rows, row_ok, HAS_MASK, WINDOWED, CAUSAL)
-    pt = _probabilities_t(k, qt, key_bias, row_pad, m_ptr, ls_ptr, stat, rows, row_ok, offs_n, col_ok, window, scale,
-                          HAS_MASK, WINDOWED, CAUSAL, MASKED, DOT_PRECISION)
+    row_pad = _padded_rows(mask_ptr, b, smb, rows, row_ok, HAS_MASK, WINDOWED, False)  # the bidirectional band's
+    pt = _probabilities_t(k, qt, key_bias, pad_keys, mask_ptr, b, smb, row_pad, m_ptr, ls_ptr, stat, rows, row_ok,
+                          offs_n, col_ok, window, scale, masked, HAS_MASK, WINDOWED, CAUSAL, DOT_PRECISION)
     gv = mm(cast(pt, go.dtype), go, gv, DOT_PRECISION)
     if COMPUTE_QK:
         delta = tl.load(delta_ptr + stat, mask=row_ok, other=0.0)
@@ -610,13 +622,14 @@ def _attention_backward_dkdv_kernel(
     ROTARY: tl.constexpr,  # bool: q and k rotated on load, g_K rotated back (BLOCK_D = D)
     COMPUTE_QK: tl.constexpr,  # False for cp_lrp (g_V only)
     DOT_PRECISION: tl.constexpr,  # "ieee" / "tf32" for float32 operands
+    WIDE: tl.constexpr,  # bool: int64 sequence positions (row offsets past 2³¹ elements)
     BLOCK_M: tl.constexpr,  # query rows per step
     BLOCK_N: tl.constexpr,  # keys per program
     BLOCK_D: tl.constexpr,  # power of two ≥ D
 ):
     b, hk, pid_n, _ = _program((L + BLOCK_N - 1) // BLOCK_N, H // G)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = _positions(pid_n * BLOCK_N, BLOCK_N, WIDE)
+    offs_m = _positions(0, BLOCK_M, WIDE)
     offs_d = tl.arange(0, BLOCK_D)
     col_ok = offs_n < L
     d_ok = offs_d < D
@@ -627,28 +640,20 @@ def _attention_backward_dkdv_kernel(
     key_bias = tl.full((BLOCK_N,), 0.0, dtype=tl.float32)
     if HAS_MASK:
         key_bias = tl.load(mask_ptr + b * smb + offs_n, mask=col_ok, other=0.0)
+    pad_keys = reduce_max((key_bias <= _HALF_PAD).to(tl.float32), 0) > 0  # this key block holds padding
     gk = tl.full((BLOCK_N, BLOCK_D), 0.0, dtype=tl.float32)
     gv = tl.full((BLOCK_N, BLOCK_D), 0.0, dtype=tl.float32)
-    if CAUSAL:
-        lo, inner, outer, hi = _causal_query_range(mask_ptr, b, smb, L, pid_n * BLOCK_N, key_bias, window, HAS_MASK,
+    if CAUSAL:  # the query blocks from the diagonal on (in the band); the element mask only where needed
+        lo, inside, edge, hi = _causal_query_range(mask_ptr, b, smb, L, pid_n * BLOCK_N, key_bias, window, HAS_MASK,
                                                    WINDOWED, BLOCK_M, BLOCK_N)
         for h in range(hk * G, hk * G + G):  # the query heads that share this K/V head: their sum, no atomics
-            for start in range(lo, tl.minimum(inner, hi), BLOCK_M):  # the diagonal
+            for i in range(0, _blocks(lo, hi, BLOCK_M)):
+                start = lo + i * BLOCK_M
+                masked = (start < inside) | (start >= edge)  # the diagonal, the window's upper edge
                 gk, gv = _dkdv_step(q_ptr, g_ptr, mask_ptr, cos_ptr, sin_ptr, m_ptr, ls_ptr, delta_ptr, b, h,
-                                    start + offs_m, kr, v, key_bias, offs_n, col_ok, offs_d, d_ok, gk, gv, sqb, sqh,
-                                    sql, sqd, sgb, sgh, sgl, sgd, smb, scb, scl, scd, H, L, window, scale, HAS_MASK,
-                                    WINDOWED, CAUSAL, ROTARY, COMPUTE_QK, True, DOT_PRECISION)
-            for start in range(inner, tl.minimum(outer, hi), BLOCK_M):  # below it, inside the band: no element mask
-                gk, gv = _dkdv_step(q_ptr, g_ptr, mask_ptr, cos_ptr, sin_ptr, m_ptr, ls_ptr, delta_ptr, b, h,
-                                    start + offs_m, kr, v, key_bias, offs_n, col_ok, offs_d, d_ok, gk, gv, sqb, sqh,
-                                    sql, sqd, sgb, sgh, sgl, sgd, smb, scb, scl, scd, H, L, window, scale, HAS_MASK,
-                                    WINDOWED, CAUSAL, ROTARY, COMPUTE_QK, False, DOT_PRECISION)
-            if WINDOWED:  # the window's upper edge
-                for start in range(tl.maximum(outer, inner), hi, BLOCK_M):
-                    gk, gv = _dkdv_step(q_ptr, g_ptr, mask_ptr, cos_ptr, sin_ptr, m_ptr, ls_ptr, delta_ptr, b, h,
-                                        start + offs_m, kr, v, key_bias, offs_n, col_ok, offs_d, d_ok, gk, gv, sqb,
-                                        sqh, sql, sqd, sgb, sgh, sgl, sgd, smb, scb, scl, scd, H, L, window, scale,
-                                        HAS_MASK, WINDOWED, CAUSAL, ROTARY, COMPUTE_QK, True, DOT_PRECISION)
+                                    start + offs_m, kr, v, key_bias, pad_keys, offs_n, col_ok, offs_d, d_ok, gk, gv,
+                                    sqb, sqh, sql, sqd, sgb, sgh, sgl, sgd, smb, scb, scl, scd, H, L, window, scale,
+                                    masked, HAS_MASK, WINDOWED, CAUSAL, ROTARY, COMPUTE_QK, DOT_PRECISION)
     else:
         lo, hi, gap_lo, gap_hi = _query_range(mask_ptr, b, smb, L, pid_n * BLOCK_N, window, HAS_MASK, WINDOWED,
                                               BLOCK_M, BLOCK_N)
@@ -659,9 +664,9 @@ def _attention_backward_dkdv_kernel(
                     needed = (start < gap_lo) | (start + BLOCK_M > gap_hi)
                 if needed:
                     gk, gv = _dkdv_step(q_ptr, g_ptr, mask_ptr, cos_ptr, sin_ptr, m_ptr, ls_ptr, delta_ptr, b, h,
-                                        start + offs_m, kr, v, key_bias, offs_n, col_ok, offs_d, d_ok, gk, gv, sqb,
-                                        sqh, sql, sqd, sgb, sgh, sgl, sgd, smb, scb, scl, scd, H, L, window, scale,
-                                        HAS_MASK, WINDOWED, CAUSAL, ROTARY, COMPUTE_QK, True, DOT_PRECISION)
+                                        start + offs_m, kr, v, key_bias, pad_keys, offs_n, col_ok, offs_d, d_ok, gk,
+                                        gv, sqb, sqh, sql, sqd, sgb, sgh, sgl, sgd, smb, scb, scl, scd, H, L, window,
+                                        scale, True, HAS_MASK, WINDOWED, CAUSAL, ROTARY, COMPUTE_QK, DOT_PRECISION)
     gv = _input_rule(gv * v_factor, v, input_eps)
     tl.store(_tile(gv_ptr, b, hk, svgb, svgh, svgl, svgd, offs_n, offs_d), cast(gv, gv_ptr.dtype.element_ty),
              mask=kv_ok)
@@ -706,19 +711,32 @@ def _check(q, k, v, mask):
         raise BackendError(f"mask must have shape [B, L] = [{q.shape[0]}, {q.shape[2]}], got {tuple(mask.shape)}")
 
 
-def runs_reference(q: torch.Tensor, rotary=None) -> bool:
+def runs_reference(q: torch.Tensor, rotary=None, causal=False) -> bool:
     """Whether attention on tensors like ``q`` goes to the torch reference: float64, a head dim past
     :data:`MAX_HEAD_DIM`, ``rotary`` positions with a head dim that is not a power of two ≥ 16 (the
     kernels rotate a whole ``BLOCK_D`` tile), or no config of some kernel fits this GPU for the head
-    dim (and rotary: ``configs.py`` lists rotary head dims per GPU generation) — the same answer in
-    the forward and the backward, which must agree on who saved what. Grouped K/V heads, windows
-    and causal attention never decide it."""
+    dim (and rotary: ``configs.py`` lists rotary head dims per GPU generation; ``causal`` launches
+    have a table of their own where the plain configs spill) — the same answer in the forward and
+    the backward, which must agree on who saved what. Grouped K/V heads, windows and causal
+    attention as such run in the kernels."""
     dim = q.shape[-1]
     if use_reference(q) or dim > MAX_HEAD_DIM or (rotary is not None and next_pow2(dim) != dim):
         return True
-    named = {"q_ptr": q, "BLOCK_D": next_pow2(dim), "ROTARY": rotary is not None,
+    named = {"q_ptr": q, "BLOCK_D": next_pow2(dim), "ROTARY": rotary is not None, "CAUSAL": bool(causal),
              "cos_ptr": rotary[0] if rotary is not None else q}
     return not all(kernel.candidates(q.device, named) for kernel in (FORWARD, BACKWARD_DQ, BACKWARD_DKDV))
+
+
+#: offsets within one head from this many elements on index the sequence in int64 (:func:`_wide`)
+WIDE_ELEMENTS = 2**31
+
+
+def _wide(*tensors) -> bool:
+    """Whether the offsets within one head of some tensor (its last two dims: positions, head dim or
+    rotary columns) reach :data:`WIDE_ELEMENTS`: then the kernels compute positions in int64 (batch
+    and head offsets always are). About L·H·D ≥ 2³¹ for the model's [B, L, H, D] head views."""
+    return any(sum((n - 1) * abs(st) for n, st in zip(t.shape[-2:], t.stride()[-2:])) >= WIDE_ELEMENTS
+               for t in tensors)
 
 
 def _mask_arg(mask, like):
@@ -768,7 +786,7 @@ def forward(q, k, v, mask, scale: float, mode: str, window=None, rotary=None, ca
     """
     _check_mode(mode)
     _check(q, k, v, mask)
-    if runs_reference(q, rotary):
+    if runs_reference(q, rotary, causal):
         return reference.forward(q, k, v, mask, scale, mode, window, rotary, causal)
     bsz, heads, length, dim = q.shape
     out = torch.empty_like(q)
@@ -780,7 +798,8 @@ def forward(q, k, v, mask, scale: float, mode: str, window=None, rotary=None, ca
         FORWARD[_grid("BLOCK_M", bsz, heads, length)](
             q, k, v, mask_t, *rot, out, row_max, row_log_sum,
             *q.stride(), *k.stride(), *v.stride(), *out.stride(), smb, scb, scl, scd, heads, groups, length, dim, win,
-            float(scale), HAS_MASK=has_mask, **flags, DOT_PRECISION=dot_precision(q.dtype), BLOCK_D=next_pow2(dim),
+            float(scale), HAS_MASK=has_mask, **flags, DOT_PRECISION=dot_precision(q.dtype),
+            WIDE=_wide(q, k, v, out, *(rotary or ())), BLOCK_D=next_pow2(dim),
         )
     stats = (row_max, row_log_sum)
     return out, (stats if mode == "cp_lrp" else (out, *stats))
@@ -801,7 +820,7 @@ def backward(grad_out, q, k, v, mask, scale: float, mode: str, saved, window=Non
     g_K and g_V of a shared K/V head summed over its query heads, g_Q and g_K rotated back."""
     _check_mode(mode)
     _check(q, k, v, mask)
-    if runs_reference(q, rotary):  # the forward was the reference's
+    if runs_reference(q, rotary, causal):  # the forward was the reference's
         return reference.backward(grad_out, q, k, v, mask, scale, mode, saved, window, rotary, input_eps, causal)
     compute_qk = mode != "cp_lrp"
     out, row_max, row_log_sum = _saved_stats(saved, compute_qk)
@@ -814,7 +833,9 @@ def backward(grad_out, q, k, v, mask, scale: float, mode: str, saved, window=Non
     bsz, heads, length, dim = q.shape
     mask_t, smb, has_mask = _mask_arg(mask, row_max)
     rot, (scb, scl, scd, groups, win), flags = _variant_args(q, k, window, rotary, causal, row_max)
-    common = dict(HAS_MASK=has_mask, **flags, DOT_PRECISION=dot_precision(q.dtype), BLOCK_D=next_pow2(dim))
+    common = dict(HAS_MASK=has_mask, **flags, DOT_PRECISION=dot_precision(q.dtype),
+                  WIDE=_wide(q, k, v, grad_out, gv, *(rotary or ()), *(t for t in (out, gq, gk) if t is not None)),
+                  BLOCK_D=next_pow2(dim))
     sizes = (smb, scb, scl, scd, heads, groups, length, dim, win, float(scale))
     qk_factor = scale * (0.25 if mode == "attnlrp" else 1.0)
     delta = torch.empty_like(row_max) if compute_qk else row_max
