@@ -340,7 +340,7 @@ def _launch_jobs(label, launch, cc, gen):
     dtype = next(str(v.dtype).replace("torch.", "") for v in launch.args.values() if isinstance(v, torch.Tensor))
     for i, config in enumerate(configs.table(gen, named)):
         signature, consts, attrs = specialize(launch.kernel.fn, _example(launch), dict(launch.constexprs, **config.kwargs))
-        estimate = configs.shared_bytes(config, named) if configs.shared_bytes else None
+        estimate = configs.shared_bytes(config, named, gen) if configs.shared_bytes else None
         yield Job(label, launch.kernel.name, cc, dtype, _config_text(config), config in candidates, i == 0, estimate,
                   tuple(signature.items()), tuple(sorted(consts.items())), tuple((k, str(v)) for k, v in attrs.items()),
                   config.num_warps, config.num_stages)
