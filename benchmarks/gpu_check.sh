@@ -4,12 +4,15 @@
 # needs no _C build), with the machine's python3 (torch, triton, transformers as found there):
 #
 #   1. versions: GPU, driver, python, torch, triton, transformers                        ~10 s
-#   2. end to end, the decision: attnlrp and cp_lrp, Triton vs torch (SDPA), bf16, batch
-#      32 × L 128 and 512, ragged: first call, steady state, score agreement, verdict     ≤ 240 s
+#   2. end to end, the decision: attnlrp and cp_lrp, Triton vs torch (SDPA), bf16, BERT-base
+#      batch 32 × L 128 and 512, ragged, and a decoder (Llama-3.2-1B widths, 4 layers,
+#      batch 8 × L 512, left-padded, causal) where the tree has the llama family: first
+#      call, steady state, score agreement, verdict over every row                       ≤ 260 s
 #   3. kernel rows: linear rule + matmul vs torch's and the bare matmul; attention vs
-#      SDPA × (¼, ¼, ½); LayerNorm; GELU; RMSNorm; the gated MLP (SwiGLU) backward        ≤ 80 s
-#   4. edge cases (bf16): head dim 256, B·H > 65,535, a fully padded sequence at L 512    ≤ 60 s
-#   5. the bf16 Triton tests of tests/ops and tests/backends                              ≤ 120 s
+#      SDPA × (¼, ¼, ½); causal attention (grouped K/V) vs SDPA is_causal and, left-
+#      padded, vs the torch backend; LayerNorm; GELU; RMSNorm; the SwiGLU backward       ≤ 80 s
+#   4. edge cases (bf16): head dim 256, B·H > 65,535, a fully padded sequence at L 512    ≤ 45 s
+#   5. the bf16 Triton tests of tests/ops and tests/backends                              ≤ 115 s
 #   6. if 200 s are left: build _C with CUDA for this GPU (setup.py build_ext --inplace, no
 #      pip) and run the non-Triton tests of tests/ops and tests/backends                   the rest
 #
@@ -36,10 +39,10 @@ PYTEST=("$PY" -m pytest -q -p no:cacheprovider -o addopts= tests/ops tests/backe
 
 # STEPS: name | limit s | is a test (fails the check) | log | command
 STEPS=(
-  "end to end (the decision)|240|1|e2e.log|$PY $BENCH e2e"
+  "end to end (the decision)|260|1|e2e.log|$PY $BENCH e2e"
   "kernel rows|80|0|kernels.log|$PY $BENCH kernels"
-  "edge cases|60|1|edge.log|$PY $BENCH edge"
-  "bf16 Triton tests|120|1|triton_tests.log|${PYTEST[*]} -k 'triton and bf16'"
+  "edge cases|45|1|edge.log|$PY $BENCH edge"
+  "bf16 Triton tests|115|1|triton_tests.log|${PYTEST[*]} -k 'triton and bf16'"
   "CUDA build + tests|0|0|cuda.log|bash $SELF --cuda-step"
 )
 
@@ -113,9 +116,9 @@ done
 
 {
   echo
-  grep -h -v '^$' "$LOGS/e2e.log" 2>/dev/null | grep -v -E '^(Traceback|  File)' | tail -14
+  grep -h -v '^$' "$LOGS/e2e.log" 2>/dev/null | grep -v -E '^(Traceback|  File)' | tail -20
   echo
-  grep -h -v '^$' "$LOGS/kernels.log" 2>/dev/null | tail -28
+  grep -h -v '^$' "$LOGS/kernels.log" 2>/dev/null | tail -32
   echo
   grep -h -v '^$' "$LOGS/edge.log" 2>/dev/null | tail -6
   echo

@@ -35,6 +35,9 @@ def test_decision_script_runs_at_toy_sizes_under_the_interpreter():
     text = out.stdout
     assert re.search(r"^VERDICT Triton >= 1.5x torch\(SDPA\) end to end: (yes|no)$", text, re.MULTILINE)
     assert "scores agree: yes" in text  # the interpreter's float32-accumulated kernels vs torch
-    for row in ("attnlrp", "cp_lrp", "linear gelu.eps + matmul", "attention attnlrp fwd+bwd", "head dim 256"):
+    for row in ("attnlrp", "cp_lrp", "linear gelu.eps + matmul", "attention attnlrp fwd+bwd", "head dim 256",
+                "attn causal g2 vs SDPA is_causal", "attn causal g2 left-padded vs torch"):
         assert row in text, row
+    # the decoder rows where the tree has the llama family, else the line that says why not
+    assert re.search(r"^llama +(attnlrp|cp_lrp) ", text, re.MULTILINE) or "no llama family" in text
     assert "edge cases failed: 0" in text

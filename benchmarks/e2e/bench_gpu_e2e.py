@@ -4,13 +4,20 @@ A script in three sections, each printing a short table (``benchmarks/gpu_check.
 this order, each under its own time limit):
 
     python benchmarks/e2e/bench_gpu_e2e.py e2e      # attnlrp and cp_lrp on a BERT-base-size random
-                                                    # model, batch 32 × seq 128 and 512, bf16, ragged:
-                                                    # first call and steady state, triton vs torch
-                                                    # (SDPA), the scores' agreement, and the verdict
+                                                    # model, batch 32 × seq 128 and 512, bf16, ragged,
+                                                    # and on a decoder (Llama-3.2-1B widths, 4 layers,
+                                                    # batch 8 × 512, left-padded: causal attention,
+                                                    # grouped K/V, rotary) where the tree has the
+                                                    # llama family: first call and steady state,
+                                                    # triton vs torch (SDPA), the scores' agreement,
+                                                    # and the verdict over every row
     python benchmarks/e2e/bench_gpu_e2e.py kernels  # the rules alone: linear rule + torch.matmul vs
                                                     # torch's rule + matmul vs the bare matmul;
-                                                    # attention vs SDPA × (¼, ¼, ½); LayerNorm, GELU,
-                                                    # RMSNorm, the gated MLP (SwiGLU) backward
+                                                    # attention vs SDPA × (¼, ¼, ½); causal attention
+                                                    # (4 query heads per K/V head) vs SDPA is_causal
+                                                    # and, left-padded, vs the torch backend (SDPA with
+                                                    # a dense mask); LayerNorm, GELU, RMSNorm, the gated
+                                                    # MLP (SwiGLU) backward
     python benchmarks/e2e/bench_gpu_e2e.py edge     # head dim 256, B·H > 65,535, a fully padded
                                                     # sequence at L = 512: Triton vs the reference
 
@@ -41,6 +48,14 @@ MIN_CORRELATION, MAX_RELATIVE = 0.99, 0.1
 FULL = dict(batch=32, seqs=(128, 512), sizes={}, reps=10)
 TINY = dict(batch=2, seqs=(8,), sizes=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                                 intermediate_size=48, max_position_embeddings=32), reps=1)
+#: the decoder row: Llama-3.2-1B's widths (head dim 64, 4 query heads per K/V head), 4 layers
+DECODER = dict(model_type="llama", hidden_size=2048, num_hidden_layers=4, num_attention_heads=32,
+               num_key_value_heads=8, intermediate_size=8192, vocab_size=128256, max_position_embeddings=4096,
+               rms_norm_eps=1e-5, rope_theta=500000.0, pad_token_id=0, initializer_range=0.02)
+DECODER_FULL = dict(batch=8, seqs=(512,), reps=5)
+DECODER_TINY = dict(batch=2, seqs=(8,), reps=1, sizes=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                                           num_key_value_heads=2, intermediate_size=96,
+                                                           vocab_size=64, max_position_embeddings=32))
 
 
 def _sync(device):
@@ -73,19 +88,13 @@ def agreement(got: torch.Tensor, want: torch.Tensor) -> tuple[float, float]:
 
 
 # ----------------------------------------------------------------------------------- end to end
-def e2e(args) -> int:
+def _rows(label, model, reference, inputs, shape, device, speedups) -> bool:
+    """Time attnlrp and cp_lrp on triton and torch for each (seq, ids, mask, types) of ``inputs``, print
+    a row per backend, append Triton's speed-ups; whether Triton's scores agree (``_agrees``)."""
     from lrp_kernels import attribute
 
-    device, dtype, shape = torch.device(args.device), getattr(torch, args.dtype), TINY if args.tiny else FULL
-    model = random_bert(dtype=dtype, device=device, **shape["sizes"])
-    print(f"end to end: attribute() on a random BERT ({model.config.num_hidden_layers} layers, hidden "
-          f"{model.config.hidden_size}), batch {shape['batch']}, ragged, {args.dtype}, median of {shape['reps']}")
-    print(f"{'method':8s} {'L':>4s} {'backend':7s} {'first s':>8s} {'ms':>9s} {'tok/s':>9s} {'speed-up':>8s} "
-          f"{'corr':>7s} {'rel':>7s}   (corr, rel: against float32 torch)")
-    reference = random_bert(dtype=torch.float32, device=device, **shape["sizes"])  # same weights, float32
-    speedups, agreed = [], True
-    for seq in shape["seqs"]:
-        ids, mask, types = random_inputs(model.config, shape["batch"], seq, device=device, padded=True)
+    agreed = True
+    for seq, ids, mask, types in inputs:
         for method in ("attnlrp", "cp_lrp"):
             calls = {b: (lambda b=b: attribute(model, ids, mask, types, method=method, backend=b))
                      for b in ("torch", "triton")}
@@ -98,8 +107,55 @@ def e2e(args) -> int:
             for b in calls:
                 ms = timings[b].median * 1e3
                 gain = f"{speedups[-1]:7.2f}x" if b == "triton" else f"{'':8s}"
-                print(f"{method:8s} {seq:4d} {b:7s} {first[b]:8.2f} {ms:9.2f} {shape['batch'] * seq / ms * 1e3:9.0f} "
-                      f"{gain} {scores[b][0]:7.4f} {scores[b][1]:7.4f}", flush=True)
+                print(f"{label:8s} {method:8s} {seq:4d} {b:7s} {first[b]:8.2f} {ms:9.2f} "
+                      f"{shape['batch'] * seq / ms * 1e3:9.0f} {gain} {scores[b][0]:7.4f} {scores[b][1]:7.4f}", flush=True)
+    return agreed
+
+
+def _decoder(args):
+    """``(model, float32 model, shape)`` of the decoder row, or None where the tree has no llama family."""
+    from lrp_kernels.benchmarking import random_model
+    from lrp_kernels.models import config_from_dict, supported_model_types
+
+    if "llama" not in supported_model_types():
+        return None
+    shape = DECODER_TINY if args.tiny else DECODER_FULL
+    config = config_from_dict({**DECODER, **shape.get("sizes", {})}, num_labels=2, source="bench_gpu_e2e decoder")
+    return (random_model(config, dtype=getattr(torch, args.dtype), device=args.device),
+            random_model(config, dtype=torch.float32, device=args.device), shape)
+
+
+def _left_padded(config, batch, seq, device):
+    """``random_inputs``' ragged rows moved to the right end (decoders pad on the left); no token types."""
+    ids, mask, _ = random_inputs(config, batch, seq, device=device, padded=True)
+    shift = (mask == 0).sum(dim=1)
+    index = (torch.arange(seq, device=device)[None, :] - shift[:, None]) % seq
+    return ids.gather(1, index), mask.gather(1, index), None
+
+
+def e2e(args) -> int:
+    device, dtype, shape = torch.device(args.device), getattr(torch, args.dtype), TINY if args.tiny else FULL
+    model = random_bert(dtype=dtype, device=device, **shape["sizes"])
+    print(f"end to end: attribute() on a random BERT ({model.config.num_hidden_layers} layers, hidden "
+          f"{model.config.hidden_size}), batch {shape['batch']}, ragged, {args.dtype}, median of {shape['reps']}")
+    print(f"{'model':8s} {'method':8s} {'L':>4s} {'backend':7s} {'first s':>8s} {'ms':>9s} {'tok/s':>9s} "
+          f"{'speed-up':>8s} {'corr':>7s} {'rel':>7s}   (corr, rel: against float32 torch)")
+    reference = random_bert(dtype=torch.float32, device=device, **shape["sizes"])  # same weights, float32
+    inputs = [(seq, *random_inputs(model.config, shape["batch"], seq, device=device, padded=True))
+              for seq in shape["seqs"]]
+    speedups = []
+    agreed = _rows("bert", model, reference, inputs, shape, device, speedups)
+    del model, reference
+    decoder = _decoder(args)
+    if decoder is None:
+        print("decoder  (no row: this tree has no llama family)")
+    else:
+        model, reference, dshape = decoder
+        c = model.config
+        print(f"decoder: a random llama classifier ({c.num_hidden_layers} layers, hidden {c.hidden_size}), batch "
+              f"{dshape['batch']}, left-padded, causal attention, median of {dshape['reps']}")
+        inputs = [(seq, *_left_padded(c, dshape["batch"], seq, device)) for seq in dshape["seqs"]]
+        agreed &= _rows("llama", model, reference, inputs, dshape, device, speedups)
     verdict = "yes" if min(speedups) >= VERDICT_SPEEDUP and agreed else "no"
     print(f"\nslowest Triton speed-up {min(speedups):.2f}x, scores agree: {'yes' if agreed else 'NO'}")
     print(f"VERDICT Triton >= {VERDICT_SPEEDUP}x torch(SDPA) end to end: {verdict}")
@@ -142,6 +198,29 @@ def _attention_rows(t, torch_b, triton_b):
             for mode in ("attnlrp", "cp_lrp")]
 
 
+def _causal_rows(t, torch_b, triton_b):
+    """Causal attention with 4 query heads per K/V head (2 at toy sizes), attnlrp fwd+bwd: unpadded against SDPA
+    ``is_causal`` and its autograd backward (the fastest causal attention torch has: no mask tensor),
+    left-padded against the torch backend (SDPA with the dense causal mask)."""
+    import torch.nn.functional as F
+
+    kv = max(1, t.q.shape[1] // 4)
+    k, v = t.k[:, :kv], t.v[:, :kv]
+    g = t.q.shape[1] // kv
+
+    def ours(mask, backend=triton_b):
+        out, saved = backend.attention.forward(t.q, k, v, mask, t.scale, "attnlrp", None, None, True)
+        return backend.attention.backward(t.g_o, t.q, k, v, mask, t.scale, "attnlrp", saved, None, None, 0.0, True)
+
+    def sdpa():
+        leaves = [x.detach().requires_grad_(True) for x in (t.q, k, v)]
+        out = F.scaled_dot_product_attention(*leaves, is_causal=True, scale=t.scale, enable_gqa=True)
+        return torch.autograd.grad(out, leaves, t.g_o)
+
+    return [(f"attn causal g{g} vs SDPA is_causal", lambda: ours(None), sdpa),
+            (f"attn causal g{g} left-padded vs torch", lambda: ours(t.left_mask), lambda: ours(t.left_mask, torch_b))]
+
+
 def _rowwise_rows(t, torch_b, triton_b):
     return [("layer_norm forward", lambda: triton_b.layer_norm.forward(t.x, t.w_ln, t.b_ln, 1e-12),
              lambda: torch_b.layer_norm.forward(t.x, t.w_ln, t.b_ln, 1e-12)),
@@ -169,6 +248,7 @@ def _kernel_inputs(device, dtype, batch, seq, hidden, heads, inter):
 
     t = SimpleNamespace(scale=(hidden // heads) ** -0.5, mask=torch.zeros(batch, seq, device=device))
     t.mask[batch // 2:, seq - seq // 4:] = torch.finfo(torch.float32).min  # half the batch ¼ padded
+    t.left_mask = t.mask.flip(1)  # the same padding on the left (decoders)
     t.x, t.g_h, t.z_h = rand(batch, seq, hidden, scale=2.0), rand(batch, seq, hidden), rand(batch, seq, hidden)
     t.w_ln, t.b_ln = rand(hidden), rand(hidden)
     t.rstd = layer_norm.forward(t.x, t.w_ln, t.b_ln, 1e-12)[2]
@@ -191,7 +271,7 @@ def kernels(args) -> int:
     for seq in seqs:
         t = _kernel_inputs(device, dtype, batch, seq, hidden, heads, inter)
         for name, ours, theirs in (_linear_rows(t, torch_b, triton_b) + _attention_rows(t, torch_b, triton_b)
-                                   + _rowwise_rows(t, torch_b, triton_b)):
+                                   + _causal_rows(t, torch_b, triton_b) + _rowwise_rows(t, torch_b, triton_b)):
             a = _bench(ours, device, 3)
             b = _bench(theirs, device, 3) if theirs else None
             tail = f"{b:9.3f} {b / a:7.2f}x" if b else f"{'':9s}"

@@ -38,9 +38,12 @@ def test_backend_resolves_to_the_compiled_kernels():
     assert registry.resolve("cpp", "cpu") is cpp.CPP
     assert registry.resolve("auto", "cpu") is cpp.CPP
     assert cpp.CPP.devices == ("cpu",) and cpp.CUDA.devices == ("cuda",)
-    # one set of host functions for both devices: the glue picks the CPU or CUDA kernels per tensor
-    for rule in ("linear", "layer_norm", "activation", "attention", "rms_norm", "gated_mlp"):
+    # one set of host functions for both devices: the glue picks the CPU or CUDA kernels per tensor;
+    # attention on cuda declares its own set, which runs the variants on the Triton kernels and the
+    # rest on these (tests/ops/test_attention_variants.py)
+    for rule in ("linear", "layer_norm", "activation", "rms_norm", "gated_mlp"):
         assert getattr(cpp.CPP, rule) is getattr(cpp.CUDA, rule)
+    assert cpp.CPP.attention is cpp.attention.KERNELS and cpp.CUDA.attention is cpp.attention.CUDA_KERNELS
     assert cpp.CPP.rms_norm is cpp.rms_norm.KERNELS and cpp.CPP.gated_mlp is cpp.gated_mlp.KERNELS
 
 

@@ -2,9 +2,10 @@
 Hopper (sm_90), no GPU needed (``lrp_kernels/backends/triton/aot.py``).
 
 Every config of every kernel's table × every dtype (bfloat16, float16, float32) × every block size
-(head dims 16–256, LayerNorm / RMSNorm rows and gated-MLP widths of 384–4096) is compiled with the
-ptxas Triton ships, in child processes (the interpreter tests switch this process to interpreted
-kernels), and:
+(head dims 16–256; in 16 bits also a decoder's causal attention, with and without a sliding window;
+LayerNorm / RMSNorm rows and gated-MLP widths of 384–16384; element-wise launches over more than 2³¹
+logits) is compiled with the ptxas Triton ships, in child processes (the interpreter tests switch
+this process to interpreted kernels), and:
 
 * every config ``auto`` may pick — the candidates the host keeps on that arch, for the dtypes that
   :data:`lrp_kernels.backends.registry.AUTO_RULES` sends to Triton — compiles without register
@@ -86,14 +87,18 @@ def test_shared_memory_within_the_limit_and_under_the_estimate(rows):
 
 
 def test_every_head_dim_keeps_a_config(rows):
+    """Per attention variant the sweep compiles (plain; a decoder's causal, causal with a window)."""
     from lrp_kernels.backends.triton.aot import HEAD_DIMS
 
     kept = defaultdict(int)
     for r in rows:
         if r["candidate"] and r["kernel"].startswith("_attention") and r["dtype"] != "float32":
-            kept[(r["kernel"], r["cc"], r["dtype"], r["label"].split()[-1])] += 1
-    for kernel in ("_attention_forward_kernel", "_attention_backward_dq_kernel", "_attention_backward_dkdv_kernel"):
-        for cc in (80, 90):
-            for dtype in ("bfloat16", "float16"):
-                for dim in HEAD_DIMS:
-                    assert kept[(kernel, cc, dtype, f"D{dim}")], f"no config left for {kernel} sm_{cc} {dtype} D{dim}"
+            words = r["label"].split()  # "attention [causal | causal-window] <dtype> D<dim>"
+            kept[(words[1] if len(words) == 4 else "plain", r["kernel"], r["cc"], r["dtype"], words[-1])] += 1
+    for variant in ("plain", "causal", "causal-window"):
+        for kernel in ("_attention_forward_kernel", "_attention_backward_dq_kernel", "_attention_backward_dkdv_kernel"):
+            for cc in (80, 90):
+                for dtype in ("bfloat16", "float16"):
+                    for dim in HEAD_DIMS:
+                        assert kept[(variant, kernel, cc, dtype, f"D{dim}")], \
+                            f"no config left for {variant} {kernel} sm_{cc} {dtype} D{dim}"

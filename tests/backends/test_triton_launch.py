@@ -226,6 +226,7 @@ def test_every_head_dim_has_a_config_or_goes_to_the_reference(monkeypatch, cc, s
     for dim in (8, 16, 40, 64, 96, 128, 200, 256):
         for dtype in (torch.bfloat16, torch.float16):
             assert not attention.runs_reference(_heads(1, 4, 1, dim, dtype=dtype)), (dim, dtype)
+            assert not attention.runs_reference(_heads(1, 4, 1, dim, dtype=dtype), causal=True), (dim, dtype)
         assert attention.runs_reference(_heads(1, 4, 1, dim, dtype=torch.float32)) == (dim > 128)
     assert attention.runs_reference(_heads(1, 4, 1, 264))
     assert attention.runs_reference(_heads(1, 4, 1, 64, dtype=torch.float64))
@@ -280,3 +281,49 @@ def test_grouped_heads_and_window_reach_the_kernels():
             heads = 4 if "dkdv" in launch.kernel.name else 12
             block = launch.config.kwargs["BLOCK_N" if "dkdv" in launch.kernel.name else "BLOCK_M"]
             assert launch.grid == (2 * heads * -(-128 // block),)
+
+
+def test_causal_launches_and_int64_positions_past_two_to_the_31():
+    """Causal attention reaches the kernels (CAUSAL) with its grouped heads and window; positions are
+    int64 (WIDE) exactly when a head view's offsets reach 2³¹ elements — L·H·D of the model's
+    [B, L, H, D] memory: 2¹⁸ + 1 tokens of 64 heads × 128 (meta tensors, nothing allocated)."""
+    def run(length, causal=True, window=None):
+        q, k = _heads(1, length, 64, 128), _heads(1, length, 8, 128)
+
+        def go():
+            saved = attention.forward(q, k, k, None, 0.125, "attnlrp", window, None, causal)[1]
+            attention.backward(q, q, k, k, None, 0.125, "attnlrp", saved, window, None, 0.0, causal)
+        return _recorded(go)
+
+    for length, wide in ((2**18 + 1, True), (2**18 - 1, False)):
+        launches = run(length)
+        assert [x.kernel.name for x in launches] == [
+            "_attention_forward_kernel", "_attention_backward_dq_kernel", "_attention_backward_dkdv_kernel"]
+        for launch in launches:
+            assert launch.constexprs["CAUSAL"] and not launch.constexprs["WINDOWED"] and launch.args["G"] == 8
+            assert launch.constexprs["WIDE"] is wide, (length, launch.kernel.name)
+    for launch in run(300, window=63):
+        assert launch.constexprs["CAUSAL"] and launch.constexprs["WINDOWED"] and launch.args["window"] == 63
+        assert not launch.constexprs["WIDE"]
+    assert not any(launch.constexprs["CAUSAL"] for launch in run(300, causal=False))
+
+
+@pytest.mark.parametrize("cc, causal_dkdv", [(80, (16, 128)), (90, (32, 128))])
+def test_causal_launches_take_their_own_configs_where_the_plain_ones_spill(monkeypatch, cc, causal_dkdv):
+    """configs._CAUSAL_DKDV: at head dim 64 (bf16) the plain dK/dV default spills with the causal loop
+    (sm_80 44 B, sm_90 52 B per thread, ``aot --only causal``); a causal launch takes the causal
+    table's default, a plain one keeps its own."""
+    monkeypatch.setattr(_launch, "INTERPRETED", False)
+    for kernel in (attention.FORWARD, attention.BACKWARD_DQ, attention.BACKWARD_DKDV):
+        monkeypatch.setattr(kernel, "_chosen", {})  # choices cached under the interpreter's config
+    q = _heads(2, 128, 8, 64)
+
+    def blocks(causal):
+        def go():
+            saved = attention.forward(q, q, q, None, 0.125, "attnlrp", None, None, causal)[1]
+            attention.backward(q, q, q, q, None, 0.125, "attnlrp", saved, None, None, 0.0, causal)
+        dkdv = [x for x in _recorded(go, cc) if "dkdv" in x.kernel.name][0]
+        return dkdv.config.kwargs["BLOCK_M"], dkdv.config.kwargs["BLOCK_N"]
+
+    assert blocks(True) == causal_dkdv
+    assert blocks(False) == {80: (32, 128), 90: (64, 128)}[cc]

@@ -296,6 +296,46 @@ def test_cpp_hands_the_variants_to_the_reference():
     assert backend.attention.disentangled_backward is ref.disentangled_backward
 
 
+def test_cuda_backend_runs_the_variants_on_the_triton_kernels(monkeypatch):
+    """The ``cuda`` backend declares its own attention kernel set: a variant (here causal, grouped K/V
+    heads, a window) runs the Triton kernels where Triton runs — seen launching, with the Triton
+    backend's results — and the torch reference where it does not; plain attention keeps the
+    compiled path. No GPU here: the set is called on CPU tensors, which the interpreted Triton
+    backend runs (on a GPU, CUDA tensors and compiled kernels)."""
+    from lrp_kernels.backends.cpp import attention as cpp_attention
+
+    cuda_backend, reason = registry.load("cuda")
+    if cuda_backend is None:
+        pytest.skip(reason)
+    assert cuda_backend.attention is cpp_attention.CUDA_KERNELS
+    assert registry.load("cpp")[0].attention is cpp_attention.KERNELS  # the CPU keeps its own
+    if TRITON.backend is None or TRITON.device != "cpu":
+        pytest.skip(TRITON.reason or "the routing on CPU tensors needs the interpreted Triton backend")
+    kernels = cpp_attention.CUDA_KERNELS
+    q, k, v, g, mask, window, rotary = _triton_inputs(CAUSAL_TRITON_CASES[2], torch.float32)
+    scale = q.shape[-1] ** -0.5
+    with _launches() as names:
+        out, saved = kernels.forward(q, k, v, mask, scale, "attnlrp", window, None, True)
+        got = kernels.backward(g, q, k, v, mask, scale, "attnlrp", saved, window, None, 0.0, True)
+    assert names == ["_attention_forward_kernel", "_attention_backward_dq_kernel", "_attention_backward_dkdv_kernel"]
+    tri_out, tri_saved = TRITON.backend.attention.forward(q, k, v, mask, scale, "attnlrp", window, None, True)
+    assert torch.equal(out, tri_out)
+    want = TRITON.backend.attention.backward(g, q, k, v, mask, scale, "attnlrp", tri_saved, window, None, 0.0, True)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    with _launches() as names:  # plain attention: not a variant, the compiled path as before
+        q1, k1, v1 = q, k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
+        kernels.backward(g, q1, k1, v1, mask, scale, "grad", kernels.forward(q1, k1, v1, mask, scale, "grad")[1])
+    assert names == []
+    monkeypatch.setitem(cpp_attention._TRITON, str(q.device), None)  # Triton does not run here: the reference
+    with _launches() as names:
+        out, saved = kernels.forward(q, k, v, mask, scale, "cp_lrp", window, None, True)
+        got = kernels.backward(g, q, k, v, mask, scale, "cp_lrp", saved, window, None, 0.0, True)
+    assert names == []
+    expected, ref_saved = ref.forward(q, k, v, mask, scale, "cp_lrp", window, None, True)
+    assert torch.equal(out, expected)
+    assert torch.equal(got[2], ref.backward(g, q, k, v, mask, scale, "cp_lrp", ref_saved, window, None, 0.0, True)[2])
+
+
 @pytest.mark.parametrize("name", ["cpp", "triton"])
 def test_backends_run_causal_attention_like_the_reference(name):
     """Causal attention through every backend that runs here (those without kernels of their own for
@@ -337,6 +377,21 @@ TRITON_CASES = [
 ]
 #: the cases also run in float16 and bfloat16 (one per variant, the interpreter is slow)
 TRITON_16BIT = [0, 2, 6]
+#: causal attention (decoders), same fields: left padding (the decoders' usual: the padded rows lie
+#: before the real ones, the leading key blocks hold padding only), right padding, fully padded
+#: sequences; windows below, at and above L − 1; g = 1..3; rotary; L never a multiple of the blocks
+CAUSAL_TRITON_CASES = [
+    (2, 4, 2, 37, 16, (-9, 30), None, False),  # g = 2, left and right padding
+    (2, 3, 1, 21, 32, (21, 0), None, False),  # g = 3, a fully padded sequence
+    (3, 4, 2, 29, 16, (-11, 17, 0), 5, False),  # causal window < L, left / right / full padding
+    (2, 2, 2, 70, 16, (-40, 50), 3, False),  # 3 query blocks: leading padded key blocks, both band edges
+    (1, 2, 2, 40, 16, None, 0, False),  # each token reads itself only
+    (1, 2, 1, 19, 16, (-4,), 18, False),  # window = L − 1 (no band) and g = 2
+    (2, 2, 2, 21, 16, (-6, 15), 25, True),  # window > L − 1, rotary
+    (2, 6, 2, 37, 16, (-5, 0), 4, True),  # all of them: g = 3, left padding, a fully padded sequence
+]
+#: the causal cases also run in one 16-bit dtype each (bfloat16: what decoders ship in)
+CAUSAL_16BIT = {0: torch.bfloat16, 2: torch.float16, 7: torch.bfloat16}
 
 
 def _triton_inputs(case, dtype):
@@ -363,59 +418,197 @@ def _launches():
         yield names
 
 
-def _triton_params():
-    for i, case in enumerate(TRITON_CASES):
+def _triton_params(cases, dtypes_of):
+    for i, case in enumerate(cases):
         for dtype in (torch.float32, torch.float16, torch.bfloat16):
-            if dtype == torch.float32 or i in TRITON_16BIT:
+            if dtype == torch.float32 or dtype in dtypes_of(i):
                 b, h, hkv, length, dim, padding, window, rotary = case
                 yield pytest.param(case, dtype, marks=TRITON.param().marks,
                                    id=f"g{h // hkv}-L{length}-D{dim}-pad{padding}-w{window}-rot{int(rotary)}-"
                                       f"{str(dtype)[6:]}")
 
 
-@pytest.mark.parametrize("case, dtype", list(_triton_params()))
-@pytest.mark.parametrize("mode", list(FACTORS))
-def test_triton_kernels_run_the_variants_like_the_reference(case, dtype, mode):
-    """Forward and backward of every mode in the kernels (no fallback: each launch is seen) against
-    the torch reference. Tolerances: the Triton attention rows of ``helpers.TOLERANCES`` (the
-    reference rounds more often: each query head's gradient before the sum over its group, g_Q and
-    g_K before they are rotated back; measured at most 0.4 of the 16-bit rows, 0.01 of float32's)."""
+def _triton_against_reference(case, dtype, mode, causal=False, reference_dtype=None):
+    """Forward and backward of ``mode`` in the kernels (no fallback: each launch is seen) against the
+    torch reference — run in ``reference_dtype`` on the same inputs (default: theirs) and rounded to
+    ``dtype`` — within the Triton attention rows of ``helpers.TOLERANCES``."""
     q, k, v, g, mask, window, rotary = _triton_inputs(case, dtype)
     kernels, scale = TRITON.backend.attention, q.shape[-1] ** -0.5
-    if TRITON.module("attention").runs_reference(q, rotary):
+    if TRITON.module("attention").runs_reference(q, rotary, causal):
         pytest.skip("rotary positions run the torch reference on this GPU (configs._ROTARY_HEAD_DIMS)")
     with _launches() as names:
-        out, saved = kernels.forward(q, k, v, mask, scale, mode, window, rotary)
-        got = kernels.backward(g, q, k, v, mask, scale, mode, saved, window, rotary)
+        out, saved = kernels.forward(q, k, v, mask, scale, mode, window, rotary, causal)
+        got = kernels.backward(g, q, k, v, mask, scale, mode, saved, window, rotary, 0.0, causal)
     dq = [] if mode == "cp_lrp" else ["_attention_backward_dq_kernel"]
     assert names == ["_attention_forward_kernel", *dq, "_attention_backward_dkdv_kernel"]
-    expected, ref_saved = ref.forward(q, k, v, mask, scale, mode, window, rotary)
-    want = ref.backward(g, q, k, v, mask, scale, mode, ref_saved, window, rotary)
+    xq, xk, xv, xg = (t.to(reference_dtype or dtype) for t in (q, k, v, g))
+    expected, ref_saved = ref.forward(xq, xk, xv, mask, scale, mode, window, rotary, causal)
+    want = ref.backward(xg, xq, xk, xv, mask, scale, mode, ref_saved, window, rotary, 0.0, causal)
     atol, rtol = TRITON.tol("attention", dtype)
-    torch.testing.assert_close(out.float(), expected.float(), atol=atol, rtol=rtol)
+    torch.testing.assert_close(out.float(), expected.to(dtype).float(), atol=atol, rtol=rtol)
     for a, b, x in zip(got, want, (q, k, v)):
         assert (a is None) == (b is None)
         if a is not None:
             assert a.dtype == dtype and a.shape == x.shape
-            torch.testing.assert_close(a.float(), b.float(), atol=atol, rtol=rtol)
+            assert torch.isfinite(a).all()
+            torch.testing.assert_close(a.float(), b.to(dtype).float(), atol=atol, rtol=rtol)
 
 
-def test_triton_variants_take_input_eps_and_strided_heads():
+@pytest.mark.parametrize("case, dtype", list(_triton_params(TRITON_CASES, lambda i: (
+    (torch.float16, torch.bfloat16) if i in TRITON_16BIT else ()))))
+@pytest.mark.parametrize("mode", list(FACTORS))
+def test_triton_kernels_run_the_variants_like_the_reference(case, dtype, mode):
+    """Forward and backward of every mode in the kernels against the torch reference. Tolerances: the
+    Triton attention rows of ``helpers.TOLERANCES`` (the reference rounds more often: each query
+    head's gradient before the sum over its group, g_Q and g_K before they are rotated back;
+    measured at most 0.4 of the 16-bit rows, 0.01 of float32's)."""
+    _triton_against_reference(case, dtype, mode)
+
+
+@pytest.mark.parametrize("case, dtype", list(_triton_params(CAUSAL_TRITON_CASES, lambda i: (
+    (CAUSAL_16BIT[i],) if i in CAUSAL_16BIT else ()))))
+@pytest.mark.parametrize("mode", list(FACTORS))
+def test_triton_kernels_run_causal_attention_like_the_reference(case, dtype, mode):
+    """Causal attention (with windows, grouped heads, rotary, left/right/full padding) in the kernels
+    against the reference's dense causal mask — the padded rows included, which ignore the key mask
+    and read every key j ≤ i of their band — within the Triton attention tolerances. The reference
+    runs in float32 on the same rounded inputs, rounded once to the dtype: what a kernel that rounds
+    once should give (measured at most 0.54 of the float16 row, 0.33 of bfloat16's, 0.04 of
+    float32's). In float16 itself its eager path (a fully padded sequence in the batch) rounds P and
+    each product to float16 and lands up to 3.0e-3 from float64 math, the kernels 2.2e-3: the two
+    then differ by up to 1.12 of the row."""
+    _triton_against_reference(case, dtype, mode, causal=True, reference_dtype=torch.float32)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["bidirectional", "causal"])
+def test_triton_variants_take_input_eps_and_strided_heads(causal):
     """The ε-ratio of the unrotated inputs after the transposed rotation, on [B, L, H, D] views."""
     q, k, v, g, mask, window, rotary = _triton_inputs(TRITON_CASES[-1], torch.float32)
     q, k, v, g = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v, g))
     kernels, scale = TRITON.backend.attention, q.shape[-1] ** -0.5
-    if TRITON.module("attention").runs_reference(q, rotary):
+    if TRITON.module("attention").runs_reference(q, rotary, causal):
         pytest.skip("rotary positions run the torch reference on this GPU (configs._ROTARY_HEAD_DIMS)")
     with _launches() as names:
-        saved = kernels.forward(q, k, v, mask, scale, "attnlrp", window, rotary)[1]
-        got = kernels.backward(g, q, k, v, mask, scale, "attnlrp", saved, window, rotary, input_eps=0.3)
+        saved = kernels.forward(q, k, v, mask, scale, "attnlrp", window, rotary, causal)[1]
+        got = kernels.backward(g, q, k, v, mask, scale, "attnlrp", saved, window, rotary, 0.3, causal)
     assert len(names) == 3
-    ref_saved = ref.forward(q, k, v, mask, scale, "attnlrp", window, rotary)[1]
-    want = ref.backward(g, q, k, v, mask, scale, "attnlrp", ref_saved, window, rotary, input_eps=0.3)
+    ref_saved = ref.forward(q, k, v, mask, scale, "attnlrp", window, rotary, causal)[1]
+    want = ref.backward(g, q, k, v, mask, scale, "attnlrp", ref_saved, window, rotary, 0.3, causal)
     atol, rtol = TRITON.tol("attention", torch.float32)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, atol=2 * atol, rtol=2 * rtol)  # two roundings on the reference's side
+
+
+@contextlib.contextmanager
+def _rows_read(**tensors):
+    """Under Triton's interpreter: ``{(kernel, name, program): positions}`` — the sequence positions
+    (row l of a contiguous [1, 1, L, D] tensor) of each named tensor that each program's loads read,
+    masked-off lanes excluded. What a kernel loads, not what it computes: a kernel that only masked
+    the blocks above the diagonal would read them all the same."""
+    import collections
+
+    import numpy as np
+    from triton.runtime import interpreter
+
+    builder = interpreter.interpreter_builder
+    spans = {name: (t.data_ptr(), t.numel(), t.element_size(), t.shape[-1]) for name, t in tensors.items()}
+    read, current = collections.defaultdict(set), {}
+    original = builder.create_masked_load
+
+    def load(ptrs, mask, *args, **kwargs):
+        lanes = np.broadcast_to(mask.data, ptrs.data.shape)
+        addresses = ptrs.data[lanes].astype(np.int64)
+        for name, (base, count, size, dim) in spans.items():
+            index = (addresses - base) // size
+            inside = index[(addresses >= base) & (index < count)]
+            read[(current["kernel"], name, builder.grid_idx[0])].update((inside // dim).tolist())
+        return original(ptrs, mask, *args, **kwargs)
+
+    def hook(launch):
+        current["kernel"] = launch.kernel.name
+        current[launch.kernel.name] = launch.config.kwargs
+        return False
+
+    builder.create_masked_load = load
+    try:
+        with TRITON.module("_launch").launch_hook(hook):
+            yield read, current
+    finally:
+        del builder.create_masked_load
+
+
+def _up(n, block):
+    return -(-n // block) * block
+
+
+@pytest.mark.parametrize("padding, window", [(None, None), (24, None), (40, 20)],
+                         ids=["no-mask", "left-padding", "left-padding-window"])
+def test_triton_causal_kernels_never_read_blocks_above_the_diagonal(padding, window):
+    """Causal attention, L = 70 (three forward query blocks of the interpreter's 32 rows): each forward
+    and dQ program reads no key tile past its last row — nor, with a window, before its band, nor,
+    when it holds no padded row, the leading tiles of left padding; each dK/dV program reads no
+    query tile before its diagonal (nor past the band, nor past the padded rows when its keys are
+    all padding). The bidirectional kernels read every tile: the count would show a kernel that
+    only masked."""
+    if TRITON.backend is None or TRITON.device != "cpu":
+        pytest.skip(TRITON.reason or "counts loads in Triton's interpreter")
+    length, dim = 70, 16
+    q, k, v, g = (_randn(1, 1, length, dim, seed=s, dtype=torch.float32) for s in range(4))
+    mask = None if padding is None else additive_mask(torch.arange(length)[None, :] >= padding)
+    first = padding or 0
+    kernels, scale = TRITON.backend.attention, dim**-0.5
+    for causal in (True, False):
+        with _rows_read(q=q, k=k) as (read, blocks):
+            saved = kernels.forward(q, k, v, mask, scale, "attnlrp", window, None, causal)[1]
+            kernels.backward(g, q, k, v, mask, scale, "attnlrp", saved, window, None, 0.0, causal)
+        for kernel, reader in (("_attention_forward_kernel", "k"), ("_attention_backward_dq_kernel", "k")):
+            bm, bn = blocks[kernel]["BLOCK_M"], blocks[kernel]["BLOCK_N"]
+            for program in range(_up(length, bm) // bm):
+                keys = read[(kernel, reader, program)]
+                row0, row_end = program * bm, min(program * bm + bm, length)
+                if not causal:  # nothing skipped without a mask or a window
+                    assert padding or window or keys == set(range(length)), (kernel, program)
+                    continue
+                lo = max(row0 - window, 0) if window is not None else 0
+                if row0 >= first:  # no padded row: the leading padding is skipped too
+                    lo = max(lo, first)
+                assert keys and min(keys) >= lo // bn * bn, (kernel, program, min(keys))
+                assert max(keys) < min(_up(row_end, bn), length), (kernel, program, max(keys))
+                assert max(keys) >= row_end - 1  # the diagonal itself is read
+        kernel = "_attention_backward_dkdv_kernel"
+        bm, bn = blocks[kernel]["BLOCK_M"], blocks[kernel]["BLOCK_N"]
+        for program in range(_up(length, bn) // bn):
+            rows = read[(kernel, "q", program)]
+            col0, col_end = program * bn, min(program * bn + bn, length)
+            if not causal:
+                assert padding or window or rows == set(range(length)), (kernel, program)
+                continue
+            hi = length if window is None else min(length, col_end + window)
+            if col_end <= first:  # keys of padding only: read by the padded rows alone
+                hi = min(hi, _up(first, bm))
+            assert rows and min(rows) >= col0 // bm * bm, (kernel, program, min(rows))
+            assert max(rows) < hi, (kernel, program, max(rows))
+
+
+def test_triton_int64_positions_give_the_same_results(monkeypatch):
+    """The kernels' int64 sequence positions (WIDE, for head views whose offsets reach 2³¹ elements;
+    their launch: tests/backends/test_triton_launch.py) forced on a small causal, windowed, rotary,
+    grouped case: the same results as the int32 positions, bit for bit (only the index type differs)."""
+    if TRITON.backend is None:
+        pytest.skip(TRITON.reason)
+    q, k, v, g, mask, window, rotary = _triton_inputs(CAUSAL_TRITON_CASES[-1], torch.float32)
+    kernels, scale, module = TRITON.backend.attention, q.shape[-1] ** -0.5, TRITON.module("attention")
+    if module.runs_reference(q, rotary, True):
+        pytest.skip("rotary positions run the torch reference on this GPU (configs._ROTARY_HEAD_DIMS)")
+    results = {}
+    for wide in (False, True):
+        monkeypatch.setattr(module, "WIDE_ELEMENTS", 0 if wide else 2**31)
+        seen = []
+        with TRITON.module("_launch").launch_hook(lambda launch: seen.append(launch.constexprs["WIDE"]) and False):
+            out, saved = kernels.forward(q, k, v, mask, scale, "attnlrp", window, rotary, True)
+            results[wide] = (out, *kernels.backward(g, q, k, v, mask, scale, "attnlrp", saved, window, rotary, 0.0, True))
+        assert seen == [wide] * 3
+    assert all(torch.equal(a, b) for a, b in zip(results[False], results[True]))
 
 
 @pytest.mark.parametrize("what", ["rotary-odd-head-dim", "float64"])

@@ -4,14 +4,19 @@ backward; math: ``lrp_kernels/ops/attention.py``).
 The GEMMs stay on ``torch.matmul`` around the softmax kernels, unless the torch reference runs this
 attention as one fused aten kernel (FlashAttention style, no stored probabilities): then that is
 used as it is, being both faster and leaner. cp_lrp needs P and always takes the softmax kernels.
-Sliding windows, causal attention, rotary positions, grouped K/V heads and DeBERTa's disentangled attention run the
-torch reference (no kernels of their own yet).
+
+The variants — sliding windows, causal attention, rotary positions, grouped K/V heads — run the
+torch reference on the CPU (``cpp``; no kernels of their own yet). The ``cuda`` backend declares its
+own kernel set, :data:`CUDA_KERNELS`: there the variants run the Triton backend's flash-style kernels
+when Triton runs on the device (installed, with its GPU compiler), else the torch reference (on CUDA:
+SDPA with a dense [B, 1, L, L] mask). DeBERTa's disentangled attention runs the reference on both.
 """
 
 from __future__ import annotations
 
 import torch
 
+from lrp_kernels.backends import registry
 from lrp_kernels.backends.contract import AttentionKernels
 from lrp_kernels.backends.torch import attention as reference
 
@@ -95,6 +100,48 @@ def backward(grad_out, q, k, v, mask, scale, mode, saved, window=None, rotary=No
 KERNELS = AttentionKernels(
     forward=forward,
     backward=backward,
+    disentangled_forward=reference.disentangled_forward,
+    disentangled_backward=reference.disentangled_backward,
+)
+
+
+# ------------------------------------------------------------------------- the cuda backend's attention
+_TRITON: dict = {}
+
+
+def triton_attention(device) -> AttentionKernels | None:
+    """The Triton backend's attention kernels where they run on ``device`` (Triton installed, with
+    its GPU compiler on CUDA), else None; looked up once per device."""
+    key = str(device)
+    if key not in _TRITON:
+        backend, _ = registry.load("triton")
+        _TRITON[key] = backend.attention if backend is not None and backend.unavailable_reason(device) is None else None
+    return _TRITON[key]
+
+
+def _variant_kernels(q, k, window, rotary, causal) -> AttentionKernels:
+    """Who runs this attention on the cuda backend: a variant (window, causal, rotary, grouped K/V
+    heads) the Triton kernels where Triton runs here, anything else this module's host functions
+    (the same answer in the forward and the backward, which must agree on who saved what)."""
+    if reference.is_variant(q, k, window, rotary, causal):
+        return triton_attention(q.device) or KERNELS
+    return KERNELS
+
+
+def cuda_forward(q, k, v, mask, scale, mode, window=None, rotary=None, causal=False):
+    return _variant_kernels(q, k, window, rotary, causal).forward(q, k, v, mask, scale, mode, window, rotary, causal)
+
+
+def cuda_backward(grad_out, q, k, v, mask, scale, mode, saved, window=None, rotary=None, input_eps=0.0,
+                  causal=False):
+    return _variant_kernels(q, k, window, rotary, causal).backward(grad_out, q, k, v, mask, scale, mode, saved,
+                                                                   window, rotary, input_eps, causal)
+
+
+#: the ``cuda`` backend's attention: the variants on the Triton kernels (see the module docstring)
+CUDA_KERNELS = AttentionKernels(
+    forward=cuda_forward,
+    backward=cuda_backward,
     disentangled_forward=reference.disentangled_forward,
     disentangled_backward=reference.disentangled_backward,
 )

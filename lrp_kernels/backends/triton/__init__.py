@@ -3,7 +3,8 @@
 One file per rule, named as in ``lrp_kernels/ops/``; each ends with its kernel set of the contract
 (:mod:`lrp_kernels.backends.contract`), with the torch reference's semantics:
 
-* :mod:`.layer_norm` — row-wise LayerNorm forward and its σ-constant backward;
+* :mod:`.layer_norm` — row-wise LayerNorm forward and its σ-constant backward (rows up to
+  :data:`._norm.MAX_ROW` elements in one block; longer ones: the torch reference);
 * :mod:`.rms_norm` — row-wise RMSNorm forward and its 1/rms-constant backward (the backward kernel
   is the norms' shared one, :mod:`._norm`);
 * :mod:`.activation` — element-wise GELU and its identity rule (tanh and ReLU: the torch reference);
@@ -11,9 +12,11 @@ One file per rule, named as in ``lrp_kernels/ops/``; each ends with its kernel s
   ``torch.matmul``);
 * :mod:`.attention` — FlashAttention-style fused attention with the ``grad`` / ``attnlrp`` /
   ``cp_lrp`` backward; ``saved`` is ``(out, row_max, row_log_sum)``, or ``(row_max, row_log_sum)``
-  for ``cp_lrp``. Grouped K/V heads and sliding windows run in the kernels, rotary positions too
-  for head dims 16, 32 and 64 on Hopper (under the interpreter: every power of two from 16);
-  DeBERTa's disentangled attention runs the torch reference;
+  for ``cp_lrp``. Grouped K/V heads, sliding windows and causal masking (key blocks above the
+  diagonal skipped) run in the kernels, in any combination, rotary positions too for head dims 16,
+  32 and 64 on Hopper (under the interpreter: every power of two from 16); DeBERTa's disentangled
+  attention runs the torch reference (the ``cuda`` backend runs its attention variants on these
+  kernels too);
 * :mod:`.gated_mlp` — GeGLU / SwiGLU: act(a)·b and the backward's one element-wise pass (identity
   rule on act × uniform split of the product × the two linears' ε-ratios), strided halves read in place.
 

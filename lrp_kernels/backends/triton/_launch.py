@@ -46,21 +46,22 @@ def generation(cc: int) -> str:
 @dataclass(frozen=True)
 class Configs:
     """A kernel's configs: ``table(generation, named) -> [Config]`` (first: the default) for a
-    launch's named arguments; ``shared_bytes(config, named)`` estimates shared memory (an upper
+    launch's named arguments; ``shared_bytes(config, named, generation)`` estimates shared memory (an upper
     bound, checked against the compiler by the AOT test); ``interpret`` under the interpreter."""
 
     table: Callable[[str, dict], list]
     interpret: triton.Config
-    shared_bytes: Callable[[triton.Config, dict], int] | None = None
+    shared_bytes: Callable[[triton.Config, dict, str], int] | None = None
 
     def candidates(self, cc: int, named: dict, shared_limit: int) -> list:
         """The configs that may run on compute capability ``cc`` (the ones ``auto`` may pick)."""
         if INTERPRETED:
             return [self.interpret]
-        configs = self.table(generation(cc), named)
+        gen = generation(cc)
+        configs = self.table(gen, named)
         if self.shared_bytes is None:
             return list(configs)
-        return [c for c in configs if self.shared_bytes(c, named) <= shared_limit]
+        return [c for c in configs if self.shared_bytes(c, named, gen) <= shared_limit]
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,10 @@ last dimension H, the row's addressing, the weight, the launches, and the one ba
 Both rules hold the normalization (1/σ, 1/rms) constant, so both backwards are
 ``rstd · (γ ⊙ g_y − c)`` with ``c = mean_H(γ ⊙ g_y)`` for LayerNorm (the centering is linear in x)
 and ``c = 0`` for RMSNorm: one kernel, :func:`_norm_backward_kernel`, with the constexpr ``CENTER``.
-All math in float32; outputs in the input dtype, contiguous ``[rows, H]``.
+All math in float32; outputs in the input dtype, contiguous ``[rows, H]``. A row is one block of
+``next_pow2(H)`` elements held in registers, for H up to :data:`MAX_ROW` (16,384: Llama-405B's
+hidden size; every config compiles without spills there, ``aot``); longer rows go to the torch
+reference (:func:`fits`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,15 @@ from lrp_kernels.errors import BackendError
 from ._common import cast, next_pow2, reduce_sum, rows
 from ._launch import Kernel
 from .configs import ROWWISE
+
+
+#: the longest row the kernels take in one block (the AOT sweep compiles rows up to it)
+MAX_ROW = 16384
+
+
+def fits(h: int) -> bool:
+    """Whether rows of ``h`` elements fit one block of the kernels (else the torch reference runs)."""
+    return h <= MAX_ROW
 
 
 @triton.jit

@@ -12,6 +12,7 @@ can launch) and, as a script, to print the table of the report::
 
     python -m lrp_kernels.backends.triton.aot            # every variant, sm_80 and sm_90
     python -m lrp_kernels.backends.triton.aot --json     # one JSON line per compiled variant
+    python -m lrp_kernels.backends.triton.aot --only causal --arch 90   # the decoders' launches
 
 Nothing here runs under the interpreter: import it in a process without ``TRITON_INTERPRET=1``.
 """
@@ -183,10 +184,13 @@ def measure(compiled, cc: int) -> dict:
 # ------------------------------------------------------------------------------ what the host launches
 _TRITON_TYPES = {"torch.bfloat16": "*bf16", "torch.float16": "*fp16", "torch.float32": "*fp32", "torch.int32": "*i32"}
 #: the dtypes and sizes of the sweep: every dtype the kernels take, every head-dim block, LayerNorm /
-#: RMSNorm rows (and gated-MLP halves) of MiniLM, BERT-base, BERT-large and a 4096-wide model
+#: RMSNorm rows (and gated-MLP halves) of MiniLM, BERT-base, BERT-large, a 4096-wide model, Gemma 3
+#: 27B (5376), Llama-70B (8192) and Llama-405B (16384: ``_norm.MAX_ROW``, the longest row in one block)
 DTYPES = ("bfloat16", "float16", "float32")
 HEAD_DIMS = (16, 32, 64, 128, 256)
-HIDDEN_SIZES = (384, 768, 1024, 4096)
+HIDDEN_SIZES = (384, 768, 1024, 4096, 5376, 8192, 16384)
+#: a batch of logits over Gemma's vocabulary: more than 2³¹ elements (the count is passed as int64)
+LOGITS = (2, 4100, 262144)
 
 
 def record(run, cc: int) -> list:
@@ -205,16 +209,32 @@ def _heads(batch, length, heads, dim, dtype):
         batch, length, heads, dim).transpose(1, 2)
 
 
-def _attention_calls(dtype, dim):
+def _attention_calls(dtype, dim, causal=False, window=None):
+    """Forward and backward of attnlrp and cp_lrp on BERT-like head views; ``causal``: a decoder's
+    (4 query heads per K/V head, optionally a sliding ``window``)."""
     from . import attention
 
-    q, k, v, g = (_heads(2, 128, 12, dim, dtype) for _ in range(4))
+    q, g = (_heads(2, 128, 12, dim, dtype) for _ in range(2))
+    k, v = (_heads(2, 128, 3 if causal else 12, dim, dtype) for _ in range(2))
     mask = torch.zeros(2, 128, device="meta")
 
     def run():
         for mode in ("attnlrp", "cp_lrp"):
-            out, saved = attention.forward(q, k, v, mask, dim**-0.5, mode)
-            attention.backward(g, q, k, v, mask, dim**-0.5, mode, saved)
+            out, saved = attention.forward(q, k, v, mask, dim**-0.5, mode, window, None, causal)
+            attention.backward(g, q, k, v, mask, dim**-0.5, mode, saved, window, None, 0.0, causal)
+
+    return run
+
+
+def _logits_calls(dtype):
+    """The ε-ratio of an LM head (and GELU · ε-ratio) over a batch of logits past 2³¹ elements."""
+    from . import activation, linear
+
+    z = torch.empty(*LOGITS, dtype=dtype, device="meta")
+
+    def run():
+        linear.eps_ratio(z, z, 1e-6)
+        activation.gelu_eps_ratio(z, z, 1e-6, "none")
 
     return run
 
@@ -244,14 +264,25 @@ def _rowwise_calls(dtype, hidden):
     return run
 
 
+#: the 16-bit dtypes the decoder launches are compiled for (what ``auto`` sends to Triton)
+CAUSAL_DTYPES = ("bfloat16", "float16")
+
+
 def calls():
-    """``(label, run)`` of every host call whose launches the sweep compiles."""
+    """``(label, run)`` of every host call whose launches the sweep compiles: per dtype and head dim
+    the plain attention and, in 16 bits, a decoder's — causal with grouped K/V heads, and causal
+    with a sliding window (Mistral's: w = 63 of L = 128, not a multiple of 16) — the row-wise
+    kernels per hidden size, and the element-wise ones over logits past 2³¹ elements."""
     for name in DTYPES:
         dtype = getattr(torch, name)
         for dim in HEAD_DIMS:
             yield f"attention {name} D{dim}", _attention_calls(dtype, dim)
+            if name in CAUSAL_DTYPES:
+                yield f"attention causal {name} D{dim}", _attention_calls(dtype, dim, causal=True)
+                yield f"attention causal-window {name} D{dim}", _attention_calls(dtype, dim, causal=True, window=63)
         for hidden in HIDDEN_SIZES:
             yield f"rowwise {name} H{hidden}", _rowwise_calls(dtype, hidden)
+        yield f"elementwise logits {name} N{LOGITS[0] * LOGITS[1] * LOGITS[2]}", _logits_calls(dtype)
 
 
 def _example(launch) -> dict:
@@ -281,13 +312,15 @@ class Job:
     num_stages: int
 
 
-def jobs(ccs=(80, 90), defaults_only: bool = False) -> list[Job]:
+def jobs(ccs=(80, 90), defaults_only: bool = False, only: str | None = None) -> list[Job]:
     """Every (recorded launch × config of its table × arch), deduplicated; only each table's
-    default config with ``defaults_only``."""
+    default config with ``defaults_only``; only the calls whose label contains ``only``."""
     from ._launch import generation
 
     seen, out = set(), []
     for label, run in calls():
+        if only is not None and only not in label:
+            continue
         for cc in ccs:
             for launch in record(run, cc):
                 for job in _launch_jobs(label, launch, cc, generation(cc)):
@@ -307,7 +340,7 @@ def _launch_jobs(label, launch, cc, gen):
     dtype = next(str(v.dtype).replace("torch.", "") for v in launch.args.values() if isinstance(v, torch.Tensor))
     for i, config in enumerate(configs.table(gen, named)):
         signature, consts, attrs = specialize(launch.kernel.fn, _example(launch), dict(launch.constexprs, **config.kwargs))
-        estimate = configs.shared_bytes(config, named) if configs.shared_bytes else None
+        estimate = configs.shared_bytes(config, named, gen) if configs.shared_bytes else None
         yield Job(label, launch.kernel.name, cc, dtype, _config_text(config), config in candidates, i == 0, estimate,
                   tuple(signature.items()), tuple(sorted(consts.items())), tuple((k, str(v)) for k, v in attrs.items()),
                   config.num_warps, config.num_stages)
@@ -335,12 +368,12 @@ def run_job(job: Job) -> dict:
     return row
 
 
-def sweep(workers: int | None = None, ccs=(80, 90), defaults_only: bool = False):
+def sweep(workers: int | None = None, ccs=(80, 90), defaults_only: bool = False, only: str | None = None):
     """Yield the measured row of every job, compiled in parallel processes."""
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(workers or os.cpu_count() or 1) as pool:
-        yield from pool.map(run_job, jobs(ccs, defaults_only))
+        yield from pool.map(run_job, jobs(ccs, defaults_only, only))
 
 
 def _print_table(rows) -> None:
@@ -364,16 +397,17 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=None, help="parallel compiler processes (default: every CPU)")
     parser.add_argument("--list", action="store_true", help="print the jobs, compile nothing")
     parser.add_argument("--defaults", action="store_true", help="only each table's default config")
+    parser.add_argument("--only", metavar="TEXT", help="only the calls whose label contains TEXT (e.g. 'causal')")
     args = parser.parse_args(argv)
     reason = available()
     if reason:
         print(f"aot: {reason}", file=sys.stderr)
         return 2
     if args.list:
-        for job in jobs(tuple(args.arch), args.defaults):
+        for job in jobs(tuple(args.arch), args.defaults, args.only):
             print(job.label, job.kernel, job.cc, job.config, "candidate" if job.candidate else "-")
         return 0
-    rows = sweep(args.jobs, tuple(args.arch), args.defaults)
+    rows = sweep(args.jobs, tuple(args.arch), args.defaults, args.only)
     if args.json:
         for row in rows:
             print(json.dumps(row), flush=True)

@@ -24,7 +24,8 @@ Modes (``lrp_kernels.ops.attention``): ``"grad"`` the plain gradient; ``"attnlrp
 2024) ``g_V·½``, ``g_Q·¼``, ``g_K·¼`` (uniform rule on the two bilinear products, the softmax keeps
 its gradient); ``"cp_lrp"`` (Ali et al. 2022) P constant: ``g_V = Pᵀ g_O``, ``g_Q = g_K = None``.
 
-Variants of the contract, in the kernels (constexprs ``WINDOWED``, ``ROTARY``; ``G`` an integer):
+Variants of the contract, in the kernels (constexprs ``WINDOWED``, ``CAUSAL``, ``ROTARY``; ``G`` an
+integer):
 
 * grouped K/V heads (EuroBERT, GQA): k and v ``[B, H/G, L, D]``, query head h reads K/V head h // G.
   The dK/dV program of a K/V head streams the query blocks of its G query heads in turn, so g_K and
@@ -35,6 +36,16 @@ Variants of the contract, in the kernels (constexprs ``WINDOWED``, ``ROTARY``; `
   outside a query block's band are skipped (every real key is read by a block holding a padded
   row), and in dK/dV the query blocks outside the band that hold no padded row. A window of L − 1
   or more is no window.
+* causal attention (decoders): query i reads key j ≤ i only, with a window also i − j ≤ window (the
+  same band, one-sided; padded rows keep it too). Key blocks above the diagonal are never loaded:
+  the forward's and dQ's key loop ends at the query block's last row, dK/dV's query loop starts at
+  the key block's first column, and outside the band nothing is loaded either. Only the blocks that
+  straddle the diagonal (or an edge of the band) apply an element mask: one loop body, whose
+  run-time flag branches around the mask (two copies of the body — masked, unmasked loops — spilled
+  registers in every dK/dV config, ``aot``). A padded query row ignores the key mask and reads every
+  key j ≤ i of its band (the reference's dense causal mask: no row is empty; nothing reads it). A
+  query block without padded rows skips the leading key blocks of left padding (the decoders'
+  usual), and a key block of padding only is read by the padded rows alone.
 * rotary positions ``(cos, sin)`` ``[B | 1, L, D]``: q and k tiles are rotated as they are loaded,
   ``x·cos + rotate_half(x)·sin`` in float32 rounded to the input dtype (the reference's half-split
   convention), and g_Q, g_K are rotated back by the transpose before they are stored (the rotation
@@ -83,6 +94,16 @@ def _tile(ptr, b, h, s_b, s_h, s_row, s_col, rows, cols):
 
 
 @triton.jit
+def _positions(start, BLOCK: tl.constexpr, WIDE: tl.constexpr):
+    """``start + [0, BLOCK)``: sequence positions, int64 when WIDE (a tensor whose row offsets
+    ``position · row stride`` reach 2³¹ elements: long sequences of wide heads), else int32."""
+    offs = tl.arange(0, BLOCK)
+    if WIDE:
+        offs = offs.to(tl.int64)
+    return start + offs
+
+
+@triton.jit
 def _program(num_blocks, H):
     """``(b, h, block)`` of this program on the 1-D grid of B·H × blocks (block index fastest)."""
     pid = tl.program_id(0)
@@ -91,40 +112,56 @@ def _program(num_blocks, H):
 
 
 @triton.jit
-def _key_end(mask_ptr, b, smb, L, HAS_MASK: tl.constexpr, BLOCK: tl.constexpr):
-    """One past the last key of sequence b that is not padding: later key blocks are skipped. L
-    when there is no mask or no such key (a fully padded row attends uniformly to every key)."""
+def _real_span(mask_ptr, b, smb, L, HAS_MASK: tl.constexpr, BLOCK: tl.constexpr):
+    """``[first, end)``: the first key of sequence b that is not padding and one past the last. A real
+    query reads no key outside (P is exactly 0 there). ``(0, L)`` without a mask or without such a
+    key (a fully padded row attends uniformly to every key)."""
+    first = 0
     end = L
     if HAS_MASK:
         offs = tl.arange(0, BLOCK)
+        low = tl.full((BLOCK,), L, tl.int32)
         last = tl.full((BLOCK,), 0, tl.int32)
         for start in range(0, L, BLOCK):
             cols = start + offs
-            bias = tl.load(mask_ptr + b * smb + cols, mask=cols < L, other=_PAD)
-            last = tl.maximum(last, tl.where(bias > _HALF_PAD, cols + 1, 0))
+            real = tl.load(mask_ptr + b * smb + cols, mask=cols < L, other=_PAD) > _HALF_PAD
+            low = tl.minimum(low, tl.where(real, cols, L))
+            last = tl.maximum(last, tl.where(real, cols + 1, 0))
         found = reduce_max(last, 0)
+        first = tl.where(found > 0, -reduce_max(-low, 0), 0)
         end = tl.where(found > 0, found, L)
-    return end
+    return first, end
 
 
 @triton.jit
-def _padded_rows(mask_ptr, b, smb, rows, row_ok, HAS_MASK: tl.constexpr, WINDOWED: tl.constexpr):
+def _padded_rows(mask_ptr, b, smb, rows, row_ok, HAS_MASK: tl.constexpr, WINDOWED: tl.constexpr,
+                 CAUSAL: tl.constexpr):
     """Which of ``rows`` are padding: with a window such a query reads every real key, in the band or
-    not (the reference's dense mask: no row is empty). All False without a mask or a window."""
+    not; in causal attention it ignores the key mask (reads every key j ≤ i in the band) — the
+    reference's dense mask: no row is empty. All False without a mask, or without a window and
+    causality (then a padded row reads the real keys like any other)."""
     pad = rows < 0
     if HAS_MASK:
         if WINDOWED:
+            pad = tl.load(mask_ptr + b * smb + rows, mask=row_ok, other=0.0) <= _HALF_PAD
+        if CAUSAL:
             pad = tl.load(mask_ptr + b * smb + rows, mask=row_ok, other=0.0) <= _HALF_PAD
     return pad
 
 
 @triton.jit
-def _band(ok, rows, cols, row_pad, window, WINDOWED: tl.constexpr):
-    """``ok`` and, with a window, |i − j| ≤ window or query i padding (:func:`_padded_rows`), for
-    broadcastable query positions ``rows`` and key positions ``cols``. An unpadded query keeps
-    its own key, so no row of the band is empty: outside it P is exactly 0 as with the dense mask."""
-    if WINDOWED:
-        dist = rows - cols
+def _band(ok, rows, cols, row_pad, window, WINDOWED: tl.constexpr, CAUSAL: tl.constexpr):
+    """``ok`` and the variant's element mask for broadcastable query positions ``rows`` and key
+    positions ``cols``: causal j ≤ i (with a window also i − j ≤ window, padded rows alike); a
+    bidirectional window |i − j| ≤ window or query i padding (:func:`_padded_rows`). An unpadded query
+    keeps its own key, so no row of the band is empty: outside it P is exactly 0 as with the dense
+    mask."""
+    dist = rows - cols
+    if CAUSAL:
+        ok = ok & (dist >= 0)
+        if WINDOWED:
+            ok = ok & (dist <= window)
+    elif WINDOWED:
         ok = ok & (((dist <= window) & (dist >= -window)) | row_pad)
     return ok
 
@@ -132,16 +169,47 @@ def _band(ok, rows, cols, row_pad, window, WINDOWED: tl.constexpr):
 @triton.jit
 def _key_range(mask_ptr, b, smb, L, row0, row_pad, window, HAS_MASK: tl.constexpr, WINDOWED: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """``[lo, hi)``: the keys the queries ``row0 …`` read — up to the last real key (:func:`_key_end`);
-    with a window the band ``[row0 − w, row0 + BLOCK_M + w)`` unless a row of the block is padding.
-    ``lo`` is a multiple of BLOCK_N."""
-    hi = _key_end(mask_ptr, b, smb, L, HAS_MASK, BLOCK_N)
+    """``[lo, hi)``: the keys the queries ``row0 …`` read (bidirectional) — up to the last real key
+    (:func:`_real_span`); with a window the band ``[row0 − w, row0 + BLOCK_M + w)`` unless a row of the
+    block is padding. ``lo`` is a multiple of BLOCK_N."""
+    hi = _real_span(mask_ptr, b, smb, L, HAS_MASK, BLOCK_N)[1]
     lo = 0
     if WINDOWED:
         banded = reduce_max(row_pad.to(tl.float32), 0) == 0
         lo = tl.where(banded, tl.maximum(row0 - window, 0) // BLOCK_N * BLOCK_N, 0)
         hi = tl.where(banded, tl.minimum(row0 + BLOCK_M + window, hi), hi)
     return lo, hi
+
+
+@triton.jit
+def _blocks(lo, hi, BLOCK: tl.constexpr):
+    """How many blocks of BLOCK from ``lo`` cover ``[lo, hi)`` (0 when empty). Causal loops run over
+    ``range(0, _blocks(lo, hi))`` with the starts computed: a lower bound that comes from a mask scan
+    keeps Triton's software pipelining from the loop."""
+    return (tl.maximum(hi - lo, 0) + BLOCK - 1) // BLOCK
+
+
+@triton.jit
+def _causal_key_range(mask_ptr, b, smb, L, row0, row_pad, window, HAS_MASK: tl.constexpr, WINDOWED: tl.constexpr,
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """``(lo, inside, diagonal, hi)``: the keys the causal queries ``row0 … row0 + BLOCK_M − 1`` read lie
+    in ``[lo, hi)`` — nothing above the block's last row, with a window nothing before
+    ``row0 − window``, and for a block without padded rows nothing outside the real keys
+    (:func:`_real_span`: left padding skips the leading blocks). The key blocks of ``[inside,
+    diagonal)`` lie in the band for every row (no element mask); those before (the window's lower
+    edge) and from ``diagonal`` on need one. All but ``hi`` are multiples of BLOCK_N."""
+    row_end = tl.minimum(row0 + BLOCK_M, L)
+    first, end = _real_span(mask_ptr, b, smb, L, HAS_MASK, BLOCK_N)
+    real_rows = reduce_max(row_pad.to(tl.float32), 0) == 0
+    lo = tl.where(real_rows, first // BLOCK_N * BLOCK_N, 0)
+    hi = tl.where(real_rows, tl.minimum(row_end, end), row_end)
+    diagonal = (row0 + 1) // BLOCK_N * BLOCK_N  # blocks before it end at or before row0: j ≤ i for all
+    inside = lo
+    if WINDOWED:
+        lo = tl.maximum(lo, tl.maximum(row0 - window, 0) // BLOCK_N * BLOCK_N)
+        # blocks from here on start at or after row_end − 1 − w: i − j ≤ w for all
+        inside = tl.maximum(lo, (tl.maximum(row_end - 1 - window, 0) + BLOCK_N - 1) // BLOCK_N * BLOCK_N)
+    return lo, inside, diagonal, hi
 
 
 @triton.jit
@@ -161,11 +229,11 @@ def _padding_span(mask_ptr, b, smb, L, BLOCK: tl.constexpr):
 @triton.jit
 def _query_range(mask_ptr, b, smb, L, col0, window, HAS_MASK: tl.constexpr, WINDOWED: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """``(lo, hi, gap_lo, gap_hi)``: the queries that read the keys ``col0 …`` lie in ``[lo, hi)`` (lo a
-    multiple of BLOCK_M), none of them in ``[gap_lo, gap_hi)``. Nothing past the last real key;
-    with a window, the band ``[col0 − w, col0 + BLOCK_N + w)`` and the padded rows (which read every
-    real key), the gap between the two."""
-    hi = tl.where(col0 < _key_end(mask_ptr, b, smb, L, HAS_MASK, BLOCK_N), L, 0)
+    """``(lo, hi, gap_lo, gap_hi)`` (bidirectional): the queries that read the keys ``col0 …`` lie in
+    ``[lo, hi)`` (lo a multiple of BLOCK_M), none of them in ``[gap_lo, gap_hi)``. Nothing past the
+    last real key; with a window, the band ``[col0 − w, col0 + BLOCK_N + w)`` and the padded rows
+    (which read every real key), the gap between the two."""
+    hi = tl.where(col0 < _real_span(mask_ptr, b, smb, L, HAS_MASK, BLOCK_N)[1], L, 0)
     lo = 0
     gap_lo = 0
     gap_hi = 0
@@ -182,6 +250,29 @@ def _query_range(mask_ptr, b, smb, L, col0, window, HAS_MASK: tl.constexpr, WIND
         gap_lo = tl.where(padded, tl.minimum(band_hi, pad_hi), 0)
         gap_hi = tl.where(padded, tl.maximum(band_lo, pad_lo), 0)
     return lo, hi, gap_lo, gap_hi
+
+
+@triton.jit
+def _causal_query_range(mask_ptr, b, smb, L, col0, key_bias, window, HAS_MASK: tl.constexpr, WINDOWED: tl.constexpr,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """``(lo, inside, edge, hi)``: the causal queries that read the keys ``col0 … col0 + BLOCK_N − 1`` lie
+    in ``[lo, hi)`` — none before the diagonal, with a window none past ``col_end − 1 + w``, and for
+    a key block of padding only (``key_bias``) none past the last padded row (only padded rows read
+    padded keys). The query blocks of ``[inside, edge)`` read every key of the block (no element
+    mask); those before (the diagonal) and from ``edge`` on (the window's upper edge) need one. All
+    but ``hi`` are multiples of BLOCK_M."""
+    col_end = tl.minimum(col0 + BLOCK_N, L)
+    lo = col0 // BLOCK_M * BLOCK_M
+    inside = (col_end - 1 + BLOCK_M - 1) // BLOCK_M * BLOCK_M  # blocks from here on start at or after the last key
+    hi = L
+    edge = L
+    if WINDOWED:
+        hi = tl.minimum(L, col_end + window)
+        edge = (col0 + window + 1) // BLOCK_M * BLOCK_M  # blocks before it end at or before col0 + w
+    if HAS_MASK:
+        no_real_key = reduce_max((key_bias > _HALF_PAD).to(tl.float32), 0) == 0
+        hi = tl.where(no_real_key, tl.minimum(hi, _padding_span(mask_ptr, b, smb, L, BLOCK_M)[1]), hi)
+    return lo, inside, edge, hi
 
 
 @triton.jit
@@ -251,27 +342,69 @@ def _stored_gradient(grad, factor, x, input_eps, cos_ptr, sin_ptr, b, rows, cols
 
 
 @triton.jit
-def _scores(q, kt, mask_ptr, b, smb, cols, col_ok, ok, scale, HAS_MASK: tl.constexpr, DOT_PRECISION: tl.constexpr):
-    """``scale · q kᵀ + mask`` of a [rows, keys] block, −inf outside ``ok`` (rows or keys past L,
-    keys outside the window)."""
-    s = mm(q, kt, None, DOT_PRECISION) * scale
-    if HAS_MASK:
-        s = s + tl.load(mask_ptr + b * smb + cols, mask=col_ok, other=0.0)[None, :]
-    return tl.where(ok, s, float("-inf"))
+def _row_bias(bias, row_pad, CAUSAL: tl.constexpr):
+    """The additive key mask as a query row reads it: 0 for a padded row of causal attention (it
+    ignores the key mask, :func:`_padded_rows`); ``bias`` and ``row_pad`` broadcastable."""
+    if CAUSAL:
+        bias = tl.where(row_pad, 0.0, bias)
+    return bias
 
 
 @triton.jit
-def _query_block(q_ptr, sqb, sqh, sql, sqd, H, L, D, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+def _scores(q, kt, mask_ptr, b, smb, cols, col_ok, row_pad, scale, HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr,
+            DOT_PRECISION: tl.constexpr):
+    """``scale · q kᵀ + mask`` of a [rows, keys] block (no element mask: the caller's)."""
+    s = mm(q, kt, None, DOT_PRECISION) * scale
+    if HAS_MASK:
+        bias = tl.load(mask_ptr + b * smb + cols, mask=col_ok, other=0.0)
+        s = s + _row_bias(bias[None, :], row_pad[:, None], CAUSAL)
+    return s
+
+
+@triton.jit
+def _query_block(q_ptr, sqb, sqh, sql, sqd, H, L, D, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+                 WIDE: tl.constexpr):
     """This program's block of query rows: ``(b, h, block, b·H + h)``, the rows and head-dim columns
     with their masks, and the q tile as stored (the forward and the dQ kernel start alike)."""
     b, h, pid_m, bh = _program((L + BLOCK_M - 1) // BLOCK_M, H)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_m = _positions(pid_m * BLOCK_M, BLOCK_M, WIDE)
     offs_d = tl.arange(0, BLOCK_D)
     row_ok = offs_m < L
     d_ok = offs_d < D
     qd_ok = row_ok[:, None] & d_ok[None, :]
     q = tl.load(_tile(q_ptr, b, h, sqb, sqh, sql, sqd, offs_m, offs_d), mask=qd_ok, other=0.0)
     return b, h, pid_m, bh, offs_m, offs_d, row_ok, d_ok, qd_ok, q
+
+
+@triton.jit
+def _forward_step(q, m_i, l_i, acc, start, offs_m, offs_n, offs_d, d_ok, row_pad, k_ptr, v_ptr, mask_ptr, cos_ptr,
+                  sin_ptr, b, hk, skb, skh, skl, skd, svb, svh, svl, svd, smb, scb, scl, scd, L, window, scale,
+                  masked, HAS_MASK: tl.constexpr, WINDOWED: tl.constexpr, CAUSAL: tl.constexpr,
+                  ROTARY: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """The online softmax over the key block ``start …`` (K/V head ``hk``): ``(m, ℓ, acc)`` updated.
+    ``masked`` (True, or a run-time flag of the causal loops): the element mask — keys past L,
+    outside the window's band, above the diagonal; a block the caller knows to lie inside the band
+    for every row goes without (one loop body: the flag branches around the mask alone)."""
+    cols = start + offs_n
+    col_ok = cols < L
+    kt = _loaded_t(k_ptr, b, hk, skb, skh, skl, skd, cols, offs_d, col_ok, d_ok, cos_ptr, sin_ptr, scb, scl, scd,
+                   ROTARY)
+    s = _scores(q, kt, mask_ptr, b, smb, cols, col_ok, row_pad, scale, HAS_MASK, CAUSAL, DOT_PRECISION)
+    if masked:
+        ok = _band(col_ok[None, :], offs_m[:, None], cols[None, :], row_pad[:, None], window, WINDOWED, CAUSAL)
+        s = tl.where(ok, s, float("-inf"))
+    m_new = tl.maximum(m_i, reduce_max(s, 1))
+    m_use = m_new
+    if WINDOWED:  # a row may have no key of its band in this block yet: keep m = −inf, ℓ = 0
+        m_use = tl.where(m_new > float("-inf"), m_new, 0.0)
+    elif CAUSAL:
+        m_use = tl.where(m_new > float("-inf"), m_new, 0.0)
+    alpha = tl.exp(m_i - m_use)
+    p = tl.exp(s - m_use[:, None])
+    l_i = l_i * alpha + reduce_sum(p, 1)
+    v = tl.load(_tile(v_ptr, b, hk, svb, svh, svl, svd, cols, offs_d), mask=col_ok[:, None] & d_ok[None, :], other=0.0)
+    acc = mm(cast(p, v.dtype), v, acc * alpha[:, None], DOT_PRECISION)
+    return m_new, l_i, acc
 
 
 @triton.jit
@@ -284,49 +417,73 @@ def _attention_forward_kernel(
     sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd, sob, soh, sol, sod,  # strides
     smb, scb, scl, scd,  # mask row stride; strides of cos and sin (batch 0 when shared)
     H, G, L, D,  # i32 query heads, query heads per K/V head, sequence length, head dim
-    window,  # i32 sliding window: query i reads key j when |i − j| ≤ window (read when WINDOWED)
+    window,  # i32 sliding window: query i reads key j when |i − j| ≤ window (causal: 0 ≤ i − j ≤ window)
     scale,  # f32 score scale (1/√D)
     HAS_MASK: tl.constexpr,  # bool
     WINDOWED: tl.constexpr,  # bool: a sliding window narrower than L
+    CAUSAL: tl.constexpr,  # bool: query i reads key j ≤ i only; key blocks above the diagonal are never loaded
     ROTARY: tl.constexpr,  # bool: q and k rotated on load (BLOCK_D = D)
     DOT_PRECISION: tl.constexpr,  # "ieee" / "tf32" for float32 operands
+    WIDE: tl.constexpr,  # bool: int64 sequence positions (row offsets past 2³¹ elements)
     BLOCK_M: tl.constexpr,  # query rows per program
     BLOCK_N: tl.constexpr,  # keys per step
     BLOCK_D: tl.constexpr,  # power of two ≥ D (≥ 16)
 ):
     b, h, pid_m, bh, offs_m, offs_d, row_ok, d_ok, qd_ok, q = _query_block(q_ptr, sqb, sqh, sql, sqd, H, L, D,
-                                                                            BLOCK_M, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
+                                                                            BLOCK_M, BLOCK_D, WIDE)
+    offs_n = _positions(0, BLOCK_N, WIDE)
     q = _on_load(q, cos_ptr, sin_ptr, b, offs_m, offs_d, qd_ok, scb, scl, scd, ROTARY)
-    row_pad = _padded_rows(mask_ptr, b, smb, offs_m, row_ok, HAS_MASK, WINDOWED)
-    lo, hi = _key_range(mask_ptr, b, smb, L, pid_m * BLOCK_M, row_pad, window, HAS_MASK, WINDOWED, BLOCK_M, BLOCK_N)
+    row_pad = _padded_rows(mask_ptr, b, smb, offs_m, row_ok, HAS_MASK, WINDOWED, CAUSAL)
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     l_i = tl.full((BLOCK_M,), 0.0, dtype=tl.float32)
     acc = tl.full((BLOCK_M, BLOCK_D), 0.0, dtype=tl.float32)
-    for start in range(lo, hi, BLOCK_N):
-        cols = start + offs_n
-        col_ok = cols < L
-        kt = _loaded_t(k_ptr, b, h // G, skb, skh, skl, skd, cols, offs_d, col_ok, d_ok, cos_ptr, sin_ptr, scb,
-                       scl, scd, ROTARY)
-        ok = _band(col_ok[None, :], offs_m[:, None], cols[None, :], row_pad[:, None], window, WINDOWED)
-        s = _scores(q, kt, mask_ptr, b, smb, cols, col_ok, ok, scale, HAS_MASK, DOT_PRECISION)
-        m_new = tl.maximum(m_i, reduce_max(s, 1))
-        m_use = m_new
-        if WINDOWED:  # a row may have no key of its band in this block yet: keep m = −inf, ℓ = 0
-            m_use = tl.where(m_new > float("-inf"), m_new, 0.0)
-        alpha = tl.exp(m_i - m_use)
-        p = tl.exp(s - m_use[:, None])
-        l_i = l_i * alpha + reduce_sum(p, 1)
-        v = tl.load(_tile(v_ptr, b, h // G, svb, svh, svl, svd, cols, offs_d), mask=col_ok[:, None] & d_ok[None, :],
-                    other=0.0)
-        acc = mm(cast(p, v.dtype), v, acc * alpha[:, None], DOT_PRECISION)
-        m_i = m_new
+    row0 = pid_m * BLOCK_M
+    if CAUSAL:  # the key blocks up to this block's last row (in the band); the element mask only where needed
+        lo, inside, diagonal, hi = _causal_key_range(mask_ptr, b, smb, L, row0, row_pad, window, HAS_MASK, WINDOWED,
+                                                     BLOCK_M, BLOCK_N)
+        for i in range(0, _blocks(lo, hi, BLOCK_N)):
+            start = lo + i * BLOCK_N
+            masked = (start < inside) | (start >= diagonal)  # the window's lower edge, the diagonal
+            m_i, l_i, acc = _forward_step(q, m_i, l_i, acc, start, offs_m, offs_n, offs_d, d_ok, row_pad, k_ptr, v_ptr,
+                                          mask_ptr, cos_ptr, sin_ptr, b, h // G, skb, skh, skl, skd, svb, svh, svl, svd,
+                                          smb, scb, scl, scd, L, window, scale, masked, HAS_MASK, WINDOWED, CAUSAL,
+                                          ROTARY, DOT_PRECISION)
+    else:
+        lo, hi = _key_range(mask_ptr, b, smb, L, row0, row_pad, window, HAS_MASK, WINDOWED, BLOCK_M, BLOCK_N)
+        for start in range(lo, hi, BLOCK_N):
+            m_i, l_i, acc = _forward_step(q, m_i, l_i, acc, start, offs_m, offs_n, offs_d, d_ok, row_pad, k_ptr, v_ptr,
+                                          mask_ptr, cos_ptr, sin_ptr, b, h // G, skb, skh, skl, skd, svb, svh, svl, svd,
+                                          smb, scb, scl, scd, L, window, scale, True, HAS_MASK, WINDOWED, CAUSAL,
+                                          ROTARY, DOT_PRECISION)
     if WINDOWED:  # rows past L read no key of the band
         l_i = tl.where(l_i > 0, l_i, 1.0)
     tl.store(_tile(o_ptr, b, h, sob, soh, sol, sod, offs_m, offs_d), cast(acc / l_i[:, None], o_ptr.dtype.element_ty),
              mask=qd_ok)
     tl.store(m_ptr + bh * L + offs_m, m_i, mask=row_ok)
     tl.store(ls_ptr + bh * L + offs_m, tl.log(l_i), mask=row_ok)
+
+
+@triton.jit
+def _dq_step(qr, go, delta, lse_m, lse_l, gq, start, offs_m, offs_n, offs_d, row_ok, d_ok, row_pad, k_ptr, v_ptr,
+             mask_ptr, cos_ptr, sin_ptr, b, hk, skb, skh, skl, skd, svb, svh, svl, svd, smb, scb, scl, scd, L, window,
+             scale, masked, HAS_MASK: tl.constexpr, WINDOWED: tl.constexpr, CAUSAL: tl.constexpr,
+             ROTARY: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """``g_Q`` plus what the key block ``start …`` (K/V head ``hk``) gives it, P recomputed from the
+    saved statistics; ``masked`` as in :func:`_forward_step`."""
+    cols = start + offs_n
+    col_ok = cols < L
+    kt = _loaded_t(k_ptr, b, hk, skb, skh, skl, skd, cols, offs_d, col_ok, d_ok, cos_ptr, sin_ptr, scb, scl, scd,
+                   ROTARY)  # [D, N]
+    vt = tl.load(_tile(v_ptr, b, hk, svb, svh, svd, svl, offs_d, cols), mask=d_ok[:, None] & col_ok[None, :],
+                 other=0.0)  # [D, N]
+    s = _scores(qr, kt, mask_ptr, b, smb, cols, col_ok, row_pad, scale, HAS_MASK, CAUSAL, DOT_PRECISION)
+    if masked:
+        ok = _band(row_ok[:, None] & col_ok[None, :], offs_m[:, None], cols[None, :], row_pad[:, None], window,
+                   WINDOWED, CAUSAL)
+        s = tl.where(ok, s, float("-inf"))
+    p = tl.exp((s - lse_m[:, None]) - lse_l[:, None])
+    ds = p * (mm(go, vt, None, DOT_PRECISION) - delta[:, None])
+    return mm(cast(ds, kt.dtype), tl.trans(kt), gq, DOT_PRECISION)
 
 
 @triton.jit
@@ -349,15 +506,17 @@ def _attention_backward_dq_kernel(
     input_eps,  # f32 ε of the projection that produced q: g_Q times its ε-ratio of q (0: none)
     HAS_MASK: tl.constexpr,  # bool
     WINDOWED: tl.constexpr,  # bool: a sliding window narrower than L
+    CAUSAL: tl.constexpr,  # bool: key blocks above the diagonal are never loaded
     ROTARY: tl.constexpr,  # bool: q and k rotated on load, g_Q rotated back (BLOCK_D = D)
     DOT_PRECISION: tl.constexpr,  # "ieee" / "tf32" for float32 operands
+    WIDE: tl.constexpr,  # bool: int64 sequence positions (row offsets past 2³¹ elements)
     BLOCK_M: tl.constexpr,  # query rows per program
     BLOCK_N: tl.constexpr,  # keys per step
     BLOCK_D: tl.constexpr,  # power of two ≥ D
 ):
     b, h, pid_m, bh, offs_m, offs_d, row_ok, d_ok, qd_ok, q = _query_block(q_ptr, sqb, sqh, sql, sqd, H, L, D,
-                                                                            BLOCK_M, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
+                                                                            BLOCK_M, BLOCK_D, WIDE)
+    offs_n = _positions(0, BLOCK_N, WIDE)
     qr = _on_load(q, cos_ptr, sin_ptr, b, offs_m, offs_d, qd_ok, scb, scl, scd, ROTARY)
     go = tl.load(_tile(g_ptr, b, h, sgb, sgh, sgl, sgd, offs_m, offs_d), mask=qd_ok, other=0.0)
     o = tl.load(_tile(o_ptr, b, h, sob, soh, sol, sod, offs_m, offs_d), mask=qd_ok, other=0.0)
@@ -366,36 +525,50 @@ def _attention_backward_dq_kernel(
     tl.store(delta_ptr + stat, delta, mask=row_ok)
     lse_m = tl.load(m_ptr + stat, mask=row_ok, other=0.0)
     lse_l = tl.load(ls_ptr + stat, mask=row_ok, other=0.0)
-    row_pad = _padded_rows(mask_ptr, b, smb, offs_m, row_ok, HAS_MASK, WINDOWED)
-    lo, hi = _key_range(mask_ptr, b, smb, L, pid_m * BLOCK_M, row_pad, window, HAS_MASK, WINDOWED, BLOCK_M, BLOCK_N)
+    row_pad = _padded_rows(mask_ptr, b, smb, offs_m, row_ok, HAS_MASK, WINDOWED, CAUSAL)
     gq = tl.full((BLOCK_M, BLOCK_D), 0.0, dtype=tl.float32)
-    for start in range(lo, hi, BLOCK_N):
-        cols = start + offs_n
-        col_ok = cols < L
-        kt = _loaded_t(k_ptr, b, h // G, skb, skh, skl, skd, cols, offs_d, col_ok, d_ok, cos_ptr, sin_ptr, scb,
-                       scl, scd, ROTARY)  # [D, N]
-        vt = tl.load(_tile(v_ptr, b, h // G, svb, svh, svd, svl, offs_d, cols), mask=d_ok[:, None] & col_ok[None, :],
-                     other=0.0)  # [D, N]
-        ok = _band(row_ok[:, None] & col_ok[None, :], offs_m[:, None], cols[None, :], row_pad[:, None], window,
-                   WINDOWED)
-        s = _scores(qr, kt, mask_ptr, b, smb, cols, col_ok, ok, scale, HAS_MASK, DOT_PRECISION)
-        p = tl.exp((s - lse_m[:, None]) - lse_l[:, None])
-        ds = p * (mm(go, vt, None, DOT_PRECISION) - delta[:, None])
-        gq = mm(cast(ds, kt.dtype), tl.trans(kt), gq, DOT_PRECISION)
+    row0 = pid_m * BLOCK_M
+    if CAUSAL:  # the key blocks up to this block's last row (in the band); the element mask only where needed
+        lo, inside, diagonal, hi = _causal_key_range(mask_ptr, b, smb, L, row0, row_pad, window, HAS_MASK, WINDOWED,
+                                                     BLOCK_M, BLOCK_N)
+        for i in range(0, _blocks(lo, hi, BLOCK_N)):
+            start = lo + i * BLOCK_N
+            masked = (start < inside) | (start >= diagonal)  # the window's lower edge, the diagonal
+            gq = _dq_step(qr, go, delta, lse_m, lse_l, gq, start, offs_m, offs_n, offs_d, row_ok, d_ok, row_pad, k_ptr,
+                          v_ptr, mask_ptr, cos_ptr, sin_ptr, b, h // G, skb, skh, skl, skd, svb, svh, svl, svd, smb,
+                          scb, scl, scd, L, window, scale, masked, HAS_MASK, WINDOWED, CAUSAL, ROTARY, DOT_PRECISION)
+    else:
+        lo, hi = _key_range(mask_ptr, b, smb, L, row0, row_pad, window, HAS_MASK, WINDOWED, BLOCK_M, BLOCK_N)
+        for start in range(lo, hi, BLOCK_N):
+            gq = _dq_step(qr, go, delta, lse_m, lse_l, gq, start, offs_m, offs_n, offs_d, row_ok, d_ok, row_pad, k_ptr,
+                          v_ptr, mask_ptr, cos_ptr, sin_ptr, b, h // G, skb, skh, skl, skd, svb, svh, svl, svd, smb,
+                          scb, scl, scd, L, window, scale, True, HAS_MASK, WINDOWED, CAUSAL, ROTARY, DOT_PRECISION)
     gq = _stored_gradient(gq, qk_factor, q, input_eps, cos_ptr, sin_ptr, b, offs_m, offs_d, qd_ok, scb, scl, scd,
                           ROTARY)
     tl.store(_tile(gq_ptr, b, h, sqgb, sqgh, sqgl, sqgd, offs_m, offs_d), cast(gq, gq_ptr.dtype.element_ty), mask=qd_ok)
 
 
 @triton.jit
-def _probabilities_t(k, qt, key_bias, m_ptr, ls_ptr, stat, ok, row_ok, scale, HAS_MASK: tl.constexpr,
-                     DOT_PRECISION: tl.constexpr):
-    """Pᵀ of a [keys, queries] block, ``exp(Sᵀ − m − log ℓ)`` from the saved row statistics; 0
-    outside ``ok``."""
+def _probabilities_t(k, qt, key_bias, pad_keys, mask_ptr, b, smb, row_pad, m_ptr, ls_ptr, stat, rows, row_ok, offs_n,
+                     col_ok, window, scale, masked, HAS_MASK: tl.constexpr, WINDOWED: tl.constexpr,
+                     CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """Pᵀ of a [keys, queries] block, ``exp(Sᵀ − m − log ℓ)`` from the saved row statistics; when
+    ``masked`` 0 outside the element mask (:func:`_band`). Causal: the padded rows ignore the key
+    mask, looked up only when the key block holds padded keys (``pad_keys``)."""
     st = mm(k, qt, None, DOT_PRECISION) * scale
     if HAS_MASK:
-        st = st + key_bias[:, None]
-    st = tl.where(ok, st, float("-inf"))
+        if CAUSAL:
+            if pad_keys:
+                pad = _padded_rows(mask_ptr, b, smb, rows, row_ok, HAS_MASK, False, CAUSAL)
+                st = st + _row_bias(key_bias[:, None], pad[None, :], CAUSAL)
+            else:
+                st = st + key_bias[:, None]
+        else:
+            st = st + key_bias[:, None]
+    if masked:
+        ok = _band(col_ok[:, None] & row_ok[None, :], rows[None, :], offs_n[:, None], row_pad[None, :], window,
+                   WINDOWED, CAUSAL)
+        st = tl.where(ok, st, float("-inf"))
     lse_m = tl.load(m_ptr + stat, mask=row_ok, other=0.0)
     lse_l = tl.load(ls_ptr + stat, mask=row_ok, other=0.0)
     return tl.exp((st - lse_m[None, :]) - lse_l[None, :])
@@ -403,19 +576,20 @@ def _probabilities_t(k, qt, key_bias, m_ptr, ls_ptr, stat, ok, row_ok, scale, HA
 
 @triton.jit
 def _dkdv_step(q_ptr, g_ptr, mask_ptr, cos_ptr, sin_ptr, m_ptr, ls_ptr, delta_ptr, b, h, rows, k, v, key_bias,
-               offs_n, col_ok, offs_d, d_ok, gk, gv, sqb, sqh, sql, sqd, sgb, sgh, sgl, sgd, smb, scb, scl, scd,
-               H, L, window, scale, HAS_MASK: tl.constexpr, WINDOWED: tl.constexpr, ROTARY: tl.constexpr,
-               COMPUTE_QK: tl.constexpr, DOT_PRECISION: tl.constexpr):
-    """``(g_K, g_V)`` of a key block plus what the query ``rows`` of head h give it (k rotated)."""
+               pad_keys, offs_n, col_ok, offs_d, d_ok, gk, gv, sqb, sqh, sql, sqd, sgb, sgh, sgl, sgd, smb, scb, scl,
+               scd, H, L, window, scale, masked, HAS_MASK: tl.constexpr, WINDOWED: tl.constexpr, CAUSAL: tl.constexpr,
+               ROTARY: tl.constexpr, COMPUTE_QK: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """``(g_K, g_V)`` of a key block plus what the query ``rows`` of head h give it (k rotated);
+    ``masked`` as in :func:`_forward_step`, ``pad_keys`` as in :func:`_probabilities_t`."""
     row_ok = rows < L
     qt = _loaded_t(q_ptr, b, h, sqb, sqh, sql, sqd, rows, offs_d, row_ok, d_ok, cos_ptr, sin_ptr, scb, scl, scd,
                    ROTARY)  # [D, M]
     go = tl.load(_tile(g_ptr, b, h, sgb, sgh, sgl, sgd, rows, offs_d), mask=row_ok[:, None] & d_ok[None, :],
                  other=0.0)
     stat = (b * H + h) * L + rows
-    row_pad = _padded_rows(mask_ptr, b, smb, rows, row_ok, HAS_MASK, WINDOWED)
-    ok = _band(col_ok[:, None] & row_ok[None, :], rows[None, :], offs_n[:, None], row_pad[None, :], window, WINDOWED)
-    pt = _probabilities_t(k, qt, key_bias, m_ptr, ls_ptr, stat, ok, row_ok, scale, HAS_MASK, DOT_PRECISION)
+    row_pad = _padded_rows(mask_ptr, b, smb, rows, row_ok, HAS_MASK, WINDOWED, False)  # the bidirectional band's
+    pt = _probabilities_t(k, qt, key_bias, pad_keys, mask_ptr, b, smb, row_pad, m_ptr, ls_ptr, stat, rows, row_ok,
+                          offs_n, col_ok, window, scale, masked, HAS_MASK, WINDOWED, CAUSAL, DOT_PRECISION)
     gv = mm(cast(pt, go.dtype), go, gv, DOT_PRECISION)
     if COMPUTE_QK:
         delta = tl.load(delta_ptr + stat, mask=row_ok, other=0.0)
@@ -444,16 +618,18 @@ def _attention_backward_dkdv_kernel(
     input_eps,  # f32 ε of the projections that produced k, v: g_K, g_V times their ε-ratios (0: none)
     HAS_MASK: tl.constexpr,  # bool
     WINDOWED: tl.constexpr,  # bool: a sliding window narrower than L
+    CAUSAL: tl.constexpr,  # bool: query blocks before the diagonal are never loaded
     ROTARY: tl.constexpr,  # bool: q and k rotated on load, g_K rotated back (BLOCK_D = D)
     COMPUTE_QK: tl.constexpr,  # False for cp_lrp (g_V only)
     DOT_PRECISION: tl.constexpr,  # "ieee" / "tf32" for float32 operands
+    WIDE: tl.constexpr,  # bool: int64 sequence positions (row offsets past 2³¹ elements)
     BLOCK_M: tl.constexpr,  # query rows per step
     BLOCK_N: tl.constexpr,  # keys per program
     BLOCK_D: tl.constexpr,  # power of two ≥ D
 ):
     b, hk, pid_n, _ = _program((L + BLOCK_N - 1) // BLOCK_N, H // G)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = _positions(pid_n * BLOCK_N, BLOCK_N, WIDE)
+    offs_m = _positions(0, BLOCK_M, WIDE)
     offs_d = tl.arange(0, BLOCK_D)
     col_ok = offs_n < L
     d_ok = offs_d < D
@@ -464,20 +640,33 @@ def _attention_backward_dkdv_kernel(
     key_bias = tl.full((BLOCK_N,), 0.0, dtype=tl.float32)
     if HAS_MASK:
         key_bias = tl.load(mask_ptr + b * smb + offs_n, mask=col_ok, other=0.0)
+    pad_keys = reduce_max((key_bias <= _HALF_PAD).to(tl.float32), 0) > 0  # this key block holds padding
     gk = tl.full((BLOCK_N, BLOCK_D), 0.0, dtype=tl.float32)
     gv = tl.full((BLOCK_N, BLOCK_D), 0.0, dtype=tl.float32)
-    lo, hi, gap_lo, gap_hi = _query_range(mask_ptr, b, smb, L, pid_n * BLOCK_N, window, HAS_MASK, WINDOWED,
-                                          BLOCK_M, BLOCK_N)
-    for h in range(hk * G, hk * G + G):  # the query heads that share this K/V head: their sum, no atomics
-        for start in range(lo, hi, BLOCK_M):
-            needed = True
-            if WINDOWED:  # not in the gap: rows outside the band, none of them padding
-                needed = (start < gap_lo) | (start + BLOCK_M > gap_hi)
-            if needed:
+    if CAUSAL:  # the query blocks from the diagonal on (in the band); the element mask only where needed
+        lo, inside, edge, hi = _causal_query_range(mask_ptr, b, smb, L, pid_n * BLOCK_N, key_bias, window, HAS_MASK,
+                                                   WINDOWED, BLOCK_M, BLOCK_N)
+        for h in range(hk * G, hk * G + G):  # the query heads that share this K/V head: their sum, no atomics
+            for i in range(0, _blocks(lo, hi, BLOCK_M)):
+                start = lo + i * BLOCK_M
+                masked = (start < inside) | (start >= edge)  # the diagonal, the window's upper edge
                 gk, gv = _dkdv_step(q_ptr, g_ptr, mask_ptr, cos_ptr, sin_ptr, m_ptr, ls_ptr, delta_ptr, b, h,
-                                    start + offs_m, kr, v, key_bias, offs_n, col_ok, offs_d, d_ok, gk, gv,
+                                    start + offs_m, kr, v, key_bias, pad_keys, offs_n, col_ok, offs_d, d_ok, gk, gv,
                                     sqb, sqh, sql, sqd, sgb, sgh, sgl, sgd, smb, scb, scl, scd, H, L, window, scale,
-                                    HAS_MASK, WINDOWED, ROTARY, COMPUTE_QK, DOT_PRECISION)
+                                    masked, HAS_MASK, WINDOWED, CAUSAL, ROTARY, COMPUTE_QK, DOT_PRECISION)
+    else:
+        lo, hi, gap_lo, gap_hi = _query_range(mask_ptr, b, smb, L, pid_n * BLOCK_N, window, HAS_MASK, WINDOWED,
+                                              BLOCK_M, BLOCK_N)
+        for h in range(hk * G, hk * G + G):  # the query heads that share this K/V head: their sum, no atomics
+            for start in range(lo, hi, BLOCK_M):
+                needed = True
+                if WINDOWED:  # not in the gap: rows outside the band, none of them padding
+                    needed = (start < gap_lo) | (start + BLOCK_M > gap_hi)
+                if needed:
+                    gk, gv = _dkdv_step(q_ptr, g_ptr, mask_ptr, cos_ptr, sin_ptr, m_ptr, ls_ptr, delta_ptr, b, h,
+                                        start + offs_m, kr, v, key_bias, pad_keys, offs_n, col_ok, offs_d, d_ok, gk,
+                                        gv, sqb, sqh, sql, sqd, sgb, sgh, sgl, sgd, smb, scb, scl, scd, H, L, window,
+                                        scale, True, HAS_MASK, WINDOWED, CAUSAL, ROTARY, COMPUTE_QK, DOT_PRECISION)
     gv = _input_rule(gv * v_factor, v, input_eps)
     tl.store(_tile(gv_ptr, b, hk, svgb, svgh, svgl, svgd, offs_n, offs_d), cast(gv, gv_ptr.dtype.element_ty),
              mask=kv_ok)
@@ -523,18 +712,31 @@ def _check(q, k, v, mask):
 
 
 def runs_reference(q: torch.Tensor, rotary=None, causal=False) -> bool:
-    """Whether attention on tensors like ``q`` goes to the torch reference: ``causal`` attention (no
-    kernel of its own yet), float64, a head dim past
+    """Whether attention on tensors like ``q`` goes to the torch reference: float64, a head dim past
     :data:`MAX_HEAD_DIM`, ``rotary`` positions with a head dim that is not a power of two ≥ 16 (the
     kernels rotate a whole ``BLOCK_D`` tile), or no config of some kernel fits this GPU for the head
-    dim (and rotary: ``configs.py`` lists rotary head dims per GPU generation) — the same answer in
-    the forward and the backward, which must agree on who saved what."""
+    dim (and rotary: ``configs.py`` lists rotary head dims per GPU generation; ``causal`` launches
+    have a table of their own where the plain configs spill) — the same answer in the forward and
+    the backward, which must agree on who saved what. Grouped K/V heads, windows and causal
+    attention as such run in the kernels."""
     dim = q.shape[-1]
-    if causal or use_reference(q) or dim > MAX_HEAD_DIM or (rotary is not None and next_pow2(dim) != dim):
+    if use_reference(q) or dim > MAX_HEAD_DIM or (rotary is not None and next_pow2(dim) != dim):
         return True
-    named = {"q_ptr": q, "BLOCK_D": next_pow2(dim), "ROTARY": rotary is not None,
+    named = {"q_ptr": q, "BLOCK_D": next_pow2(dim), "ROTARY": rotary is not None, "CAUSAL": bool(causal),
              "cos_ptr": rotary[0] if rotary is not None else q}
     return not all(kernel.candidates(q.device, named) for kernel in (FORWARD, BACKWARD_DQ, BACKWARD_DKDV))
+
+
+#: offsets within one head from this many elements on index the sequence in int64 (:func:`_wide`)
+WIDE_ELEMENTS = 2**31
+
+
+def _wide(*tensors) -> bool:
+    """Whether the offsets within one head of some tensor (its last two dims: positions, head dim or
+    rotary columns) reach :data:`WIDE_ELEMENTS`: then the kernels compute positions in int64 (batch
+    and head offsets always are). About L·H·D ≥ 2³¹ for the model's [B, L, H, D] head views."""
+    return any(sum((n - 1) * abs(st) for n, st in zip(t.shape[-2:], t.stride()[-2:])) >= WIDE_ELEMENTS
+               for t in tensors)
 
 
 def _mask_arg(mask, like):
@@ -563,15 +765,15 @@ def _rotary_arg(rotary, q, like):
     return cos, sin, (cos.stride(0) if cos.shape[0] > 1 else 0, cos.stride(1), cos.stride(2))
 
 
-def _variant_args(q, k, window, rotary, like):
+def _variant_args(q, k, window, rotary, causal, like):
     """What the kernels take for the variants: ``(pointers cos, sin; ints scb, scl, scd, G, window;
-    constexprs)``. A window of L − 1 or more keeps every key: no band."""
+    constexprs)``. A window of L − 1 or more keeps every key: no band (causal or not)."""
     if window is not None and window < 0:
         raise BackendError(f"window must be >= 0, got {window}")
     windowed = window is not None and window < q.shape[2] - 1
     cos, sin, strides = _rotary_arg(rotary, q, like)
     ints = (*strides, q.shape[1] // k.shape[1], int(window) if windowed else 0)
-    return (cos, sin), ints, dict(WINDOWED=windowed, ROTARY=rotary is not None)
+    return (cos, sin), ints, dict(WINDOWED=windowed, CAUSAL=bool(causal), ROTARY=rotary is not None)
 
 
 def forward(q, k, v, mask, scale: float, mode: str, window=None, rotary=None, causal=False):
@@ -579,8 +781,8 @@ def forward(q, k, v, mask, scale: float, mode: str, window=None, rotary=None, ca
 
     ``saved`` is ``(O, row_max, row_log_sum)`` for ``grad``/``attnlrp`` and ``(row_max,
     row_log_sum)`` for ``cp_lrp`` (whose backward recomputes P from q and k and needs no O). Grouped
-    K/V heads, a sliding ``window`` and ``rotary`` positions run in the kernels (rotary: for head dims
-    that are powers of two, see :func:`runs_reference`).
+    K/V heads, a sliding ``window``, ``causal`` masking and ``rotary`` positions run in the kernels
+    (rotary: for head dims that are powers of two, see :func:`runs_reference`).
     """
     _check_mode(mode)
     _check(q, k, v, mask)
@@ -592,11 +794,12 @@ def forward(q, k, v, mask, scale: float, mode: str, window=None, rotary=None, ca
     row_log_sum = torch.empty_like(row_max)
     if out.numel():
         mask_t, smb, has_mask = _mask_arg(mask, row_max)
-        rot, (scb, scl, scd, groups, win), flags = _variant_args(q, k, window, rotary, row_max)
+        rot, (scb, scl, scd, groups, win), flags = _variant_args(q, k, window, rotary, causal, row_max)
         FORWARD[_grid("BLOCK_M", bsz, heads, length)](
             q, k, v, mask_t, *rot, out, row_max, row_log_sum,
             *q.stride(), *k.stride(), *v.stride(), *out.stride(), smb, scb, scl, scd, heads, groups, length, dim, win,
-            float(scale), HAS_MASK=has_mask, **flags, DOT_PRECISION=dot_precision(q.dtype), BLOCK_D=next_pow2(dim),
+            float(scale), HAS_MASK=has_mask, **flags, DOT_PRECISION=dot_precision(q.dtype),
+            WIDE=_wide(q, k, v, out, *(rotary or ())), BLOCK_D=next_pow2(dim),
         )
     stats = (row_max, row_log_sum)
     return out, (stats if mode == "cp_lrp" else (out, *stats))
@@ -629,8 +832,10 @@ def backward(grad_out, q, k, v, mask, scale: float, mode: str, saved, window=Non
         return gq, gk, gv
     bsz, heads, length, dim = q.shape
     mask_t, smb, has_mask = _mask_arg(mask, row_max)
-    rot, (scb, scl, scd, groups, win), flags = _variant_args(q, k, window, rotary, row_max)
-    common = dict(HAS_MASK=has_mask, **flags, DOT_PRECISION=dot_precision(q.dtype), BLOCK_D=next_pow2(dim))
+    rot, (scb, scl, scd, groups, win), flags = _variant_args(q, k, window, rotary, causal, row_max)
+    common = dict(HAS_MASK=has_mask, **flags, DOT_PRECISION=dot_precision(q.dtype),
+                  WIDE=_wide(q, k, v, grad_out, gv, *(rotary or ()), *(t for t in (out, gq, gk) if t is not None)),
+                  BLOCK_D=next_pow2(dim))
     sizes = (smb, scb, scl, scd, heads, groups, length, dim, win, float(scale))
     qk_factor = scale * (0.25 if mode == "attnlrp" else 1.0)
     delta = torch.empty_like(row_max) if compute_qk else row_max

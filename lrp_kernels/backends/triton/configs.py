@@ -105,11 +105,29 @@ for _gen in ("hopper", "ampere"):
 _ROTARY_HEAD_DIMS = {"hopper": (16, 32, 64), "ampere": ()}
 
 
-def _attention_table(table):
+#: causal launches (``CAUSAL``, with or without a window: a decoder's, 4 query heads per K/V head):
+#: where a plain config spills with the causal loop (``aot --only causal``, Triton 3.9, bfloat16 and
+#: float16 alike: 4–60 B per thread), these lists replace the plain ones; every other entry is the
+#: plain table's, spill-free for causal launches too. float32 causal launches: the plain tables.
+_CAUSAL_FORWARD = {
+    ("hopper", 2): {256: [(64, 64, 2, 8)]},
+    ("ampere", 2): {128: [(64, 32, 2, 8), (64, 64, 2, 4)], 256: [(64, 32, 2, 8)]},
+}
+_CAUSAL_DQ: dict = {}
+_CAUSAL_DKDV = {
+    ("hopper", 2): {64: [(32, 128, 2, 8)], 128: [(32, 64, 2, 8)]},
+    ("ampere", 2): {32: [(32, 64, 3, 4)], 64: [(16, 128, 2, 8), (16, 64, 3, 4)]},
+}
+
+
+def _attention_table(table, causal_table):
     def configs(gen: str, named: dict) -> list:
         if named.get("ROTARY") and named["BLOCK_D"] not in _ROTARY_HEAD_DIMS[gen]:
             return []
-        rows = table.get((gen, _element_bytes(named, "q_ptr")), {}).get(named["BLOCK_D"], [])
+        key = (gen, _element_bytes(named, "q_ptr"))
+        rows = table.get(key, {}).get(named["BLOCK_D"], [])
+        if named.get("CAUSAL"):
+            rows = causal_table.get(key, {}).get(named["BLOCK_D"], rows)
         return [_blocks(*row) for row in rows]
 
     return configs
@@ -117,24 +135,31 @@ def _attention_table(table):
 
 def _attention_shared(stream: str, resident: str, residents: int):
     """Upper bound of an attention kernel's shared memory: per pipeline stage two streamed tiles
-    (K and V, or Q and g_O) of ``stream`` rows (two stages at least), the ``residents`` tiles of ``resident`` rows the
-    program keeps (Q; Q and g_O; K and V), with rotary positions the cos and sin tiles of the
-    streamed rows per stage, and 2 KiB of barriers and scratch. Equal to what Triton
-    3.6 allocates on sm_90 up to those 2 KiB; above it on sm_80."""
-    def estimate(config: triton.Config, named: dict) -> int:
+    (K and V, or Q and g_O) of ``stream`` rows (two stages at least), the ``residents`` tiles of
+    ``resident`` rows the program keeps (Q; Q and g_O; K and V), with rotary positions the cos and
+    sin tiles of the streamed rows per stage, and 2 KiB of barriers and scratch. Equal to what Triton
+    3.6 allocates on sm_90 up to those 2 KiB; above it on sm_80. A causal launch on Hopper stages one
+    [BLOCK_M, BLOCK_N] tile more through shared memory for the wgmma (the probabilities behind the
+    masked/unmasked branch: measured 2.4–6.3 KB above the plain estimate with Triton 3.9; none on
+    sm_80), counted in the input dtype."""
+    def estimate(config: triton.Config, named: dict, gen: str = "hopper") -> int:
         kw = config.kwargs
         rows = max(config.num_stages, 2) * 2 * kw[stream] + residents * kw[resident]
         extra = 0
         if named.get("ROTARY"):  # cos and sin of the streamed rows in their dtype (measured: all stages but one)
             extra = max(config.num_stages, 2) * 2 * kw[stream] * named["BLOCK_D"] * _element_bytes(named, "cos_ptr")
+        if named.get("CAUSAL") and gen == "hopper":
+            extra += kw["BLOCK_M"] * kw["BLOCK_N"] * _element_bytes(named, "q_ptr")
         return _element_bytes(named, "q_ptr") * named["BLOCK_D"] * rows + extra + 2048
 
     return estimate
 
 
-ATTENTION_FORWARD = Configs(_attention_table(_FORWARD), _blocks(32, 16, 1, 1), _attention_shared("BLOCK_N", "BLOCK_M", 1))
-ATTENTION_DQ = Configs(_attention_table(_DQ), _blocks(16, 32, 1, 1), _attention_shared("BLOCK_N", "BLOCK_M", 2))
-ATTENTION_DKDV = Configs(_attention_table(_DKDV), _blocks(16, 32, 1, 1), _attention_shared("BLOCK_M", "BLOCK_N", 2))
+ATTENTION_FORWARD = Configs(_attention_table(_FORWARD, _CAUSAL_FORWARD), _blocks(32, 16, 1, 1),
+                            _attention_shared("BLOCK_N", "BLOCK_M", 1))
+ATTENTION_DQ = Configs(_attention_table(_DQ, _CAUSAL_DQ), _blocks(16, 32, 1, 1), _attention_shared("BLOCK_N", "BLOCK_M", 2))
+ATTENTION_DKDV = Configs(_attention_table(_DKDV, _CAUSAL_DKDV), _blocks(16, 32, 1, 1),
+                         _attention_shared("BLOCK_M", "BLOCK_N", 2))
 
 # ------------------------------------------------------------------------------ element-wise, row-wise
 # ELEMENTWISE: GELU forward / backward, the ε-ratio, the gated MLP's forward and backward (memory-bound,
@@ -150,9 +175,10 @@ ELEMENTWISE = Configs(lambda gen, named: [_cfg(*row) for row in _ELEMENTWISE[gen
 
 def _rowwise(gen: str, named: dict) -> list:
     """One row per program: warps by row length (a row of 1024 is 8 elements per thread at 4 warps;
-    at 4096 float32, 4 warps spill on sm_80)."""
+    at 4096 float32, 4 warps spill on sm_80; at 8192 float32, LayerNorm's forward at 8 warps spills
+    8 B there, so 16 warps first; up to ``_norm.MAX_ROW`` = 16384 16 warps hold ≤ 86 registers)."""
     block = named["BLOCK_H"]
-    warps = [4, 8] if block <= 2048 else [8, 16]
+    warps = [4, 8] if block <= 2048 else [8, 16] if block <= 4096 else [16, 8]
     return [_cfg({}, 1, w) for w in warps]
 
 

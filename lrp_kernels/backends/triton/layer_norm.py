@@ -10,7 +10,8 @@ its share. In the gradient×input form:
 
     g_x = rstd · (γ ⊙ g_y − mean_H(γ ⊙ g_y))
 
-All math in float32; ``y``/``g_x`` in the input dtype. float64 inputs go to the torch reference. The
+All math in float32; ``y``/``g_x`` in the input dtype. float64 inputs and rows longer than
+:data:`._norm.MAX_ROW` go to the torch reference. The
 row addressing, the launches and the backward kernel are the norms' shared ones (:mod:`._norm`).
 """
 
@@ -66,7 +67,7 @@ BACKWARD = _norm.BACKWARD
 
 def forward(x: torch.Tensor, weight, bias, eps: float):
     """``(y, mean f32, rstd f32)`` over the last dimension of ``x``."""
-    if use_reference(x):
+    if use_reference(x) or not _norm.fits(x.shape[-1]):
         return reference.forward(x, weight, bias, eps)
     _norm.check_param("LayerNorm", "weight", weight, x.shape[-1])
     _norm.check_param("LayerNorm", "bias", bias, x.shape[-1])
@@ -75,7 +76,7 @@ def forward(x: torch.Tensor, weight, bias, eps: float):
 
 def backward(grad_y: torch.Tensor, weight, rstd: torch.Tensor) -> torch.Tensor:
     """``rstd · (γ ⊙ g − mean_H(γ ⊙ g))`` with σ held constant."""
-    if use_reference(grad_y):
+    if use_reference(grad_y) or not _norm.fits(grad_y.shape[-1]):
         return reference.backward(grad_y, weight, rstd)
     _norm.check_param("LayerNorm", "weight", weight, grad_y.shape[-1])
     _norm.check_rstd(grad_y, rstd)

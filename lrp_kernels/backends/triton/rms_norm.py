@@ -11,8 +11,9 @@ constant, so the op is the diagonal linear map ``γ/rms`` and, in the gradient×
 
 — :mod:`._norm`'s backward kernel without the centering. All math in float32; ``y``/``g_x`` in the
 input dtype. The torch reference runs what the kernels do not cover, like the compiled backend:
-float64, empty rows, a γ that is not a length-H vector or that would promote y to another dtype
-(a float32 γ on 16-bit x), an rstd that is not float32 or not one value per row.
+float64, empty rows or rows longer than :data:`._norm.MAX_ROW`, a γ that is not a length-H vector
+or that would promote y to another dtype (a float32 γ on 16-bit x), an rstd that is not float32 or
+not one value per row.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def _weight_fits(weight, x) -> bool:
 
 def forward(x: torch.Tensor, weight, eps: float):
     """``(y, rstd f32)`` over the last dimension of ``x``."""
-    if use_reference(x) or x.shape[-1] == 0 or not _weight_fits(weight, x):
+    if use_reference(x) or x.shape[-1] == 0 or not _norm.fits(x.shape[-1]) or not _weight_fits(weight, x):
         return reference.forward(x, weight, eps)
     return _norm.forward(FORWARD, x, (weight,), eps, 1, HAS_WEIGHT=weight is not None)
 
@@ -78,6 +79,7 @@ def backward(grad_y: torch.Tensor, weight, rstd: torch.Tensor) -> torch.Tensor:
     if (
         use_reference(grad_y)
         or grad_y.shape[-1] == 0
+        or not _norm.fits(grad_y.shape[-1])
         or rstd.dtype != torch.float32
         or rstd.shape != grad_y.shape[:-1]
         or (weight is not None and (weight.shape != grad_y.shape[-1:] or use_reference(weight)))
