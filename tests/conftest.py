@@ -9,7 +9,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 REPO = Path(__file__).resolve().parents[1]
-SST2_DIR = REPO.parent / "shared" / "data" / "sst2"
+# Tests read data from inside the repository only: the demo's default SST-2 source is the package's copy
+os.environ.pop("LRP_KERNELS_SST2_DIR", None)
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +37,7 @@ def run_cli(capsys):
 
 @pytest.fixture(scope="session")
 def sst2_dir() -> Path:
-    if not (SST2_DIR / "dev.tsv").is_file():
-        pytest.skip(f"SST-2 not found at {SST2_DIR}")
-    return SST2_DIR
+    """The SST-2 files inside the package (GLUE dev set whole, the demo's 3,000 train sentences)."""
+    from lrp_kernels.data import bundled_sst2_dir
+
+    return bundled_sst2_dir()

