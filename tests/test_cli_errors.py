@@ -69,9 +69,6 @@ USER_ERRORS = [
     ("demo", ["--model", "/nonexistent/model"], "checkpoint directory not found"),
     ("demo", ["--methods", "attnlrp,nope"], "unknown method 'nope'"),
     ("demo", ["--eval-examples", "0"], "--eval-examples must be at least 1"),
-    ("demo", [], "train.tsv is missing (the fine-tune needs it)"),  # the base's data has dev.tsv only
-    ("demo", ["--data-dir", str(bundled_sst2_dir()), "--train-examples", "3001"],
-     "--train-examples 3001: the SST-2 subset that ships with the package has 3000 train sentences"),
     ("evaluate", ["--methods", "attnlrp,shap"], "unknown method 'shap'"),
     ("evaluate", ["--metrics", "deletion,bleu"], "unknown metric 'bleu'"),
     ("evaluate", ["--methods", "attnlrp,attnlrp"], "listed twice"),
@@ -105,6 +102,9 @@ USER_ERRORS = [
         (["--task", "sst-2"], "unknown task 'sst-2'"),
         (["--max-seq-length", "600"], "--max-length 600 exceeds the model's 512 positions"),
     ]),
+    ("demo", [], "train.tsv is missing (the fine-tune needs it)"),  # the base's data has dev.tsv only
+    ("demo", ["--data-dir", str(bundled_sst2_dir()), "--train-examples", "3001"],
+     "--train-examples 3001: the SST-2 subset that ships with the package has 3000 train sentences"),
 ]
 
 
