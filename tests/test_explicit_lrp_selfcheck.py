@@ -3,7 +3,7 @@
 The reference is checked against (a) exact conservation where the rules conserve and (b) an
 independent gradient × input computation: the Hugging Face model itself, in float64, with its
 linears, LayerNorms, activations and attention replaced by autograd Functions whose backward
-returns the modified gradient g of ../shared/design/lrp-rules.md, relevance = e ⊙ g at the
+returns the modified gradient g of docs/rules.md, relevance = e ⊙ g at the
 embedding sum e (Arras et al. 2025, the gradient × input form of LRP).
 """
 
