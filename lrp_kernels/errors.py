@@ -22,3 +22,19 @@ class BackendError(LRPKernelsError, RuntimeError):
 
 class BackendUnavailable(BackendError):
     """A backend was requested explicitly but cannot run here; the message says why."""
+
+
+def did_you_mean(name, valid) -> str:
+    """" (did you mean attnlrp?)" when ``name`` is close to one of ``valid`` — the same name but for
+    case, ``_`` and ``-``, or a near spelling (difflib) —, else "": for the messages of unknown names."""
+    import difflib
+
+    def key(text) -> str:
+        return str(text).lower().replace("_", "").replace("-", "")
+
+    by_key = {key(v): v for v in valid}
+    match = by_key.get(key(name))
+    if match is None:
+        close = difflib.get_close_matches(key(name), list(by_key), n=1, cutoff=0.6)
+        match = by_key[close[0]] if close else None
+    return f" (did you mean {match}?)" if match is not None else ""

