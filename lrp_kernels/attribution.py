@@ -50,7 +50,8 @@ import torch.nn.functional as F
 
 from lrp_kernels.backends.registry import resolve
 from lrp_kernels.errors import InputError
-from lrp_kernels.layer_relevance import LayerRelevance, LedgerHooks, account
+from lrp_kernels.layer_relevance import (KINDS, LayerRelevance, LedgerHooks, absorbed_by_kind, account,
+                                         account_text)
 from lrp_kernels.methods import LRP_METHODS, METHODS, READ_OUT_POINTS, Method, get_method
 from lrp_kernels.models.base import EncoderClassifier
 from lrp_kernels.models.blocks import POSITIONS, Ledger
@@ -99,6 +100,7 @@ class Attribution:
     position_relevance: torch.Tensor | None = None
     selected: torch.Tensor | None = None
     problem_type: str = SINGLE_LABEL
+    shares: dict[str, torch.Tensor] | None = None
 
     def _logit_of(self, classes: torch.Tensor) -> torch.Tensor:
         return self.logits.gather(1, classes.reshape(len(self.logits), -1)).reshape(classes.shape)
@@ -117,6 +119,17 @@ class Attribution:
         if self.position_relevance is not None:
             total = total + self.position_relevance
         return total / self.target_logit
+
+    def account(self, *index: int) -> str:
+        """Example ``index`` (``index, label`` with several labels per example) in words: "Σ relevance
+        5.19 = logit 1.67 + 3.52 from biases and norm shifts" (:attr:`shares`: ``account=True`` or
+        ``layers=True``; without them the remainder is not split)."""
+        total, logit = float(self.scores.sum(dim=-1)[index]), float(self.target_logit[index])
+        if self.position_relevance is not None and self.shares is None:
+            total += float(self.position_relevance[index])
+        shares = ({lumped_share(get_method(self.method), read_at=self.read_at): logit - total} if self.shares is None
+                  else {k: float(v[index]) for k, v in self.shares.items()})
+        return account_text(total, logit, shares)
 
     def with_tokens(self, tokenizer) -> "Attribution":
         """This result with :attr:`tokens` filled from :attr:`input_ids` by ``tokenizer`` (a
@@ -206,33 +219,94 @@ def _right_padded(model: EncoderClassifier, batch: _Batch) -> tuple[_Batch, torc
     return batch, order
 
 
-def check_targets(target, batch: int, n_labels: int) -> torch.Tensor | None:
+def label_index(value, id2label: dict[int, str] | None, n_labels: int, what: str = "target", also: str = "") -> int:
+    """One class, given as an index (an int, or its digits as a string) or a label name of ``id2label``
+    — the one parser of ``target`` and ``contrast`` for :func:`attribute`, the
+    :class:`~lrp_kernels.Explainer` and the CLI. ``what`` names the option in messages (``also``: what
+    else it would take, e.g. " nor all")."""
+    id2label = id2label or {}
+    if isinstance(value, str):
+        named = [i for i, name in id2label.items() if name == value]
+        number = int(value) if value.strip().lstrip("+-").isdigit() else None
+        if named and number is not None and number != named[0]:
+            raise InputError(f"{what} {value!r} is ambiguous: label {named[0]} is named {value!r}; "
+                             f"pass the index as an int")
+        if not named and number is None:
+            labels = ", ".join(str(id2label.get(k, k)) for k in range(n_labels))
+            raise InputError(f"{what} {value!r} is neither a class index nor a label name{also} (labels: {labels})")
+        index = named[0] if named else number
+    elif isinstance(value, bool) or not _integral(value):
+        raise InputError(f"{what} must be a class index or a label name, got {value!r}")
+    else:
+        index = int(value)
+    if not 0 <= index < n_labels:
+        raise InputError(f"{what} {index} out of range: the model has {n_labels} labels (0..{n_labels - 1})")
+    return index
+
+
+def _integral(value) -> bool:
+    """An int, a numpy / 0-d torch integer or an integral float."""
+    try:
+        return float(value) == int(value) and not isinstance(value, (str, bytes))
+    except (TypeError, ValueError, RuntimeError):
+        return False
+
+
+def _has_names(target) -> bool:
+    return isinstance(target, str) or (isinstance(target, (list, tuple)) and any(isinstance(t, str) for t in target))
+
+
+def check_targets(target, batch: int, n_labels: int, id2label: dict[int, str] | None = None,
+                  what: str = "target") -> torch.Tensor | None:
     """``target`` as [batch] int64 class indices on the CPU, or None (the predicted class).
 
-    Accepts an int (numpy and 0-d torch integers too) for every example, or one per example (a
-    list, array or tensor); integral floats are taken, anything else is an :class:`InputError`."""
+    Accepts a class for every example or one per example (a list, array or tensor); a class is an
+    int (numpy and 0-d torch integers too, integral floats), or a label name of ``id2label`` (see
+    :func:`label_index`); anything else is an :class:`InputError` naming ``what``."""
     if target is None:
         return None
+    if _has_names(target):
+        items = [target] if isinstance(target, str) else list(target)
+        also = f" nor {ALL!r}" if what == "target" else ""
+        target = [label_index(t, id2label, n_labels, what, also) for t in items]
     try:
         t = torch.as_tensor(target).detach().cpu()
     except (TypeError, ValueError, RuntimeError):
-        raise InputError(f"target must be class indices (int or one per example) or {ALL!r}, got {target!r}") from None
+        raise InputError(f"{what} must be class indices or label names (one, or one per example) or {ALL!r}, "
+                         f"got {target!r}") from None
     if t.dtype == torch.bool or t.is_complex():
-        raise InputError(f"target must be class indices (a boolean target selects labels: [batch, labels]), "
+        raise InputError(f"{what} must be class indices (a boolean target selects labels: [batch, labels]), "
                          f"got {target!r}")
     if t.is_floating_point():
         bad = t[t != t.round()]
         if bad.numel():
-            raise InputError(f"target must be integral class indices, got {bad.reshape(-1)[0].item():g}")
+            raise InputError(f"{what} must be integral class indices, got {bad.reshape(-1)[0].item():g}")
     t = t.long().reshape(-1)
     if t.numel() == 1:
         t = t.expand(batch)
     if t.numel() != batch:
-        raise InputError(f"got {t.numel()} targets for a batch of {batch}")
+        raise InputError(f"got {t.numel()} {what}s for a batch of {batch}")
     bad = (t < 0) | (t >= n_labels)
     if bad.any():
-        raise InputError(f"target {int(t[bad][0])} out of range: the model has {n_labels} labels (0..{n_labels - 1})")
+        raise InputError(f"{what} {int(t[bad][0])} out of range: the model has {n_labels} labels (0..{n_labels - 1})")
     return t
+
+
+def selected_labels(target, batch: int, n_labels: int, id2label: dict[int, str] | None = None) -> torch.Tensor | None:
+    """A selection of labels per example as [batch, labels] bool, or None when ``target`` is not one:
+    a boolean tensor [batch, labels], or one list (tuple, set) of classes — indices or label names —
+    per example (several labels each: a multi-label model's ``target=[["toxic", "insult"], ["spam"]]``)."""
+    if torch.is_tensor(target) and target.dtype == torch.bool and target.dim() == 2:
+        return check_selection(target, batch, n_labels)
+    if not isinstance(target, (list, tuple)) or not target or not all(isinstance(t, (list, tuple, set)) for t in target):
+        return None
+    if len(target) != batch:
+        raise InputError(f"got {len(target)} label selections for a batch of {batch}")
+    selection = torch.zeros(batch, n_labels, dtype=torch.bool)
+    for row, labels in enumerate(target):
+        for label in labels:
+            selection[row, label_index(label, id2label, n_labels)] = True
+    return check_selection(selection, batch, n_labels)
 
 
 def resolve_target(target, logits: torch.Tensor) -> torch.Tensor:
@@ -281,33 +355,38 @@ class _Backward:
     explained: _Explained
     layers: LayerRelevance | None = None
     position: torch.Tensor | None = None  # [rows] relevance of the shared position inputs
+    shares: dict | None = None  # [rows] per kind, what the ops of a partial ledger absorb
 
 
 def _backward_at(model, e, attention_mask, rules, backend, seed, read_at, layers: bool = False,
-                 positions: bool = False, read_index: torch.Tensor | None = None) -> _Backward:
+                 positions: bool = False, read_index: torch.Tensor | None = None,
+                 record: frozenset | None = None) -> _Backward:
     """One forward from the embedding sum and one backward of the seeded logits.
 
     ``seed``: a :class:`_Seed` (resolved against this forward's logits) or an :class:`_Explained`.
     With ``layers`` the forward records a ledger and the same backward yields :class:`LayerRelevance`;
     with ``positions`` the relevance of the position inputs the batch shares (where the family has
-    any) comes from the same backward."""
+    any) comes from the same backward; with ``record`` (and no ``layers``) a partial ledger of those op
+    kinds gives what they absorb in all (:attr:`_Backward.shares`)."""
     taps = (("embedding_output",) if read_at == "embedding_output" else ()) + ((POSITIONS,) if positions else ())
     e = e.detach().requires_grad_(True)
-    ledger = Ledger(points=[("embedding_sum", e)]) if layers else None
+    ledger = Ledger(points=[("embedding_sum", e)]) if layers else (Ledger(kinds=record) if record else None)
     with torch.enable_grad():
         logits, p = model.run(e, attention_mask, rules, backend, taps=taps, ledger=ledger, read_index=read_index)
         explained = seed if isinstance(seed, _Explained) else seed.resolve(logits.detach())
         x = p.tapped[read_at] if read_at == "embedding_output" else e
-        hooks = LedgerHooks(ledger) if layers else None
+        hooks = LedgerHooks(ledger) if ledger is not None else None
         inputs = (x, e) if layers and x is not e else (x,)
         views = [view for view, _ in p.position_terms]
         grads = torch.autograd.grad(logits, (*inputs, *views), explained.grad_outputs, allow_unused=bool(views),
                                     is_grads_batched=explained.grad_outputs.dim() == 3)
-    relevance = None
+    relevance = shares = None
     if layers:
         relevance = account(ledger, hooks, grads[len(inputs) - 1], explained.grad_outputs, logits, attention_mask)
+    elif ledger is not None:
+        shares = absorbed_by_kind(ledger, hooks, e.shape[0], e.device)
     position = _position_relevance(p.position_terms, grads[len(inputs):])
-    return _Backward(x.detach(), grads[0], logits.detach(), explained, relevance, position)
+    return _Backward(x.detach(), grads[0], logits.detach(), explained, relevance, position, shares)
 
 
 def _position_relevance(terms, grads) -> torch.Tensor | None:
@@ -331,19 +410,23 @@ class _Out:
     explained: _Explained
     layers: LayerRelevance | None = None
     position: torch.Tensor | None = None
+    shares: dict | None = None  # [rows] each: shares of the account measured in the pass (softmax, baseline)
 
 
-def _gradient_method(method: Method, model, e, batch: _Batch, *, seed, eps, backend, read_at, layers, **_):
+def _gradient_method(method: Method, model, e, batch: _Batch, *, seed, eps, backend, read_at, layers,
+                     account=False, **_):
     rules = method.rules(eps)
     positions = method.is_lrp and rules.layer_norm == "identity"
+    # the account's softmax share (AttnLRP): a partial ledger of the attention ops alone (see attribute)
+    record = frozenset({"softmax"}) if account and rules.attention == "attnlrp" and read_at == "embedding_sum" else None
     b = _backward_at(model, e, batch.attention_mask, rules, backend, seed, read_at, layers, positions,
-                     batch.read_index)
+                     batch.read_index, record)
     if method.norm:
         return _Out(b.grad.float().norm(dim=-1), b.logits, b.explained, b.layers)
     x = b.x
     if read_at == "word_embeddings":  # e = w + p + t: the gradient at w is the gradient at e
         x = model.word_part(batch.input_ids)  # (× the scale of the sum's word term: Gemma's √hidden)
-    return _Out((x.float() * b.grad.float()).sum(dim=-1), b.logits, b.explained, b.layers, b.position)
+    return _Out((x.float() * b.grad.float()).sum(dim=-1), b.logits, b.explained, b.layers, b.position, b.shares)
 
 
 def _baseline(model: EncoderClassifier, batch: _Batch, baseline) -> torch.Tensor:
@@ -362,8 +445,9 @@ def _baseline(model: EncoderClassifier, batch: _Batch, baseline) -> torch.Tensor
 
 
 def _integrated_gradients(method: Method, model, e, batch: _Batch, *, seed, backend, ig_steps, ig_baseline,
-                          ig_batch_size, **_):
-    """Midpoint-rule IG at the embedding sum; all steps of all examples batched in chunks."""
+                          ig_batch_size, account=False, **_):
+    """Midpoint-rule IG at the embedding sum; all steps of all examples batched in chunks (with
+    ``account``, one more forward: the baseline's logit, the account's ``baseline`` share)."""
     if ig_steps < 1:
         raise InputError(f"ig_steps must be >= 1, got {ig_steps}")
     mask = batch.attention_mask
@@ -382,7 +466,12 @@ def _integrated_gradients(method: Method, model, e, batch: _Batch, *, seed, back
         grad = _backward_at(model, path, mask.repeat(n, 1), GRADIENT, backend, explained.repeat(n),
                             "embedding_sum", read_index=read).grad
         total += grad.float().reshape(n, *e.shape).sum(dim=0)
-    return _Out(((e - base).float() * total / ig_steps).sum(dim=-1), logits, explained)
+    shares = None
+    if account:  # completeness: Σ scores = logit(x) − logit(baseline), up to the Riemann sum's error
+        with torch.no_grad():
+            at_base = model.forward_from_embeddings(base.contiguous(), mask, read_index=batch.read_index)
+        shares = {"baseline": (at_base.float() * explained.grad_outputs.float()).sum(dim=-1)}
+    return _Out(((e - base).float() * total / ig_steps).sum(dim=-1), logits, explained, shares=shares)
 
 
 def _attention_method(method: Method, model, e, batch: _Batch, *, seed, **_):
@@ -429,7 +518,8 @@ def check_selection(target: torch.Tensor, batch: int, n_labels: int) -> torch.Te
     return target
 
 
-def _seed(spec: Method, target, contrast, ids: torch.Tensor, n_labels: int, head: Head) -> tuple[_Seed, str]:
+def _seed(spec: Method, target, contrast, ids: torch.Tensor, n_labels: int, head: Head,
+          id2label: dict[int, str] | None = None) -> tuple[_Seed, str]:
     """The checked target and contrast, already on the device of ``ids`` (copied before the forward
     is queued, so that seeding the backward never waits for the GPU), and how many labels each example
     explains: ``"one"``, ``"all"`` (``target="all"``) or ``"select"`` (a selection per example: a
@@ -440,15 +530,16 @@ def _seed(spec: Method, target, contrast, ids: torch.Tensor, n_labels: int, head
                          "and integrated-gradients methods")
     head.check_contrast(contrast)
     batch = ids.shape[0]
-    contrast = check_targets(contrast, batch, n_labels)
+    contrast = check_targets(contrast, batch, n_labels, id2label, "contrast")
     contrast = None if contrast is None else contrast.to(ids.device)
     if isinstance(target, str) and target == ALL:
         return _Seed(None, contrast), "all"
-    if torch.is_tensor(target) and target.dtype == torch.bool and target.dim() == 2:
-        return _Seed(None, contrast, check_selection(target, batch, n_labels).to(ids.device)), "select"
+    selection = selected_labels(target, batch, n_labels, id2label)
+    if selection is not None:
+        return _Seed(None, contrast, selection.to(ids.device)), "select"
     if target is None and head.explains_several(n_labels):
         return _Seed(None, contrast), "select"
-    checked = check_targets(target, batch, n_labels)
+    checked = check_targets(target, batch, n_labels, id2label)
     return _Seed(None if checked is None else checked.to(ids.device), contrast), "one"
 
 
@@ -514,7 +605,8 @@ def _every_label(run, spec: Method, model, e, batch: _Batch, seed: _Seed, kw: di
     explained = _Explained(unpack(out.explained.grad_outputs), grid, contrast)
     layers = None if out.layers is None else out.layers.map(unpack)
     position = None if out.position is None else unpack(out.position)
-    return _Out(unpack(out.scores), out.logits[first], explained, layers, position)
+    shares = None if out.shares is None else {name: unpack(t) for name, t in out.shares.items()}
+    return _Out(unpack(out.scores), out.logits[first], explained, layers, position, shares)
 
 
 def _caller_positions(t: torch.Tensor, attention_mask: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
@@ -544,6 +636,7 @@ def attribute(
     ig_baseline="pad",
     ig_batch_size: int = 256,
     seed: int = 0,
+    account: bool = False,
 ) -> Attribution:
     """Token attributions of ``method`` (see :mod:`lrp_kernels.methods`) for a batch.
 
@@ -561,7 +654,10 @@ def attribute(
     ``ig_baseline`` (``"pad"``: [PAD] words at the same positions; ``"zero"``: a zero word
     embedding, positions and token types kept — the embedding sum itself cannot be 0, as the
     LayerNorm after it is scale-invariant; or a tensor broadcastable to the embedding sum) and
-    ``ig_batch_size`` (examples per chunk). ``seed``: of the ``random`` control.
+    ``ig_batch_size`` (examples per chunk). ``seed``: of the ``random`` control. ``account``: also
+    :attr:`Attribution.shares`, where the explained logit went besides the tokens (see :func:`_shares`;
+    AttnLRP records its attention ops for the softmax rule's share, integrated gradients takes one
+    more forward for the baseline's logit; ``layers=True`` implies it, split by every kind).
     """
     spec = get_method(method)
     read_at = _read_at(spec, read_at)
@@ -573,7 +669,8 @@ def attribute(
     with torch.inference_mode(False), frozen(model), torch.no_grad():
         batch, order = _right_padded(model, _check_inputs(model, input_ids, attention_mask, token_type_ids))
         head = model.config.head
-        what, labels = _seed(spec, target, contrast, batch.input_ids, model.config.num_labels, head)
+        what, labels = _seed(spec, target, contrast, batch.input_ids, model.config.num_labels, head,
+                             model.config.id2label)
         kernels = resolve(backend, batch.input_ids.device)
         if order is not None and torch.is_tensor(ig_baseline) and ig_baseline.dim() == 3 and ig_baseline.shape[0] > 1:
             ig_baseline = ig_baseline.gather(1, order[..., None].expand(-1, -1, ig_baseline.shape[-1]))
@@ -581,15 +678,58 @@ def attribute(
         if labels == "select" and what.selection is None:  # target=None on a head that explains several
             what.selection = head.explained(model.forward_from_embeddings(e, batch.attention_mask))
         kw = dict(eps=eps, backend=kernels, read_at=read_at, layers=layers, ig_steps=ig_steps, ig_baseline=ig_baseline,
-                  ig_batch_size=ig_batch_size, random_seed=seed)
+                  ig_batch_size=ig_batch_size, random_seed=seed, account=account)
         run = _KINDS[spec.kind]
         out = run(spec, model, e, batch, seed=what, **kw) if labels == "one" else _every_label(run, spec, model, e,
                                                                                                batch, what, kw)
         scores = _caller_positions(out.scores, batch.attention_mask, order)
         relevance = out.layers and out.layers.map(
             lambda t: t, lambda t: _caller_positions(t, batch.attention_mask, order))
-    return Attribution(scores=scores, logits=out.logits.float(), target=out.explained.target, method=spec.name,
-                       read_at=read_at, contrast=out.explained.contrast, layers=relevance,
-                       input_ids=input_ids.detach().cpu(),
-                       attention_mask=None if attention_mask is None else attention_mask.detach().cpu(),
-                       position_relevance=out.position, selected=what.selection, problem_type=head.problem_type)
+    result = Attribution(scores=scores, logits=out.logits.float(), target=out.explained.target, method=spec.name,
+                         read_at=read_at, contrast=out.explained.contrast, layers=relevance,
+                         input_ids=input_ids.detach().cpu(),
+                         attention_mask=None if attention_mask is None else attention_mask.detach().cpu(),
+                         position_relevance=out.position, selected=what.selection, problem_type=head.problem_type)
+    if account or layers:
+        result.shares = _shares(spec, eps, read_at, result, out)
+    return result
+
+
+def _shares(spec: Method, eps: float, read_at: str, result: Attribution, out: _Out) -> dict | None:
+    """Where the explained logit went besides the tokens: Σ scores = logit − Σ shares, each shaped as
+    the target (names: :data:`~lrp_kernels.layer_relevance.SHARE_WORDS`). Per kind from the ledger
+    (``layers``, read at the embedding sum); the LRP rules at the embedding sum: the relative
+    positions, the softmax rule (AttnLRP's partial ledger) and the rest, biases and norm shifts;
+    integrated gradients: the baseline's logit and the Riemann sum's error; other read-out points and
+    the plain gradient: one remainder. None for scores that are not relevance."""
+    if spec.norm or not spec.depends_on_target:
+        return None
+    logit = result.target_logit.float()
+    rest = logit - result.scores.sum(dim=-1)
+    if out.layers is not None and read_at == "embedding_sum":  # the books of every op: R(e) + Σ absorbed = logit
+        absorbed = out.layers.absorbed.sum(dim=-2)
+        return {kind: absorbed[..., j] for j, kind in enumerate(KINDS)}
+    if spec.kind == "integrated_gradients":
+        baseline = out.shares["baseline"] if out.shares else torch.full_like(rest, float("nan"))
+        return {"baseline": baseline, "steps": rest - baseline}
+    if not spec.is_lrp or read_at != "embedding_sum":
+        return {lumped_share(spec, eps, read_at): rest}
+    known = {}
+    if out.position is not None:  # relevance that left the tokens for the relative positions (DeBERTa)
+        known["positions"] = out.position
+    if out.shares and "softmax" in out.shares:  # (its books hold what left for the positions: counted there)
+        known["softmax"] = out.shares["softmax"] - known.get("positions", 0.0)
+    known["bias+norm" if "softmax" in known else lumped_share(spec, eps, read_at)] = rest - sum(known.values())
+    return known
+
+
+def lumped_share(spec: Method, eps: float = 1e-6, read_at: str | None = None) -> str:
+    """The name of everything but the tokens' relevance in one share (an account not split): by what
+    the method's rules let absorb — ``bias+norm`` (CP-LRP, whose softmax rule conserves),
+    ``bias+norm+softmax`` (AttnLRP), ``baseline+steps`` (integrated gradients), ``rules`` (the plain
+    gradient, ε-LRP, or an LRP method read elsewhere than at the embedding sum)."""
+    if spec.kind == "integrated_gradients":
+        return "baseline+steps"
+    if not spec.is_lrp or (read_at or spec.read_at) != "embedding_sum":
+        return "rules"
+    return "bias+norm+softmax" if spec.rules(eps).attention == "attnlrp" else "bias+norm"

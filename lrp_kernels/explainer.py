@@ -33,7 +33,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from lrp_kernels.attribution import ALL, Attribution, attribute, check_targets
+from lrp_kernels.attribution import ALL, Attribution, attribute, check_targets, selected_labels
 from lrp_kernels.errors import InputError
 from lrp_kernels.methods import get_method
 from lrp_kernels.models.base import EncoderClassifier
@@ -43,7 +43,7 @@ from lrp_kernels.options import parse_dtype, resolve_model_path
 from lrp_kernels.tokenization import Document, TextEncoder, merge_rows, word_index
 
 
-@dataclass
+@dataclass(repr=False)
 class Explanation:
     """One explained text: its tokens (or words) with scores, the prediction and the explained class.
 
@@ -63,6 +63,11 @@ class Explanation:
     explained. ``messages``: for an
     explained conversation, its messages in order, ``{"role", "start", "end"}`` over ``tokens`` (``text``
     is then the conversation as the chat template rendered it).
+
+    ``shares``: where the explained logit went besides the tokens — :attr:`total` = :attr:`target_logit`
+    − Σ shares (names: :data:`~lrp_kernels.layer_relevance.SHARE_WORDS`; per kind with ``layers``);
+    :attr:`account` says it in words. ``class_shares``: the same per class, beside ``class_scores``.
+    None for scores that are not relevance.
     """
 
     text: str
@@ -88,6 +93,8 @@ class Explanation:
     predicted: list[int] | None = None
     value: float | None = None
     messages: list[dict] | None = None
+    shares: dict[str, float] | None = None
+    class_shares: list[dict[str, float] | None] | None = None
 
     @property
     def target_logit(self) -> float | None:
@@ -103,9 +110,32 @@ class Explanation:
 
     @property
     def conservation(self) -> float | None:
-        """:attr:`total` / :attr:`target_logit` (1 = all of the explained logit reached the input)."""
+        """:attr:`total` / :attr:`target_logit` (1 = all of the explained logit reached the input; see
+        :attr:`account` for where the rest went)."""
         logit = self.target_logit
         return None if not logit else self.total / logit
+
+    @property
+    def account(self) -> str | None:
+        """"Σ relevance 5.19 = logit 1.67 + 3.52 from biases and norm shifts": where the explained logit
+        went (:attr:`shares`); None for scores that are not relevance."""
+        from lrp_kernels.layer_relevance import account_text
+
+        logit = self.target_logit
+        return None if self.shares is None or logit is None else account_text(self.total, logit, self.shares)
+
+    def __repr__(self) -> str:
+        """One line: the text, the prediction, the method and the strongest tokens (scores to 3 digits)."""
+        text = self.text if len(self.text) <= 40 else self.text[:39] + "…"
+        p = "" if self.probability is None else f" p={self.probability:.3f}"
+        value = "" if self.value is None else f" value={self.value:.4g}"
+        content = [(t, s) for t, s, sp in zip(self.tokens, self.scores, self.special or [False] * len(self.tokens))
+                   if not sp]
+        top = ", ".join(f"{t} {s:+.3g}" for t, s in sorted(content, key=lambda ts: -abs(ts[1]))[:3])
+        target = "" if self.target_name == self.label_name else f", target={self.target_name!r}"
+        contrast = "" if self.contrast_name is None else f", contrast={self.contrast_name!r}"
+        return (f"Explanation({text!r}, {self.method}, label={self.label_name!r}{p}{value}{target}{contrast}, "
+                f"{len(self.tokens)} tokens, Σ {self.total:.3g}, top: {top})")
 
     def _repr_html_(self) -> str:
         from lrp_kernels.visualization import explanation_html
@@ -121,7 +151,7 @@ class Explanation:
             "logits": self.logits, "target_logit": self.target_logit, "total": self.total,
             "conservation": self.conservation, "windows": self.windows,
         }
-        for name in ("class_scores", "class_names", "layers", "messages"):
+        for name in ("class_scores", "class_names", "layers", "messages", "shares", "class_shares", "account"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         if self.problem_type != SINGLE_LABEL:  # a single-label record stays as it always was
@@ -237,6 +267,7 @@ class _RowOut:
     absorbed: torch.Tensor | None = None
     names: dict = field(default_factory=dict)  # points, stages, kinds of the per-layer tensors
     selected: torch.Tensor | None = None  # [labels] bool: the labels explained, when selected per text
+    shares: dict | None = None  # the account's shares, each [(labels)]
 
 
 def stitch(doc: Document, rows: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -314,26 +345,30 @@ class Explainer:
 
     def explain(self, texts=None, text_pairs=None, target=None, batch_size: int = 32, merge_subwords: bool = False,
                 bucket: bool = True, progress: bool = False, *, contrast=None, methods: Sequence[str] | None = None,
-                layers: bool = False, stride: int | None = None, max_length: int | None = None,
-                messages=None) -> Explanations:
+                method: str | None = None, layers: bool = False, stride: int | None = None,
+                max_length: int | None = None, messages=None) -> Explanations:
         """Explain ``texts`` (a string or a list) — or ``messages``, one conversation
         (``[{"role": …, "content": …}, …]``) or a list of them, rendered by the tokenizer's chat template
         (a reward model's input; :attr:`Explanation.messages` groups the tokens by message); results come
         back in input order, text-major (with several ``methods``: text 0 by every method, then text 1, …).
 
         ``target``: None (predicted class; a multi-label model: every label with sigmoid ≥ 0.5, or
-        the top one, in :attr:`Explanation.class_scores`), an int, one per text, or ``"all"`` (every
-        class in one backward; :attr:`Explanation.class_scores`). ``contrast``: None, an int or one per text —
-        explain logit_target − logit_contrast. ``methods``: several methods at once (default: the
-        explainer's). ``layers``: relevance per layer (gradient methods). ``merge_subwords`` sums
+        the top one, in :attr:`Explanation.class_scores`), a class — an index or a label name
+        (``"positive"``) —, one per text, a list of classes per text (several labels each, as a
+        multi-label model's prediction; :attr:`Explanation.class_scores`) or ``"all"`` (every class in
+        one backward). ``contrast``: None, a class (index or label name) or one per text — explain
+        logit_target − logit_contrast. ``method``: another method than the explainer's for this call;
+        ``methods``: several at once. ``layers``: relevance per layer (gradient methods). ``merge_subwords`` sums
         the scores of the tokens of a word. ``bucket`` batches texts of similar length together;
         ``batch_size`` counts rows of one backward (with ``target="all"`` a text counts once per
         label). ``stride``: explain texts longer than ``max_length`` tokens in windows that share
         ``stride`` tokens (None: truncate them, with a warning). ``max_length``: the window length
         (default and maximum: the explainer's).
         """
-        call = self._call(texts, text_pairs, target, contrast, methods, layers, stride, max_length, batch_size,
-                          messages)
+        if method is not None and methods is not None:
+            raise InputError("pass method (one) or methods (several), not both")
+        call = self._call(texts, text_pairs, target, contrast, methods if method is None else [method], layers, stride,
+                          max_length, batch_size, messages)
         outs = self._run(call, batch_size, bucket, progress)
         results = Explanations()
         for d, doc in enumerate(call.docs):
@@ -371,9 +406,11 @@ class Explainer:
         every = isinstance(target, str) and target == ALL
         n_labels, head = self.model.config.num_labels, self.model.config.head
         head.check_contrast(contrast)
-        targets = ALL if every else self._targets(target, len(texts))
-        contrasts = None if contrast is None else check_targets(contrast, len(texts), n_labels).tolist()
-        several = target is None and head.explains_several(n_labels)
+        selection = None if every else selected_labels(target, len(texts), n_labels, self.id2label)
+        targets = ALL if every else list(selection) if selection is not None else self._targets(target, len(texts))
+        contrasts = None if contrast is None else check_targets(contrast, len(texts), n_labels, self.id2label,
+                                                                 "contrast").tolist()
+        several = (target is None and head.explains_several(n_labels)) or selection is not None
         call = _Call(docs, (texts, text_pairs), methods, targets, contrasts, layers, several)
         call.rows = [(d, w) for d, doc in enumerate(docs) for w in range(len(doc.windows))]
         if call.targets is None and len(call.rows) > len(docs):
@@ -382,7 +419,7 @@ class Explainer:
         return call
 
     def _targets(self, target, n: int) -> list[int] | None:
-        checked = check_targets(target, n, self.model.config.num_labels)
+        checked = check_targets(target, n, self.model.config.num_labels, self.id2label)
         return None if checked is None else checked.tolist()
 
     def _collate(self, call: _Call, index: Sequence[int]):
@@ -418,7 +455,7 @@ class Explainer:
             for method in call.methods:
                 result = attribute(self.model, *tensors, method=method, target=call.row_target(index),
                                    contrast=call.row_contrast(index), layers=call.layers, eps=self.eps,
-                                   backend=self.backend, **self.method_kwargs)
+                                   backend=self.backend, account=True, **self.method_kwargs)
                 for row, i in enumerate(index):
                     outs[(*call.rows[i], method)] = _row_out(result, row, int(batch.attention_mask[row].sum()))
         return outs
@@ -451,6 +488,12 @@ class Explainer:
         fields = prediction(head, logits, label, self.id2label)
         if call.every_label:
             fields["class_names"] = [self._name(k) for k in range(n_labels)]
+        if windows[0].shares is not None:  # a document's: the mean of its windows' (as its logit)
+            shares = {k: torch.stack([w.shares[k] for w in windows]).mean(0) for k in windows[0].shares}
+            fields["shares"] = {k: float(pick(v)) for k, v in shares.items()}
+            if class_scores is not None:
+                fields["class_shares"] = [None if c is None else {k: float(v[j]) for k, v in shares.items()}
+                                          for j, c in enumerate(class_scores)]
         return Explanation(
             text=text, text_pair=pair, tokens=tokens, scores=rows[0], special=special, target=target,
             target_name=self._name(target), method=method, contrast=contrast, contrast_name=self._name(contrast),
@@ -484,7 +527,8 @@ def _row_out(result: Attribution, row: int, n: int) -> _RowOut:
     """Row ``row`` of a batch result, cut to its ``n`` tokens, on the CPU."""
     out = _RowOut(result.scores[row, ..., :n].cpu(), result.logits[row].cpu(), result.target[row].cpu(),
                   None if result.contrast is None else result.contrast[row].cpu(),
-                  selected=None if result.selected is None else result.selected[row].cpu())
+                  selected=None if result.selected is None else result.selected[row].cpu(),
+                  shares=None if result.shares is None else {k: v[row].cpu() for k, v in result.shares.items()})
     layers = result.layers
     if layers is not None:
         out.relevance = layers.relevance[row, ..., :n].cpu()

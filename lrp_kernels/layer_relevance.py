@@ -76,17 +76,60 @@ class LayerRelevance:
         given, instead to ``relevance``)."""
         return replace(self, relevance=(seq_fn or fn)(self.relevance), absorbed=fn(self.absorbed), logit=fn(self.logit))
 
-    def table(self, *index: int) -> list[dict]:
+    def table(self, *index: int) -> "LayerTable":
         """One row per point of example ``index`` (``index, label`` with ``target="all"``): the
-        point, its total relevance and what the stage after it absorbs, by kind."""
+        point, its total relevance and what the stage after it absorbs, by kind — a list of dicts
+        that prints (and renders in Jupyter) as a table."""
         totals, absorbed = self.totals[index], self.absorbed[index]
-        rows = []
+        rows = LayerTable(kinds=self.kinds)
         for k, point in enumerate(self.points):
             row = {"point": point, "relevance": float(totals[k]), "stage": self.stages[k]}
             row.update({kind: float(absorbed[k, j]) for j, kind in enumerate(self.kinds)})
             rows.append(row)
         rows.append({"point": "logit", "relevance": float(self.logit[index]), "stage": ""})
         return rows
+
+
+class LayerTable(list):
+    """The rows of :meth:`LayerRelevance.table` (dicts: ``point``, ``relevance``, ``stage`` and one
+    value per kind), shown as a table by ``print``, the REPL and Jupyter."""
+
+    def __init__(self, rows=(), kinds: tuple[str, ...] = KINDS):
+        super().__init__(rows)
+        self.kinds = kinds
+
+    def _cells(self) -> tuple[list[str], list[list[str]]]:
+        """The header and the rows as text; a share below 1e-4 of the largest relevance is "0" (fp32 rounding)."""
+        scale = max((abs(row["relevance"]) for row in self), default=0.0)
+
+        def number(value: float) -> str:
+            return "0" if abs(value) < 1e-4 * scale else f"{value:.4g}"
+
+        header = ["point", "Σ relevance", "then absorbed by", *self.kinds]
+        body = [[row["point"], f"{row['relevance']:.4g}", row["stage"],
+                 *("" if kind not in row else number(row[kind]) for kind in self.kinds)] for row in self]
+        return header, body
+
+    def __str__(self) -> str:
+        header, body = self._cells()
+        widths = [max(len(r[j]) for r in [header, *body]) for j in range(len(header))]
+        lines = ["  ".join(c.ljust(w) if j < 3 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))).rstrip()
+                 for r in [header, *body]]
+        note = ("Σ relevance at each point (the embedding sum, each block's input, the encoder's output) and what\n"
+                "the stage after it absorbs, by kind; each row's Σ plus all absorbed from it on is the logit")
+        return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:], note])
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        import html
+
+        header, body = self._cells()
+        cell = '<{0} style="padding:0.1em 0.5em;text-align:{1}">{2}</{0}>'
+        rows = ["<tr>" + "".join(cell.format(tag, "left" if j < 3 else "right", html.escape(c))
+                                 for j, c in enumerate(r)) + "</tr>"
+                for tag, r in [("th", header)] + [("td", r) for r in body]]
+        return f'<table style="border-collapse:collapse;font-size:0.85em">{"".join(rows)}</table>'
 
 
 class LedgerHooks:
@@ -141,3 +184,62 @@ def account(ledger, hooks: LedgerHooks, grad_e: torch.Tensor, grad_outputs: torc
     points = tuple(name for name, _ in ledger.points)
     stages = tuple(_stage_name(p, k) for k, p in enumerate(points))
     return LayerRelevance(points, relevance, stages, absorbed, logit)
+
+
+def absorbed_by_kind(ledger, hooks: LedgerHooks, rows: int, device) -> dict[str, torch.Tensor]:
+    """What the recorded ops of each kind absorb in all, per row ([rows] each): a partial ledger's
+    account (:class:`~lrp_kernels.models.blocks.Ledger` with ``kinds``), without points or stages."""
+    out: dict[str, torch.Tensor] = {}
+    for _, kind, inputs, output in ledger.ops:
+        share = hooks.total(output) - sum(hooks.total(x) for x in inputs)
+        out[kind] = out.get(kind, torch.zeros(rows, device=device)) + share
+    return out
+
+
+# ---------------------------------------------------------------------------------------- the account
+#: Why Σ relevance is not the explained logit, in one sentence (every page that shows an account says it)
+ACCOUNT_NOTE = ("Σ relevance is the explained logit minus what the rules keep on the way down: biases (with the ε "
+                "of the ε-rule) and the norms' shifts β keep their share, AttnLRP's softmax rule keeps its Taylor "
+                "remainder, and plain gradients are not conservative at all; CP-LRP passes the whole logit to "
+                "the tokens only when every bias is zero and ε = 0.")
+
+#: the shares of an account (:attr:`lrp_kernels.attribution.Attribution.shares`) in words
+SHARE_WORDS = {
+    "bias": "biases (with ε)",
+    "norm": "norm shifts",
+    "softmax": "the softmax rule",
+    "activation": "activations",
+    "other": "ops not recorded",
+    "bias+norm": "biases and norm shifts",
+    "bias+norm+softmax": "biases, norm shifts and the softmax rule",
+    "positions": "the relative positions",
+    "rules": "biases, norms, attention and activations",
+    "baseline+steps": "the baseline's logit and the Riemann sum's error",
+    "baseline": "the baseline's logit",
+    "steps": "the Riemann sum's error",
+}
+
+
+def _g(value: float) -> str:
+    return f"{value:.3g}".replace("-", "−")
+
+
+def account_text(relevance: float, logit: float, shares: dict[str, float], scale: float | None = None) -> str:
+    """"Σ relevance 5.19 = logit 1.67 + 3.52 from biases and norm shifts − 0.3 absorbed by the
+    softmax rule": Σ relevance = logit − Σ shares, each share in words (:data:`SHARE_WORDS`); shares
+    below 1e-4 of ``scale`` (default: the largest of |logit|, |Σ relevance|) are left out (rounding)."""
+    scale = max(abs(logit), abs(relevance)) if scale is None else scale
+    text = f"Σ relevance {_g(relevance)} = logit {_g(logit)}"
+    for name, value in shares.items():
+        words = SHARE_WORDS.get(name, name)
+        if name == "baseline":  # a term of the equation, not a share something absorbs
+            text += f" − {words} {_g(value)}"
+        elif abs(value) < 1e-4 * scale:
+            continue
+        elif name in ("steps", "baseline+steps"):
+            text += f" {'−' if value >= 0 else '+'} {_g(abs(value))} ({words})"
+        elif value >= 0:
+            text += f" − {_g(value)} absorbed by {words}"
+        else:
+            text += f" + {_g(-value)} from {words}"
+    return text

@@ -131,3 +131,46 @@ def test_attribution_carries_the_tokens(explainer, held):
     direct = lrp_kernels.attribute(model, **batch, method="cp_lrp").with_tokens(tok)
     assert direct.tokens[0] == ["[CLS]", "a", "good", "film", "[SEP]", "[PAD]"]
     torch.testing.assert_close(direct.scores[1], result.scores[1])
+
+
+def test_label_names_and_the_one_method_shorthand(explainer):
+    """The CLI's language: classes by name (or index), ``method=`` for one method as the constructor."""
+    by_name = explainer.explain(TEXTS, target="pos&amp", contrast="neg<b>")
+    by_index = explainer.explain(TEXTS, target=1, contrast=0)
+    assert [e.scores for e in by_name] == [e.scores for e in by_index]
+    assert [e.target_name for e in by_name] == ["pos&amp"] * 3 and by_name[0].contrast_name == "neg<b>"
+    assert explainer.explain(TEXTS, target=["neg<b>", 1, "pos&amp"])[0].target == 0
+    with pytest.raises(InputError, match="^contrast 'positive' is neither a class index nor a label name "
+                                         r"\(labels: neg<b>, pos&amp\)$"):
+        explainer.explain(TEXTS, contrast="positive")
+    rollout = explainer.explain(TEXTS[0], method="rollout")
+    assert [e.method for e in rollout] == ["rollout"]
+    assert rollout[0].scores == explainer.explain(TEXTS[0], methods=["rollout"])[0].scores
+    with pytest.raises(InputError, match="not both"):
+        explainer.explain(TEXTS[0], method="rollout", methods=["attnlrp"])
+    with pytest.raises(InputError, match="did you mean attnlrp"):
+        explainer.explain(TEXTS[0], method="attn_lrp")
+
+
+def test_an_explanation_carries_its_account(explainer):
+    for e in explainer.explain(TEXTS, methods=["attnlrp", "cp_lrp", "grad_x_input", "gradient"]):
+        if e.method == "gradient":
+            assert e.shares is None and e.account is None
+            continue
+        assert e.total + sum(e.shares.values()) == pytest.approx(e.target_logit, rel=1e-4, abs=1e-5)
+        assert e.account.startswith(f"Σ relevance {e.total:.3g} = logit {e.target_logit:.3g}".replace("-", "−"))
+        record = e.to_dict()
+        assert record["shares"] == e.shares and record["account"] == e.account
+    every = explainer.explain(TEXTS[0], target="all")[0]
+    for k, shares in enumerate(every.class_shares):
+        logit = every.logits[k]
+        assert sum(every.class_scores[k]) + sum(shares.values()) == pytest.approx(logit, rel=1e-4, abs=1e-5)
+
+
+def test_an_explanation_prints_on_one_line(explainer):
+    e = explainer.explain("a good film and a bad plot with the director and the music", target=1)[0]
+    text = repr(e)
+    assert "\n" not in text and len(text) < 200 and text.startswith("Explanation('a good film and a bad plot")
+    assert "attnlrp" in text and "label=" in text and f"{len(e.tokens)} tokens" in text
+    assert not any(len(d) > 6 for d in __import__("re").findall(r"\d+\.(\d+)", text))  # no 16-digit floats
+    assert repr(explainer.explain(TEXTS[:2])).count("Explanation(") == 2

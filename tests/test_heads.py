@@ -186,6 +186,20 @@ def test_explainer_multi_label(checkpoints):
            [[c is not None for c in e.class_scores] for e in results]
 
 
+def test_explainer_multi_label_targets_by_name(checkpoints):
+    """Names work for multi-label targets: one label (for every text), or labels per text."""
+    explainer = Explainer.from_pretrained(checkpoints["multi"], method="attnlrp")
+    by_name = explainer.explain(TEXTS[:2], target=[["neg<b>", "class2"], ["pos&amp"]])
+    by_index = explainer.explain(TEXTS[:2], target=[[0, 2], [1]])
+    for a, b in zip(by_name, by_index):
+        assert a.class_scores == b.class_scores and a.class_shares == b.class_shares
+    assert [c is not None for c in by_name[0].class_scores] == [True, False, True]
+    assert [c is not None for c in by_name[1].class_scores] == [False, True, False]
+    one = explainer.explain(TEXTS[:2], target="class2", contrast="neg<b>")
+    assert [(e.target, e.contrast) for e in one] == [(2, 0), (2, 0)] and one[0].class_scores is None
+    assert explainer.explain(TEXTS[0], target="class2")[0].scores == explainer.explain(TEXTS[0], target=2)[0].scores
+
+
 def test_explainer_multi_label_windows_select_from_the_document_logits(checkpoints):
     explainer = Explainer.from_pretrained(checkpoints["multi"], method="grad_x_input")
     text = " ".join(tiny_sentences(5, seed=9, min_words=8, max_words=8))

@@ -202,3 +202,70 @@ def test_the_ledger_leaves_the_plain_forward_alone():
     e = model.embed(ids)
     _, p = model.run(e, mask, lrp_rules("attnlrp"))
     assert p.ledger is None and p.tapped == {}
+
+
+# ------------------------------------------------------------------------------------ the account
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+@pytest.mark.parametrize("method", ["attnlrp", "cp_lrp"])
+def test_the_account_adds_up_and_its_softmax_share_is_the_ledgers(kind, method):
+    """account=True: Σ scores + Σ shares = the explained logit; AttnLRP's softmax share (from a partial
+    ledger of the attention ops alone) is what the full ledger's attention ops absorb, and the lumped
+    rest is its biases plus norm shifts — CP-LRP's softmax rule absorbs nothing."""
+    hf = make_hf(kind, initializer_range=INIT)
+    ids, mask = _batch(hf)
+    cheap = attribute(hf, ids, mask, method=method, eps=1e-2, account=True)
+    full = attribute(hf, ids, mask, method=method, eps=1e-2, layers=True)
+    logit = cheap.target_logit
+    scale = logit.abs().max()  # fp32 sums of a few hundred x·g products: ≲ 1e-5 of the logit
+    torch.testing.assert_close(cheap.scores.sum(-1) + sum(cheap.shares.values()), logit, rtol=0, atol=1e-4 * scale)
+    torch.testing.assert_close(full.scores.sum(-1) + sum(full.shares.values()), logit, rtol=0, atol=1e-4 * scale)
+    absorbed = full.layers.absorbed.sum(-2)
+    by_kind = {k: absorbed[:, j] for j, k in enumerate(KINDS)}
+    assert set(cheap.shares) == ({"softmax", "bias+norm"} if method == "attnlrp" else {"bias+norm"})
+    if method == "attnlrp":
+        torch.testing.assert_close(cheap.shares["softmax"], by_kind["softmax"], rtol=0, atol=1e-4 * scale)
+        assert by_kind["softmax"].abs().min() > 1e-3 * scale  # a share worth showing
+    else:
+        assert by_kind["softmax"].abs().max() < 1e-4 * scale
+    torch.testing.assert_close(cheap.shares["bias+norm"], by_kind["bias"] + by_kind["norm"], rtol=0,
+                               atol=1e-4 * scale)
+    torch.testing.assert_close(cheap.scores, full.scores, rtol=1e-4, atol=1e-6 * scale)
+    assert cheap.account(0).startswith(f"Σ relevance {float(cheap.scores[0].sum()):.3g}".replace("-", "−"))
+
+
+def test_the_account_of_integrated_gradients_is_completeness():
+    """IG: Σ scores = logit(x) − logit(baseline) up to the Riemann sum's error; the baseline's logit is
+    transformers' own on [PAD] words at the same positions."""
+    hf = make_hf("bert", initializer_range=INIT)
+    ids, mask = _batch(hf)
+    result = attribute(hf, ids, mask, method="integrated_gradients", ig_steps=64, account=True)
+    pads = torch.full_like(ids, hf.config.pad_token_id)
+    with torch.no_grad():
+        base = hf(input_ids=pads, attention_mask=mask).logits.float()
+    expected = base.gather(1, result.target[:, None])[:, 0]
+    torch.testing.assert_close(result.shares["baseline"], expected, rtol=1e-4, atol=1e-5)
+    assert (result.shares["steps"].abs() < 0.02 * result.target_logit.abs().max()).all()  # 64 midpoint steps
+
+
+def test_gradient_methods_lump_their_remainder_and_unsigned_ones_have_no_account():
+    hf = make_hf("bert", initializer_range=INIT)
+    ids, mask = _batch(hf)
+    for method in ("grad_x_input", "lrp_epsilon"):
+        result = attribute(hf, ids, mask, method=method, account=True)
+        assert set(result.shares) == {"rules"}
+        torch.testing.assert_close(result.shares["rules"], result.target_logit - result.scores.sum(-1))
+    for method in ("gradient", "lat", "random"):
+        assert attribute(hf, ids, mask, method=method, account=True).shares is None
+
+
+def test_the_layer_table_prints_and_keeps_its_rows():
+    hf = make_hf("bert", initializer_range=INIT)
+    ids, mask = _batch(hf)
+    table = attribute(hf, ids, mask, method="attnlrp", layers=True).layers.table(1)
+    assert isinstance(table, list) and table[0]["point"] == "embedding_sum" and table[-1]["point"] == "logit"
+    text = str(table)
+    assert repr(table) == text and text.splitlines()[0].split() == ["point", "Σ", "relevance", "then", "absorbed",
+                                                                     "by", *KINDS]
+    assert [line.split()[0] for line in text.splitlines()[2:2 + len(table)]] == ORDER + ["logit"]
+    assert f"{table[1]['relevance']:.4g}" in text.splitlines()[3]
+    assert "<table" in table._repr_html_() and "softmax</th>" in table._repr_html_()

@@ -115,8 +115,11 @@ def test_bad_targets_and_contrasts(hf):
         attribute(hf, ids, mask, target="every")
     with pytest.raises(InputError, match="out of range"):
         attribute(hf, ids, mask, contrast=7)
-    with pytest.raises(InputError, match="got 2 targets for a batch of 3"):
+    with pytest.raises(InputError, match="got 2 contrasts for a batch of 3"):  # named as given
         attribute(hf, ids, mask, contrast=[0, 1])
+    with pytest.raises(InputError, match="^contrast 'nope' is neither a class index nor a label name \\(labels: "
+                                         "LABEL_0, LABEL_1, LABEL_2\\)$"):
+        attribute(hf, ids, mask, contrast="nope")
 
 
 def test_all_with_left_padding_and_float64():
@@ -159,3 +162,37 @@ def test_targets_reach_the_device_before_the_forward():
     assert labels == "all" and seed.target is None
     seed, labels = _seed(get_method("attnlrp"), torch.tensor([[True, False], [True, True]]), 1, ids, 2, Head())
     assert labels == "select" and seed.selection.device.type == "meta" and seed.contrast.device.type == "meta"
+
+
+# ------------------------------------------------------------------------------------ label names
+def test_label_names_are_targets_and_contrasts(hf):
+    """One parser (attribution.label_index) for attribute, the Explainer and the CLI: a label name is
+    the class of that name, its index's digits the index, per example or for all."""
+    ids, mask = _batch(hf)
+    by_index = attribute(hf, ids, mask, method="attnlrp", target=[2, 1, 2], contrast=0)
+    by_name = attribute(hf, ids, mask, method="attnlrp", target=["LABEL_2", "LABEL_1", 2], contrast="LABEL_0")
+    assert by_name.target.tolist() == [2, 1, 2] and by_name.contrast.tolist() == [0, 0, 0]
+    torch.testing.assert_close(by_name.scores, by_index.scores, rtol=0, atol=0)  # the same call
+    assert attribute(hf, ids, mask, method="grad_x_input", target="1").target.tolist() == [1, 1, 1]
+
+
+def test_a_list_of_labels_per_example_selects_several(hf):
+    ids, mask = _batch(hf)
+    chosen = [["LABEL_0", "LABEL_2"], [1], ("LABEL_1", 0)]
+    result = attribute(hf, ids, mask, method="attnlrp", target=chosen)
+    expected = torch.tensor([[True, False, True], [False, True, False], [True, True, False]])
+    assert torch.equal(result.selected.cpu(), expected)
+    by_mask = attribute(hf, ids, mask, method="attnlrp", target=expected)
+    torch.testing.assert_close(result.scores, by_mask.scores, rtol=0, atol=0)
+    with pytest.raises(InputError, match="got 2 label selections for a batch of 3"):
+        attribute(hf, ids, mask, target=[["LABEL_0"], [1]])
+
+
+def test_an_ambiguous_label_name_is_refused():
+    from lrp_kernels.attribution import label_index
+
+    assert label_index("1", {0: "0", 1: "1"}, 2) == 1  # names that are their own indices: fine
+    with pytest.raises(InputError, match="'1' is ambiguous: label 0 is named '1'"):
+        label_index("1", {0: "1", 1: "0"}, 2)
+    with pytest.raises(InputError, match="contrast must be a class index or a label name, got 1.5"):
+        label_index(1.5, {}, 2, "contrast")

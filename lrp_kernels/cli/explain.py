@@ -239,21 +239,14 @@ def _settings(args: argparse.Namespace, explainer, methods: tuple[str, ...], pai
 
 
 def _class(option: str, value: str | None, explainer, every: bool = False) -> int | str | None:
-    """A class given as an index or a label name (``every``: or ``all``), checked against the model's labels."""
+    """A class given as an index or a label name (``every``: or ``all``), checked against the model's
+    labels by the library's one parser (:func:`~lrp_kernels.attribution.label_index`)."""
+    from lrp_kernels.attribution import label_index
+
     if value is None or (every and value == ALL):
         return value
-    id2label = explainer.id2label
-    try:
-        index = int(value)
-    except ValueError:
-        index = next((i for i, name in id2label.items() if name == value), None)
-        if index is None:
-            raise InputError(f"{option} {value!r} is neither a class index nor a label name"
-                             f"{' nor all' if every else ''} (labels: {', '.join(id2label.values())})") from None
-    n_labels = explainer.model.config.num_labels
-    if not 0 <= index < n_labels:
-        raise InputError(f"{option} {index} out of range: the model has {n_labels} labels (0..{n_labels - 1})")
-    return index
+    return label_index(value, explainer.id2label, explainer.model.config.num_labels, option,
+                       " nor all" if every else "")
 
 
 def _intro(args: argparse.Namespace, job: ExplainJob) -> str:

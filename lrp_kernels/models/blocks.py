@@ -113,10 +113,17 @@ class Ledger:
 
     points: list = field(default_factory=list)
     ops: list = field(default_factory=list)
+    #: the op kinds recorded (None: every kind, and the points); a partial ledger (``{"softmax"}``: the
+    #: account of :func:`lrp_kernels.attribute`) records those ops alone and no points
+    kinds: frozenset | None = None
 
     def op(self, kind: str, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
         self.ops.append((len(self.points) - 1, kind, inputs, output))
         return output
+
+    def records(self, kind: str | None = None) -> bool:
+        """Whether ops of ``kind`` are recorded (None: whether the points are, i.e. the full ledger)."""
+        return self.kinds is None or (kind is not None and kind in self.kinds)
 
 
 @dataclass
@@ -166,18 +173,22 @@ class Pass:
         """Keep ``x`` under ``name`` when it was asked for (and as a ledger point); return it unchanged."""
         if name in self.tap_names:
             self.tapped[name] = x
-        if self.ledger is not None and name.startswith(Ledger.POINTS):
+        if self.ledger is not None and self.ledger.records() and name.startswith(Ledger.POINTS):
             self.ledger.points.append((name, x))
         return x
 
-    def _own(self, x: torch.Tensor) -> torch.Tensor:
-        """With a ledger, a view of ``x`` whose gradient is what flows through one op; else ``x``."""
-        return x if self.ledger is None else x.view_as(x)
+    def _records(self, kind: str) -> bool:
+        return self.ledger is not None and self.ledger.records(kind)
+
+    def _own(self, x: torch.Tensor, kind: str | None = None) -> torch.Tensor:
+        """With a ledger that records ops of ``kind`` (None: the full ledger), a view of ``x`` whose
+        gradient is what flows through one op; else ``x``."""
+        return x.view_as(x) if self.ledger is not None and self.ledger.records(kind) else x
 
     def _record(self, kind: str, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-        """With a ledger, record the op (one whose output does not depend on the input — DeBERTa's
-        position rows — carries none of its relevance and is left out); return ``output``."""
-        if self.ledger is None or not output.requires_grad:
+        """With a ledger that records ``kind``, record the op (one whose output does not depend on the
+        input — DeBERTa's position rows — carries none of its relevance and is left out); return ``output``."""
+        if not self._records(kind) or not output.requires_grad:
             return output
         return self.ledger.op(kind, inputs, output)
 
@@ -198,9 +209,9 @@ class Pass:
         eps = None if ratio_by_consumer else self.rules.linear_eps
         weight, bias = linear_params(layer)
         if (eps is not None and activation in FUSED_ACTIVATIONS and self.rules.activation == "identity"
-                and self.ledger is None):
+                and not (self._records("bias") or self._records("activation"))):
             return lrp_linear(x, weight, bias, eps, activation, self.backend)
-        x = self._own(x)
+        x = self._own(x, "bias")
         if eps is None:
             z = F.linear(x, weight, bias)
         else:
@@ -209,7 +220,7 @@ class Pass:
         return z if activation is None else self.activation(z, activation)
 
     def activation(self, x, fn: str):
-        x = self._own(x)
+        x = self._own(x, "activation")
         if self.rules.activation == "identity":
             return self._record("activation", (x,), lrp_activation(x, fn, self.backend))
         return self._record("activation", (x,), _PLAIN_ACT[fn](x))
@@ -219,17 +230,17 @@ class Pass:
         eps = self.rules.linear_eps
         up_weight, up_bias = (None, None) if up is None else linear_params(up)
         if eps is not None and self.rules.activation == "identity":
-            x = self._own(x)
+            x = self._own(x, "bias")
             u = lrp_gated_mlp(x, *linear_params(layer), fn, eps, self.backend, up_weight, up_bias)
             return self._record("bias", (x,), u)
         a = self.linear(x, layer)
         a, b = a.chunk(2, dim=-1) if up is None else (a, self.linear(x, up))
-        h, b = self._own(self.activation(a, fn)), self._own(b)
+        h, b = self._own(self.activation(a, fn), "activation"), self._own(b, "activation")
         return self._record("activation", (h, b), h * b)  # the gate: x·g counts R(h·b) in h and in b
 
     def norm(self, x, norm: nn.Module):
         """A LayerNorm (with or without bias) or :class:`RMSNorm`: its rule (σ / rms constant) or the plain op."""
-        x = self._own(x)
+        x = self._own(x, "norm")
         if self.rules.layer_norm != "identity":
             y = norm(x)
         elif isinstance(norm, RMSNorm):  # (an offset's γ is float32: cast back once, as the plain norm does)
@@ -265,8 +276,8 @@ class Pass:
         attention rule, with an optional sliding ``window``, ``rotary=(cos, sin)``, ``causal``
         masking and scores soft-capped at ``softcap`` (``input_eps``: :meth:`attention_input_eps`
         when the projections left their ratio to it)."""
-        if self.ledger is not None:
-            q, k, v = (self._own(t) for t in (q, k, v))
+        if self._records("softmax"):
+            q, k, v = (self._own(t, "softmax") for t in (q, k, v))
             out = self._attention(q, k, v, scale, window, rotary, input_eps, causal, softcap)
             return self._record("softmax", (q, k, v), out)
         return self._attention(q, k, v, scale, window, rotary, input_eps, causal, softcap)
@@ -298,8 +309,8 @@ class Pass:
 
     def disentangled_attention(self, q, k, v, pos_key, pos_query, rel_index, scale: float):
         """DeBERTa's attention (:func:`~lrp_kernels.ops.attention.lrp_disentangled_attention`)."""
-        if self.ledger is not None:
-            q, k, v = (self._own(t) for t in (q, k, v))
+        if self._records("softmax"):
+            q, k, v = (self._own(t, "softmax") for t in (q, k, v))
             out = self._disentangled(q, k, v, pos_key, pos_query, rel_index, scale)
             return self._record("softmax", (q, k, v), out)
         return self._disentangled(q, k, v, pos_key, pos_query, rel_index, scale)
