@@ -5,11 +5,14 @@ Classifier Decisions by Layer-Wise Relevance Propagation"): red for positive rel
 **supports** the explained class — blue for negative — it **speaks against** that class — white
 for none. Every legend names the class (with a contrast: "supports ‹a› over ‹b›"), so that red is
 never read as "positive sentiment". The scale is diverging and normalized per text: a score s
-becomes s / max_t |s_t| over the text's non-special tokens, clipped to [-1, 1], so every text uses
-the full range. Special tokens ([CLS], [SEP]) are shown in grey and take no part in the
-normalization (they often collect large relevance that says nothing about words).
+becomes s / max_t |s_t| over EVERY token of the text, special tokens ([CLS], [SEP]) included — they
+often hold the largest scores, and a scale without them would saturate words that score little —
+so every text uses the full range. Special tokens are drawn in their colour with a dashed outline,
+and each block says how much relevance they hold.
 
-Each HTML block states the total relevance, the explained logit and their ratio (conservation).
+Each HTML block states the account of its relevance: "Σ relevance 5.19 = logit 1.67 + 3.52 from
+biases and norm shifts" — what reached the tokens, the explained logit and where the rest went
+(:func:`lrp_kernels.layer_relevance.account_text`; the page's legend says why in one sentence).
 Scores that are not relevance — Gradient Sensitivity's norms, attention (LAT, rollout), the random
 control — have no sign and do not add up to a logit: their blocks say so, and red is "a larger
 score" there, not support for a class.
@@ -49,7 +52,7 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2e
 .lrpk-head b { color: #222; }
 .lrpk-tokens { line-height: 2.0; }
 .lrpk-tok { padding: 0.15em 0.2em; margin: 0 0.05em; border-radius: 3px; white-space: pre; }
-.lrpk-special { color: #999; font-size: 0.8em; }
+.lrpk-special { outline: 1px dashed #555; font-size: 0.8em; }
 .lrpk-legend { display: flex; align-items: center; gap: 0.5em; font-size: 0.85em; margin-bottom: 1.5em; }
 .lrpk-bar { width: 240px; height: 14px; border: 1px solid #ccc;
   background: linear-gradient(to right, rgb(31,119,180), #ffffff, rgb(214,39,40)); }
@@ -69,12 +72,11 @@ def _esc(value) -> str:
 
 
 def normalized_scores(scores: Sequence[float], special: Sequence[bool] | None = None) -> list[float]:
-    """Scores divided by the largest |score| among non-special tokens, clipped to [-1, 1].
-
-    A text whose non-special scores are all zero (or non-finite) maps to zeros.
-    """
-    special = list(special) if special else [False] * len(scores)
-    finite = [abs(s) for s, sp in zip(scores, special) if not sp and math.isfinite(s)]
+    """Scores divided by the largest |score| of the text, in [-1, 1]: every token counts, special
+    tokens too (``special`` changes nothing: a scale that left them out would saturate the words
+    while [CLS] holds most of the relevance). A text whose scores are all zero (or non-finite) maps to
+    zeros; a non-finite score maps to 0."""
+    finite = [abs(s) for s in scores if math.isfinite(s)]
     scale = max(finite, default=0.0)
     if scale == 0.0:
         return [0.0] * len(scores)
@@ -179,20 +181,40 @@ def _is_relevance(method) -> bool:
     return spec is None or (spec.kind in ("gradient", "integrated_gradients") and not spec.norm)
 
 
-def _totals(expl, scores=None, logit=None) -> str:
-    """"Σ relevance … · explained logit … · conservation …" (as far as known); for scores that are
-    not relevance only their sum, said so."""
+def _totals(expl, scores=None, logit=None, shares=None) -> str:
+    """The account of a heatmap: "Σ relevance 5.19 = logit 1.67 + 3.52 from biases and norm shifts"
+    (``shares``, else the explanation's; without any the remainder is one share named by what the
+    method's rules absorb), then what the special tokens hold; for scores that are not relevance only
+    their sum, said so."""
+    from lrp_kernels.layer_relevance import account_text
+
     scores = _get(expl, "scores", []) if scores is None else scores
     total = sum(float(s) for s in scores)
+    specials = _specials_text(expl, scores)
     if not _is_relevance(_get(expl, "method")):
-        return f"Σ scores {total:.4g} · unsigned, not relevance: red = a larger score, not support for a class"
+        return f"Σ scores {total:.4g} · unsigned, not relevance: red = a larger score, not support for a class" + specials
     logit = _get(expl, "target_logit") if logit is None else logit
-    text = f"Σ relevance {total:.4g}"
-    if logit is not None and math.isfinite(float(logit)):
-        text += f" · explained logit {float(logit):.4g}"
-        if float(logit) != 0.0:
-            text += f" · conservation {total / float(logit):.3f}"
-    return text
+    if logit is None or not math.isfinite(float(logit)):
+        return f"Σ relevance {total:.4g}" + specials
+    shares = _get(expl, "shares") if shares is None else shares
+    if shares is None:
+        shares = {_lumped(_get(expl, "method")): float(logit) - total}
+    return account_text(total, float(logit), shares) + specials
+
+
+def _lumped(method) -> str:
+    """The name of an account's one share when it was not split (by the method's rules)."""
+    from lrp_kernels.attribution import lumped_share
+    from lrp_kernels.methods import REGISTRY
+
+    return lumped_share(REGISTRY[method]) if method in REGISTRY else "rules"
+
+
+def _specials_text(expl, scores) -> str:
+    """" · special tokens (dashed) hold 0.0259" when the text has special tokens."""
+    special = list(_get(expl, "special", None) or [])
+    held = [float(s) for s, sp in zip(scores, special) if sp]
+    return f" · special tokens (dashed) hold {sum(held):.3g}".replace("-", "−") if held else ""
 
 
 def _header(expl, shared: bool = True, method: bool = True) -> str:
@@ -238,13 +260,11 @@ def _spans(tokens, scores, norm, special, inline: bool = False) -> str:
     spans = []
     for (shown, space), score, value, sp in zip(_display_tokens(tokens), scores, norm, special):
         sep = " " if space else ""
-        if sp:
-            spans.append(f'{sep}<span class="lrpk-tok lrpk-special" style="color:#999;font-size:0.8em" '
-                         f'title="{score:.4g}">{_esc(shown)}</span>')
-            continue
         r, g, b = relevance_color(value)
-        spans.append(f'{sep}<span class="lrpk-tok" style="background-color:rgb({r},{g},{b});'
-                     f'padding:0.15em 0.2em;border-radius:3px" title="{score:.4g}">{_esc(shown)}</span>')
+        marker = ("lrpk-tok lrpk-special", "outline:1px dashed #555;font-size:0.8em;", "special token ") if sp else \
+            ("lrpk-tok", "", "")
+        spans.append(f'{sep}<span class="{marker[0]}" style="background-color:rgb({r},{g},{b});{marker[1]}'
+                     f'padding:0.15em 0.2em;border-radius:3px" title="{marker[2]}{score:.4g}">{_esc(shown)}</span>')
     return "".join(spans) if inline else f'<div class="lrpk-tokens" style="line-height:2.0">{"".join(spans)}</div>'
 
 
@@ -288,8 +308,11 @@ def _per_class(expl, tokens, special, picker: bool = False, grouped: bool = Fals
     ``picker`` one that the page's class picker shows (:func:`_class_picker`; ``grouped``: its title
     and key are in the group's head)."""
     blocks = []
+    class_shares = _get(expl, "class_shares") or []
     for k, name, scores, logit, title in _classes(expl):
-        body = _small(_totals(expl, scores, logit)) + _token_spans(tokens, scores, special, _get(expl, "messages"))
+        shares = class_shares[k] if k < len(class_shares) else None
+        body = _small(_totals(expl, scores, logit, shares)) + _token_spans(tokens, scores, special,
+                                                                          _get(expl, "messages"))
         if picker:
             head = "" if grouped else _small(f"{title} · {_key(expl, name)}")
             blocks.append(_picked(expl, k, head + body))
@@ -337,9 +360,8 @@ def layers_html(expl) -> str:
     head += "".join(f"<th {cell.format('font-weight:normal')}>{_esc(t)}</th>" for t in tokens)
     rows = []
     for point, values, stage, shares in zip(layers["points"], layers["relevance"], layers["stages"], layers["absorbed"]):
-        content = special if any(v for v, sp in zip(values, special) if not sp) else None  # only [CLS]: show it
         cells = "".join(f'<td {cell.format("background-color:rgb" + str(relevance_color(v)))} title="{s:.4g}"></td>'
-                        for v, s in zip(normalized_scores(values, content), values))
+                        for v, s in zip(normalized_scores(values), values))
         absorbed = "".join(f"<td {cell.format('color:#555')} title=\"absorbed by {_esc(stage)}\">"
                            f"{_number(shares[j], scale)}</td>" for j in kinds)
         rows.append(f"<tr><th {cell.format('text-align:left')}>{_esc(point)}</th>"
@@ -385,10 +407,14 @@ def explanation_html(expl, grouped: bool = False, picker: bool = False) -> str:
 
 
 def legend_html(target_name: str | None = None) -> str:
-    """The color bar: what blue and red mean for ``target_name`` (default: the explained class)."""
+    """The color bar: what blue and red mean for ``target_name`` (default: the explained class), the
+    scale (every token of a text, special tokens dashed) and why Σ relevance is not the logit."""
+    from lrp_kernels.layer_relevance import ACCOUNT_NOTE
+
     red, blue = _class_words({}, target_name or "the explained class")
     return (f'<div class="lrpk-legend"><span>{_esc(blue)}</span><div class="lrpk-bar"></div><span>{_esc(red)}</span>'
-            "<span>relevance, normalized per text (hover a token for its raw score)</span></div>")
+            "<span>relevance, normalized per text over every token, special tokens included (dashed outline); "
+            "hover a token for its raw score</span></div>" + _small(_esc(ACCOUNT_NOTE)))
 
 
 def _groups(explanations) -> list[list]:
@@ -471,13 +497,15 @@ def _layout(expl, max_chars: int) -> list[list[tuple[str, bool, float, bool]]]:
     return lines + [line] if line else lines
 
 
-def _plot_header(expl) -> str:
-    red = f"red = {_class_words(expl)[0]}; " if _is_relevance(_get(expl, "method")) else ""  # else _totals says it
-    return f"{_get(expl, 'method', '')}: {prediction_text(expl)}; {red}{_totals(expl)}"
+def _plot_header(expl) -> tuple[str, str]:
+    """The two head lines of a heatmap: method, prediction and colours; the account."""
+    red = f"; red = {_class_words(expl)[0]}" if _is_relevance(_get(expl, "method")) else ""  # else _totals says it
+    return f"{_get(expl, 'method', '')}: {prediction_text(expl)}{red}", _totals(expl)
 
 
-def _colour_bar(fig, explanations, bottom: float) -> None:
-    """A colour bar across the bottom, its ends named for the explained class (when all share one)."""
+def _colour_bar(fig, explanations, bottom: float, box: tuple[float, float]) -> None:
+    """A colour bar of relevance (its ends named for the explained class, when all share one) at
+    ``box`` (left, width in figure fractions) of the bottom strip."""
     from matplotlib.colorbar import ColorbarBase
     from matplotlib.colors import ListedColormap, Normalize
 
@@ -487,16 +515,32 @@ def _colour_bar(fig, explanations, bottom: float) -> None:
     red, blue = _class_words({"contrast_name": only[1], "problem_type": only[2], "logits": [0.0] * only[3]},
                              only[0] or "the explained class")
     colours = ListedColormap([tuple(c / 255 for c in relevance_color(v / 127.5 - 1)) for v in range(256)])
-    ax = fig.add_axes([0.3, bottom, 0.4, 0.12 / fig.get_figheight()])
+    ax = fig.add_axes([box[0], bottom, box[1], 0.12 / fig.get_figheight()])
     bar = ColorbarBase(ax, cmap=colours, norm=Normalize(-1, 1), orientation="horizontal")
     bar.set_ticks([-1, 0, 1])
     bar.set_ticklabels([_mpl_text(blue), "0", _mpl_text(red)], fontsize=7)
-    bar.set_label("relevance, normalized per text", fontsize=7)
+    bar.set_label("relevance, normalized per text (special tokens dashed)", fontsize=7)
+
+
+def _unsigned_bar(fig, bottom: float, box: tuple[float, float]) -> None:
+    """The colour bar of scores that are not relevance (gradient norms, attention, the random
+    control): white at 0, red at the text's largest score — no sign, no class."""
+    from matplotlib.colorbar import ColorbarBase
+    from matplotlib.colors import ListedColormap, Normalize
+
+    colours = ListedColormap([tuple(c / 255 for c in relevance_color(v / 255)) for v in range(256)])
+    ax = fig.add_axes([box[0], bottom, box[1], 0.12 / fig.get_figheight()])
+    bar = ColorbarBase(ax, cmap=colours, norm=Normalize(0, 1), orientation="horizontal")
+    bar.set_ticks([0, 1])
+    bar.set_ticklabels(["0", "the text's largest score"], fontsize=7)
+    bar.set_label("unsigned scores (not relevance: no class), normalized per text", fontsize=7)
 
 
 def plot_explanations(explanations, path=None, width: float = 10.0, fontsize: float = 9.0, dpi: int = 150):
-    """A matplotlib figure with one heatmap per explanation (tokens as colored boxes, wrapped), each
-    headed by its method, prediction and explained class, and a colour bar naming the class.
+    """A matplotlib figure with one heatmap per explanation (tokens as colored boxes, wrapped; special
+    tokens in their colour with a dashed edge), each headed by its method, prediction, explained class
+    and account, and a colour bar per kind of row: relevance (signed, naming the class) and, when
+    some rows are unsigned scores (gradient norms, attention, random), theirs.
 
     Saved to ``path`` (PNG, PDF or SVG by suffix) when given. Returns the figure.
     """
@@ -510,24 +554,32 @@ def plot_explanations(explanations, path=None, width: float = 10.0, fontsize: fl
         raise ValueError("no explanations to plot")
     char_w = 0.6 * fontsize / 72 / width  # a monospace glyph is about 0.6 em wide, in figure fractions
     layouts = [(expl, _layout(expl, max(10, int(0.96 / char_w)))) for expl in explanations]
-    line_h, bar_h = 0.32, 0.75
-    heights = [0.35 + line_h * max(1, len(lines)) + 0.2 for _, lines in layouts]
+    line_h, bar_h, head_h = 0.32, 0.75, 0.55
+    heights = [head_h + line_h * max(1, len(lines)) + 0.2 for _, lines in layouts]
     total = sum(heights) + 0.2 + bar_h
     fig = plt.figure(figsize=(width, total))
     y = total - 0.1
     for (expl, lines), h in zip(layouts, heights):
-        fig.text(0.01, (y - 0.2) / total, _mpl_text(_plot_header(expl)), fontsize=8, color="#555", va="center")
+        for k, head in enumerate(_plot_header(expl)):
+            fig.text(0.01, (y - 0.2 - 0.2 * k) / total, _mpl_text(head), fontsize=8 - k, color="#555", va="center")
         for i, line in enumerate(lines):
-            ly, x = (y - 0.35 - line_h * (i + 0.5)) / total, 0.01
+            ly, x = (y - head_h - line_h * (i + 0.5)) / total, 0.01
             for shown, space, value, sp in line:
                 x += char_w if space else 0.0
-                face = (1.0, 1.0, 1.0) if sp else tuple(c / 255 for c in relevance_color(value))
-                fig.text(x, ly, _mpl_text(shown), fontsize=fontsize, family="monospace", va="center",
-                         color="#999999" if sp else "black",
-                         bbox=dict(boxstyle="square,pad=0.15", facecolor=face, edgecolor="none"))
+                face = tuple(c / 255 for c in relevance_color(value))
+                fig.text(x, ly, _mpl_text(shown), fontsize=fontsize, family="monospace", va="center", color="black",
+                         bbox=dict(boxstyle="square,pad=0.15", facecolor=face, edgecolor="#555" if sp else "none",
+                                   linestyle="--", linewidth=0.8))
                 x += char_w * max(1, len(shown))
         y -= h
-    _colour_bar(fig, explanations, 0.45 / total)
+    signed = [e for e in explanations if _is_relevance(_get(e, "method"))]
+    if signed and len(signed) < len(explanations):  # both kinds of rows: a bar each
+        _colour_bar(fig, signed, 0.45 / total, (0.06, 0.38))
+        _unsigned_bar(fig, 0.45 / total, (0.56, 0.38))
+    elif signed:
+        _colour_bar(fig, signed, 0.45 / total, (0.3, 0.4))
+    else:
+        _unsigned_bar(fig, 0.45 / total, (0.3, 0.4))
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

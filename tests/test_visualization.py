@@ -26,8 +26,8 @@ def _explanation(tokens, scores, special=None, label_name="pos", method="attnlrp
     "scores, special, expected",
     [
         ([1.0, -2.0, 0.5], None, [0.5, -1.0, 0.25]),
-        # the special token's score is outside the scale and clipped
-        ([10.0, 0.2, -0.1, 3.0], [True, False, False, True], [1.0, 1.0, -0.5, 1.0]),
+        # special tokens are on the scale like every token (they often hold the largest scores)
+        ([10.0, 0.2, -0.1, 3.0], [True, False, False, True], [1.0, 0.02, -0.01, 0.3]),
         ([0.0, 0.0], None, [0.0, 0.0]),
         ([float("nan"), 2.0], None, [0.0, 1.0]),
         ([3.0], None, [1.0]),
@@ -62,13 +62,25 @@ def test_tokens_and_labels_are_escaped():
     assert "http://" not in page and "https://" not in page and "<script" not in page  # no external assets
 
 
-def test_colors_follow_sign_and_specials_are_grey():
+def test_colors_follow_sign_and_specials_are_coloured_and_marked():
     expl = _explanation(["[CLS]", "good", "bad", "[SEP]"], [5.0, 2.0, -1.0, 0.0], special=[True, False, False, True])
     fragment = explanation_html(expl)
     colors = re.findall(r"background-color:rgb\((\d+),(\d+),(\d+)\)", fragment)
-    assert [tuple(map(int, c)) for c in colors] == [relevance_color(1.0), relevance_color(-0.5)]
-    assert fragment.count("lrpk-special") == 2
+    assert [tuple(map(int, c)) for c in colors] == [relevance_color(v) for v in (1.0, 0.4, -0.2, 0.0)]
+    assert fragment.count("lrpk-special") == 2 and fragment.count("outline:1px dashed") == 2
+    assert "special tokens (dashed) hold 5" in fragment
     assert "p = 0.875" in fragment
+
+
+def test_a_dominant_cls_keeps_the_words_pale():
+    """The issue's random BERT: [CLS] held 0.026 of Σ 0.0257 while words scored ±0.0002 — they were
+    drawn fully saturated on a scale without [CLS]; now the scale is [CLS]'s and they stay pale."""
+    expl = _explanation(["[CLS]", "good", "bad", "[SEP]"], [0.026, 0.0002, -0.0002, -0.0001],
+                        special=[True, False, False, True])
+    colors = [tuple(map(int, c)) for c in re.findall(r"background-color:rgb\((\d+),(\d+),(\d+)\)",
+                                                     explanation_html(expl))]
+    assert colors[0] == relevance_color(1.0)
+    assert all(min(c) > 245 for c in colors[1:])  # words nearly white: 0.0002 / 0.026 of the scale
 
 
 def test_wordpieces_join_and_dicts_render():
@@ -114,13 +126,21 @@ def test_legends_name_the_explained_class():
     assert "speaks against the explained class" in page and "supports the explained class" in page
 
 
-def test_the_html_states_total_relevance_and_conservation():
+def test_the_html_states_the_account_not_a_ratio():
     expl = _explanation(["[CLS]", "good", "film", "[SEP]"], [0.5, 1.0, 0.25, 0.25], special=[True, False, False, True])
     expl.logits = [0.0, 4.0]
-    fragment = explanation_html(expl)
-    assert "Σ relevance 2 · explained logit 4 · conservation 0.500" in fragment
+    fragment = explanation_html(expl)  # no shares measured: the remainder, named by what AttnLRP's rules absorb
+    assert ("Σ relevance 2 = logit 4 − 2 absorbed by biases, norm shifts and the softmax rule · special tokens "
+            "(dashed) hold 0.75") in fragment
+    assert "conservation" not in fragment
+    expl.shares = {"softmax": 0.5, "bias+norm": 1.5}
+    assert "Σ relevance 2 = logit 4 − 0.5 absorbed by the softmax rule − 1.5 absorbed by biases and norm shifts" in \
+        explanation_html(expl)
+    expl.shares = {"softmax": 0.5, "bias+norm": -2.5}  # what relevance the biases add shows as added
+    assert "logit 4 − 0.5 absorbed by the softmax rule + 2.5 from biases and norm shifts" in explanation_html(expl)
     record = {"tokens": ["a"], "scores": [1.0], "target_name": "x"}  # an old record without logits
     assert "Σ relevance 1<" in explanation_html(record) and "conservation" not in explanation_html(record)
+    assert "biases (with the ε of the ε-rule)" in render_html([expl])  # the page says why, once
 
 
 def test_every_class_is_a_details_block_with_the_prediction_open():
@@ -137,6 +157,24 @@ def test_png_has_a_colour_bar_naming_the_class(tmp_path):
     labels = [t.get_text() for ax in fig.axes for t in ax.get_xticklabels()]
     assert labels == ["speaks against pos", "0", "supports pos"]
     assert any("red = supports pos" in t.get_text() for t in fig.texts)
+    assert any(t.get_text().startswith("Σ relevance 0 = logit") or t.get_text() == "Σ relevance 0"
+               for t in fig.texts)
+
+
+def test_png_has_one_colour_bar_per_kind_of_row(tmp_path):
+    rows = [_explanation(["[CLS]", "good", "[SEP]"], [0.5, 1.0, -0.2], special=[True, False, True], method=m)
+            for m in ("attnlrp", "gradient", "rollout")]
+    fig = plot_explanations(rows, tmp_path / "f.png")
+    bars = {ax.get_xlabel(): [t.get_text() for t in ax.get_xticklabels()] for ax in fig.axes}
+    assert bars == {"relevance, normalized per text (special tokens dashed)": ["speaks against pos", "0", "supports pos"],
+                    "unsigned scores (not relevance: no class), normalized per text": ["0", "the text's largest score"]}
+    only_unsigned = plot_explanations(rows[1:], tmp_path / "g.png")
+    assert [ax.get_xlabel() for ax in only_unsigned.axes] == ["unsigned scores (not relevance: no class), normalized "
+                                                              "per text"]
+    special_boxes = [t for t in fig.texts if t.get_bbox_patch() is not None and t.get_bbox_patch().get_linestyle()
+                     == "--" and t.get_bbox_patch().get_edgecolor()[:3] != (1.0, 1.0, 1.0)
+                     and t.get_bbox_patch().get_edgecolor()[3] > 0]
+    assert sorted(t.get_text() for t in special_boxes) == ["[CLS]"] * 3 + ["[SEP]"] * 3
 
 
 def test_several_methods_of_a_text_share_one_head():
@@ -175,10 +213,10 @@ def test_the_layer_table_shows_totals_absorbed_shares_and_the_logit():
 @pytest.mark.parametrize("method, relevance", [("attnlrp", True), ("grad_x_input", True),
                                                ("integrated_gradients", True), ("gradient", False), ("lat", False),
                                                ("rollout", False), ("random", False)])
-def test_conservation_is_stated_for_relevance_only(method, relevance):
+def test_the_account_is_stated_for_relevance_only(method, relevance):
     expl = _explanation(["[CLS]", "good", "[SEP]"], [0.5, 1.0, 0.5], special=[True, False, True], method=method)
     expl.logits = [0.0, 4.0]
     fragment = explanation_html(expl)
-    assert ("conservation 0.500" in fragment) == relevance
+    assert ("Σ relevance 2 = logit 4 − 2 " in fragment) == relevance
     assert ("Σ scores 2 · unsigned, not relevance: red = a larger score" in fragment) == (not relevance)
     assert ("speaks against pos" in fragment) == relevance  # red is not "supports" for unsigned scores
