@@ -27,7 +27,9 @@ so take ±30 %; ``benchmarks/target_all.py``):
 So the plain-gradient methods (``gradient``, ``grad_x_input``) take the VJP and every other
 method (the LRP rule sets, integrated gradients, and any method with ``layers=True``, whose hooks
 would see vmapped gradients) takes batch-packing. Memory grows with the number of labels, as for
-that many examples.
+that many examples. A model whose plain forward runs the attention op itself (sliding windows,
+causal attention: SDPA would need a dense [L, L] mask) runs the VJP's backward once per label
+(one forward, then one backward per label through the same graph).
 """
 
 from __future__ import annotations
@@ -271,13 +273,23 @@ def _backward_at(model, e, attention_mask, rules, backend, seed, read_at, layers
         hooks = LedgerHooks(ledger) if layers else None
         inputs = (x, e) if layers and x is not e else (x,)
         views = [view for view, _ in p.position_terms]
-        grads = torch.autograd.grad(logits, (*inputs, *views), explained.grad_outputs, allow_unused=bool(views),
-                                    is_grads_batched=explained.grad_outputs.dim() == 3)
+        grads = _grad(logits, (*inputs, *views), explained.grad_outputs, bool(views), p.vmappable)
     relevance = None
     if layers:
         relevance = account(ledger, hooks, grads[len(inputs) - 1], explained.grad_outputs, logits, attention_mask)
     position = _position_relevance(p.position_terms, grads[len(inputs):])
     return _Backward(x.detach(), grads[0], logits.detach(), explained, relevance, position)
+
+
+def _grad(logits, inputs, grad_outputs, allow_unused: bool, vmappable: bool):
+    """``torch.autograd.grad`` of the seeded logits; seeds [labels, batch, labels] (one backward per
+    label) are vmapped, or run one after the other where the pass used an op without a vmap rule."""
+    if grad_outputs.dim() != 3 or vmappable:
+        return torch.autograd.grad(logits, inputs, grad_outputs, allow_unused=allow_unused,
+                                   is_grads_batched=grad_outputs.dim() == 3)
+    per_label = [torch.autograd.grad(logits, inputs, seed, allow_unused=allow_unused, retain_graph=True)
+                 for seed in grad_outputs]
+    return tuple(None if parts[0] is None else torch.stack(parts) for parts in zip(*per_label))
 
 
 def _position_relevance(terms, grads) -> torch.Tensor | None:

@@ -106,6 +106,9 @@ class Pass:
     position_terms: list = field(default_factory=list)
     _window_masks: dict = field(default_factory=dict)
     ledger: Ledger | None = None
+    #: whether the backward of this pass can be vmapped (``is_grads_batched``): False once an op ran
+    #: through an autograd Function of ``lrp_kernels.ops`` (they have no vmap rule)
+    vmappable: bool = True
 
     @classmethod
     def create(cls, like: torch.Tensor, attention_mask=None, rules: Rules = GRADIENT, backend: Backend | None = None,
@@ -197,18 +200,24 @@ class Pass:
         return self._record("norm", (x,), y)
 
     def _plain_mask(self, window, length, causal, like):
-        """The plain path's additive mask in the model dtype: per key, or dense with a ``window`` or
-        ``causal`` (built once per pass and pattern, on ``like``'s device)."""
+        """The recorded attention maps' additive mask in the model dtype: per key, or dense [B, 1, L, L]
+        with a ``window`` or ``causal`` (the maps are [L, L] by nature; built once per pass and
+        pattern, on ``like``'s device)."""
         if window is None and not causal:
             return self.plain_mask
         if (window, causal) not in self._window_masks:
-            mask = None if self.token_mask is None else additive_mask(self.token_mask)
-            dense = dense_mask(mask, window, length, like.device, causal)
+            dense = dense_mask(self._key_mask(), window, length, like.device, causal)
             dtype = self.plain_mask.dtype if self.plain_mask is not None else like.dtype
             if torch.finfo(dtype).max < torch.finfo(torch.float32).max:  # float16: keep it finite
                 dense = dense.clamp(min=torch.finfo(dtype).min)
             self._window_masks[window, causal] = dense.to(dtype)
         return self._window_masks[window, causal]
+
+    def _key_mask(self) -> torch.Tensor | None:
+        """The additive float32 key mask [B, L] of the attention op (made once per pass)."""
+        if self.mask is None and self.token_mask is not None:
+            self.mask = additive_mask(self.token_mask)
+        return self.mask
 
     def attention_input_eps(self) -> float:
         """The ε of the q/k/v projections when the LRP attention applies their ratio in its backward
@@ -234,13 +243,20 @@ class Pass:
                                  rotary=rotary, input_eps=input_eps, causal=causal)
         if input_eps:
             raise ValueError("input_eps needs an LRP attention rule")
-        q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
-        mask = self._plain_mask(window, q.shape[-2], causal, q)
-        if not self.record_attentions:
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
+        if self.record_attentions:
+            q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
+            k, v = repeat_kv(k, q.shape[1]), repeat_kv(v, q.shape[1])
+            mask = self._plain_mask(window, q.shape[-2], causal, q)
+            return self._recorded(torch.matmul(q, k.transpose(-1, -2)) * scale, mask, v)
+        if window is None and not causal:  # a per-key mask: SDPA's fused kernels, no [L, L] tensor
+            q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=self.plain_mask, scale=scale,
                                                   enable_gqa=k.shape[1] != q.shape[1])
-        k, v = repeat_kv(k, q.shape[1]), repeat_kv(v, q.shape[1])
-        return self._recorded(torch.matmul(q, k.transpose(-1, -2)) * scale, mask, v)
+        # a window or causal attention: the op's "grad" mode (blocked kernels, or the reference's
+        # chunked path), where SDPA would need the dense [L, L] mask
+        self.vmappable = False
+        return lrp_attention(q, k, v, self._key_mask(), scale, "grad", self.backend, window=window, rotary=rotary,
+                             causal=causal)
 
     def _recorded(self, scores, mask, v):
         probs = torch.softmax(scores + (mask if mask is not None else 0.0), dim=-1)

@@ -240,3 +240,43 @@ def test_blocked_memory_is_linear(mode):
     assert run_.returncode == 0, run_.stderr
     grown_mib = json.loads(run_.stdout.strip().splitlines()[-1])["kib"] / 1024
     assert grown_mib < 32, f"peak memory grew by {grown_mib:.0f} MiB"
+
+
+def _dense64(q, k, v, g, mask, window, rotary, causal, mode):
+    """Float64 autograd of softmax(QKᵀ·scale + the dense [L, L] mask)·V, with the mode's factors."""
+    heads = q.shape[1]
+    leaves = [t.detach().double().requires_grad_(True) for t in (q, k, v)]
+    rot = None if rotary is None else tuple(t.double() for t in rotary)
+    qq, kk = ref.apply_rotary(leaves[0], rot), ref.repeat_kv(ref.apply_rotary(leaves[1], rot), heads)
+    dense = ref.dense_mask(mask, window, q.shape[-2], causal=causal)
+    scores = qq @ kk.transpose(-1, -2) * q.shape[-1] ** -0.5
+    if dense is not None:
+        scores = scores + (dense if dense.dim() == 4 else dense[:, None, None, :]).double()
+    probs = torch.softmax(scores, dim=-1)
+    if mode == "cp_lrp":
+        probs = probs.detach()
+    out = probs @ ref.repeat_kv(leaves[2], heads)
+    grads = torch.autograd.grad(out, leaves, g.double(), allow_unused=True)
+    factors = {"grad": (1, 1, 1), "attnlrp": (0.25, 0.25, 0.5), "cp_lrp": (None, None, 1)}[mode]
+    return out.detach(), [None if f is None else f * t for f, t in zip(factors, grads)]
+
+
+@pytest.mark.parametrize("sdpa", [False, True], ids=["aten-cpu", "sdpa"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", [CASES[1], CASES[2], CASES[6], CASES[7]], ids=case_id)
+def test_reference_chunked_path_equals_the_dense_mask(monkeypatch, case, mode, sdpa):
+    """The reference runs windows and causal attention in chunks of 64 query rows here (each with its
+    key slice and its block of the mask, no [L, L] tensor): the same as float64 attention under the
+    whole dense mask, on both of its fused paths (aten's CPU kernel; SDPA, CUDA's path, run here)."""
+    monkeypatch.setattr(ref, "CHUNK_ELEMENTS", 1)
+    if sdpa:
+        monkeypatch.setattr(ref, "SDPA_DEVICES", ("cpu", "cuda"))
+    q, k, v, g, mask, window, rotary, causal = inputs(case, F32)
+    assert len(ref.chunks(mask, window, causal, 1, q.shape[-2])) > 1
+    out, _, grads = run(ref.KERNELS, q, k, v, g, mask, window, rotary, causal, mode)
+    out64, want = _dense64(q, k, v, g, mask, window, rotary, causal, mode)
+    torch.testing.assert_close(out.double(), out64, atol=2e-6, rtol=1e-5)  # float32 vs float64
+    for a, b in zip(grads, want):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a.double(), b, atol=1e-5, rtol=1e-5)  # float32 vs float64, sums of ≤ 150 terms
