@@ -256,18 +256,18 @@ class _Backward:
 
 
 def _backward_at(model, e, attention_mask, rules, backend, seed, read_at, layers: bool = False,
-                 positions: bool = False) -> _Backward:
+                 positions: bool = False, checkpoint: bool = False) -> _Backward:
     """One forward from the embedding sum and one backward of the seeded logits.
 
     ``seed``: a :class:`_Seed` (resolved against this forward's logits) or an :class:`_Explained`.
     With ``layers`` the forward records a ledger and the same backward yields :class:`LayerRelevance`;
     with ``positions`` the relevance of the position inputs the batch shares (where the family has
-    any) comes from the same backward."""
+    any) comes from the same backward; ``checkpoint`` recomputes each layer during the backward."""
     taps = (("embedding_output",) if read_at == "embedding_output" else ()) + ((POSITIONS,) if positions else ())
     e = e.detach().requires_grad_(True)
     ledger = Ledger(points=[("embedding_sum", e)]) if layers else None
     with torch.enable_grad():
-        logits, p = model.run(e, attention_mask, rules, backend, taps=taps, ledger=ledger)
+        logits, p = model.run(e, attention_mask, rules, backend, taps=taps, ledger=ledger, checkpoint=checkpoint)
         explained = seed if isinstance(seed, _Explained) else seed.resolve(logits.detach())
         x = p.tapped[read_at] if read_at == "embedding_output" else e
         hooks = LedgerHooks(ledger) if layers else None
@@ -315,10 +315,11 @@ class _Out:
     position: torch.Tensor | None = None
 
 
-def _gradient_method(method: Method, model, e, batch: _Batch, *, seed, eps, backend, read_at, layers, **_):
+def _gradient_method(method: Method, model, e, batch: _Batch, *, seed, eps, backend, read_at, layers, checkpoint,
+                     **_):
     rules = method.rules(eps)
     positions = method.is_lrp and rules.layer_norm == "identity"
-    b = _backward_at(model, e, batch.attention_mask, rules, backend, seed, read_at, layers, positions)
+    b = _backward_at(model, e, batch.attention_mask, rules, backend, seed, read_at, layers, positions, checkpoint)
     if method.norm:
         return _Out(b.grad.float().norm(dim=-1), b.logits, b.explained, b.layers)
     x = b.x
@@ -340,7 +341,7 @@ def _baseline(model: EncoderClassifier, batch: _Batch, baseline) -> torch.Tensor
 
 
 def _integrated_gradients(method: Method, model, e, batch: _Batch, *, seed, backend, ig_steps, ig_baseline,
-                          ig_batch_size, **_):
+                          ig_batch_size, checkpoint, **_):
     """Midpoint-rule IG at the embedding sum; all steps of all examples batched in chunks."""
     if ig_steps < 1:
         raise InputError(f"ig_steps must be >= 1, got {ig_steps}")
@@ -357,7 +358,7 @@ def _integrated_gradients(method: Method, model, e, batch: _Batch, *, seed, back
         path = (base + a * (e - base)).reshape(-1, *e.shape[1:])
         n = a.shape[0]
         grad = _backward_at(model, path, mask.repeat(n, 1), GRADIENT, backend, explained.repeat(n),
-                            "embedding_sum").grad
+                            "embedding_sum", checkpoint=checkpoint).grad
         total += grad.float().reshape(n, *e.shape).sum(dim=0)
     return _Out(((e - base).float() * total / ig_steps).sum(dim=-1), logits, explained)
 
@@ -480,6 +481,7 @@ def attribute(
     ig_baseline="pad",
     ig_batch_size: int = 256,
     seed: int = 0,
+    checkpoint: bool = False,
 ) -> Attribution:
     """Token attributions of ``method`` (see :mod:`lrp_kernels.methods`) for a batch.
 
@@ -495,13 +497,18 @@ def attribute(
     ``ig_baseline`` (``"pad"``: [PAD] words at the same positions; ``"zero"``: a zero word
     embedding, positions and token types kept — the embedding sum itself cannot be 0, as the
     LayerNorm after it is scale-invariant; or a tensor broadcastable to the embedding sum) and
-    ``ig_batch_size`` (examples per chunk). ``seed``: of the ``random`` control.
+    ``ig_batch_size`` (examples per chunk). ``seed``: of the ``random`` control. ``checkpoint``:
+    recompute each layer's forward during the backward (gradient and IG methods; not with
+    ``layers=True``) — for inputs whose activations do not fit: the memory of one layer's activations
+    instead of all of them, for about one more forward; the scores are the same.
     """
     spec = get_method(method)
     read_at = _read_at(spec, read_at)
     model = as_lrp_model(model)
     if layers and spec.kind != "gradient":
         raise InputError(f"layers=True applies to gradient methods; {spec.name} is a {spec.kind} method")
+    if checkpoint and layers:
+        raise InputError("checkpoint=True does not combine with layers=True (relevance per layer)")
     # Inside torch.inference_mode() no backward is possible: leave it for the call (new tensors are
     # ordinary; the caller's inference tensors are only read).
     with torch.inference_mode(False), frozen(model), torch.no_grad():
@@ -512,7 +519,7 @@ def attribute(
             ig_baseline = ig_baseline.gather(1, order[..., None].expand(-1, -1, ig_baseline.shape[-1]))
         e = model.embed(batch.input_ids, batch.token_type_ids)
         kw = dict(eps=eps, backend=kernels, read_at=read_at, layers=layers, ig_steps=ig_steps, ig_baseline=ig_baseline,
-                  ig_batch_size=ig_batch_size, random_seed=seed)
+                  ig_batch_size=ig_batch_size, random_seed=seed, checkpoint=bool(checkpoint))
         run = _KINDS[spec.kind]
         out = _every_label(run, spec, model, e, batch, what, kw) if all_labels else run(spec, model, e, batch, seed=what,
                                                                                        **kw)

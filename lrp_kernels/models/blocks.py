@@ -34,6 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from lrp_kernels.backends.contract import Backend
@@ -109,13 +110,19 @@ class Pass:
     #: whether the backward of this pass can be vmapped (``is_grads_batched``): False once an op ran
     #: through an autograd Function of ``lrp_kernels.ops`` (they have no vmap rule)
     vmappable: bool = True
+    #: recompute each layer's forward during the backward (:meth:`layer`)
+    checkpoint: bool = False
 
     @classmethod
     def create(cls, like: torch.Tensor, attention_mask=None, rules: Rules = GRADIENT, backend: Backend | None = None,
-               output_attentions: bool = False, taps=(), ledger: Ledger | None = None) -> "Pass":
-        """A pass over a batch like ``like`` ([B, L, …], the model dtype) with a 0/1 ``attention_mask``."""
+               output_attentions: bool = False, taps=(), ledger: Ledger | None = None,
+               checkpoint: bool = False) -> "Pass":
+        """A pass over a batch like ``like`` ([B, L, …], the model dtype) with a 0/1 ``attention_mask``;
+        ``checkpoint``: see :meth:`layer`."""
         if output_attentions and not rules.is_plain:
             raise ValueError("output_attentions needs the plain gradient rules")
+        if checkpoint and ledger is not None:
+            raise ValueError("checkpoint does not combine with a ledger (relevance per layer)")
         if backend is not None and not isinstance(backend, Backend):
             raise TypeError(f"backend must be a resolved lrp_kernels.backends.Backend, got {type(backend).__name__}")
         plain_mask = None
@@ -123,11 +130,21 @@ class Pass:
             plain_mask = torch.zeros(attention_mask.shape, dtype=like.dtype, device=like.device)
             plain_mask = plain_mask.masked_fill(~attention_mask.bool(), torch.finfo(like.dtype).min)[:, None, None, :]
         mask = None if rules.is_plain else additive_mask(attention_mask)
-        return cls(rules, backend, mask, plain_mask, attention_mask, output_attentions, frozenset(taps), ledger=ledger)
+        return cls(rules, backend, mask, plain_mask, attention_mask, output_attentions, frozenset(taps), ledger=ledger,
+                   checkpoint=checkpoint)
 
     @property
     def batch_size(self) -> int | None:
         return None if self.token_mask is None else self.token_mask.shape[0]
+
+    def layer(self, module: nn.Module, x: torch.Tensor, *args) -> torch.Tensor:
+        """``module(x, self, *args)``: one block of the model. With ``checkpoint`` (and grad enabled)
+        its forward runs again during the backward (``torch.utils.checkpoint``, non-reentrant): the
+        pass keeps the block's input instead of every activation inside it. The recomputation runs the
+        same kernels on the same inputs, so the gradients are the same."""
+        if self.checkpoint and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(module, x, self, *args, use_reentrant=False)
+        return module(x, self, *args)
 
     def tap(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """Keep ``x`` under ``name`` when it was asked for (and as a ledger point); return it unchanged."""
@@ -441,7 +458,7 @@ class Encoder(nn.Module):
 def run_layers(p: Pass, layers, x, *args):
     """``x`` through ``layers`` in turn (``layer(x, p, *args)``); the input of layer i is the tap ``layer.<i>``."""
     for i, layer in enumerate(layers):
-        x = layer(p.tap(f"layer.{i}", x), p, *args)
+        x = p.layer(layer, p.tap(f"layer.{i}", x), *args)
     return x
 
 
