@@ -16,9 +16,10 @@ the child reports ``ru_maxrss`` (peak RSS) and the RSS it had once the model and
 and the table shows the peak and the growth over that baseline (what the call itself needed). The
 parent polls the child's RSS and stops it once it exceeds ``--budget-gib`` (default 14 GiB; the
 machine is shared), or after ``--timeout`` seconds: such a row reads "> budget" / "> timeout".
-Time: wall-clock seconds of one call (a warm-up call first when the row is short: ``--warmup-below``).
-The load average is printed with every row (a shared machine: timings move with it). It reports,
-it does not assert.
+Time: wall-clock seconds of one call (a warm-up call first when the row is short: ``--warmup-below``)
+and the CPU seconds the child spent in it (user + system, all threads: on a shared machine the
+steadier figure to compare rows by). The load average is printed with every row (timings move with
+it). It reports, it does not assert.
 """
 
 from __future__ import annotations
@@ -75,11 +76,17 @@ def child(row: str, layers: int, length: int, warmup: bool) -> dict:
     baseline = _rss_kib()
     if warmup:
         call()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu_seconds()
     call()
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"seconds": seconds, "peak_kib": peak, "baseline_kib": baseline, "threads": torch.get_num_threads()}
+    return {"seconds": seconds, "cpu_seconds": cpu, "peak_kib": peak, "baseline_kib": baseline,
+            "threads": torch.get_num_threads()}
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def measure(row: str, layers: int, length: int, args) -> dict:
@@ -114,11 +121,11 @@ def load() -> str:
     return ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def cell(result: dict) -> tuple[str, str, str]:
+def cell(result: dict) -> tuple[str, ...]:
     if "failed" in result:
-        return result["failed"], "-", "-"
+        return result["failed"], "-", "-", "-"
     gib = 2**20
-    return (f"{result['seconds']:.1f}", f"{result['peak_kib'] / gib:.2f}",
+    return (f"{result['seconds']:.1f}", f"{result['cpu_seconds']:.1f}", f"{result['peak_kib'] / gib:.2f}",
             f"{(result['peak_kib'] - result['baseline_kib']) / gib:.2f}")
 
 
@@ -148,7 +155,8 @@ def main(argv=None) -> int:
             continue
         if args.lengths:
             lengths = [int(x) for x in args.lengths.split(",")]
-        print(f"\n({name})\n{'length':>7} {'row':>9} {'seconds':>10} {'peak GiB':>9} {'call GiB':>9}  load", flush=True)
+        print(f"\n({name})\n{'length':>7} {'row':>9} {'seconds':>9} {'cpu s':>9} {'peak GiB':>9} {'call GiB':>9}  "
+              "load", flush=True)
         for length in lengths:
             for row in rows:
                 result = measure(row, layers, length, args)

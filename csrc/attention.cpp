@@ -159,6 +159,14 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr float kPosInf = std::numeric_limits<float>::infinity();
 constexpr float kHalfMin = -std::numeric_limits<float>::max() / 2;
 
+// GCC 12 reports "iteration 2^62 invokes undefined behavior" for the loops below once they are
+// inlined with constant block sizes (a bound it derives for pointer arithmetic on paths that never
+// run: depth and rows are at most a block here); the loops are well defined.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Waggressive-loop-optimizations"
+#endif
+
 // C[r][c] (+)= Σ_d A(r, d) · B[d][c] for r < R, c < W, with A(r, d) = a[r·ars + d·acs] (a transposed
 // operand is a stride swap), B's rows at b + d·bs and C's rows at c + r·cs.
 template <int R, int W>
@@ -190,7 +198,8 @@ inline void gemm_rows(int64_t rows, int64_t depth, const float* a, int64_t ars, 
   int64_t r = 0;
   for (; r + kTileRows <= rows; r += kTileRows)
     gemm_tile<kTileRows, W>(depth, a + r * ars, ars, acs, b, bs, c + r * cs, cs, accumulate);
-  for (; r < rows; ++r) gemm_tile<1, W>(depth, a + r * ars, ars, acs, b, bs, c + r * cs, cs, accumulate);
+  for (; r < rows; ++r)  // at most kTileRows - 1 rows
+    gemm_tile<1, W>(depth, a + r * ars, ars, acs, b, bs, c + r * cs, cs, accumulate);
 }
 
 // C[rows x cols] (+)= A[rows x depth] · B[depth x cols], cols a multiple of kDimAlign.
@@ -202,6 +211,10 @@ inline void gemm(int64_t rows, int64_t cols, int64_t depth, const float* a, int6
   for (; c0 < cols; c0 += kDimAlign)
     gemm_rows<kDimAlign>(rows, depth, a, ars, acs, b + c0, bs, c + c0, cs, accumulate);
 }
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 

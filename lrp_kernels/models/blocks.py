@@ -32,6 +32,8 @@ as ``softmax``, which then also holds the relevance that leaves for the relative
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import functools
+
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
@@ -323,11 +325,23 @@ def mean_pool(p: Pass, hidden: torch.Tensor) -> torch.Tensor:
 
 
 def rotary_tables(length: int, dim: int, theta: float, like: torch.Tensor):
-    """``(cos, sin)`` [1, L, D] of rotary positions 0 … L−1 (transformers' default rope, in ``like``'s dtype)."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
-    freqs = torch.arange(length, device=like.device)[None, :, None].float() * inv_freq.to(like.device)
-    emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos().to(like.dtype), emb.sin().to(like.dtype)
+    """``(cos, sin)`` [1, L, D] of rotary positions 0 … L−1 (transformers' default rope, in ``like``'s dtype).
+
+    Computed once per (length, dim, θ, device, dtype) — the frequencies come from the host, so a
+    forward on a GPU would otherwise wait for its queue — and kept in a small LRU cache
+    (:func:`_rotary_cached`, 16 entries); each call returns copies, so nothing a caller does to
+    them reaches the cache (a copy of [1, L, D] costs far less than one layer)."""
+    cos, sin = _rotary_cached(length, dim, float(theta), like.device, like.dtype)
+    return cos.clone(), sin.clone()
+
+
+@functools.lru_cache(maxsize=16)
+def _rotary_cached(length: int, dim: int, theta: float, device: torch.device, dtype: torch.dtype):
+    with torch.inference_mode(False), torch.no_grad():  # ordinary tensors, whatever mode the first call ran in
+        inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
+        freqs = torch.arange(length, device=device)[None, :, None].float() * inv_freq.to(device)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:

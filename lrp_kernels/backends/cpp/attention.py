@@ -106,9 +106,9 @@ def _heads(t):
     return t, tuple(t.stride()[:3])
 
 
-def _like_heads(q, shape=None):
-    """A new [B, H, L, D] tensor of q's dtype laid out as [B, L, H, D] memory (the model's head view)."""
-    batch, heads, length, dim = shape or q.shape
+def _like_heads(q):
+    """A new tensor of q's shape [B, H, L, D] and dtype laid out as [B, L, H, D] memory (the model's head view)."""
+    batch, heads, length, dim = q.shape
     return torch.empty(batch, length, heads, dim, dtype=q.dtype, device=q.device).transpose(1, 2)
 
 
