@@ -9,7 +9,8 @@ width with 4 layers at 16k and 32k. Random weights, batch 1, float32, no padding
 (transformers' own ``ModernBertForSequenceClassification`` with ``attn_implementation="sdpa"``,
 under ``torch.no_grad``), ``gradient`` (``lrp_kernels.attribute(method="gradient")``: one forward and
 one backward of the plain gradient), ``attnlrp`` and ``cp_lrp`` (``attribute`` with the ``auto``
-backend: the ``cpp`` kernels here).
+backend: the ``cpp`` kernels here); ``<method>+checkpoint`` (e.g. ``attnlrp+checkpoint``, not in the
+default rows) runs a method with ``checkpoint=True``.
 
 Each measurement runs in a FRESH PROCESS (``subprocess``), so its peak resident memory is its own:
 the child reports ``ru_maxrss`` (peak RSS) and the RSS it had once the model and inputs were built,
@@ -70,9 +71,11 @@ def child(row: str, layers: int, length: int, warmup: bool) -> dict:
                 return hf(input_ids=ids, attention_mask=mask).logits
     else:
         model = lrp_kernels.from_hf(hf)
+        method, _, option = row.partition("+")
 
         def call():
-            return lrp_kernels.attribute(model, ids, mask, method=row, target=0).scores
+            return lrp_kernels.attribute(model, ids, mask, method=method, target=0,
+                                         checkpoint=option == "checkpoint").scores
     baseline = _rss_kib()
     if warmup:
         call()
@@ -132,7 +135,8 @@ def cell(result: dict) -> tuple[str, ...]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", nargs=4, metavar=("ROW", "LAYERS", "LENGTH", "WARMUP"), help=argparse.SUPPRESS)
-    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of {', '.join(ROWS)}")
+    parser.add_argument("--rows", default=",".join(ROWS),
+                        help=f"comma-separated, of {', '.join(ROWS)} (and <method>+checkpoint)")
     parser.add_argument("--tables", default="a,b", help="a (22 layers, 1k-8k), b (4 layers, 16k-32k)")
     parser.add_argument("--lengths", help="comma-separated lengths instead of the tables' own")
     parser.add_argument("--budget-gib", type=float, default=14.0, help="stop a row whose RSS exceeds this")
