@@ -52,7 +52,7 @@ import torch.nn.functional as F
 
 from lrp_kernels.backends.registry import resolve
 from lrp_kernels.errors import InputError
-from lrp_kernels.layer_relevance import LayerRelevance, LedgerHooks, account
+from lrp_kernels.layer_relevance import LayerRelevance, LedgerHooks, account, dot_relevance
 from lrp_kernels.methods import LRP_METHODS, METHODS, READ_OUT_POINTS, Method, get_method
 from lrp_kernels.models.base import EncoderClassifier
 from lrp_kernels.models.blocks import POSITIONS, Ledger
@@ -358,7 +358,7 @@ def _gradient_method(method: Method, model, e, batch: _Batch, *, seed, eps, back
     x = b.x
     if read_at == "word_embeddings":  # e = w + p + t: the gradient at w is the gradient at e
         x = model.word_part(batch.input_ids)  # (× the scale of the sum's word term: Gemma's √hidden)
-    return _Out((x.float() * b.grad.float()).sum(dim=-1), b.logits, b.explained, b.layers, b.position)
+    return _Out(dot_relevance(x, b.grad), b.logits, b.explained, b.layers, b.position)
 
 
 def _baseline(model: EncoderClassifier, batch: _Batch, baseline) -> torch.Tensor:

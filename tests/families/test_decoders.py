@@ -151,6 +151,23 @@ def test_lrp_equals_explicit_float64(kind, method, eps, padding):
     assert expected.abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_float64_scores_are_rounded_once(kind):
+    """A float64 model's scores are Σ x ⊙ g summed in float64 and rounded to float32 once (the
+    per-layer record too): one float32 rounding of the explicit float64 LRP (which agrees with
+    ours to ~1e-15 before it; 1 ulp either way at a rounding boundary) — summing products already
+    rounded to float32 errs by ~6e-8 of Σ|x ⊙ g| over the hidden units, many ulps of a score that
+    cancels."""
+    hf64 = copy.deepcopy(_hf(kind)).double()
+    ids, mask = _left()
+    ours = attribute(hf64, ids, mask, method="attnlrp", target=TARGET, eps=0.0, backend="torch", layers=True)
+    relevance, _ = explicit_lrp_decoder(hf64, ids, mask, TARGET, "attnlrp", 0.0)
+    expected = (relevance.sum(-1) * mask).float()
+    one_ulp = 2.0**-23
+    torch.testing.assert_close(ours.scores, expected, rtol=one_ulp, atol=1e-12)
+    torch.testing.assert_close(ours.layers.relevance[:, 0], expected, rtol=one_ulp, atol=1e-12)
+
+
 @pytest.mark.parametrize("kind", DECODERS)
 @pytest.mark.parametrize("method", fast(["attnlrp", "cp_lrp", "grad_x_input"], "attnlrp"))
 def test_padding_invariance(kind, method):
