@@ -29,7 +29,8 @@ transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.family  # parity with transformers: also run at the lowest supported release
 
 from explicit_lrp_decoder import explicit_lrp_decoder  # noqa: E402  (tests/ helper)
-from model_factory import DECODERS, decoder_gradient, make_hf, padded, zero_biases  # noqa: E402
+from model_factory import (DECODERS, QWEN_LAYER_WINDOWS, decoder_gradient, installed_version, make_hf,  # noqa: E402
+                           padded, require_family, zero_biases)
 
 INIT = 0.2  # weights of std 0.2: logits that are not just the biases
 TARGET = torch.tensor([2, 0, 1])
@@ -80,16 +81,32 @@ def test_logits_equal_transformers(kind, attn, padding):
         torch.testing.assert_close(from_hf(hf)(ids, mask), expected, atol=1e-5, rtol=0)
 
 
+#: the first transformers release that pools a decoder classifier at the rightmost non-pad token; before
+#: it (4.48) ``*ForSequenceClassification`` read the token before the FIRST pad id
+#: (``eq(input_ids, pad).argmax(-1) - 1``, modulo the length): the same position for right and left
+#: padding, another one where the pad id occurs among a row's tokens (pad = eos) or fills the row
+RIGHTMOST_POOLING = (4, 49)
+#: right padding, left padding, the pad id inside a row, a row of padding only
+POOLED_IDS = torch.tensor([[5, 6, 7, 0, 0], [0, 0, 5, 6, 7], [5, 0, 6, 0, 0], [0, 0, 0, 0, 0]])
+
+
 def test_read_index_is_the_rightmost_token_that_is_not_padding():
-    """transformers pools by the ids, not the attention mask: a trailing id equal to the pad id is skipped
-    even where the mask keeps it (pad = eos), and a row of padding only reads position 0."""
+    """Pooling by the ids, not the attention mask: a trailing id equal to the pad id is skipped even where
+    the mask keeps it (pad = eos), and a row of padding only reads position 0."""
+    assert from_hf(_hf("llama")).read_index(POOLED_IDS).tolist() == [2, 4, 2, 0]
+
+
+@pytest.mark.parametrize("rows", [pytest.param([0, 1], id="padding"), pytest.param([2, 3], id="pad-id-inside")])
+def test_the_read_index_is_where_transformers_pools(rows):
     hf = _hf("llama")
-    model = from_hf(hf)
-    ids = torch.tensor([[5, 6, 7, 0, 0], [0, 0, 5, 6, 7], [5, 0, 6, 0, 0], [0, 0, 0, 0, 0]])
-    assert model.read_index(ids).tolist() == [2, 4, 2, 0]
+    if rows != [0, 1] and installed_version() < RIGHTMOST_POOLING:
+        pytest.skip(f"transformers {transformers.__version__} pools at the token before the first pad id "
+                    "(rightmost non-pad token from 4.49 on, as lrp-kernels)")
+    ids = POOLED_IDS[rows]
     mask = torch.ones_like(ids)  # the pad id inside the kept tokens
     with torch.no_grad():
-        torch.testing.assert_close(model(ids, mask), hf(input_ids=ids, attention_mask=mask).logits, atol=1e-5, rtol=0)
+        torch.testing.assert_close(from_hf(hf)(ids, mask), hf(input_ids=ids, attention_mask=mask).logits,
+                                   atol=1e-5, rtol=0)
 
 
 def test_a_batch_without_a_pad_id_is_refused_as_transformers_refuses_it():
@@ -293,6 +310,7 @@ DEFAULT_FIELDS = ("num_key_value_heads", "head_dim", "rms_norm_eps", "sliding_wi
 @pytest.mark.parametrize("kind", DECODERS)
 def test_left_out_values_are_the_family_defaults(kind):
     """A config.json that leaves a value out means the transformers config class's default."""
+    require_family(kind)
     hf = transformers.AutoConfig.for_model(kind).get_text_config()
     ours = config_from_dict({"model_type": kind})
     theirs = {f: getattr(hf, f) for f in DEFAULT_FIELDS if hasattr(hf, f)}
@@ -331,8 +349,13 @@ def test_config_json_saved_by_transformers_4_52_loads(tmp_path, kind):
     rope_local_base_freq, sliding_window_pattern, head_dim null, n_embd…; Gemma 3 had no classifier
     class then: its text config) reads as transformers 5 reads it: the model transformers 5 builds
     from it and ours give the same logits."""
+    require_family(kind)
+    if kind == "qwen2" and installed_version() < QWEN_LAYER_WINDOWS:
+        pytest.skip(f"transformers {transformers.__version__}'s eager Qwen2 does not slide the layers from "
+                    "max_window_layers on (model_factory.QWEN_LAYER_WINDOWS)")
     raw = dict(LEGACY_CONFIGS[kind])
-    config = transformers.AutoConfig.for_model(**raw)
+    # eager: the attention that soft-caps Gemma 2 in every release; no cache (4.48's overflows past the window)
+    config = transformers.AutoConfig.for_model(**raw, attn_implementation="eager", use_cache=False)
     torch.manual_seed(0)
     hf = transformers.AutoModelForSequenceClassification.from_config(config).eval()
     with torch.no_grad():
