@@ -72,7 +72,8 @@ def fast(values, *quick):
 @pytest.mark.parametrize("padding", list(BATCHES))
 def test_logits_equal_transformers(kind, attn, padding):
     if attn == "sdpa" and kind == "gemma2":
-        pytest.skip("transformers has no sdpa attention for Gemma 2 (it cannot soft-cap)")
+        pytest.skip("Gemma 2 has no soft-capping sdpa attention: transformers 5 has none for it, 4.x's "
+                    "sdpa_attention_forward ignores softcap (test_gemma2_sdpa_of_transformers_4_is_named)")
     hf = _hf(kind, attn_implementation=attn)
     ids, mask = BATCHES[padding]()
     with torch.no_grad():
@@ -337,6 +338,54 @@ def test_left_out_values_are_the_family_defaults(kind):
 def test_unsupported_configurations_are_refused(raw, match):
     with pytest.raises(CheckpointError, match=match):
         config_from_dict(raw)
+
+
+_QWEN_WINDOW = {"model_type": "qwen2", "num_hidden_layers": 2, "use_sliding_window": True, "sliding_window": 4}
+
+
+@pytest.mark.parametrize("raw, attn, version, match", [
+    ({"model_type": "gemma2"}, "sdpa", (4, 48), "without the soft-capping"),
+    ({"model_type": "gemma2"}, "sdpa", (4, 57), "without the soft-capping"),
+    ({"model_type": "gemma2"}, "eager", (4, 48), None),
+    ({"model_type": "gemma2"}, "sdpa", (5, 0), None),  # transformers 5 refuses sdpa for Gemma 2
+    ({"model_type": "gemma2", "attn_logit_softcapping": None}, "sdpa", (4, 48), None),
+    ({**_QWEN_WINDOW, "max_window_layers": 1}, "eager", (4, 48), "ignores the sliding window"),
+    ({**_QWEN_WINDOW, "max_window_layers": 1}, "sdpa", (4, 52), "slides every layer"),
+    ({**_QWEN_WINDOW, "max_window_layers": 0}, "sdpa", (4, 52), None),  # every layer slides in both
+    ({**_QWEN_WINDOW, "max_window_layers": 2}, "eager", (4, 48), None),  # no layer slides in both
+    ({**_QWEN_WINDOW, "max_window_layers": 1, "model_type": "qwen3"}, "eager", (4, 51), "slides every layer"),
+    ({**_QWEN_WINDOW, "max_window_layers": 1}, "flash_attention_2", (4, 48), None),
+    ({**_QWEN_WINDOW, "max_window_layers": 1}, "eager", (4, 53), None),
+    ({**_QWEN_WINDOW, "use_sliding_window": False}, "eager", (4, 48), None),
+    ({"model_type": "llama"}, "sdpa", (4, 48), None),
+])
+def test_what_a_transformers_release_computes_otherwise_is_named(raw, attn, version, match):
+    """The releases whose classes compute another model than the config describes (read from their
+    modeling files): Gemma 2 under 4.x's sdpa (no soft-capping), Qwen2/3 windows before 4.53."""
+    differs = config_from_dict(raw).transformers_differs(attn, version)
+    assert differs is None if match is None else match in differs
+
+
+def test_gemma2_sdpa_of_transformers_4_is_named():
+    """from_hf warns where the transformers model computes another function (here at 4.x; transformers 5
+    has no sdpa Gemma 2 and make_hf skips) — and the two differ by the soft-capping alone."""
+    hf = _hf("gemma2", attn_implementation="sdpa")
+    ids, mask = _left()
+    with pytest.warns(UserWarning, match="without the soft-capping"):
+        ours = from_hf(hf)
+    eager = copy.deepcopy(hf)
+    eager.config._attn_implementation = "eager"
+    with torch.no_grad():
+        sdpa_logits, eager_logits = hf(input_ids=ids, attention_mask=mask).logits, eager(input_ids=ids, attention_mask=mask).logits
+        torch.testing.assert_close(ours(ids, mask), eager_logits, atol=1e-5, rtol=0)
+    assert (sdpa_logits - eager_logits).abs().max() > 1e-2
+
+
+def test_a_model_that_transformers_computes_as_described_converts_silently():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for kind in ("gemma2", "qwen2"):
+            from_hf(_hf(kind))
 
 
 LEGACY_CONFIGS = json.loads((Path(__file__).parents[1] / "references" / "decoder_configs_transformers_4_52.json")
