@@ -355,6 +355,8 @@ def decoder_gradient(hf, ids, mask, target):
         return (store["e"], *args[1:]), kwargs
 
     base = hf.base_model
+    if base is hf:  # Gemma3ForSequenceClassification before transformers 5 (base_model_prefix "")
+        base = hf.model
     base = getattr(base, "language_model", base)  # Gemma 3's multimodal model: its language model
     first = (base.layers if hasattr(base, "layers") else base.h)[0]
     handles = [first.register_forward_pre_hook(leaf, with_kwargs=True),

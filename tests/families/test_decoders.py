@@ -316,6 +316,8 @@ def test_left_out_values_are_the_family_defaults(kind):
     ours = config_from_dict({"model_type": kind})
     theirs = {f: getattr(hf, f) for f in DEFAULT_FIELDS if hasattr(hf, f)}
     theirs["layer_norm_eps"] = theirs.pop("rms_norm_eps", getattr(hf, "layer_norm_epsilon", None))
+    if "head_dim" in theirs and theirs["head_dim"] is None:  # Mistral 4.57: hidden // heads, read so by its model
+        theirs["head_dim"] = hf.hidden_size // hf.num_attention_heads
     if kind.startswith("gemma3"):
         theirs["attn_logit_softcapping"] = None  # transformers' Gemma 3 attention does not apply it
     if kind in ("mistral", "phi3"):  # every layer slides when a window is set (they have no layer_types)
