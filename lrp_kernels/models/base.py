@@ -100,12 +100,14 @@ class EncoderClassifier(nn.Module):
     # ------------------------------------------------------------------ shared
     def run(self, embedding_sum, attention_mask=None, rules: Rules = GRADIENT, backend: Backend | None = None,
             output_attentions: bool = False, taps=(), ledger: Ledger | None = None,
-            read_index: torch.Tensor | None = None) -> tuple[torch.Tensor, Pass]:
+            read_index: torch.Tensor | None = None, checkpoint: bool = False) -> tuple[torch.Tensor, Pass]:
         """Logits from the embedding sum, every op under ``rules``, and the :class:`Pass` (its
         recorded attention maps and tapped tensors). The encoder's output is the tap ``encoder_output``;
         a :class:`~lrp_kernels.models.blocks.Ledger` records what relevance per layer needs;
-        ``read_index``: :meth:`read_index` of the ids (for a family whose head needs it)."""
-        p = Pass.create(embedding_sum, attention_mask, rules, backend, output_attentions, taps, ledger, read_index)
+        ``read_index``: :meth:`read_index` of the ids (for a family whose head needs it);
+        ``checkpoint`` recomputes each layer during the backward (:meth:`Pass.layer`)."""
+        p = Pass.create(embedding_sum, attention_mask, rules, backend, output_attentions, taps, ledger,
+                        read_index=read_index, checkpoint=checkpoint)
         return self.classify(p.tap("encoder_output", self.encode(embedding_sum, p)), p), p
 
     def forward_from_embeddings(self, embedding_sum, attention_mask=None, rules: Rules = GRADIENT,

@@ -7,6 +7,7 @@ load; a missing classification head is initialized from a seeded generator, with
 
 from __future__ import annotations
 
+import re
 import warnings
 import weakref
 from pathlib import Path
@@ -115,16 +116,30 @@ def load_pretrained(path, num_labels: int | None = None, dtype=None, device=None
     return model
 
 
+def _transformers_version() -> tuple[int, int]:
+    import transformers
+
+    major, minor = re.match(r"(\d+)\.(\d+)", transformers.__version__).groups()
+    return int(major), int(minor)
+
+
 def from_hf(hf_model) -> EncoderClassifier:
     """A classifier that shares the parameters of a ``transformers`` sequence classifier.
 
-    Nothing is copied: our parameters *are* the Hugging Face model's tensors.
+    Nothing is copied: our parameters *are* the Hugging Face model's tensors. Where the installed
+    ``transformers`` release computes this model otherwise (:meth:`ModelConfig.transformers_differs`:
+    Gemma 2 under 4.x's sdpa, Qwen2/3 sliding windows before 4.53) a warning says how: the family
+    computes the model its config describes.
     """
     name = type(hf_model).__name__
     check_architecture(name, name)
     if not name.endswith("ForSequenceClassification"):
         raise CheckpointError(f"{name}: pass a *ForSequenceClassification model (or load a checkpoint directory)")
     config = config_from_dict(hf_model.config.to_dict(), num_labels=hf_model.config.num_labels, source=name)
+    differs = config.transformers_differs(getattr(hf_model.config, "_attn_implementation", None),
+                                          _transformers_version())
+    if differs is not None:
+        warnings.warn(f"{name}: {differs}", stacklevel=2)
     with torch.device("meta"):
         model = build(config)
     for param_name, _ in list(model.named_parameters()):
