@@ -431,8 +431,10 @@ def _gradient_method(method: Method, model, e, batch: _Batch, *, seed, eps, back
                      account=False, **_):
     rules = method.rules(eps)
     positions = method.is_lrp and rules.layer_norm == "identity"
-    # the account's softmax share (AttnLRP): a partial ledger of the attention ops alone (see attribute)
-    record = frozenset({"softmax"}) if account and rules.attention == "attnlrp" and read_at == "embedding_sum" else None
+    # the account's softmax share (AttnLRP): a partial ledger of the attention ops alone (see attribute);
+    # not with checkpoint (a ledger holds every layer's attention inputs: the memory checkpoint saves)
+    record = frozenset({"softmax"}) if (account and not checkpoint and rules.attention == "attnlrp"
+                                        and read_at == "embedding_sum") else None
     b = _backward_at(model, e, batch.attention_mask, rules, backend, seed, read_at, layers, positions,
                      batch.read_index, record, checkpoint)
     if method.norm:
@@ -671,8 +673,9 @@ def attribute(
     LayerNorm after it is scale-invariant; or a tensor broadcastable to the embedding sum) and
     ``ig_batch_size`` (examples per chunk). ``seed``: of the ``random`` control. ``account``: also
     :attr:`Attribution.shares`, where the explained logit went besides the tokens (see :func:`_shares`;
-    AttnLRP records its attention ops for the softmax rule's share, integrated gradients takes one
-    more forward for the baseline's logit; ``layers=True`` implies it, split by every kind).
+    AttnLRP records its attention ops for the softmax rule's share — not with ``checkpoint``: then one
+    share ``bias+norm+softmax`` —, integrated gradients takes one more forward for the baseline's
+    logit; ``layers=True`` implies it, split by every kind).
     ``checkpoint``: recompute each layer's forward during the backward (gradient and IG methods; not
     with ``layers=True``) — for inputs whose activations do not fit: the memory of one layer's
     activations instead of all of them, for about one more forward; the scores are the same.

@@ -53,9 +53,21 @@ def test_target_all_gives_every_class_and_equals_one_run_per_class(ckpt, run_cli
 
 
 def test_checkpoint_gives_the_same_records(ckpt, run_cli):
-    """--checkpoint recomputes each layer during the backward: the same scores (bit for bit)."""
+    """--checkpoint recomputes each layer during the backward: the same scores (integrated gradients bit
+    for bit; AttnLRP to fp32 rounding, see below)."""
     argv = ("--methods", "attnlrp,integrated_gradients", "good film", "the plot is dull")
-    assert _explain(run_cli, ckpt, "--checkpoint", *argv) == _explain(run_cli, ckpt, *argv)
+    recomputed, plain = _explain(run_cli, ckpt, "--checkpoint", *argv), _explain(run_cli, ckpt, *argv)
+    for r, p in zip(recomputed, plain):
+        if r["method"] == "attnlrp":
+            # its account lumps the softmax rule's share with the biases' (no partial ledger: see attribute);
+            # without checkpoint the ledger moves the q/k/v projections' ε out of the attention kernel
+            # (other fp32 rounding, ~1e-7 relative)
+            assert set(r.pop("shares")) == {"bias+norm+softmax"} and set(p.pop("shares")) == {"softmax", "bias+norm"}
+            assert "biases, norm shifts and the softmax rule" in r.pop("account") and p.pop("account")
+            assert r.pop("scores") == pytest.approx(p.pop("scores"), rel=1e-5, abs=1e-6)
+            for name in ("total", "conservation"):
+                assert r.pop(name) == pytest.approx(p.pop(name), rel=1e-5)
+        assert r == p
 
 
 def test_contrast_explains_the_difference_of_two_logits(ckpt, run_cli):
@@ -83,7 +95,7 @@ def test_stride_explains_long_texts_whole_as_the_library_does(ckpt, documents, r
     assert len(records[0]["tokens"]) == 42  # the whole document, not one window
     assert all(_close(r["scores"], e.scores) for r, e in zip(records, expected))
     html = page.read_text(encoding="utf-8")
-    assert "4 windows" in html and "in windows sharing 4" in html
+    assert "4 windows" in html and "in windows sharing at least 4" in html
     assert html.count('class="lrpk-tok"') == sum(len(r["tokens"]) - 2 for r in records)  # every token shown
 
 
