@@ -2,11 +2,11 @@
 the list type :class:`Explanations` (one heatmap in Jupyter; ``save_html``/``save_png``/``to_json``).
 
 **Long documents** (``explain(..., stride=N)``): a text longer than ``max_length`` tokens is cut
-into overlapping windows (each a full [CLS] … [SEP] input, consecutive windows sharing ``stride``
-tokens; see :meth:`~lrp_kernels.tokenization.TextEncoder.documents`). The document's logits are
-the **mean of its windows' logits**, its prediction their argmax, and the target (given, or that
-prediction) is the same for every window. The mean is linear, so the relevance of the document
-logit is the sum over windows of (1 / #windows) × the window's relevance: every token's score is
+into overlapping windows (each a full [CLS] … [SEP] input of ``max_length`` tokens — none short —,
+consecutive windows sharing at least ``stride`` tokens; see
+:meth:`~lrp_kernels.tokenization.TextEncoder.documents`). The document's logits are the **mean of
+its windows' logits**, its prediction their argmax, and the target (given, or that prediction) is
+the same for every window. The mean is linear, so the relevance of the document logit is the sum over windows of (1 / #windows) × the window's relevance: every token's score is
 the sum of its contributions to the mean logit, (1/W) Σ_{windows w holding it} R_w(token), and
 each token appears once in the result (the windows' [CLS]/[SEP] add into the document's). So
 Σ over the document = (1/W) Σ_w Σ_t R_w(t), and ``conservation`` is measured against the mean

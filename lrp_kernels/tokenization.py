@@ -18,9 +18,13 @@ whitespace (RoBERTa's standalone ``Ġ``, SentencePiece's ``▁``) joins the next
 no word is empty. Special tokens stay as they are.
 
 **Windows** (:meth:`TextEncoder.documents`): a text longer than ``max_length`` tokens becomes
-overlapping windows, each a full input with the tokenizer's own special tokens ([CLS] … [SEP]),
-consecutive windows sharing ``stride`` tokens (the tokenizer's own overflow); with a text pair
-the first text is windowed and the pair repeated in every window. Each window token's position in
+overlapping windows, each a full input with the tokenizer's own special tokens ([CLS] … [SEP]).
+No window is short: as many windows as the tokenizer's own overflow makes with consecutive
+windows sharing ``stride`` tokens, each ``max_length`` tokens long, spread evenly from the text's
+start to its end — consecutive windows share at least ``stride`` tokens, all the same number (±1).
+(The overflow's last window is short; every window carries the same share of a document's logit,
+so a short one spread it over a few tokens at many times the relevance density of the others.)
+With a text pair the first text is windowed and the pair repeated in every window. Each window token's position in
 the whole text's encoding is kept (:attr:`Document.positions`). A decoder's window is the same: what
 the tokenizer makes of that slice of the text as a fresh input (Llama, Gemma: a BOS first).
 
@@ -355,7 +359,7 @@ class TextEncoder:
             first = self.tokenizer.encode(*text) if pair else self.tokenizer.encode(text)
         finally:
             self.tokenizer.no_truncation()
-        windows = [first, *first.overflowing]
+        windows = even_windows(full, first, 1 + len(first.overflowing))
         return Document(full, windows, [window_positions(full, w) for w in windows])
 
     def collate(self, encodings: Sequence) -> Encoded:
@@ -391,6 +395,38 @@ def _check_conversation(index: int, conversation) -> None:
     for message in conversation:
         if not isinstance(message, dict) or "role" not in message or "content" not in message:
             raise InputError(f"conversation {index}: every message must be a dict with 'role' and 'content'")
+
+
+@dataclass
+class SlicedEncoding:
+    """A window cut from a whole text's encoding (the fields of a ``tokenizers.Encoding`` this module
+    reads): :func:`even_windows`."""
+
+    ids: list[int]
+    type_ids: list[int]
+    tokens: list[str]
+    offsets: list[tuple[int, int]]
+    sequence_ids: list[int | None]
+    word_ids: list[int | None]
+    overflowing: list = field(default_factory=list)
+
+
+def even_windows(full, first, count: int) -> list[SlicedEncoding]:
+    """``count`` windows of the windowed text (sequence 0 of ``full``), each as long as in ``first``
+    (the tokenizer's first window, with the special tokens and the text pair around it), starting at
+    0 and ending at the text's end, their starts spread evenly (rounded down: consecutive starts
+    differ by at most the tokenizer's step, so they share at least its ``stride`` tokens)."""
+    span = [i for i, s in enumerate(first.sequence_ids) if s == 0]
+    text = [j for j, s in enumerate(full.sequence_ids) if s == 0]
+    room, last = len(span), len(text) - len(span)
+    fields = ("ids", "type_ids", "tokens", "offsets", "sequence_ids", "word_ids")
+    windows = []
+    for k in range(count):
+        start = last * k // (count - 1) if count > 1 else 0
+        picks = [(first, i) for i in range(span[0])] + [(full, j) for j in text[start : start + room]] + \
+            [(first, i) for i in range(span[-1] + 1, len(first.ids))]
+        windows.append(SlicedEncoding(*([getattr(enc, name)[i] for enc, i in picks] for name in fields)))
+    return windows
 
 
 def window_positions(full, window) -> list[int]:

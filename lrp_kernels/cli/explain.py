@@ -11,7 +11,7 @@ method's settings, every method of the run, target, contrast, max length, stride
 The options map onto :meth:`~lrp_kernels.explainer.Explainer.explain`: ``--target`` (a class
 index, a label name or ``all``: ``class_scores``/``class_names`` hold every class), ``--contrast``
 (explain logit_target − logit_contrast; refused for a regression model), ``--stride`` (texts
-longer than ``--max-length`` tokens are explained in windows sharing that many tokens; ``windows``
+longer than ``--max-length`` tokens are explained in full-length windows sharing at least that many tokens; ``windows``
 counts them; without it they are truncated, with one warning), ``--layers`` (the relevance per layer: the ``layers`` field — with
 ``--target all`` that of the predicted class —, a token × layer table in ``--html``), ``--methods``
 and ``--merge-subwords`` (the default: one score per word, its pieces' sum; ``--no-merge-subwords``
@@ -97,8 +97,9 @@ def _add_explained(parser: argparse.ArgumentParser) -> None:
                                                           "class in one backward; default: the predicted class)")
     parser.add_argument("--contrast", metavar="CLASS", help="explain the target's logit minus this class's "
                                                             "(index or label name; gradient and IG methods)")
-    parser.add_argument("--stride", type=int, metavar="N", help="explain texts longer than --max-length tokens "
-                                                                "in windows sharing N tokens (default: truncate)")
+    parser.add_argument("--stride", type=int, metavar="N",
+                        help="explain texts longer than --max-length tokens in full-length windows sharing at least "
+                             "N tokens (default: truncate)")
     parser.add_argument("--layers", action="store_true", help="also the relevance per layer (gradient methods; "
                                                               "a token x layer table in --html)")
 
@@ -267,7 +268,7 @@ def _intro(args: argparse.Namespace, job: ExplainJob) -> str:
     if settings.contrast is not None:
         parts[-1] += f" against {job.explainer.id2label.get(settings.contrast, settings.contrast)}"
     if settings.stride is not None:
-        parts.append(f"texts over {job.explainer.encoder.max_length} tokens in windows sharing {settings.stride}")
+        parts.append(f"texts over {job.explainer.encoder.max_length} tokens in windows sharing at least {settings.stride}")
     return "; ".join(parts)
 
 
