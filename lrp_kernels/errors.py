@@ -38,3 +38,18 @@ def did_you_mean(name, valid) -> str:
         close = difflib.get_close_matches(key(name), list(by_key), n=1, cutoff=0.6)
         match = by_key[close[0]] if close else None
     return f" (did you mean {match}?)" if match is not None else ""
+
+
+def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn`` attributed to the caller's own code — the first frame outside this package —,
+    whatever the depth of the call inside it: Python shows the user's file, line and call, not a line
+    of lrp_kernels (filters by module and the once-per-location registry work on that frame too)."""
+    import os
+    import sys
+    import warnings
+
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level + 1 if frame is not None else 2)

@@ -45,14 +45,13 @@ from __future__ import annotations
 import bisect
 import json
 import unicodedata
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from lrp_kernels.errors import CheckpointError, InputError
+from lrp_kernels.errors import CheckpointError, InputError, warn_user
 
 
 @dataclass
@@ -294,11 +293,8 @@ class TextEncoder:
             self.tokenizer.no_truncation()
         truncated = [i for i, enc in enumerate(encodings) if enc.overflowing]
         if truncated:
-            warnings.warn(
-                f"{len(truncated)} text(s) longer than {self.max_length} tokens were truncated "
-                f"(first: the text at index {truncated[0]})",
-                stacklevel=3,
-            )
+            warn_user(f"{len(truncated)} text(s) longer than {self.max_length} tokens were truncated "
+                      f"(first: the text at index {truncated[0]}); stride=N explains them whole, in windows")
         return encodings
 
     def documents(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None,

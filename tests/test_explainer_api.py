@@ -174,3 +174,21 @@ def test_an_explanation_prints_on_one_line(explainer):
     assert "attnlrp" in text and "label=" in text and f"{len(e.tokens)} tokens" in text
     assert not any(len(d) > 6 for d in __import__("re").findall(r"\d+\.(\d+)", text))  # no 16-digit floats
     assert repr(explainer.explain(TEXTS[:2])).count("Explanation(") == 2
+
+
+def test_warnings_point_at_the_callers_line_and_windows_raise_no_transformers_warning(explainer, held, capfd):
+    """The truncation warning is attributed to the user's call (this file), not to a line inside
+    lrp_kernels; windowing a text longer than the tokenizer's model_max_length through the user's
+    transformers tokenizer prints nothing of transformers' ("Token indices sequence length is longer …")."""
+    import logging
+
+    long_text = " ".join(["a good film with a bad plot"] * 40)
+    with pytest.warns(UserWarning, match="tokens were truncated") as caught:
+        explainer.explain(long_text, max_length=16)
+    assert [w.filename for w in caught] == [__file__]
+    logging.getLogger("transformers").setLevel(logging.WARNING)
+    capfd.readouterr()
+    windowed = Explainer(held[0], held[1], method="attnlrp")  # the tokenizer's model_max_length: 64
+    result = windowed.explain(long_text, stride=4, max_length=32)[0]
+    assert result.windows > 1 and len(result.tokens) > 64
+    assert "Token indices sequence length" not in "".join(capfd.readouterr())

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lrp_kernels.errors import CheckpointError, InputError
+from lrp_kernels.errors import CheckpointError, InputError, warn_user
 from lrp_kernels.models.base import EncoderClassifier
 from lrp_kernels.models.checkpoint import read_state_dict
 from lrp_kernels.models.config import ModelConfig, read_config_file
@@ -104,8 +104,8 @@ def load_pretrained(path, num_labels: int | None = None, dtype=None, device=None
         )
     model.load_state_dict(state, strict=False, assign=True)
     if missing:
-        warnings.warn(f"{directory}: no trained {', '.join(sorted({m.rsplit('.', 1)[0] for m in missing}))} "
-                      "in the checkpoint; initialized randomly (seed 0)", stacklevel=2)
+        warn_user(f"{directory}: no trained {', '.join(sorted({m.rsplit('.', 1)[0] for m in missing}))} "
+                  "in the checkpoint; initialized randomly (seed 0)")
         _fresh_head(model, missing)
     if unexpected:
         warnings.warn(f"{directory}: ignored {len(unexpected)} unused weight(s), e.g. {unexpected[0]}", stacklevel=2)
