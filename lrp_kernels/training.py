@@ -595,11 +595,11 @@ class _Trainer:
     # -------------------------------------------------------------------------------- the loop
     def run(self) -> bool:
         """Train to the end (True), or until ``stop_after_steps`` (False; the state is saved)."""
-        from tqdm.auto import tqdm
+        from lrp_kernels.progress import progress_bar
 
         config, progress = self.config, self.progress
         self.model.train()
-        self.bar = tqdm(total=self.total_steps, initial=progress.step, desc=f"train {config.task}", unit="step",
+        self.bar = progress_bar(total=self.total_steps, initial=progress.step, desc=f"train {config.task}", unit="step",
                         disable=not config.progress, dynamic_ncols=True)
         self._clock = (time.perf_counter(), progress.train_seconds)
         try:

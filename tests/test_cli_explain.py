@@ -320,3 +320,35 @@ def test_truncation_is_one_clean_warning_line(ckpt, run_cli):
     assert result.status == 0
     assert result.err.splitlines() == ["lrp-kernels explain: warning: 1 text(s) longer than 3 tokens were truncated "
                                        "(first: id 1); --stride N explains them whole, in windows"]
+
+
+def test_a_rerun_with_nothing_left_says_so_and_the_last_progress_line_is_printed_once(ckpt, tmp_path, run_cli):
+    """stderr here is not a terminal (a log): the bar's final line once; a re-run that finds every
+    record written says 'nothing to do', draws no bar, and leaves the file alone."""
+    out = tmp_path / "o.jsonl"
+    command = ("explain", "--model", ckpt, "--output", out, "--methods", "gradient,cp_lrp", "good film", "bad plot")
+    first = run_cli(*command)
+    assert first.status == 0 and first.err.splitlines()[-1] == f"wrote 4 explanations to {out}"
+    lines = first.err.replace("\r", "\n").splitlines()
+    assert sum("100%" in line for line in lines) == 1, first.err
+    written = out.read_bytes()
+    again = run_cli(*command)
+    assert again.status == 0 and out.read_bytes() == written
+    assert again.err.splitlines() == [f"nothing to do: {out} already holds all 4 explanations (--overwrite "
+                                      "recomputes them)"]
+    one = run_cli("explain", "--model", ckpt, "--output", tmp_path / "one.jsonl", "--no-progress", "--method",
+                  "gradient", "good")
+    assert one.err.splitlines() == [f"wrote 1 explanation to {tmp_path / 'one.jsonl'}"]
+
+
+def test_a_mistyped_local_directory_is_not_looked_up_on_the_hub(ckpt, tmp_path, monkeypatch, run_cli):
+    """``runs/sst22`` beside ``runs/sst2`` (one slash, as a hub id ``org/name``): a missing local
+    directory, with the close name; ``./x``, ``~/x`` and ``a/b/c`` alike."""
+    import shutil
+
+    shutil.copytree(ckpt, tmp_path / "runs" / "sst2")
+    monkeypatch.chdir(tmp_path)
+    run_cli("explain", "--model", "runs/sst22", "good").assert_user_error(
+        "runs/sst22: checkpoint directory not found (did you mean runs/sst2?)")
+    for name in ("./runs/sst3", "~/no-such-dir-lrpk/x", "a/b/c"):
+        run_cli("explain", "--model", name, "good").assert_user_error(f"{name}: checkpoint directory not found")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import sys
 import warnings
 from typing import Any
 
@@ -125,11 +124,11 @@ class ExplainJob:
                           f"truncated (first: id {json.dumps(self.truncated[0], ensure_ascii=False)}); --stride N "
                           "explains them whole, in windows", stacklevel=2)
         with contextlib.ExitStack() as stack:
-            if progress and self.rank == 0:
-                from tqdm.auto import tqdm
+            if progress and self.rank == 0 and pending:  # nothing to do: no bar
+                from lrp_kernels.progress import progress_bar
 
-                pending = stack.enter_context(tqdm(pending, desc=f"explain ({', '.join(self.methods)})",
-                                                   unit="batch", file=sys.stderr))
+                pending = stack.enter_context(progress_bar(pending, desc=f"explain ({', '.join(self.methods)})",
+                                                           unit="batch"))
             for n, index in enumerate(pending):
                 if stop_after is not None and n >= stop_after:
                     return False

@@ -294,6 +294,7 @@ def _to_file(job: ExplainJob, args: argparse.Namespace, device) -> int:
         if group is not None:
             group.barrier()
         with JsonlSink(output, job.row_check(), job.rank, job.world) as sink:
+            idle = job.world == 1 and not job.pending(sink.done)
             finished = job.run(sink, args.stop_after_batches, args.progress)
         finished = _all_finished(group, finished, device)
         if job.rank == 0 and not finished:
@@ -301,8 +302,10 @@ def _to_file(job: ExplainJob, args: argparse.Namespace, device) -> int:
         elif job.rank == 0:
             merged = sink.merge(job.order())
             _write_pictures(merged, args, job)
-            print(f"wrote {len(merged)} explanation{'s' if len(merged) != 1 else ''} to {output}"
-                  + (f" and {args.html}" if args.html else "") + (f" and {args.png}" if args.png else ""),
+            count = f"{len(merged)} explanation{'s' if len(merged) != 1 else ''}"
+            pictures = (f" and {args.html}" if args.html else "") + (f" and {args.png}" if args.png else "")
+            print(f"nothing to do: {output} already holds all {count} (--overwrite recomputes them)"
+                  + (f"; wrote {pictures[5:]}" if pictures else "") if idle else f"wrote {count} to {output}{pictures}",
                   file=sys.stderr)
         if group is not None:
             group.barrier()

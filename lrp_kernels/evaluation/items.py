@@ -169,9 +169,9 @@ def attribute_items(model, items: Sequence[Item], method: str, pad_id: int, batc
     out: list[Item | None] = [None] * len(items)
     batches = length_batches([int(it.ids.numel()) for it in items], batch_size)
     if progress:
-        from tqdm.auto import tqdm
+        from lrp_kernels.progress import progress_bar
 
-        batches = tqdm(batches, desc=f"attribute ({method})", unit="batch", leave=False)
+        batches = progress_bar(batches, desc=f"attribute ({method})", unit="batch", leave=False)
     seconds = 0.0
     for index in batches:
         ids, mask, types = pad_batch([(items[i].ids, items[i].types) for i in index], pad_id)
