@@ -3,6 +3,7 @@ test_cli_errors.py)."""
 
 import csv
 import random
+import re
 
 import pytest
 
@@ -53,7 +54,13 @@ def test_evaluate_selected_metrics(setup, tmp_path):
         header = next(csv.reader(f))
     assert "acc@1" in header and "abpc" not in header and "aopc_comprehensiveness" not in header
     assert (out / "word_rank.csv").is_file() and not (out / "abpc_curves.csv").exists()
-    assert (out / "index.html").read_text(encoding="utf-8").count('class="lrpk-expl"') == 2 * 2
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert page.count('class="lrpk-expl"') == 2 * 2
+    assert "punctuation (a word with no letter or digit) and English stop words" in page  # the rule, stated
+    kept = tmp_path / "kept"
+    assert main(["evaluate", "--model", str(ckpt), "--task", "sst2", "--data-dir", str(data), "--out", str(kept),
+                 "--no-progress", "--methods", "attnlrp", "--metrics", "word_rank", "--keep-stop-words"]) == 0
+    assert "every word ranked (--keep-stop-words)" in (kept / "index.html").read_text(encoding="utf-8")
 
 
 def test_evaluate_prints_its_plan_and_a_progress_bar_per_method(setup, tmp_path, capsys):
@@ -67,6 +74,9 @@ def test_evaluate_prints_its_plan_and_a_progress_bar_per_method(setup, tmp_path,
     # 12 examples: attnlrp 12 passes, IG 12 x 4; AOPC: two variants per kept bin of each example
     assert plan.startswith("plan: 12 examples x 2 methods: 60 forward+backward passes (integrated gradients: "
                            "4 steps each), up to ")
+    assert re.search(r"; estimated at most \d+ (s|min|h) in all \(from the first forward's [\d,]+ sequences/s\)$",
+                     plan), plan
+    assert sum("100%" in line for line in captured.err.replace("\r", "\n").splitlines()) == 2  # once per method
     assert "evaluate 1/2 attnlrp" in captured.err and "evaluate 2/2 integrated_gradients" in captured.err
     assert "<" in captured.err and "pass/s" in captured.err  # tqdm's elapsed<remaining (the ETA)
     assert f"report: {out}/index.html" in captured.out and "//" not in captured.out

@@ -5,6 +5,7 @@ exact token contributions are known: that gives hand-computable AOPC/ABPC values
 attribution that must beat random ordering.
 """
 
+import dataclasses
 import csv
 import json
 import math
@@ -245,6 +246,28 @@ def test_word_rank_and_agreement():
     rho, shared = word_rank_correlation({(1, "x"): 1.0, (1, "y"): 2.0, (1, "z"): 3.0, (0, "q"): 1.0},
                                         {(1, "x"): 0.1, (1, "y"): 0.3, (1, "z"): 0.2})
     assert shared == 3 and rho == pytest.approx(0.5)
+
+
+def test_word_rank_leaves_out_punctuation_and_stop_words_unless_kept():
+    """Punctuation ('.', "'", '--') and stop words ('the', 's') top a small sample's list; by default
+    they are left out (the rule: ranking.RANK_RULE), negations kept; keep_stop_words ranks them all."""
+    from lrp_kernels.evaluation.ranking import RANK_RULE, is_ranked_word
+
+    w = bow_weights()
+    vocabulary = {20: ".", 21: "the", 22: "'", 23: "gorgeous", 24: "not", 25: "s", 26: "--", 27: "dull"}
+    items = []
+    for i in range(4):
+        it = dataclasses.replace(make_item(i, list(vocabulary), w),
+                                 words=[""] + [vocabulary[t] for t in vocabulary] + [""])
+        s = torch.tensor([0.0] + [5.0, 4.0, 3.0, 2.0, 1.5, 1.0, 0.9, -1.0] + [0.0])
+        items.append(it.with_scores(s, it.logits, 1))
+    default = [r.word for r in word_rank(items, top=10, min_count=1)]
+    assert default == ["gorgeous", "not", "dull"]
+    everything = [r.word for r in word_rank(items, top=10, min_count=1, keep_stop_words=True)]
+    assert everything == [".", "the", "'", "gorgeous", "not", "s", "--", "dull"]
+    assert word_rank(items, top=10, min_count=1)[0].score == pytest.approx(2.0 / 5.0)  # still scaled by '.'
+    assert not is_ranked_word("n't") and is_ranked_word("never") and is_ranked_word("89")
+    assert "punctuation" in RANK_RULE and "stop words" in RANK_RULE
 
 
 # ------------------------------------------------------------------------------ the whole study

@@ -1,4 +1,5 @@
-"""``lrp-kernels bench``: time the forward, the plain gradient and every attribution method.
+"""``lrp-kernels bench``: time the forward, the plain gradient and the attribution methods of
+``--methods`` (default :data:`DEFAULT_METHODS`, the one-backward methods).
 
 One table: per row the median time of ``--repeat`` runs (rows run interleaved, round-robin, so a
 busy machine slows them alike), its ratio to the forward and to the plain gradient, tokens per

@@ -29,7 +29,7 @@ from typing import Any
 
 from lrp_kernels.cli._common import add_option, check_output, require_positive
 from lrp_kernels.errors import InputError
-from lrp_kernels.options import parse_device, parse_methods, resolve_model_path, set_threads
+from lrp_kernels.options import counted, parse_device, parse_methods, resolve_model_path, set_threads
 
 SST2_ENV = "LRP_KERNELS_SST2_DIR"
 
@@ -68,6 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retrain", action="store_true", help="fine-tune again even if a cached model exists")
     parser.add_argument("--explain-examples", type=int, default=5, help="dev sentences shown as heatmaps")
     parser.add_argument("--eval-examples", type=int, default=12, help="dev sentences in the small evaluation")
+    parser.add_argument("--keep-stop-words", action="store_true",
+                        help="word rank: rank punctuation and stop words too (default: left out)")
     add_option(parser, "methods")
     add_option(parser, "ig_steps", default=16)
     add_option(parser, "device")
@@ -175,7 +177,8 @@ def explain_sentences(model_dir: Path, dev, methods: tuple[str, ...], args, devi
     results = first.explain(sentences, batch_size=32, merge_subwords=True, methods=list(methods))
     explained = {m: Explanations(results[j::len(methods)]) for j, m in enumerate(methods)}
     shown = Shown(sentences, list(dev["label"][: args.explain_examples]), explained, time.perf_counter() - started)
-    _log(f"explained {len(sentences)} dev sentences with {len(methods)} methods in {shown.seconds:.1f} s")
+    _log(f"explained {counted(len(sentences), 'dev sentence')} with {counted(len(methods), 'method')} in "
+         f"{shown.seconds:.1f} s")
     return shown
 
 
@@ -203,7 +206,7 @@ def evaluate_model(model_dir: Path, data_dir: Path, methods, args, device, out: 
     summary = run_study(StudyConfig(
         model=str(model_dir), task="sst2", data_dir=str(data_dir), out=str(out / "evaluation"), methods=methods,
         max_examples=args.eval_examples, device=str(device), backend=args.backend, ig_steps=args.ig_steps,
-        heatmaps=3, progress=args.progress, title="lrp-kernels demo: evaluation on SST-2 dev",
+        heatmaps=3, progress=args.progress, keep_stop_words=args.keep_stop_words, title="lrp-kernels demo: evaluation on SST-2 dev",
     ), log=_log)
     return summary, time.perf_counter() - started
 
@@ -242,7 +245,7 @@ def _facts(model: Model, shown: Shown, summary: dict, evaluate_seconds: float, t
         facts.append(f"SST-2 dev accuracy {model.dev_accuracy:.4f}")
     if model.metrics.get("train_examples"):
         facts.append(f"fine-tuned on {model.metrics['train_examples']} SST-2 train sentences")
-    facts.append(f"explained {len(shown.sentences)} sentences × {len(shown.explained)} methods in "
+    facts.append(f"explained {counted(len(shown.sentences), 'sentence')} × {counted(len(shown.explained), 'method')} in "
                  f"{shown.seconds:.1f} s; evaluation on {summary['examples']} sentences in {evaluate_seconds:.1f} s; "
                  f"{total:.1f} s in all on {html.escape(str(device))} ({torch.get_num_threads()} threads)")
     return facts

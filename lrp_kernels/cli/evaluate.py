@@ -55,6 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "eps", default=d.eps)
     add_option(parser, "ig_steps", default=d.ig_steps)
     parser.add_argument("--heatmaps", type=int, default=d.heatmaps, help="examples shown as heatmaps in index.html")
+    parser.add_argument("--keep-stop-words", action="store_true",
+                        help="word rank: rank punctuation and stop words too (default: left out; the report states "
+                             "the rule)")
     parser.add_argument("--model2", help="cross-dataset: a second checkpoint (fine-tuned on another task)")
     parser.add_argument("--task2", help="cross-dataset: the second model's task (for word-rank correlation)")
     parser.add_argument("--data-dir2", help="cross-dataset: the second task's directory")
@@ -71,7 +74,7 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
         max_examples=args.max_examples, replacement=args.replacement, min_tokens=args.min_tokens,
         batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, max_length=args.max_length,
         device=args.device, dtype=args.dtype, backend=args.backend, ig_steps=args.ig_steps, eps=args.eps,
-        heatmaps=args.heatmaps, model2=args.model2, task2=args.task2, data_dir2=args.data_dir2, progress=args.progress,
+        heatmaps=args.heatmaps, keep_stop_words=args.keep_stop_words, model2=args.model2, task2=args.task2, data_dir2=args.data_dir2, progress=args.progress,
     )
 
 

@@ -122,35 +122,40 @@ def plot_perturbation(path: Path, results) -> Path | None:
     return path
 
 
-def _faithfulness_panels(results) -> list[tuple[str, str, list[float], int]]:
-    """(title with direction, definition, a value per method, examples) per faithfulness metric."""
+def _faithfulness_panels(results, regression: bool = False) -> list[tuple[str, str, list[float], int, str]]:
+    """(title with direction, definition, a value per method, examples, y-axis label) per faithfulness
+    metric."""
     from lrp_kernels.evaluation.columns import COLUMNS
 
     rows = list(results["methods"].values())
     panels = []
     if "aopc" in rows[0]:
         n = _count([r["aopc"].n_examples for r in rows])
+        drop = "mean drop of the predicted value" if regression else "mean drop of p(target)"
         panels.append(("AOPC comprehensiveness ↑", COLUMNS["aopc_comprehensiveness"][1],
-                       [r["aopc"].comprehensiveness for r in rows], n))
-        panels.append(("AOPC sufficiency ↓", COLUMNS["aopc_sufficiency"][1], [r["aopc"].sufficiency for r in rows], n))
+                       [r["aopc"].comprehensiveness for r in rows], n, drop))
+        panels.append(("AOPC sufficiency ↓", COLUMNS["aopc_sufficiency"][1], [r["aopc"].sufficiency for r in rows], n,
+                       "mean drop of p(target)"))
     if "abpc" in rows[0]:
         panels.append(("ABPC ↑", COLUMNS["abpc"][1], [r["abpc"].abpc for r in rows],
-                       _count([r["abpc"].n_examples for r in rows])))
+                       _count([r["abpc"].n_examples for r in rows]), "area (target logit × fraction replaced)"))
     return panels
 
 
-def plot_faithfulness(path: Path, results) -> Path | None:
-    """A bar panel per faithfulness metric, each titled with its direction, definition and examples."""
+def plot_faithfulness(path: Path, results, regression: bool = False) -> Path | None:
+    """A bar panel per faithfulness metric, each titled with its direction, definition and examples, its
+    y-axis saying what the bars measure (``regression``: AOPC comprehensiveness of the predicted value)."""
     import textwrap
 
     methods = list(results["methods"])
-    panels = _faithfulness_panels(results)
+    panels = _faithfulness_panels(results, regression)
     if not panels:
         return None
     colors = [method_style(i, m)["color"] for i, m in enumerate(methods)]
     with _figure(path, nrows=1, ncols=len(panels), figsize=(3.6 * len(panels), 3.9), squeeze=False) as (_, axes):
-        for ax, (title, definition, values, n) in zip(axes[0], panels):
+        for ax, (title, definition, values, n, ylabel) in zip(axes[0], panels):
             ax.bar(range(len(methods)), values, color=colors)
+            ax.set_ylabel(ylabel, fontsize=8)
             ax.set_xticks(range(len(methods)), methods, rotation=60, ha="right", fontsize=7)
             ax.set_title(f"{title} ({n} examples)\n" + "\n".join(textwrap.wrap(definition, 48)), fontsize=8)
             ax.axhline(0, color="black", linewidth=0.5)

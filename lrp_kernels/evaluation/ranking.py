@@ -4,7 +4,9 @@
   method finds most relevant over a dataset. Per example the token scores are summed per word and
   divided by the example's largest |word score| (so every example weighs the same); a word's score
   is the mean of its normalized scores over its occurrences (lower-cased), per explained class.
-  Words seen fewer than ``min_count`` times are left out.
+  Words seen fewer than ``min_count`` times are left out, and so — unless ``keep_stop_words`` — are
+  punctuation and stop words (:func:`is_ranked_word`: :data:`RANK_RULE`), which otherwise fill the
+  top of the list on small samples (``'``, ``.``, ``the``, ``a`` …) and say nothing about the model.
 * **Method agreement**: Spearman's rank correlation between two methods' scores of the content
   tokens of an example, averaged over examples.
 * **Cross-dataset correlation** (Wu & Ong 2021, §3.4: do explanations carry over between
@@ -24,6 +26,31 @@ from typing import Sequence
 import numpy as np
 
 from lrp_kernels.evaluation.items import Item
+
+
+#: English function words left out of the word rank by default: articles, pronouns, prepositions,
+#: conjunctions, auxiliaries and the pieces a tokenizer splits contractions into (``'s`` → ``s``).
+#: Negations and intensifiers (not, no, never, very, too, …) are kept: they carry sentiment.
+STOP_WORDS = frozenset("""
+a an the this that these those i me my myself we our ours ourselves you your yours yourself yourselves
+he him his himself she her hers herself it its itself they them their theirs themselves what which who
+whom whose of at by for with about against between into through during before after above below to from
+up down in out on off over under again further then once here there when where why how and or but if
+because as until while so than also is am are was were be been being have has had having do does did
+doing will would shall should can could may might must s t d ll m re ve o y n't 's 're 've 'll 'd 'm
+lrb rrb -lrb- -rrb- both each other some such own same just any all
+""".split())
+
+#: The rule of :func:`is_ranked_word`, in words (the reports print it).
+RANK_RULE = ("punctuation (a word with no letter or digit) and English stop words (articles, pronouns, "
+             "prepositions, conjunctions, auxiliaries, contraction pieces; negations and intensifiers "
+             "kept) are left out")
+
+
+def is_ranked_word(word: str) -> bool:
+    """Whether ``word`` (lower-cased) takes part in the default word rank: it has a letter or a digit
+    and is not one of :data:`STOP_WORDS`."""
+    return any(c.isalnum() for c in word) and word not in STOP_WORDS
 
 
 def rankdata(values: Sequence[float]) -> np.ndarray:
@@ -105,11 +132,14 @@ def _word_means(items: Sequence[Item]) -> dict[tuple[int, str], tuple[float, int
     return {key: (sums[key] / count, count) for key, count in counts.items()}
 
 
-def word_rank(items: Sequence[Item], top: int = 10, min_count: int = 3) -> list[RankedWord]:
-    """The ``top`` words by mean normalized attribution, per explained class."""
+def word_rank(items: Sequence[Item], top: int = 10, min_count: int = 3,
+              keep_stop_words: bool = False) -> list[RankedWord]:
+    """The ``top`` words by mean normalized attribution, per explained class; punctuation and stop
+    words left out unless ``keep_stop_words`` (:data:`RANK_RULE`). Every word still counts in the
+    normalization of its example (its largest |word score|)."""
     by_class: dict[int, list[tuple[str, float, int]]] = defaultdict(list)
     for (target, word), (mean, count) in _word_means(items).items():
-        if count >= min_count:
+        if count >= min_count and (keep_stop_words or is_ranked_word(word)):
             by_class[target].append((word, mean, count))
     ranked = []
     for target in sorted(by_class):

@@ -28,6 +28,7 @@ from typing import Any, Sequence
 from lrp_kernels.evaluation.columns import definitions, with_direction
 from lrp_kernels.evaluation.items import Item
 from lrp_kernels.evaluation.perturbation import CURVE_COLUMN
+from lrp_kernels.evaluation.ranking import RANK_RULE
 from lrp_kernels.models.config import Head
 
 
@@ -186,11 +187,20 @@ class _Report:
         self.header, self.rows = summary_rows(results)
         self.plots: dict[str, Path] = {}
 
+    def _head(self) -> Head:
+        return Head(self.info.get("problem_type") or Head().problem_type)
+
     def _label(self, target: int) -> str:
         return self.id2label.get(target, str(target))
 
     def _agreement_rows(self) -> list[list[Any]]:
         return [[a] + [self.agreement[(a, b)][0] for b in self.methods] for a in self.methods]
+
+    def _word_note(self) -> str:
+        """The word rank's definition and which words it leaves out (``keep_stop_words``: none)."""
+        kept = self.info.get("keep_stop_words", False)
+        return WORD_RANK_NOTE + ("; every word ranked (--keep-stop-words)" if kept else f"; {RANK_RULE} (--keep-stop-words "
+                                                                                         "ranks them too)")
 
     def _word_rows(self, max_rank: int | None = None) -> list[list[Any]]:
         return [[m, self._label(w.target), w.rank, w.word, w.score, w.count]
@@ -235,7 +245,7 @@ class _Report:
         plots = {
             "deletion.png": figures.plot_deletion(out / "deletion.png", results),
             "perturbation_curves.png": figures.plot_perturbation(out / "perturbation_curves.png", results),
-            "faithfulness.png": figures.plot_faithfulness(out / "faithfulness.png", results),
+            "faithfulness.png": figures.plot_faithfulness(out / "faithfulness.png", results, self._head().is_regression),
             "agreement.png": figures.plot_agreement(out / "agreement.png", self.methods, self.agreement),
         }
         self.plots = {name: path for name, path in plots.items() if path is not None}
@@ -256,7 +266,7 @@ class _Report:
               *metric_table_md(self.header, self.rows), "- ↑ higher is better, ↓ lower is better", ""]
         md += [f"![{name}]({name})" for name in self.plots]
         if "word_rank" in self.first:
-            md += ["", "## Word rank (top words by mean normalized attribution)", "", WORD_RANK_NOTE, "",
+            md += ["", "## Word rank (top words by mean normalized attribution)", "", self._word_note(), "",
                    _md_table(["method", "class", "top words"], self._top_words())]
         if self.agreement:
             md += ["", "## Method agreement (mean Spearman ρ over examples)", "", AGREEMENT_NOTE, "",
@@ -278,7 +288,7 @@ class _Report:
                  "<h2>Faithfulness</h2>", metric_table_html(self.header, self.rows)]
         parts += [png_html(name, path) for name, path in self.plots.items()]
         if "word_rank" in self.first:
-            parts += ["<h2>Word rank</h2>", _note(WORD_RANK_NOTE),
+            parts += ["<h2>Word rank</h2>", _note(self._word_note()),
                       html_table(["method", "class", "rank", "word", "score", "count"], self._word_rows(max_rank=5))]
         if self.agreement:
             parts += ["<h2>Method agreement (mean Spearman ρ)</h2>", _note(AGREEMENT_NOTE),

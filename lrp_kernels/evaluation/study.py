@@ -24,6 +24,7 @@ from lrp_kernels.evaluation import perturbation, ranking
 from lrp_kernels.evaluation.items import Forward, Item, attribute_items, batched_logits, make_items, model_forward
 from lrp_kernels.options import (
     check_max_length,
+    counted,
     parse_device,
     parse_dtype,
     parse_methods,
@@ -58,6 +59,7 @@ class StudyConfig:
     eps: float = 1e-6
     word_rank_top: int = 10
     word_min_count: int = 3
+    keep_stop_words: bool = False  # word rank: punctuation and stop words ranked too (ranking.RANK_RULE)
     heatmaps: int = 5
     model2: str | None = None
     task2: str | None = None
@@ -153,8 +155,11 @@ class Study:
         self.advance: Callable[[int], object] = _ignore  # a progress bar's update, per sequence scored
         self.forward = self._counted(model_forward(self.model))
         self.cache: dict[bytes, torch.Tensor] = {}  # logits of every sequence scored so far, across methods
+        started = time.perf_counter()
         self.logits = batched_logits(self.forward, [(it.ids, it.types) for it in self.items], self.encoder.pad_id,
                                      config.eval_batch_size, self.cache)
+        #: sequences per second of that first forward over the examples (the plan's time estimate)
+        self.forward_rate = len(self.items) / max(time.perf_counter() - started, 1e-9)
         self.accuracy = None  # of a single-label classifier only: a label set or a value is not an argmax
         if self.head.problem_type == SINGLE_LABEL:
             self.accuracy = float(self.logits.argmax(dim=-1).eq(torch.tensor(labels)).float().mean())
@@ -215,7 +220,8 @@ class Study:
             row["abpc"] = perturbation.abpc(items, self.forward, self.replacement_id, pad, batch_size=batch,
                                             cache=cache)
         if "word_rank" in metrics:
-            row["word_rank"] = ranking.word_rank(items, top=config.word_rank_top, min_count=config.word_min_count)
+            row["word_rank"] = ranking.word_rank(items, top=config.word_rank_top, min_count=config.word_min_count,
+                                                 keep_stop_words=config.keep_stop_words)
         return row
 
     def _cross_dataset(self, method: str, items: list[Item]) -> dict[str, Any]:
@@ -240,6 +246,7 @@ class Study:
             "accuracy": self.accuracy,
             "replacement": config.replacement,
             "min_tokens": config.min_tokens,
+            "keep_stop_words": config.keep_stop_words,
             "device": str(self.device),
             "torch_threads": torch.get_num_threads(),
             "model2": config.model2,
@@ -274,17 +281,41 @@ class MethodPlan:
         return self.backward + self.forward + self.perturbed
 
 
-def describe_plan(plans: dict[str, MethodPlan], examples: int, config: StudyConfig) -> str:
-    """One line: what the study will compute, before it starts."""
+#: what one forward+backward (attribution) pass costs in forward passes, for the plan's estimate
+BACKWARD_COST = 3.0
+
+
+def estimate_seconds(plans: dict[str, MethodPlan], forward_rate: float | None) -> float | None:
+    """The study's time from the speed of its first forward (sequences/s): a forward+backward pass as
+    :data:`BACKWARD_COST` forwards, every perturbed sequence scored (an upper bound: repeats are
+    scored once); None without a rate."""
+    if not forward_rate:
+        return None
+    passes = sum(BACKWARD_COST * p.backward + p.forward + p.perturbed for p in plans.values())
+    return passes / forward_rate
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400 else \
+        f"{seconds / 3600:.1f} h"
+
+
+def describe_plan(plans: dict[str, MethodPlan], examples: int, config: StudyConfig,
+                  forward_rate: float | None = None) -> str:
+    """One line: what the study will compute and about how long it takes (``forward_rate``: sequences
+    per second of a forward, see :func:`estimate_seconds`), before it starts."""
     backward = sum(p.backward for p in plans.values())
     forward = sum(p.forward for p in plans.values())
     perturbed = sum(p.perturbed for p in plans.values())
     ig = next((p.steps for p in plans.values() if p.steps > 1), None)
-    return (f"plan: {examples} examples x {len(plans)} methods: {backward:,} forward+backward passes"
+    seconds = estimate_seconds(plans, forward_rate)
+    estimate = "" if seconds is None else (f"; estimated at most {_duration(seconds)} in all (from the first "
+                                           f"forward's {forward_rate:,.0f} sequences/s)")
+    return (f"plan: {counted(examples, 'example')} x {counted(len(plans), 'method')}: {backward:,} forward+backward passes"
             + (f" (integrated gradients: {ig} steps each)" if ig else "")
             + (f", {forward:,} forward passes of attention methods" if forward else "")
             + f", up to {perturbed:,} forward passes of perturbed sequences (repeats are scored once); "
-            f"batches of {config.batch_size} (attribution) and {config.eval_batch_size} (forward)")
+            f"batches of {config.batch_size} (attribution) and {config.eval_batch_size} (forward){estimate}")
 
 
 @contextlib.contextmanager
@@ -293,9 +324,9 @@ def _method_progress(study: Study, method: str, position: str, plan: MethodPlan,
     if not show:
         yield
         return
-    from tqdm.auto import tqdm
+    from lrp_kernels.progress import progress_bar
 
-    with tqdm(total=plan.total, desc=f"evaluate {position} {method}", unit="pass", dynamic_ncols=True) as bar:
+    with progress_bar(total=plan.total, desc=f"evaluate {position} {method}", unit="pass", dynamic_ncols=True) as bar:
         study.advance = bar.update
         try:
             yield
@@ -317,7 +348,7 @@ def run_study(config: StudyConfig, log: Callable[[str], object] | None = None) -
     study = Study(config, device)
     plans = {method: study.plan(method, metrics) for method in methods}
     if log is not None:
-        log(describe_plan(plans, len(study.items), config))
+        log(describe_plan(plans, len(study.items), config, study.forward_rate))
     results: dict[str, Any] = {"methods": {}, "agreement": None, "cross_dataset": None}
     by_method: dict[str, list[Item]] = {}
     for i, method in enumerate(methods, start=1):
