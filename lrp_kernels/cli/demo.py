@@ -5,8 +5,9 @@
    ``$XDG_CACHE_HOME/lrp-kernels`` or ``~/.cache/lrp-kernels``), keyed by the training options.
    An interrupted fine-tune resumes. ``--model DIR`` skips this and uses an existing checkpoint.
 2. Explains a few SST-2 dev sentences with every method (heatmaps, JSON lines, a PNG).
-3. Runs a small ``evaluate`` (word deletion, AOPC, ABPC, word rank, method agreement) on the first
-   ``--eval-examples`` dev sentences.
+3. Runs a small ``evaluate`` (word deletion, AOPC, ABPC, method agreement) on the first
+   ``--eval-examples`` dev sentences, and the word rank on the first ``--word-rank-examples`` (200:
+   on a dozen sentences the top words are noise), punctuation and stop words left out.
 4. Writes ``<output>/index.html`` (heatmaps, the evaluation table and plots) and prints where it is.
 
 SST-2 (GLUE layout) is read from ``--data-dir``, else ``$LRP_KERNELS_SST2_DIR``, else the copy that
@@ -68,6 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retrain", action="store_true", help="fine-tune again even if a cached model exists")
     parser.add_argument("--explain-examples", type=int, default=5, help="dev sentences shown as heatmaps")
     parser.add_argument("--eval-examples", type=int, default=12, help="dev sentences in the small evaluation")
+    parser.add_argument("--word-rank-examples", type=int, default=200,
+                        help="dev sentences the word rank reads (attribution only; default %(default)s: fewer rank "
+                             "noise)")
     parser.add_argument("--keep-stop-words", action="store_true",
                         help="word rank: rank punctuation and stop words too (default: left out)")
     add_option(parser, "methods")
@@ -206,7 +210,8 @@ def evaluate_model(model_dir: Path, data_dir: Path, methods, args, device, out: 
     summary = run_study(StudyConfig(
         model=str(model_dir), task="sst2", data_dir=str(data_dir), out=str(out / "evaluation"), methods=methods,
         max_examples=args.eval_examples, device=str(device), backend=args.backend, ig_steps=args.ig_steps,
-        heatmaps=3, progress=args.progress, keep_stop_words=args.keep_stop_words, title="lrp-kernels demo: evaluation on SST-2 dev",
+        heatmaps=3, progress=args.progress, keep_stop_words=args.keep_stop_words,
+        word_rank_examples=args.word_rank_examples, title="lrp-kernels demo: evaluation on SST-2 dev",
     ), log=_log)
     return summary, time.perf_counter() - started
 
@@ -216,7 +221,8 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     methods = parse_methods(args.methods)
-    require_positive(args, "explain_examples", "eval_examples", "ig_steps", "epochs", "train_examples")
+    require_positive(args, "explain_examples", "eval_examples", "word_rank_examples", "ig_steps", "epochs",
+                     "train_examples")
     check_output(args.output, "directory")
     set_threads(args.threads)
     data_dir = find_sst2(args.data_dir)

@@ -55,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "eps", default=d.eps)
     add_option(parser, "ig_steps", default=d.ig_steps)
     parser.add_argument("--heatmaps", type=int, default=d.heatmaps, help="examples shown as heatmaps in index.html")
+    parser.add_argument("--word-rank-examples", type=int, metavar="N",
+                        help="word rank over the first N examples (attribution only; default: the evaluated ones)")
     parser.add_argument("--keep-stop-words", action="store_true",
                         help="word rank: rank punctuation and stop words too (default: left out; the report states "
                              "the rule)")
@@ -66,6 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> StudyConfig:
     require_positive(args, "batch_size", "eval_batch_size", "ig_steps")
+    if args.word_rank_examples is not None:
+        require_positive(args, "word_rank_examples")
     check_output(args.output, "directory")
     require_non_negative(args, "eps", "heatmaps")
     return StudyConfig(
@@ -74,7 +78,8 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
         max_examples=args.max_examples, replacement=args.replacement, min_tokens=args.min_tokens,
         batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, max_length=args.max_length,
         device=args.device, dtype=args.dtype, backend=args.backend, ig_steps=args.ig_steps, eps=args.eps,
-        heatmaps=args.heatmaps, keep_stop_words=args.keep_stop_words, model2=args.model2, task2=args.task2, data_dir2=args.data_dir2, progress=args.progress,
+        heatmaps=args.heatmaps, keep_stop_words=args.keep_stop_words,
+        word_rank_examples=args.word_rank_examples, model2=args.model2, task2=args.task2, data_dir2=args.data_dir2, progress=args.progress,
     )
 
 

@@ -199,7 +199,8 @@ class _Report:
     def _word_note(self) -> str:
         """The word rank's definition and which words it leaves out (``keep_stop_words``: none)."""
         kept = self.info.get("keep_stop_words", False)
-        return WORD_RANK_NOTE + ("; every word ranked (--keep-stop-words)" if kept else f"; {RANK_RULE} (--keep-stop-words "
+        examples = self.info.get("word_rank_examples", self.info.get("examples"))
+        return f"over {examples} examples; " + WORD_RANK_NOTE + ("; every word ranked (--keep-stop-words)" if kept else f"; {RANK_RULE} (--keep-stop-words "
                                                                                          "ranks them too)")
 
     def _word_rows(self, max_rank: int | None = None) -> list[list[Any]]:

@@ -60,6 +60,9 @@ class StudyConfig:
     word_rank_top: int = 10
     word_min_count: int = 3
     keep_stop_words: bool = False  # word rank: punctuation and stop words ranked too (ranking.RANK_RULE)
+    #: word rank over the first N examples (attribution only; at least the evaluated ones) — a rank
+    #: needs more examples than the perturbation metrics; None: the evaluated examples
+    word_rank_examples: int | None = None
     heatmaps: int = 5
     model2: str | None = None
     task2: str | None = None
@@ -148,10 +151,16 @@ class Study:
         self.config, self.device = config, device
         self.replacement_id = perturbation.replacement_token_id(self.encoder, config.replacement)
         self.head = self.model.config.head
-        texts, pairs, labels = load_examples(config.task, config.data_dir, config.split, config.max_examples,
-                                             _classes(self.model))
+        ranked = config.word_rank_examples if "word_rank" in config.metrics else None
+        loaded = None if config.max_examples is None or ranked is None else max(config.max_examples, ranked)
+        texts, pairs, labels = load_examples(config.task, config.data_dir, config.split,
+                                             config.max_examples if loaded is None else loaded, _classes(self.model))
         check_max_length(self.encoder.tokenizer, config.max_length, pairs is not None)
-        self.items = make_items(self.encoder, texts, pairs, labels)
+        #: the examples the word rank reads (the evaluated ones first); ``items``: the evaluated ones
+        self.rank_items = make_items(self.encoder, texts, pairs, labels)
+        self.items = self.rank_items[: config.max_examples] if loaded is not None else self.rank_items
+        texts, labels = texts[: len(self.items)], labels[: len(self.items)]
+        pairs = None if pairs is None else pairs[: len(self.items)]
         self.advance: Callable[[int], object] = _ignore  # a progress bar's update, per sequence scored
         self.forward = self._counted(model_forward(self.model))
         self.cache: dict[bytes, torch.Tensor] = {}  # logits of every sequence scored so far, across methods
@@ -178,7 +187,7 @@ class Study:
         """The passes ``method`` will take (attribution, and the perturbed sequences of ``metrics``)."""
         kind = get_method(method).kind
         steps = self.config.ig_steps if kind == "integrated_gradients" else 1
-        explained = len(self.items)
+        explained = len(self.rank_items if "word_rank" in metrics else self.items)
         if self.second is not None:
             explained += len(self.second.items) + len(self.second.own_items or ())
         if metrics not in self._perturbed:  # the same for every method
@@ -197,17 +206,20 @@ class Study:
 
     def method_row(self, method: str, metrics: tuple[str, ...]) -> tuple[list[Item], dict[str, Any]]:
         """The examples scored by ``method`` and its row of results."""
-        items, seconds = self._attribute(self.model, self.items, method, self.encoder.pad_id)
+        ranked = "word_rank" in metrics and len(self.rank_items) > len(self.items)
+        attributed, seconds = self._attribute(self.model, self.rank_items if ranked else self.items, method,
+                                              self.encoder.pad_id)
+        items = attributed[: len(self.items)]
         row: dict[str, Any] = {"attribution_seconds": seconds}
         started = time.perf_counter()
-        row.update(self._metrics(items, metrics))
+        row.update(self._metrics(items, metrics, attributed))
         if self.second is not None:
             row["cross_dataset"] = self._cross_dataset(method, items)
         row["metric_seconds"] = time.perf_counter() - started
         row["scored_sequences"] = len(self.cache)
         return items, row
 
-    def _metrics(self, items: list[Item], metrics: tuple[str, ...]) -> dict[str, Any]:
+    def _metrics(self, items: list[Item], metrics: tuple[str, ...], rank_items: list[Item]) -> dict[str, Any]:
         config, pad, batch, cache = self.config, self.encoder.pad_id, self.config.eval_batch_size, self.cache
         row: dict[str, Any] = {}
         if "deletion" in metrics:
@@ -220,7 +232,7 @@ class Study:
             row["abpc"] = perturbation.abpc(items, self.forward, self.replacement_id, pad, batch_size=batch,
                                             cache=cache)
         if "word_rank" in metrics:
-            row["word_rank"] = ranking.word_rank(items, top=config.word_rank_top, min_count=config.word_min_count,
+            row["word_rank"] = ranking.word_rank(rank_items, top=config.word_rank_top, min_count=config.word_min_count,
                                                  keep_stop_words=config.keep_stop_words)
         return row
 
@@ -247,6 +259,7 @@ class Study:
             "replacement": config.replacement,
             "min_tokens": config.min_tokens,
             "keep_stop_words": config.keep_stop_words,
+            "word_rank_examples": len(self.rank_items),
             "device": str(self.device),
             "torch_threads": torch.get_num_threads(),
             "model2": config.model2,
