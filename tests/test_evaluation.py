@@ -266,7 +266,7 @@ def test_word_rank_leaves_out_punctuation_and_stop_words_unless_kept():
     everything = [r.word for r in word_rank(items, top=10, min_count=1, keep_stop_words=True)]
     assert everything == [".", "the", "'", "gorgeous", "not", "s", "--", "dull"]
     assert word_rank(items, top=10, min_count=1)[0].score == pytest.approx(2.0 / 5.0)  # still scaled by '.'
-    assert not is_ranked_word("n't") and is_ranked_word("never") and is_ranked_word("89")
+    assert not any(map(is_ranked_word, ("n't", "n", "wo", "us"))) and is_ranked_word("never") and is_ranked_word("89")
     assert "punctuation" in RANK_RULE and "stop words" in RANK_RULE
 
 

@@ -28,7 +28,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "cross_model_rho": ("", "mean Spearman ρ between the two models' scores of the same examples (descriptive)"),
     "cross_word_rho": ("", "Spearman ρ between the two models' word ranks (descriptive)"),
     "cross_words": ("", "the words both models' word ranks share"),
-    "attribution_seconds": ("↓", "seconds spent computing the attributions (the cost)"),
+    "attribution_seconds": ("↓", "seconds spent computing the attributions (the cost; with --word-rank-examples, of those examples too)"),
 }
 
 

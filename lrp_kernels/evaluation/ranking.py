@@ -29,15 +29,16 @@ from lrp_kernels.evaluation.items import Item
 
 
 #: English function words left out of the word rank by default: articles, pronouns, prepositions,
-#: conjunctions, auxiliaries and the pieces a tokenizer splits contractions into (``'s`` → ``s``).
+#: conjunctions, auxiliaries and the pieces a tokenizer splits contractions into (``'s`` → ``s``;
+#: ``won't`` → ``wo``, ``n``, ``t``).
 #: Negations and intensifiers (not, no, never, very, too, …) are kept: they carry sentiment.
 STOP_WORDS = frozenset("""
 a an the this that these those i me my myself we our ours ourselves you your yours yourself yourselves
-he him his himself she her hers herself it its itself they them their theirs themselves what which who
+he him his himself she her hers herself it its itself they them their theirs themselves us what which who
 whom whose of at by for with about against between into through during before after above below to from
 up down in out on off over under again further then once here there when where why how and or but if
 because as until while so than also is am are was were be been being have has had having do does did
-doing will would shall should can could may might must s t d ll m re ve o y n't 's 're 've 'll 'd 'm
+doing will would shall should can could may might must s t d ll m re ve o y n wo ca n't 's 're 've 'll 'd 'm
 lrb rrb -lrb- -rrb- both each other some such own same just any all
 """.split())
 

@@ -128,9 +128,9 @@ def png_html(name: str, path: Path) -> str:
 
 
 _PAGE_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em; color: #222; max-width: 1440px; }
-table { border-collapse: collapse; font-size: 0.8em; margin: 0.5em 0 1.5em 0; }
-th, td { border: 1px solid #ddd; padding: 0.25em 0.5em; text-align: right; }
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em; color: #222; max-width: 1440px; }
+table { border-collapse: collapse; font-size: 0.75em; margin: 0.5em 0 1.5em 0; }
+th, td { border: 1px solid #ddd; padding: 0.2em 0.35em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 img { max-width: 100%; }
 .lrpk-legend { display: flex; align-items: center; gap: 0.5em; font-size: 0.85em; margin-bottom: 1em; }
