@@ -44,3 +44,14 @@ def test_bench_prints_as_it_goes_and_keeps_the_profiler_quiet(capfd):
         line for line in err.splitlines() if line.startswith(("bench: warm-up 1/1: forward ", "bench: round "))]
     assert [line.split(":")[1].strip() for line in err.splitlines()] == ["warm-up 1/1", "round 1/2", "round 2/2"]
     assert out.splitlines()[0].startswith("model tiny")
+
+
+def test_the_readme_names_the_methods_bench_times_by_default():
+    """The README's `bench` line names the default methods (not "each method": bench times four)."""
+    from pathlib import Path
+
+    from lrp_kernels.cli.bench import DEFAULT_METHODS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    line = next(part for part in readme.split("\n- ") if part.startswith("`bench`"))
+    assert f"`{','.join(DEFAULT_METHODS)}`" in line and "each method" not in line

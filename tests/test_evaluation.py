@@ -346,3 +346,37 @@ def test_shared_cache_scores_each_sequence_once():
     logits = batched_logits(fresh, [seq, seq, seq], PAD)
     assert len(fresh.calls) == 1 and fresh.calls[0][0].shape[0] == 1  # duplicates scored once
     assert torch.equal(logits[0], logits[2])
+
+
+def test_the_plan_counts_in_words_and_estimates_the_total_time():
+    """'1 example x 1 method' (not '1 methods'); the estimate: a forward+backward pass as
+    BACKWARD_COST forwards, every perturbed sequence, at the first forward's speed."""
+    from lrp_kernels.evaluation.study import BACKWARD_COST, MethodPlan, StudyConfig, describe_plan, estimate_seconds
+
+    config = StudyConfig(model="m", task="sst2", out="o")
+    plans = {"attnlrp": MethodPlan(backward=10, forward=0, perturbed=100)}
+    plan = describe_plan(plans, 1, config, forward_rate=10.0)
+    assert plan.startswith("plan: 1 example x 1 method: 10 forward+backward passes")
+    assert estimate_seconds(plans, 10.0) == pytest.approx((BACKWARD_COST * 10 + 100) / 10.0)
+    assert plan.endswith(f"estimated at most {estimate_seconds(plans, 10.0):.0f} s in all (from the first "
+                         "forward's 10 sequences/s)")
+    two = describe_plan({**plans, "lat": MethodPlan(0, 1, 100)}, 2, config)
+    assert two.startswith("plan: 2 examples x 2 methods") and "estimated" not in two
+
+
+def test_the_faithfulness_bars_say_what_they_measure(tmp_path, monkeypatch):
+    """Every bar panel (AOPC comprehensiveness and sufficiency, ABPC) has a y-axis label."""
+    import matplotlib.axes
+
+    from lrp_kernels.evaluation import figures
+    from lrp_kernels.evaluation.perturbation import ABPCResult, AOPCResult
+
+    labels = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_ylabel",
+                        lambda self, text, *a, **k: labels.append(text))
+    aopc = AOPCResult(comprehensiveness=0.3, sufficiency=0.1, per_item_comprehensiveness=[0.3],
+                      per_item_sufficiency=[0.1], n_examples=4)
+    abpc = ABPCResult(fractions=[0.0, 1.0], morf=[1.0, 0.0], lerf=[1.0, 1.0], abpc=0.5, per_item=[0.5], n_examples=4)
+    results = {"methods": {"attnlrp": {"aopc": aopc, "abpc": abpc}, "random": {"aopc": aopc, "abpc": abpc}}}
+    assert figures.plot_faithfulness(tmp_path / "f.png", results) is not None
+    assert labels == ["mean drop of p(target)", "mean drop of p(target)", "area (target logit × fraction replaced)"]
