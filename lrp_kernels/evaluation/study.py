@@ -164,9 +164,10 @@ class Study:
         self.advance: Callable[[int], object] = _ignore  # a progress bar's update, per sequence scored
         self.forward = self._counted(model_forward(self.model))
         self.cache: dict[bytes, torch.Tensor] = {}  # logits of every sequence scored so far, across methods
+        pairs_of = [(it.ids, it.types) for it in self.items]
+        batched_logits(model_forward(self.model), pairs_of[:1], self.encoder.pad_id, 1, {})  # warm-up, not timed
         started = time.perf_counter()
-        self.logits = batched_logits(self.forward, [(it.ids, it.types) for it in self.items], self.encoder.pad_id,
-                                     config.eval_batch_size, self.cache)
+        self.logits = batched_logits(self.forward, pairs_of, self.encoder.pad_id, config.eval_batch_size, self.cache)
         #: sequences per second of that first forward over the examples (the plan's time estimate)
         self.forward_rate = len(self.items) / max(time.perf_counter() - started, 1e-9)
         self.accuracy = None  # of a single-label classifier only: a label set or a value is not an argmax
