@@ -25,9 +25,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from explicit_lrp import (lrp_add_proportional, lrp_attention_value_product, lrp_identity, lrp_linear_eps,
-                          lrp_output, lrp_query_key_product, lrp_softmax_taylor, safe_div)
-from explicit_lrp_modern import lrp_linear_map, lrp_sum_groups, merge_heads, norm_with_rule, split_heads
+from explicit_lrp import lrp_add_proportional, lrp_identity, lrp_linear_eps, lrp_output, safe_div
+from explicit_lrp_modern import attention_backward, attention_forward, lrp_linear_map, norm_with_rule
 
 MODES = ("attnlrp", "cp_lrp")
 
@@ -104,44 +103,6 @@ def rotations(inv_freq, length):
 
 
 # ---------------------------------------------------------------------------------------- attention
-def attention_forward(net, h, projections, heads, kv_heads, rot, keep, scale, softcap):
-    """Causal attention of h: projections (name, rows) for q, k, v; rotary R_t (or None); soft-cap."""
-    c = {"h": h, "heads": heads, "kv_heads": kv_heads, "rot": rot, "keep": keep, "scale": scale}
-    for key, (name, rows), n in zip("qkv", projections, (heads, kv_heads, kv_heads)):
-        c[key + "_z"], c[key + "_w"] = net.linear(name, h, rows)
-        c[key + "0"] = split_heads(c[key + "_z"], n)
-    rotate = (lambda x: x) if rot is None else (lambda x: torch.einsum("lde,bnle->bnld", rot, x))
-    c["q"], c["k_rot"] = rotate(c["q0"]), rotate(c["k0"])
-    head_of = torch.arange(heads) // (heads // kv_heads)
-    c["k"], c["v"] = c["k_rot"][:, head_of], c["v0"][:, head_of]
-    c["s"] = scale * c["q"] @ c["k"].transpose(-1, -2)
-    c["s_cap"] = c["s"] if softcap is None else softcap * torch.tanh(c["s"] / softcap)
-    c["p"] = torch.softmax(c["s_cap"].masked_fill(~keep, -torch.inf), dim=-1)
-    c["o"] = c["p"] @ c["v"]
-    c["ctx"] = merge_heads(c["o"])
-    return c
-
-
-def attention_backward(c, r_ctx, mode, eps):
-    """Relevance at the attention input h: P·V, the softmax, the cap (identity), Q·Kᵀ, the rotation,
-    the shared K/V heads, the projections."""
-    r_p, r_v = lrp_attention_value_product(c["p"], c["v"], c["o"], split_heads(r_ctx, c["heads"]), mode)
-    r = {"v": lrp_sum_groups(r_v, c["kv_heads"])}
-    if mode == "attnlrp":
-        r_cap = lrp_softmax_taylor(c["s_cap"], c["p"], r_p, c["keep"])
-        r_s = lrp_identity(r_cap)  # the soft-cap: an element-wise monotone map
-        r_q, r_k = lrp_query_key_product(c["q"], c["k"], c["s"], r_s, c["scale"], c["keep"])
-        r_k = lrp_sum_groups(r_k, c["kv_heads"])
-        if c["rot"] is not None:
-            r_q = lrp_linear_map(c["q0"], c["rot"][None, None], c["q"], r_q)
-            r_k = lrp_linear_map(c["k0"], c["rot"][None, None], c["k_rot"], r_k)
-        r.update(q=r_q, k=r_k)
-    r_h = torch.zeros_like(c["h"])
-    for key, r_key in r.items():
-        r_h = r_h + lrp_linear_eps(c["h"], c[key + "_w"], c[key + "_z"], merge_heads(r_key), eps)
-    return r_h
-
-
 # ---------------------------------------------------------------------------------------- layers
 def _branch(net, x, norm_in, body, norm_out):
     """y = x + norm_out(body(norm_in(x))) (norm_out None: no sandwich norm); returns (y, backward)."""

@@ -143,8 +143,9 @@ def softmax_masked(s, keep):
 
 
 # ------------------------------------------------------------------ rotary / grouped attention
-def attention_forward(net, h, projections, heads, kv_heads, rot, keep):
-    """Self-attention of h with rotary (rot [L, D, D] or None) and grouped K/V; returns a cache."""
+def attention_forward(net, h, projections, heads, kv_heads, rot, keep, scale=None, softcap=None):
+    """Self-attention of h with rotary (rot [L, D, D] or None) and grouped K/V; returns a cache.
+    ``scale`` defaults to 1/√head_dim; ``softcap`` (Gemma 2) caps the scaled scores: c·tanh(s/c)."""
     c = {"h": h, "projections": projections, "heads": heads, "kv_heads": kv_heads, "rot": rot, "keep": keep}
     for key, (name, rows), n in zip(("q", "k", "v"), projections, (heads, kv_heads, kv_heads)):
         c[key + "_z"], c[key + "_w"] = net.linear(name, h, rows)
@@ -153,21 +154,24 @@ def attention_forward(net, h, projections, heads, kv_heads, rot, keep):
     c["q"], c["k_rot"] = rotate(c["q0"]), rotate(c["k0"])
     head_of = torch.arange(heads) // (heads // kv_heads)
     c["k"], c["v"] = c["k_rot"][:, head_of], c["v0"][:, head_of]
-    c["scale"] = c["q"].shape[-1] ** -0.5
+    c["scale"] = c["q"].shape[-1] ** -0.5 if scale is None else scale
     c["s"] = c["scale"] * c["q"] @ c["k"].transpose(-1, -2)
-    c["p"] = softmax_masked(c["s"], keep)
+    c["s_cap"] = c["s"] if softcap is None else softcap * torch.tanh(c["s"] / softcap)
+    c["p"] = softmax_masked(c["s_cap"], keep)
     c["o"] = c["p"] @ c["v"]
     c["ctx"] = merge_heads(c["o"])
     return c
 
 
 def attention_backward(c, r_ctx, mode, eps):
-    """Relevance at the attention input h from the relevance of its context."""
+    """Relevance at the attention input h from the relevance of its context: P·V, the softmax, the
+    cap (an element-wise monotone map: identity), Q·Kᵀ, the rotation, the shared K/V heads, the
+    projections."""
     r_o = split_heads(r_ctx, c["heads"])
     r_p, r_v = lrp_attention_value_product(c["p"], c["v"], c["o"], r_o, mode)
     r = {"v": lrp_sum_groups(r_v, c["kv_heads"])}
     if mode == "attnlrp":
-        r_s = lrp_softmax_taylor(c["s"], c["p"], r_p, c["keep"])
+        r_s = lrp_identity(lrp_softmax_taylor(c["s_cap"], c["p"], r_p, c["keep"]))
         r_q, r_k = lrp_query_key_product(c["q"], c["k"], c["s"], r_s, c["scale"], c["keep"])
         r_k = lrp_sum_groups(r_k, c["kv_heads"])
         if c["rot"] is not None:  # back through the rotation, a linear map

@@ -101,7 +101,10 @@ def test_every_class_and_contrast(explainer):
     for k in range(2):
         one = explainer.explain(TEXTS, target=k)
         for e, o in zip(every, one):
-            assert e.class_scores[k] == pytest.approx(o.scores, rel=1e-5, abs=1e-6)
+            # "all" runs the classes as one batched backward: other GEMM shapes, another fp32 summation
+            # order; its rounding scales with the largest score of the text, not with each score
+            scale = max(abs(s) for s in o.scores)
+            assert e.class_scores[k] == pytest.approx(o.scores, rel=1e-5, abs=2e-5 * scale)
     assert every[0].scores == every[0].class_scores[every[0].label]
     assert every[0].class_names == ["neg<b>", "pos&amp"]
     against = explainer.explain(TEXTS, target=1, contrast=0)

@@ -123,22 +123,29 @@ def chunks(mask, window, causal, batch_heads: int, length: int):
     return out
 
 
+def _read_once(mask, name: str, read):
+    """``read(mask)``, a host-side answer, kept on the mask tensor under ``name`` until the mask is
+    modified (its version counter moves); an inference tensor has no counter and is read every time."""
+    try:
+        version = mask._version
+    except RuntimeError:  # an inference tensor: no version counter, nothing cached
+        version = None
+    cached = getattr(mask, name, None)
+    if cached is not None and version is not None and cached[0] == version:
+        return cached[1]
+    answer = read(mask)
+    if version is not None:
+        setattr(mask, name, (version, answer))
+    return answer
+
+
 def _padded_rows(mask):
     """Per position: whether it is padding in some sequence of the batch (a Python list; read on the
     host once per mask tensor, as :func:`fully_padded`)."""
     if mask is None:
         return None
-    try:
-        version = mask._version
-    except RuntimeError:  # an inference tensor: no version counter, nothing cached
-        version = None
-    cached = getattr(mask, "_lrp_padded_rows", None)
-    if cached is not None and cached[0] == version and version is not None:
-        return cached[1]
-    rows = (mask <= torch.finfo(torch.float32).min / 2).any(dim=0).tolist()
-    if version is not None:
-        mask._lrp_padded_rows = (version, rows)
-    return rows
+    return _read_once(mask, "_lrp_padded_rows",
+                      lambda m: (m <= torch.finfo(torch.float32).min / 2).any(dim=0).tolist())
 
 
 def _rotate(x, rotary, sign: float):
@@ -186,17 +193,8 @@ def fully_padded(mask) -> bool:
     is a host sync; the model passes the same mask to every layer) unless the mask was modified."""
     if mask is None:
         return False
-    try:
-        version = mask._version
-    except RuntimeError:  # an inference tensor: no version counter, nothing cached
-        version = None
-    cached = getattr(mask, "_lrp_fully_padded", None)
-    if cached is not None and version is not None and cached[0] == version:
-        return cached[1]
-    answer = not bool((mask > torch.finfo(torch.float32).min / 2).any(dim=-1).all())
-    if version is not None:
-        mask._lrp_fully_padded = (version, answer)
-    return answer
+    return _read_once(mask, "_lrp_fully_padded",
+                      lambda m: not bool((m > torch.finfo(torch.float32).min / 2).any(dim=-1).all()))
 
 
 def uses_fused_kernel(q, mode, mask=None) -> bool:
