@@ -69,6 +69,8 @@ USER_ERRORS = [
     ("demo", ["--model", "/nonexistent/model"], "checkpoint directory not found"),
     ("demo", ["--methods", "attnlrp,nope"], "unknown method 'nope'"),
     ("demo", ["--eval-examples", "0"], "--eval-examples must be at least 1"),
+    ("demo", ["--word-rank-examples", "0"], "--word-rank-examples must be at least 1"),
+    ("evaluate", ["--word-rank-examples", "0"], "--word-rank-examples must be at least 1"),
     ("evaluate", ["--methods", "attnlrp,shap"], "unknown method 'shap'"),
     ("evaluate", ["--metrics", "deletion,bleu"], "unknown metric 'bleu'"),
     ("evaluate", ["--methods", "attnlrp,attnlrp"], "listed twice"),
