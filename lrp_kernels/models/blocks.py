@@ -139,13 +139,16 @@ class Pass:
     #: [B] int64, the position whose hidden state the head reads per example, where that depends on
     #: the ids (decoders: :meth:`~lrp_kernels.models.base.EncoderClassifier.read_index`); else None
     read_index: torch.Tensor | None = None
+    #: [M] int64, the row of each position of ``read_index`` [M] when a decoder head reads M (row,
+    #: position) pairs (several per row); None: one per row, row b at ``read_index[b]``
+    read_rows: torch.Tensor | None = None
 
     @classmethod
     def create(cls, like: torch.Tensor, attention_mask=None, rules: Rules = GRADIENT, backend: Backend | None = None,
                output_attentions: bool = False, taps=(), ledger: Ledger | None = None,
-               read_index: torch.Tensor | None = None) -> "Pass":
+               read_index: torch.Tensor | None = None, read_rows: torch.Tensor | None = None) -> "Pass":
         """A pass over a batch like ``like`` ([B, L, …], the model dtype) with a 0/1 ``attention_mask``
-        (and the head's ``read_index``)."""
+        (and the head's ``read_index``, with ``read_rows`` when it reads several positions per row)."""
         if output_attentions and not rules.is_plain:
             raise ValueError("output_attentions needs the plain gradient rules")
         if backend is not None and not isinstance(backend, Backend):
@@ -156,7 +159,7 @@ class Pass:
             plain_mask = plain_mask.masked_fill(~attention_mask.bool(), torch.finfo(like.dtype).min)[:, None, None, :]
         mask = None if rules.is_plain else additive_mask(attention_mask)
         return cls(rules, backend, mask, plain_mask, attention_mask, output_attentions, frozenset(taps), ledger=ledger,
-                   read_index=read_index)
+                   read_index=read_index, read_rows=read_rows)
 
     @property
     def batch_size(self) -> int | None:
@@ -339,12 +342,16 @@ def mean_pool(p: Pass, hidden: torch.Tensor) -> torch.Tensor:
     return (hidden * mask.unsqueeze(-1)).sum(dim=1) / mask.sum(dim=1, keepdim=True)
 
 
-def rotary_tables(length: int, dim: int, theta: float, like: torch.Tensor, inv_freq: torch.Tensor | None = None):
-    """``(cos, sin)`` [1, L, D] of rotary positions 0 … L−1 (transformers' default rope of ``theta``, or
-    the given inverse frequencies [D/2]; computed in float32, returned in ``like``'s dtype)."""
+def rotary_tables(length: int, dim: int, theta: float, like: torch.Tensor, inv_freq: torch.Tensor | None = None,
+                  positions: torch.Tensor | None = None):
+    """``(cos, sin)`` [1, L, D] of rotary positions 0 … L−1 — or [B, L, D] of ``positions`` [B, L] —
+    (transformers' default rope of ``theta``, or the given inverse frequencies [D/2]; computed in
+    float32, returned in ``like``'s dtype)."""
     if inv_freq is None:
         inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
-    freqs = torch.arange(length, device=like.device)[None, :, None].float() * inv_freq.to(like.device)
+    if positions is None:
+        positions = torch.arange(length, device=like.device)[None]
+    freqs = positions.to(like.device)[..., None].float() * inv_freq.to(like.device)
     emb = torch.cat((freqs, freqs), dim=-1)
     return emb.cos().to(like.dtype), emb.sin().to(like.dtype)
 
