@@ -57,8 +57,10 @@ from lrp_kernels.rules import GRADIENT
 
 #: what a next-token explanation explains (see the module docstring)
 SCORES = ("logit", "logprob")
+#: a ``targets`` entry that explains the token the model predicts there (the argmax of its logits)
+PREDICTED = -2
 
-__all__ = ["SCORES", "TokenAttribution", "attribute_tokens", "continuation_targets"]
+__all__ = ["PREDICTED", "SCORES", "TokenAttribution", "attribute_tokens", "continuation_targets"]
 
 
 @dataclass
@@ -127,13 +129,15 @@ class _Pairs:
         if not torch.is_tensor(targets) or targets.shape != mask.shape:
             raise InputError(f"targets must be a [batch, seq] tensor of token ids (−1: nothing explained there) "
                              f"shaped as input_ids {tuple(mask.shape)}")
-        chosen = targets >= 0
+        chosen = (targets >= 0) | (targets == PREDICTED)
         if (chosen & ~mask.bool()).any():
             raise InputError("a target sits at a padding position (the attention mask is 0 there)")
         rows, positions = chosen.nonzero(as_tuple=True)
         if not len(rows):
             raise InputError("no target to explain (every entry of targets is −1)")
-        target = check_targets(targets[rows, positions], len(rows), vocab).to(targets.device)
+        target = targets[rows, positions]
+        given = target >= 0
+        target[given] = check_targets(target[given], int(given.sum()), vocab).to(targets.device)
         rank = chosen.long().cumsum(-1)[rows, positions] - 1
         if contrast is not None:
             contrast = check_targets(contrast, len(rows), vocab).to(targets.device)
@@ -149,8 +153,12 @@ class _Pairs:
 
 
 def _seeds(pairs: _Pairs, logits: torch.Tensor, score: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(seeds [M, vocab] in the logits' dtype, the explained quantity [M] float32)."""
+    """(seeds [M, vocab] in the logits' dtype, the explained quantity [M] float32); a :data:`PREDICTED`
+    target becomes the argmax of its logits (in ``pairs``)."""
     z = logits.detach().float()
+    predicted = pairs.target == PREDICTED
+    if predicted.any():
+        pairs.target = torch.where(predicted, z[: len(pairs)].argmax(dim=-1), pairs.target)
     seeds = F.one_hot(pairs.target, z.shape[-1]).float()
     if pairs.contrast is not None:
         seeds = seeds - F.one_hot(pairs.contrast, z.shape[-1]).float()
@@ -319,8 +327,8 @@ def attribute_tokens(
     ``model``: a :class:`~lrp_kernels.models.decoder.DecoderLM` or a ``transformers`` causal LM of a
     supported family. ``targets`` [B, L] int64: at position t, the token whose logit at t is explained
     (the next token: for a continuation ``targets[b, t] = input_ids[b, t + 1]``,
-    :func:`continuation_targets`), −1 where nothing is; None: every real position but the last, each
-    explaining the token that follows it. ``score``: ``"logit"`` or ``"logprob"`` (the module
+    :func:`continuation_targets`), :data:`PREDICTED` (−2) for the token the model predicts there, −1
+    where nothing is; None: every real position but the last, each explaining the token that follows it. ``score``: ``"logit"`` or ``"logprob"`` (the module
     docstring says exactly what the latter explains). ``contrast``: None, a token id, or one per target
     (row-major order) — explain logit_target − logit_contrast. ``chunk``: targets per vmapped backward
     of the plain-gradient methods. ``matrix``: False computes only the per-row ``scores`` (one backward
