@@ -54,10 +54,11 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import torch
 
 from lrp_kernels import attribute, available_backends, from_hf
+from lrp_kernels.data import bundled_sst2_dir
 from lrp_kernels.benchmarking import add_shape_arguments, format_table, measure, mib, plain_gradient, random_inputs, time_interleaved
 
 REPO = Path(__file__).resolve().parents[1]
-SST2_DEV = REPO.parent / "shared" / "data" / "sst2" / "dev.tsv"
+SST2_DEV = bundled_sst2_dir() / "dev.tsv"  # GLUE's SST-2 dev set, shipped in the package
 
 
 # ------------------------------------------------------------------------------------------ peers

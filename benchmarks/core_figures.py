@@ -24,9 +24,10 @@ warnings.filterwarnings("ignore")
 
 import lrp_kernels  # noqa: E402
 from lrp_kernels.benchmarking import add_shape_arguments  # noqa: E402
+from lrp_kernels.data import bundled_sst2_dir  # noqa: E402
 from lrp_kernels.models import from_hf  # noqa: E402
 
-SST2_DEV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sst2" / "dev.tsv"
+SST2_DEV = bundled_sst2_dir() / "dev.tsv"  # GLUE's SST-2 dev set, shipped in the package
 
 
 def median_time(fn, repeats: int) -> float:

@@ -4,7 +4,7 @@
 
 ``--model`` defaults to the demo's cached checkpoint (``lrp-kernels demo`` writes it) and, when
 that is absent, to the pretrained MiniLM with its seeded (untrained) head — the output says which.
-The text defaults to the first SST-2 dev sentence (``../shared/data/sst2``). One row per point of
+The text defaults to the first SST-2 dev sentence (the copy inside the package). One row per point of
 the residual stream: the relevance reaching it (Σ over tokens) and what the stage after it
 absorbs (biases with ε, norm shifts β, the softmax rule, activations, anything else); the last
 row is the explained logit. Everything comes from one backward per method (``layers=True``).
@@ -20,12 +20,13 @@ import torch
 
 from lrp_kernels import Explainer
 from lrp_kernels.benchmarking import format_table
+from lrp_kernels.data import bundled_sst2_dir
 
-SST2 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sst2" / "dev.tsv"
+SST2 = bundled_sst2_dir() / "dev.tsv"  # GLUE's SST-2 dev set, shipped in the package
 
 
 def default_model() -> tuple[str, str]:
-    from lrp_kernels.commands.demo import cache_dir
+    from lrp_kernels.cli.demo import cache_dir
 
     cached = sorted((cache_dir() / "demo").glob("minilm-sst2-*"))
     if cached and (cached[-1] / "model.safetensors").is_file():

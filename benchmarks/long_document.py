@@ -2,7 +2,7 @@
 
     python benchmarks/long_document.py [--model DIR] [--sentences 60] [--stride 128] [--out long_document/]
 
-The document is the first ``--sentences`` SST-2 dev sentences joined (``../shared/data/sst2``), far
+The document is the first ``--sentences`` SST-2 dev sentences joined (the copy inside the package), far
 longer than the model's 512 positions. It is explained with ``stride`` (windows of the model's
 length sharing that many tokens), ``target="all"`` and ``layers=True``; the script prints the
 number of windows, the document's prediction (the mean of its windows' logits), the total relevance
@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 
 from lrp_kernels import Explainer
+from lrp_kernels.data import bundled_sst2_dir
 
-SST2 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sst2" / "dev.tsv"
+SST2 = bundled_sst2_dir() / "dev.tsv"  # GLUE's SST-2 dev set, shipped in the package
 
 
 def main() -> None:

@@ -71,7 +71,9 @@ def hub_snapshot(repo_id: str) -> Path:
         pass
     except HFValidationError:  # not a valid hub id either
         raise CheckpointError(f"{repo_id}: checkpoint directory not found") from None
-    if constants.is_offline_mode():
+    # huggingface_hub < 1.0 (what transformers 4.x installs) has the flag, not the function
+    offline = constants.is_offline_mode() if hasattr(constants, "is_offline_mode") else constants.HF_HUB_OFFLINE
+    if offline:
         raise CheckpointError(f"{repo_id}: no such directory, and the hub model {repo_id} is not in the local cache "
                               "and offline (HF_HUB_OFFLINE is set)")
     return _download(repo_id)

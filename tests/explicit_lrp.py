@@ -5,7 +5,7 @@ recomputes the forward pass in float64 from the model's weights and passes *rele
 down the network op by op, each rule written in relevance form as an explicit contribution matrix
 ("slow matrix form", as in zennit / Montavon et al. 2019). No autograd is used anywhere.
 
-Rules (see ``../shared/design/lrp-rules.md``):
+Rules (see ``docs/rules.md``):
 
 - output: R_logits = one-hot(target) ⊙ logits;
 - linear z = Wx + b: ε-rule (Bach et al. 2015), the bias absorbs its share;

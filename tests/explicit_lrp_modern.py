@@ -239,10 +239,21 @@ def prenorm_backward(c, r_x, mode, eps):
 
 
 # ------------------------------------------------------------------------------------ ModernBERT
+def _modernbert_layout(cfg) -> tuple[list[str], dict[str, float]]:
+    """(the kind of every layer, the rotary θ of each kind) from a transformers ModernBertConfig: transformers 5
+    names them (``layer_types``, ``rope_parameters``); before, every ``global_attn_every_n_layers``-th layer
+    (from 0) is global with ``global_rope_theta``, the others local with ``local_rope_theta``."""
+    if getattr(cfg, "layer_types", None):
+        return list(cfg.layer_types), {k: v["rope_theta"] for k, v in cfg.rope_parameters.items()}
+    kinds = ["full_attention" if i % cfg.global_attn_every_n_layers == 0 else "sliding_attention"
+             for i in range(cfg.num_hidden_layers)]
+    return kinds, {"full_attention": cfg.global_rope_theta, "sliding_attention": cfg.local_rope_theta}
+
+
 def _modernbert_layer(net, x, i, kind, ids, mask):
     cfg, pre = net.config, f"model.layers.{i}."
     hidden, inter, heads = cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads
-    rot = rotation_matrices(ids.shape[1], hidden // heads, cfg.rope_parameters[kind]["rope_theta"])
+    rot = rotation_matrices(ids.shape[1], hidden // heads, _modernbert_layout(cfg)[1][kind])
     keep = keep_mask(mask, cfg.local_attention // 2 if kind == "sliding_attention" else None)
     qkv = [(pre + "attn.Wqkv", slice(j * hidden, (j + 1) * hidden)) for j in range(3)]
     norms = (lambda h: norm_with_rule(net, "ln", None if i == 0 else pre + "attn_norm", h, cfg.norm_eps),
@@ -259,7 +270,7 @@ def _modernbert(net, ids, mask, target, mode, eps):
     e = net.w("model.embeddings.tok_embeddings")[ids]
     x, embedding_rule = norm_with_rule(net, "ln", "model.embeddings.norm", e, cfg.norm_eps)
     caches = []
-    for i, kind in enumerate(cfg.layer_types):
+    for i, kind in enumerate(_modernbert_layout(cfg)[0]):
         caches.append(_modernbert_layer(net, x, i, kind, ids, mask))
         x = caches[-1]["x_out"]
     hf, final_rule = norm_with_rule(net, "ln", "model.final_norm", x, cfg.norm_eps)

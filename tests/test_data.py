@@ -3,16 +3,17 @@ reader, and one clear error (file and line) for each kind of bad input."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
 
 import pytest
 
-from lrp_kernels.data import TASKS, generic_task, get_task, has_labels, load_task
+from lrp_kernels.data import TASKS, bundled_sst2_dir, generic_task, get_task, has_labels, load_task
 from lrp_kernels.errors import InputError
 
-SST2_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sst2"
+SST2_DIR = bundled_sst2_dir()
 
 
 def write(path: Path, text: str) -> Path:
@@ -141,11 +142,18 @@ def test_label_counts():
     assert TASKS["qnli"].is_pair and TASKS["mrpc"].is_pair and not TASKS["sst2"].is_pair
 
 
-@pytest.mark.skipif(not SST2_DIR.is_dir(), reason="shared SST-2 copy not present")
-def test_shared_sst2_sizes():
-    sizes = {split: len(load_task("sst2", SST2_DIR, split)) for split in ("train", "dev", "test")}
-    assert sizes == {"train": 67349, "dev": 872, "test": 1821}
+def test_bundled_sst2_sizes_and_digests():
+    """The SST-2 copy inside the package: GLUE's dev set unchanged (GLUE's md5), the demo's train subset
+    as its README records it."""
+    readme = (SST2_DIR / "README.md").read_text(encoding="utf-8")
+    sizes = {split: len(load_task("sst2", SST2_DIR, split)) for split in ("train", "dev")}
+    assert sizes == {"train": 3000, "dev": 872}
+    assert not has_labels(TASKS["sst2"], SST2_DIR, "test")  # no test file ships
     assert sorted(set(load_task("sst2", SST2_DIR, "dev")["label"])) == [0, 1]
+    assert hashlib.md5((SST2_DIR / "dev.tsv").read_bytes()).hexdigest() == "268856b487b2a31a28c0a93daaff7288"
+    for name in ("train.tsv", "dev.tsv"):
+        digest = hashlib.md5((SST2_DIR / name).read_bytes()).hexdigest()
+        assert re.search(rf"`{name}` \|.*\| {digest} \|", readme), (name, digest)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 The reference is checked against (a) exact conservation where the rules conserve and (b) an
 independent gradient × input computation: the Hugging Face model itself, in float64, with its
 linears, LayerNorms, activations and attention replaced by autograd Functions whose backward
-returns the modified gradient g of ../shared/design/lrp-rules.md, relevance = e ⊙ g at the
+returns the modified gradient g of docs/rules.md, relevance = e ⊙ g at the
 embedding sum e (Arras et al. 2025, the gradient × input form of LRP).
 """
 
@@ -12,8 +12,11 @@ import copy
 import pytest
 import torch
 from torch import nn
-from transformers import AttentionInterface, AttentionMaskInterface
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+try:  # the attention and mask registries of recent transformers (the self-check swaps attention through them)
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+except ImportError as exc:
+    pytest.skip(f"this transformers has no attention registry to swap through: {exc}", allow_module_level=True)
 
 from explicit_lrp import explicit_lrp, make_random_bert, safe_div, stabilize
 from model_factory import zero_biases

@@ -26,6 +26,7 @@ def test_gpu_check_parses_and_its_plan_fits_the_device_limits():
     assert steps[0].startswith("end to end") and steps[-1].startswith("CUDA build")  # decision first
 
 
+@pytest.mark.slow  # the whole decision script through Triton's interpreter: about a minute
 def test_decision_script_runs_at_toy_sizes_under_the_interpreter():
     pytest.importorskip("triton", reason="triton is not installed")
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")

@@ -12,6 +12,7 @@ from lrp_kernels.models import EncoderClassifier, from_hf, load_pretrained
 from model_factory import make_hf, padded
 
 transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.family  # parity with transformers: also run at the lowest supported release
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # fp32 parity: the same ops in the same order as transformers' eager path; sdpa differs in the last bits.

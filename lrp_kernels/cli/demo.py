@@ -9,14 +9,16 @@
    ``--eval-examples`` dev sentences.
 4. Writes ``<output>/index.html`` (heatmaps, the evaluation table and plots) and prints where it is.
 
-SST-2 (GLUE layout) is read from ``--data-dir``, else ``$LRP_KERNELS_SST2_DIR``, else the first
-``shared/data/sst2`` found in the current directory or above it (:func:`find_sst2`).
+SST-2 (GLUE layout) is read from ``--data-dir``, else ``$LRP_KERNELS_SST2_DIR``, else the copy that
+ships inside the package (:func:`lrp_kernels.data.bundled_sst2_dir`: the full dev set and the 3,000
+train sentences the default fine-tune uses; :func:`find_sst2`).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import html
 import json
 import os
@@ -30,7 +32,6 @@ from lrp_kernels.errors import InputError
 from lrp_kernels.options import parse_device, parse_methods, resolve_model_path, set_threads
 
 SST2_ENV = "LRP_KERNELS_SST2_DIR"
-SST2_SUBDIR = Path("shared") / "data" / "sst2"
 
 
 def cache_dir() -> Path:
@@ -42,24 +43,21 @@ def cache_dir() -> Path:
 
 
 def find_sst2(data_dir: str | None) -> Path:
-    """``data_dir``, else ``$LRP_KERNELS_SST2_DIR``, else the first ``shared/data/sst2`` from here upwards."""
-    if data_dir or os.environ.get(SST2_ENV):
-        path = Path(data_dir or os.environ[SST2_ENV]).expanduser()
-        if not (path / "dev.tsv").is_file():
-            source = "" if data_dir else f" (from ${SST2_ENV})"
-            raise InputError(f"SST-2 not found: {path / 'dev.tsv'}{source} is missing; pass --data-dir DIR")
-        return path
-    here = Path.cwd()
-    for directory in (here, *here.parents):
-        if (directory / SST2_SUBDIR / "dev.tsv").is_file():
-            return directory / SST2_SUBDIR
-    raise InputError(f"SST-2 not found: no {SST2_SUBDIR}/dev.tsv in {here} or above; pass --data-dir DIR "
-                     f"(or set {SST2_ENV})")
+    """``data_dir``, else ``$LRP_KERNELS_SST2_DIR``, else the SST-2 files inside the package."""
+    from lrp_kernels.data import bundled_sst2_dir
+
+    if not (data_dir or os.environ.get(SST2_ENV)):
+        return bundled_sst2_dir()
+    path = Path(data_dir or os.environ[SST2_ENV]).expanduser()
+    if not (path / "dev.tsv").is_file():
+        source = "" if data_dir else f" (from ${SST2_ENV})"
+        raise InputError(f"SST-2 not found: {path / 'dev.tsv'}{source} is missing; pass --data-dir DIR")
+    return path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=None, help=f"SST-2 in the GLUE layout (default: ${SST2_ENV}, else "
-                                                         f"{SST2_SUBDIR} in the current directory or above)")
+                                                         "the subset that ships with the package)")
     add_option(parser, "output", default="demo_report", help="report directory (default %(default)s)")
     add_option(parser, "model", default=None, help="use this fine-tuned checkpoint instead of fine-tuning")
     parser.add_argument("--base", default="minilm", help="model to fine-tune: 'minilm' or a checkpoint directory")
@@ -102,11 +100,17 @@ def fine_tuned_model(args: argparse.Namespace, data_dir: Path) -> Model:
     from lrp_kernels.training import METRICS_FILE, STATE_DIR, TrainConfig, train
 
     base_name = "minilm" if args.base == "minilm" else Path(args.base).resolve().name
-    key = f"{base_name}-sst2-n{args.train_examples}-e{args.epochs}-lr{args.lr:g}-s{args.seed}"
+    train_file = data_dir / "train.tsv"
+    if not train_file.is_file():
+        raise InputError(f"SST-2 not found: {train_file} is missing (the fine-tune needs it); pass --data-dir DIR")
+    # the training file's digest: a subset of other data under the same options is another model
+    data = hashlib.md5(train_file.read_bytes()).hexdigest()[:8]
+    key = f"{base_name}-sst2-{data}-n{args.train_examples}-e{args.epochs}-lr{args.lr:g}-s{args.seed}"
     out = cache_dir() / "demo" / key
     metrics_path = out / METRICS_FILE
     if metrics_path.is_file() and not args.retrain:
         return Model(out, json.loads(metrics_path.read_text(encoding="utf-8")), cached=True)
+    _check_train_examples(args.train_examples, data_dir)
     resume = (out / STATE_DIR).is_dir() and not args.retrain
     overwrite = out.exists() and not resume
     _log(f"fine-tuning {args.base} on {args.train_examples} SST-2 sentences -> {out}"
@@ -118,6 +122,17 @@ def fine_tuned_model(args: argparse.Namespace, data_dir: Path) -> Model:
         progress=args.progress, save_every=50,
     ))
     return Model(out, metrics, cached=False)
+
+
+def _check_train_examples(wanted: int, data_dir: Path) -> None:
+    """``--train-examples`` must not exceed the training sentences there are: none is silently dropped."""
+    from lrp_kernels.data import bundled_sst2_dir, load_task
+
+    have = len(load_task("sst2", data_dir, "train"))
+    if wanted > have:
+        where = "the SST-2 subset that ships with the package" if data_dir == bundled_sst2_dir() else str(data_dir)
+        raise InputError(f"--train-examples {wanted}: {where} has {have} train sentences; pass fewer, or --data-dir "
+                         "with the full SST-2 (GLUE layout)")
 
 
 def _model(args: argparse.Namespace, data_dir: Path) -> Model:

@@ -2,7 +2,7 @@
 
 Example::
 
-    lrp-kernels evaluate --model ckpt/ --task sst2 --data-dir ../shared/data/sst2 --max-examples 200 \\
+    lrp-kernels evaluate --model ckpt/ --task sst2 --data-dir glue/SST-2 --max-examples 200 \\
         --methods gradient,grad_x_input,lrp_epsilon,attnlrp,cp_lrp,lat,integrated_gradients,rollout,random \\
         --output report/
 

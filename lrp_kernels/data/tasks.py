@@ -15,6 +15,7 @@ files with a ``text``/``sentence`` and a ``label`` column.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 from lrp_kernels.data.readers import Row, format_of, read_table
@@ -43,6 +44,8 @@ class TaskSpec:
     label_offset: int = 0
     unlabeled_splits: tuple[str, ...] = ()
     description: str = ""
+    #: ``NAME:CONFIG`` of the same data on the Hugging Face hub, read when no data directory is given
+    hub: str | None = None
 
     @property
     def num_labels(self) -> int:
@@ -91,7 +94,7 @@ TASKS: dict[str, TaskSpec] = {
     for spec in (
         TaskSpec(
             "sst2", _SENTIMENT2, {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}, "glue-tsv",
-            unlabeled_splits=("test",), description="SST-2, GLUE TSV: sentence<TAB>label",
+            unlabeled_splits=("test",), description="SST-2, GLUE TSV: sentence<TAB>label", hub="nyu-mll/glue:sst2",
         ),
         TaskSpec(
             "sst5", _SENTIMENT5,
@@ -301,6 +304,18 @@ def generic_task(
     )
 
 
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` or ``HF_DATASETS_OFFLINE`` is set to a true value."""
+    return any(os.environ.get(var, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+               for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def bundled_sst2_dir() -> Path:
+    """The SST-2 files that ship inside the package (GLUE layout): the full dev set and the 3,000
+    train sentences ``lrp-kernels demo`` fine-tunes on (their README says which)."""
+    return Path(__file__).resolve().parent / "sst2"
+
+
 def load_hub_task(
     task: str,
     split: str,
@@ -326,7 +341,13 @@ def load_hub_task(
     if not name:
         raise InputError("hub task needs a dataset name: hub:NAME[:CONFIG]")
     hub_split = {"dev": "validation"}.get(split, split)
-    ds = datasets.load_dataset(name, config or None, split=hub_split)
+    try:
+        ds = datasets.load_dataset(name, config or None, split=hub_split)
+    except (ConnectionError, FileNotFoundError) as exc:  # no network, or no such dataset
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"hub dataset {name}{f' ({config})' if config else ''}: {reason}"
+                         + ("; the hub is offline here (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) and the "
+                            "dataset is not in the datasets cache" if hub_offline() else "")) from None
     text_column = text_column or next((c for c in ("sentence", "text", "sentence1") if c in ds.column_names), None)
     label_column = label_column or "label"
     for column in (text_column, text_pair_column, label_column):

@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("triton", reason="triton is not installed (it is a test dependency: pip install -e .[test])")
+pytestmark = pytest.mark.slow  # the sweep compiles every config twice: 3-7 minutes on 2 cores
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -26,6 +26,8 @@ from lrp_kernels.methods import METHODS, READ_OUT_POINTS
 from lrp_kernels.models import config_from_dict, from_hf, load_pretrained
 
 transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.family  # parity with transformers: also run at the lowest supported release
+
 from explicit_lrp_decoder import explicit_lrp_decoder  # noqa: E402  (tests/ helper)
 from model_factory import DECODERS, decoder_gradient, make_hf, padded, zero_biases  # noqa: E402
 

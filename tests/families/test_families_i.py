@@ -19,6 +19,7 @@ from lrp_kernels.models import EncoderClassifier, as_lrp_model, from_hf, load_pr
 from lrp_kernels.rules import Rules, lrp_rules
 
 transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.family  # parity with transformers: also run at the lowest supported release
 from explicit_lrp import explicit_lrp  # noqa: E402
 from family_checkpoints import shared_family_checkpoint  # noqa: E402
 from model_factory import hf_gradient_at, make_hf, padded, zero_biases  # noqa: E402

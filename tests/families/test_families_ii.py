@@ -26,6 +26,7 @@ from lrp_kernels.methods import METHODS, READ_OUT_POINTS
 from lrp_kernels.models import build, config_from_dict, from_hf, load_pretrained
 
 transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.family  # parity with transformers: also run at the lowest supported release
 from explicit_lrp_modern import explicit_lrp_modern  # noqa: E402  (tests/ helper)
 from model_factory import hf_gradient_at, make_hf, padded, zero_biases  # noqa: E402
 

@@ -423,7 +423,9 @@ def _triton_params(cases, dtypes_of):
         for dtype in (torch.float32, torch.float16, torch.bfloat16):
             if dtype == torch.float32 or dtype in dtypes_of(i):
                 b, h, hkv, length, dim, padding, window, rotary = case
-                yield pytest.param(case, dtype, marks=TRITON.param().marks,
+                # float32 runs every case by default; the 16-bit repeats of a variant are slow
+                slow = [pytest.mark.slow] if dtype != torch.float32 else []
+                yield pytest.param(case, dtype, marks=[*TRITON.param().marks, *slow],
                                    id=f"g{h // hkv}-L{length}-D{dim}-pad{padding}-w{window}-rot{int(rotary)}-"
                                       f"{str(dtype)[6:]}")
 
