@@ -59,8 +59,6 @@ from lrp_kernels.models.loading import as_lrp_model
 from lrp_kernels.rules import GRADIENT
 
 IG_BASELINES = ("pad", "zero")
-#: the most outputs ``target="all"`` packs into one backward (a language model's vocabulary is refused)
-MAX_ALL_LABELS = 1024
 #: ``target=ALL`` explains every class in one backward
 ALL = "all"
 
@@ -445,9 +443,9 @@ def _seed(spec: Method, target, contrast, ids: torch.Tensor, n_labels: int, head
     contrast = check_targets(contrast, batch, n_labels)
     contrast = None if contrast is None else contrast.to(ids.device)
     if isinstance(target, str) and target == ALL:
-        if n_labels > MAX_ALL_LABELS:
-            raise InputError(f"target='all' explains every output in one backward: {n_labels} outputs (a language "
-                             f"model's vocabulary?) are more than {MAX_ALL_LABELS}; name the tokens to explain")
+        if head.vocabulary:
+            raise InputError(f"target='all' would explain every token of a language model's vocabulary ({n_labels}); "
+                             "name the token to explain (target=<token id>)")
         return _Seed(None, contrast), "all"
     if torch.is_tensor(target) and target.dtype == torch.bool and target.dim() == 2:
         return _Seed(None, contrast, check_selection(target, batch, n_labels).to(ids.device)), "select"

@@ -76,6 +76,10 @@ class EncoderClassifier(nn.Module):
         encoders). :meth:`run` takes it as ``read_index``."""
         return None
 
+    def tie_weights(self) -> None:
+        """Make parameters that are one tensor in ``transformers`` one tensor again (after loading weights
+        by assignment); nothing to do for a classifier."""
+
     @property
     def accepts_padding(self) -> bool:
         """Whether a batch of several rows (padded) can be run: not for a decoder without a pad id,

@@ -44,9 +44,12 @@ class Head:
 
     ``problem_type`` None in a config (as transformers saves it unless training set it) means
     regression with one label and single-label classification otherwise — transformers' own reading.
+    ``vocabulary``: the outputs are a causal language model's next-token logits (single-label: the
+    softmax over the vocabulary), too many to explain all at once (``target="all"`` is refused).
     """
 
     problem_type: str = SINGLE_LABEL
+    vocabulary: bool = False
 
     @classmethod
     def parse(cls, problem_type, num_labels: int, source: str = "config") -> "Head":
@@ -153,7 +156,8 @@ class ModelConfig:
     @property
     def head(self) -> Head:
         """What the outputs mean (:class:`Head`)."""
-        return Head.parse(self.problem_type, self.num_labels)
+        parsed = Head.parse(self.problem_type, self.num_labels)
+        return Head(parsed.problem_type, vocabulary=self.language_model)
 
     @property
     def activation(self) -> str:

@@ -441,7 +441,11 @@ class DecoderLM(DecoderClassifier):
 
     def __init__(self, config: DecoderConfig):
         super().__init__(config)
-        if config.tie_word_embeddings:
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """``lm_head.weight`` is the token embedding matrix itself where ``tie_word_embeddings``."""
+        if self.config.tie_word_embeddings:
             self.lm_head.weight = self.word_embeddings.weight
 
     @property

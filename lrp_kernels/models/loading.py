@@ -114,6 +114,7 @@ def load_pretrained(path, num_labels: int | None = None, dtype=None, device=None
             f"e.g. {hard_missing[0]}"
         )
     model.load_state_dict(state, strict=False, assign=True)
+    model.tie_weights()  # assignment replaced the tied tensor under one of its names
     if missing:
         warnings.warn(f"{directory}: no trained {', '.join(sorted({m.rsplit('.', 1)[0] for m in missing}))} "
                       "in the checkpoint; initialized randomly (seed 0)", stacklevel=2)
