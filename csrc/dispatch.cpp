@@ -11,14 +11,14 @@ namespace lrp {
 namespace cpu {
 namespace {
 
-// Kernels{"ns", &ns::<kernel>...} for every kernel of LRP_KERNEL_LIST (kernels.h), in its order.
+// Kernels{"ns", &ns::<kernel>...} for every CPU kernel (LRP_CPU_KERNELS, kernels.h), in its order.
 // The using-directive lets the list name the kernels unqualified; nothing else in lrp or lrp::cpu
 // bears a kernel's name.
 #define LRP_TABLE_ENTRY(name, params) &name,
 #define LRP_KERNEL_TABLE(ns)                              \
   [] {                                                    \
     using namespace ::lrp::ns;                            \
-    return Kernels{#ns, LRP_KERNEL_LIST(LRP_TABLE_ENTRY)}; \
+    return Kernels{#ns, LRP_CPU_KERNELS(LRP_TABLE_ENTRY)}; \
   }()
 
 std::vector<Kernels> supported_tables() {

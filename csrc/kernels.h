@@ -11,7 +11,8 @@
 #include <vector>
 
 // THE list of kernels: X(name, (parameters)) once per kernel, named <rule>_<what> after the file
-// that defines it. Everything else comes from it: the declarations below (per CPU instruction set,
+// that defines it (kernels without a CUDA twin: LRP_CPU_KERNEL_LIST below). Everything else comes
+// from it: the declarations below (per CPU instruction set,
 // and in lrp::cuda with a trailing (device, stream)), the table of CPU kernels (cpu::Kernels,
 // dispatch.cpp) and the Python bindings (python/bindings.cpp: `name` runs the CPU kernel,
 // `name`_cuda the CUDA one; pointers cross as integer addresses, the parameter names become the
@@ -64,6 +65,33 @@
   /* cast.{cpp,cu}: float32/float16/bfloat16 conversions (tests) */                              \
   X(cast, (int src_dtype, int dst_dtype, int64_t n, const void* src, void* dst))
 
+// The kernels that exist for the CPU only (no `_cuda` binding, no csrc/<rule>.cu counterpart): the
+// CPU table and the Python bindings are generated from both lists, the CUDA declarations and
+// bindings from LRP_KERNEL_LIST alone. A kernel moves to LRP_KERNEL_LIST when it gets a CUDA twin.
+// Tensors [batch, heads, length, dim] are passed as a pointer and the strides (elements) of their
+// first three dimensions (_sb, _sh, _sl); the last dimension is contiguous.
+#define LRP_CPU_KERNEL_LIST(X)                                                                  \
+  /* attention.cpp: blocked (flash-style) attention, forward and the three backward rules */    \
+  X(attention_blocked_forward,                                                                   \
+    (int dtype, int64_t batch, int64_t heads, int64_t kv_heads, int64_t length, int64_t dim,     \
+     const void* q, int64_t q_sb, int64_t q_sh, int64_t q_sl, const void* k, int64_t k_sb,       \
+     int64_t k_sh, int64_t k_sl, const void* v, int64_t v_sb, int64_t v_sh, int64_t v_sl,        \
+     const float* mask, int64_t mask_stride, int64_t window, int causal, float scale, void* out, \
+     int64_t o_sb, int64_t o_sh, int64_t o_sl, float* lse))                                      \
+  X(attention_blocked_backward,                                                                  \
+    (int dtype, int mode, int64_t batch, int64_t heads, int64_t kv_heads, int64_t length,       \
+     int64_t dim, const void* q, int64_t q_sb, int64_t q_sh, int64_t q_sl, const void* k,        \
+     int64_t k_sb, int64_t k_sh, int64_t k_sl, const void* v, int64_t v_sb, int64_t v_sh,        \
+     int64_t v_sl, const void* grad_out, int64_t g_sb, int64_t g_sh, int64_t g_sl,               \
+     const void* out, int64_t o_sb, int64_t o_sh, int64_t o_sl, const float* lse,                \
+     const float* mask, int64_t mask_stride, int64_t window, int causal, float scale,            \
+     float input_eps, void* grad_q, int64_t gq_sb, int64_t gq_sh, int64_t gq_sl, void* grad_k,   \
+     int64_t gk_sb, int64_t gk_sh, int64_t gk_sl, void* grad_v, int64_t gv_sb, int64_t gv_sh,    \
+     int64_t gv_sl))
+
+// Every CPU kernel: both lists.
+#define LRP_CPU_KERNELS(X) LRP_KERNEL_LIST(X) LRP_CPU_KERNEL_LIST(X)
+
 // X callbacks of the declarations below.
 #define LRP_UNPAREN(...) __VA_ARGS__
 #define LRP_DECLARE_CPU_KERNEL(name, params) void name params;
@@ -87,14 +115,14 @@ enum GatedFn : int { kGatedGelu = kGeluErf, kGatedGeluTanh = kGeluTanh, kGatedSi
 constexpr float kGeluGuard = 1e-6f;
 
 namespace base {
-LRP_KERNEL_LIST(LRP_DECLARE_CPU_KERNEL)
+LRP_CPU_KERNELS(LRP_DECLARE_CPU_KERNEL)
 }
 #ifdef LRP_X86_ISAS
 namespace avx2 {
-LRP_KERNEL_LIST(LRP_DECLARE_CPU_KERNEL)
+LRP_CPU_KERNELS(LRP_DECLARE_CPU_KERNEL)
 }
 namespace avx512 {
-LRP_KERNEL_LIST(LRP_DECLARE_CPU_KERNEL)
+LRP_CPU_KERNELS(LRP_DECLARE_CPU_KERNEL)
 }
 #endif
 
@@ -103,7 +131,7 @@ namespace cpu {
 // The CPU kernels of one instruction set.
 struct Kernels {
   const char* isa;
-  LRP_KERNEL_LIST(LRP_KERNEL_POINTER)
+  LRP_CPU_KERNELS(LRP_KERNEL_POINTER)
 };
 
 // The kernels in use: the widest instruction set this CPU supports (or LRP_KERNELS_ISA).

@@ -27,7 +27,9 @@ so take ±30 %; ``benchmarks/target_all.py``):
 So the plain-gradient methods (``gradient``, ``grad_x_input``) take the VJP and every other
 method (the LRP rule sets, integrated gradients, and any method with ``layers=True``, whose hooks
 would see vmapped gradients) takes batch-packing. Memory grows with the number of labels, as for
-that many examples.
+that many examples. A model whose plain forward runs the attention op itself (sliding windows,
+causal attention: SDPA would need a dense [L, L] mask) runs the VJP's backward once per label
+(one forward, then one backward per label through the same graph).
 
 **Heads** (:class:`~lrp_kernels.models.config.Head`, from the model's ``problem_type``): a
 single-label classifier explains its argmax when no target is given, as above. A multi-label one
@@ -50,7 +52,7 @@ import torch.nn.functional as F
 
 from lrp_kernels.backends.registry import resolve
 from lrp_kernels.errors import InputError
-from lrp_kernels.layer_relevance import LayerRelevance, LedgerHooks, account
+from lrp_kernels.layer_relevance import LayerRelevance, LedgerHooks, account, dot_relevance
 from lrp_kernels.methods import LRP_METHODS, METHODS, READ_OUT_POINTS, Method, get_method
 from lrp_kernels.models.base import EncoderClassifier
 from lrp_kernels.models.blocks import POSITIONS, Ledger
@@ -284,30 +286,42 @@ class _Backward:
 
 
 def _backward_at(model, e, attention_mask, rules, backend, seed, read_at, layers: bool = False,
-                 positions: bool = False, read_index: torch.Tensor | None = None) -> _Backward:
+                 positions: bool = False, read_index: torch.Tensor | None = None,
+                 checkpoint: bool = False) -> _Backward:
     """One forward from the embedding sum and one backward of the seeded logits.
 
     ``seed``: a :class:`_Seed` (resolved against this forward's logits) or an :class:`_Explained`.
     With ``layers`` the forward records a ledger and the same backward yields :class:`LayerRelevance`;
     with ``positions`` the relevance of the position inputs the batch shares (where the family has
-    any) comes from the same backward."""
+    any) comes from the same backward; ``checkpoint`` recomputes each layer during the backward."""
     taps = (("embedding_output",) if read_at == "embedding_output" else ()) + ((POSITIONS,) if positions else ())
     e = e.detach().requires_grad_(True)
     ledger = Ledger(points=[("embedding_sum", e)]) if layers else None
     with torch.enable_grad():
-        logits, p = model.run(e, attention_mask, rules, backend, taps=taps, ledger=ledger, read_index=read_index)
+        logits, p = model.run(e, attention_mask, rules, backend, taps=taps, ledger=ledger, read_index=read_index,
+                              checkpoint=checkpoint)
         explained = seed if isinstance(seed, _Explained) else seed.resolve(logits.detach())
         x = p.tapped[read_at] if read_at == "embedding_output" else e
         hooks = LedgerHooks(ledger) if layers else None
         inputs = (x, e) if layers and x is not e else (x,)
         views = [view for view, _ in p.position_terms]
-        grads = torch.autograd.grad(logits, (*inputs, *views), explained.grad_outputs, allow_unused=bool(views),
-                                    is_grads_batched=explained.grad_outputs.dim() == 3)
+        grads = _grad(logits, (*inputs, *views), explained.grad_outputs, bool(views), p.vmappable)
     relevance = None
     if layers:
         relevance = account(ledger, hooks, grads[len(inputs) - 1], explained.grad_outputs, logits, attention_mask)
     position = _position_relevance(p.position_terms, grads[len(inputs):])
     return _Backward(x.detach(), grads[0], logits.detach(), explained, relevance, position)
+
+
+def _grad(logits, inputs, grad_outputs, allow_unused: bool, vmappable: bool):
+    """``torch.autograd.grad`` of the seeded logits; seeds [labels, batch, labels] (one backward per
+    label) are vmapped, or run one after the other where the pass used an op without a vmap rule."""
+    if grad_outputs.dim() != 3 or vmappable:
+        return torch.autograd.grad(logits, inputs, grad_outputs, allow_unused=allow_unused,
+                                   is_grads_batched=grad_outputs.dim() == 3)
+    per_label = [torch.autograd.grad(logits, inputs, seed, allow_unused=allow_unused, retain_graph=True)
+                 for seed in grad_outputs]
+    return tuple(None if parts[0] is None else torch.stack(parts) for parts in zip(*per_label))
 
 
 def _position_relevance(terms, grads) -> torch.Tensor | None:
@@ -333,17 +347,18 @@ class _Out:
     position: torch.Tensor | None = None
 
 
-def _gradient_method(method: Method, model, e, batch: _Batch, *, seed, eps, backend, read_at, layers, **_):
+def _gradient_method(method: Method, model, e, batch: _Batch, *, seed, eps, backend, read_at, layers, checkpoint,
+                     **_):
     rules = method.rules(eps)
     positions = method.is_lrp and rules.layer_norm == "identity"
     b = _backward_at(model, e, batch.attention_mask, rules, backend, seed, read_at, layers, positions,
-                     batch.read_index)
+                     batch.read_index, checkpoint)
     if method.norm:
         return _Out(b.grad.float().norm(dim=-1), b.logits, b.explained, b.layers)
     x = b.x
     if read_at == "word_embeddings":  # e = w + p + t: the gradient at w is the gradient at e
         x = model.word_part(batch.input_ids)  # (× the scale of the sum's word term: Gemma's √hidden)
-    return _Out((x.float() * b.grad.float()).sum(dim=-1), b.logits, b.explained, b.layers, b.position)
+    return _Out(dot_relevance(x, b.grad), b.logits, b.explained, b.layers, b.position)
 
 
 def _baseline(model: EncoderClassifier, batch: _Batch, baseline) -> torch.Tensor:
@@ -362,7 +377,7 @@ def _baseline(model: EncoderClassifier, batch: _Batch, baseline) -> torch.Tensor
 
 
 def _integrated_gradients(method: Method, model, e, batch: _Batch, *, seed, backend, ig_steps, ig_baseline,
-                          ig_batch_size, **_):
+                          ig_batch_size, checkpoint, **_):
     """Midpoint-rule IG at the embedding sum; all steps of all examples batched in chunks."""
     if ig_steps < 1:
         raise InputError(f"ig_steps must be >= 1, got {ig_steps}")
@@ -380,7 +395,7 @@ def _integrated_gradients(method: Method, model, e, batch: _Batch, *, seed, back
         n = a.shape[0]
         read = None if batch.read_index is None else batch.read_index.repeat(n)
         grad = _backward_at(model, path, mask.repeat(n, 1), GRADIENT, backend, explained.repeat(n),
-                            "embedding_sum", read_index=read).grad
+                            "embedding_sum", read_index=read, checkpoint=checkpoint).grad
         total += grad.float().reshape(n, *e.shape).sum(dim=0)
     return _Out(((e - base).float() * total / ig_steps).sum(dim=-1), logits, explained)
 
@@ -547,6 +562,7 @@ def attribute(
     ig_baseline="pad",
     ig_batch_size: int = 256,
     seed: int = 0,
+    checkpoint: bool = False,
 ) -> Attribution:
     """Token attributions of ``method`` (see :mod:`lrp_kernels.methods`) for a batch.
 
@@ -564,13 +580,18 @@ def attribute(
     ``ig_baseline`` (``"pad"``: [PAD] words at the same positions; ``"zero"``: a zero word
     embedding, positions and token types kept — the embedding sum itself cannot be 0, as the
     LayerNorm after it is scale-invariant; or a tensor broadcastable to the embedding sum) and
-    ``ig_batch_size`` (examples per chunk). ``seed``: of the ``random`` control.
+    ``ig_batch_size`` (examples per chunk). ``seed``: of the ``random`` control. ``checkpoint``:
+    recompute each layer's forward during the backward (gradient and IG methods; not with
+    ``layers=True``) — for inputs whose activations do not fit: the memory of one layer's activations
+    instead of all of them, for about one more forward; the scores are the same.
     """
     spec = get_method(method)
     read_at = _read_at(spec, read_at)
     model = as_lrp_model(model)
     if layers and spec.kind != "gradient":
         raise InputError(f"layers=True applies to gradient methods; {spec.name} is a {spec.kind} method")
+    if checkpoint and layers:
+        raise InputError("checkpoint=True does not combine with layers=True (relevance per layer)")
     # Inside torch.inference_mode() no backward is possible: leave it for the call (new tensors are
     # ordinary; the caller's inference tensors are only read).
     with torch.inference_mode(False), frozen(model), torch.no_grad():
@@ -582,9 +603,10 @@ def attribute(
             ig_baseline = ig_baseline.gather(1, order[..., None].expand(-1, -1, ig_baseline.shape[-1]))
         e = model.embed(batch.input_ids, batch.token_type_ids, attention_mask=batch.attention_mask)
         if labels == "select" and what.selection is None:  # target=None on a head that explains several
-            what.selection = head.explained(model.forward_from_embeddings(e, batch.attention_mask))
+            what.selection = head.explained(model.forward_from_embeddings(e, batch.attention_mask,
+                                                                          read_index=batch.read_index))
         kw = dict(eps=eps, backend=kernels, read_at=read_at, layers=layers, ig_steps=ig_steps, ig_baseline=ig_baseline,
-                  ig_batch_size=ig_batch_size, random_seed=seed)
+                  ig_batch_size=ig_batch_size, random_seed=seed, checkpoint=bool(checkpoint))
         run = _KINDS[spec.kind]
         out = run(spec, model, e, batch, seed=what, **kw) if labels == "one" else _every_label(run, spec, model, e,
                                                                                                batch, what, kw)

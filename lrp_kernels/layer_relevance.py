@@ -46,6 +46,15 @@ import torch
 KINDS = ("bias", "norm", "softmax", "activation", "other")
 
 
+def dot_relevance(x: torch.Tensor, grad: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Σ x ⊙ g over ``dim``, float32: accumulated in float32 — in float64 for float64 tensors, so that
+    a float64 model's relevance is rounded once, after the sum (rounding each product to float32
+    first costs ~6e-8 of Σ|x ⊙ g|, which cancellation over the hidden units can make far more than
+    6e-8 of the result)."""
+    dtype = torch.promote_types(torch.promote_types(x.dtype, grad.dtype), torch.float32)
+    return (x.to(dtype) * grad.to(dtype)).sum(dim=dim).float()
+
+
 @dataclass
 class LayerRelevance:
     """Relevance at every point of the residual stream and what each stage absorbs.
@@ -106,7 +115,7 @@ class LedgerHooks:
     def _hook(self, key: int, x: torch.Tensor):
         def hook(grad):
             if grad is not None:  # None: no relevance flows here (Q and K under CP-LRP)
-                self.sums[key] = (x.float() * grad.float()).sum(dim=-1)
+                self.sums[key] = dot_relevance(x, grad)
 
         return hook
 
@@ -129,10 +138,10 @@ def account(ledger, hooks: LedgerHooks, grad_e: torch.Tensor, grad_outputs: torc
             attention_mask: torch.Tensor) -> LayerRelevance:
     """The :class:`LayerRelevance` of one backward (rows of the packed batch lead)."""
     (_, e), *rest = ledger.points
-    per_token = [(e.detach().float() * grad_e.float()).sum(dim=-1)] + [hooks.per_token(x) for _, x in rest]
+    per_token = [dot_relevance(e.detach(), grad_e)] + [hooks.per_token(x) for _, x in rest]
     relevance = torch.stack(per_token, dim=1) * attention_mask[:, None, :].to(torch.float32)
     totals = torch.stack([t.sum(dim=-1) for t in per_token], dim=1)
-    logit = (logits.detach().float() * grad_outputs.float()).sum(dim=-1)
+    logit = dot_relevance(logits.detach(), grad_outputs)
     outputs = torch.cat([totals[:, 1:], logit[:, None]], dim=1)
     absorbed = torch.zeros(*totals.shape, len(KINDS), device=totals.device)
     for stage, kind, inputs, output in ledger.ops:

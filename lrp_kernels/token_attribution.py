@@ -18,7 +18,7 @@ the explained positions only ([N, vocab], never [L, vocab]) and one gradient at 
 **Batches.** Targets of different rows are independent (a row's gradient depends on its own seed
 only), so backward k seeds the k-th target of every row at once: max_b N_b backwards over the batch.
 The plain-gradient methods (``gradient``, ``grad_x_input``) push ``chunk`` seeds through one vmapped
-backward (``is_grads_batched``); the LRP rules' autograd Functions run one seed per backward (see
+backward (``is_grads_batched``) where the pass allows it (not through causal attention: its kernel is an autograd Function without a vmap rule); the LRP rules' autograd Functions run one seed per backward (see
 :mod:`lrp_kernels.attribution` on why they cannot be vmapped).
 
 **What is explained** (``score``):
@@ -196,12 +196,14 @@ def _forward(run: _Run, e: torch.Tensor, rules, copies: int = 1):
     return run.model.run(e, mask, rules, run.backend, taps=taps, read_index=positions, read_rows=rows)
 
 
-def _backwards(run: _Run, logits, x, seeds, reduce: Callable, rules, copies: int = 1):
+def _backwards(run: _Run, logits, x, seeds, reduce: Callable, rules, vmappable: bool, copies: int = 1):
     """The matrix [M, L] (``reduce(gradient [copies·B, L, H], pair indices) -> [n, L]`` per backward) and the
-    per-row scores of the summed seeds, from ``logits`` [copies·M, V] whose graph reaches ``x``."""
+    per-row scores of the summed seeds, from ``logits`` [copies·M, V] whose graph reaches ``x``
+    (``vmappable``: the pass's :attr:`~lrp_kernels.models.blocks.Pass.vmappable` — seeds are vmapped
+    in chunks only where no op of the pass ran through an autograd Function without a vmap rule)."""
     pairs, batch = run.pairs, len(run.batch.input_ids)
     matrix = torch.zeros(len(pairs), x.shape[1], dtype=torch.float32, device=x.device)
-    plain = rules.is_plain and run.chunk > 1
+    plain = rules.is_plain and run.chunk > 1 and vmappable
     groups = [] if run.summed_only else [(pairs.rank == k).nonzero()[:, 0] for k in range(int(pairs.rank.max()) + 1)]
     if run.summed_only or run.spec.norm:  # the sum of the seeds, one backward (GS: the norm of its gradient)
         groups.append(torch.arange(len(pairs), device=x.device))
@@ -241,7 +243,7 @@ def _gradient_kind(run: _Run, e: torch.Tensor):
             g = grad[rows].float()
             return g.norm(dim=-1) if run.spec.norm else (value[rows].float() * g).sum(dim=-1)
 
-        matrix, summed = _backwards(run, logits, x, seeds, reduce, rules)
+        matrix, summed = _backwards(run, logits, x, seeds, reduce, rules, p.vmappable)
     return matrix, summed, logits.detach(), explained
 
 
@@ -271,8 +273,8 @@ def _ig_kind(run: _Run, e: torch.Tensor):
             return (delta[rows] * g[rows]).sum(dim=-1) / run.ig_steps
 
         with torch.enable_grad():
-            step_logits, _ = _forward(run, path, GRADIENT, copies)
-            part, part_sum = _backwards(run, step_logits, path, seeds, reduce, GRADIENT, copies)
+            step_logits, step_pass = _forward(run, path, GRADIENT, copies)
+            part, part_sum = _backwards(run, step_logits, path, seeds, reduce, GRADIENT, step_pass.vmappable, copies)
         matrix += part
         if part_sum is not None:
             summed = part_sum if summed is None else summed + part_sum

@@ -1,4 +1,5 @@
-// pybind11 bindings: the module lrp_kernels._C, generated from LRP_KERNEL_LIST (csrc/kernels.h).
+// pybind11 bindings: the module lrp_kernels._C, generated from LRP_KERNEL_LIST and
+// LRP_CPU_KERNEL_LIST (csrc/kernels.h; the latter's kernels have no `_cuda` binding).
 //
 // Tensors cross the boundary as integer addresses (torch.Tensor.data_ptr()) with sizes, row
 // strides (elements) and a dtype code (0 float32, 1 float16, 2 bfloat16); CUDA launchers, named
@@ -140,7 +141,7 @@ PYBIND11_MODULE(_C, m) {
 #define LRP_BIND_CPU(name, params)                                                      \
   Binder<decltype(lrp::base::name)>::def(m, #name, parameter_names(#params),            \
                                          [](auto... args) { lrp::cpu::kernels().name(args...); });
-  LRP_KERNEL_LIST(LRP_BIND_CPU)
+  LRP_CPU_KERNELS(LRP_BIND_CPU)
 #undef LRP_BIND_CPU
 
 #ifdef LRP_WITH_CUDA

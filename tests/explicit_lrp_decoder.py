@@ -157,6 +157,23 @@ def _branch(net, x, norm_in, body, norm_out):
     return y, back
 
 
+def _layer_kinds(cfg) -> list[str]:
+    """Full or sliding attention per layer of a transformers config: ``layer_types`` (transformers 4.53+);
+    before, as the 4.x modeling files chose: Gemma 2's even layers, Qwen2's from ``max_window_layers`` on
+    with ``use_sliding_window``, every layer when ``sliding_window`` is set for Mistral and Phi-3 (which
+    ignore ``layer_types`` in every release)."""
+    n, window = cfg.num_hidden_layers, getattr(cfg, "sliding_window", None)
+    if cfg.model_type in ("mistral", "phi3"):
+        return ["full_attention" if window is None else "sliding_attention"] * n
+    if getattr(cfg, "layer_types", None):
+        return list(cfg.layer_types)
+    if cfg.model_type == "gemma2":
+        return ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n)]
+    if cfg.model_type == "qwen2" and getattr(cfg, "use_sliding_window", False) and window is not None:
+        return ["sliding_attention" if i >= cfg.max_window_layers else "full_attention" for i in range(n)]
+    return ["full_attention"] * n
+
+
 def _attention_body(net, pre, i, mask, mode, eps):
     cfg = net.config
     if net.gpt2:
@@ -168,10 +185,7 @@ def _attention_body(net, pre, i, mask, mode, eps):
     else:
         heads, kv = cfg.num_attention_heads, cfg.num_key_value_heads
         qkv = [(pre + f"self_attn.{n}_proj", None) for n in "qkv"]
-        if cfg.model_type in ("mistral", "phi3"):  # one window for every layer, when set
-            kind = "full_attention" if cfg.sliding_window is None else "sliding_attention"
-        else:
-            kind = (getattr(cfg, "layer_types", None) or ["full_attention"] * cfg.num_hidden_layers)[i]
+        kind = _layer_kinds(cfg)[i]
         window = cfg.sliding_window - 1 if kind == "sliding_attention" and cfg.sliding_window else None
         rotary = net.base.rotary_emb
         inv_freq = getattr(rotary, f"{kind}_inv_freq", None) if hasattr(rotary, f"{kind}_inv_freq") else rotary.inv_freq

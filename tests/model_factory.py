@@ -124,7 +124,7 @@ def _rope(transformers, params: dict) -> dict:
     """Config keywords of rotary ``params`` in the installed transformers' spelling: ``rope_parameters``
     from transformers 5, ``rope_theta`` + ``rope_scaling`` before (Gemma 3: the global θ and scaling,
     and ``rope_local_base_freq`` for the sliding layers)."""
-    if int(transformers.__version__.split(".")[0]) >= 5:
+    if installed_version(transformers) >= (5, 0):
         return {"rope_parameters": params}
     if "full_attention" in params:
         return {**_rope(transformers, params["full_attention"]),
@@ -150,10 +150,19 @@ def _mistral(transformers, **extra):
     return transformers.MistralForSequenceClassification(config)
 
 
+#: the first transformers release whose eager and sdpa Qwen2 slide the layers ``max_window_layers`` names
+#: (``layer_types``); before it only flash_attention_2 did: 4.48's eager/sdpa ignore ``sliding_window``
+#: (``eager_attention_forward`` drops the keyword, the mask has no window), 4.49–4.52's mask slides
+#: every layer
+QWEN_LAYER_WINDOWS = (4, 53)
+
+
 def _qwen2(transformers, **extra):
-    """q/k/v biases; layer 1 slides (4 tokens), layer 0 is global."""
-    config = transformers.Qwen2Config(**{**DECODER, "use_sliding_window": True, "sliding_window": 4,
-                                         "max_window_layers": 1, **extra})
+    """q/k/v biases; layer 1 slides (4 tokens), layer 0 is global — from transformers 4.53 on; before
+    it, no window (:data:`QWEN_LAYER_WINDOWS`: eager and sdpa compute another model there)."""
+    window = ({"use_sliding_window": True, "sliding_window": 4, "max_window_layers": 1}
+              if installed_version(transformers) >= QWEN_LAYER_WINDOWS else {"use_sliding_window": False})
+    config = transformers.Qwen2Config(**{**DECODER, **window, **extra})
     return transformers.Qwen2ForSequenceClassification(config)
 
 
@@ -164,10 +173,16 @@ def _qwen3(transformers, **extra):
 
 
 def _gemma2(transformers, **extra):
-    """Layer 0 slides (4 tokens), layer 1 is global; scores capped at 2 (|S| reaches it: the cap bends)."""
+    """Layer 0 slides (4 tokens), layer 1 is global; scores capped at 2 (|S| reaches it: the cap bends).
+
+    Eager attention, the one that soft-caps in every release (transformers 4 defaults Gemma 2 to sdpa,
+    whose ``sdpa_attention_forward`` ignores ``softcap``; 5 has no sdpa for it), and no cache: 4.48's
+    ``HybridCache`` overflows on a prompt longer than the window (its ``update`` is not told the window;
+    fixed in 4.49) — a cache never changes the logits of one forward."""
     config = transformers.Gemma2Config(**{**DECODER, "head_dim": 16, "query_pre_attn_scalar": 24,
                                           "attn_logit_softcapping": 2.0, "final_logit_softcapping": 5.0,
-                                          "sliding_window": 4, **extra})
+                                          "sliding_window": 4, "attn_implementation": "eager", "use_cache": False,
+                                          **extra})
     return transformers.Gemma2ForSequenceClassification(config)
 
 
@@ -247,14 +262,21 @@ def _is_norm(name: str) -> bool:
 ADDED_IN = {"eurobert": (5, 3), "qwen3": (4, 51), "gemma3": (4, 54), "gemma3_text": (4, 57)}
 
 
+def installed_version(transformers=None) -> tuple[int, int]:
+    """(major, minor) of the installed transformers."""
+    if transformers is None:
+        import transformers
+    major, minor = transformers.__version__.split(".")[:2]
+    return int(major), int(minor)
+
+
 def require_family(kind: str) -> None:
     """Skip the calling test when the installed transformers predates the family ``kind``."""
     import pytest
     import transformers
 
     added = ADDED_IN.get(kind)
-    installed = tuple(int(part) for part in transformers.__version__.split(".")[:2])
-    if added is not None and installed < added:
+    if added is not None and installed_version(transformers) < added:
         pytest.skip(f"transformers {transformers.__version__} has no {kind} (added in {'.'.join(map(str, added))})")
 
 
@@ -346,7 +368,9 @@ def read_out_modules(hf):
 def decoder_gradient(hf, ids, mask, target):
     """(e, ∂logit_target/∂e, the token term of e) of a ``transformers`` decoder classifier by plain
     autograd, e the input of its first block (a pre-hook makes it a leaf); the token term is the
-    input embedding module's output (Gemma: scaled; GPT-2: without the positions)."""
+    input embedding module's output (Gemma: scaled; GPT-2: without the positions) — for Gemma 2 before
+    transformers 5, whose embedding module does not scale (the model's forward multiplies by its
+    ``normalizer``, √hidden in the embeddings' dtype), that output times the same normalizer."""
     store = {}
 
     def leaf(_module, args, kwargs):
@@ -354,6 +378,8 @@ def decoder_gradient(hf, ids, mask, target):
         return (store["e"], *args[1:]), kwargs
 
     base = hf.base_model
+    if base is hf:  # Gemma3ForSequenceClassification before transformers 5 (base_model_prefix "")
+        base = hf.model
     base = getattr(base, "language_model", base)  # Gemma 3's multimodal model: its language model
     first = (base.layers if hasattr(base, "layers") else base.h)[0]
     handles = [first.register_forward_pre_hook(leaf, with_kwargs=True),
@@ -364,7 +390,10 @@ def decoder_gradient(hf, ids, mask, target):
     finally:
         for handle in handles:
             handle.remove()
-    return store["e"].detach(), grad, store["w"]
+    words = store["w"]
+    if hf.config.model_type.startswith("gemma") and not hasattr(base.get_input_embeddings(), "embed_scale"):
+        words = words * torch.tensor(hf.config.get_text_config().hidden_size ** 0.5, dtype=words.dtype)
+    return store["e"].detach(), grad, words
 
 
 def hf_gradient_at(hf, ids, mask, target, point, **inputs):

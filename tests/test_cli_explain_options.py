@@ -52,6 +52,12 @@ def test_target_all_gives_every_class_and_equals_one_run_per_class(ckpt, run_cli
     assert html.count('class="lrpk-cls lrpk-k') == 2 * 2 and html.count(" lrpk-pred\"") == 2  # the predicted one each
 
 
+def test_checkpoint_gives_the_same_records(ckpt, run_cli):
+    """--checkpoint recomputes each layer during the backward: the same scores (bit for bit)."""
+    argv = ("--methods", "attnlrp,integrated_gradients", "good film", "the plot is dull")
+    assert _explain(run_cli, ckpt, "--checkpoint", *argv) == _explain(run_cli, ckpt, *argv)
+
+
 def test_contrast_explains_the_difference_of_two_logits(ckpt, run_cli):
     by_index = _explain(run_cli, ckpt, "--method", "grad_x_input", "--target", "1", "--contrast", "0", "good film")[0]
     by_name = _explain(run_cli, ckpt, "--method", "grad_x_input", "--target", "1", "--contrast", "neg<b>",
@@ -211,6 +217,7 @@ def test_the_same_options_resume_and_older_outputs_still_do(written, run_cli, ck
     (["--methods", "attnlrp,nope"], "unknown method 'nope'"),
     (["--methods", "attnlrp,attnlrp"], "listed twice"),
     (["--stride", "x"], "--stride: invalid int value: 'x'"),
+    (["--layers", "--checkpoint"], "checkpoint=True does not combine with layers=True"),
 ])
 def test_bad_values_are_one_line_errors(ckpt, run_cli, extra, message):
     run_cli("explain", "--model", ckpt, "--no-progress", *extra, "good film").assert_user_error(message)

@@ -115,6 +115,9 @@ def _add_running(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--read-at", choices=READ_OUT_POINTS, help="read-out point of the gradient methods "
                                                                    "(default: the method's own)")
     add_option(parser, "ig_steps")
+    parser.add_argument("--checkpoint", action="store_true",
+                        help="recompute each layer during the backward: for inputs whose activations do not fit "
+                             "in memory (about one more forward; the same scores; not with --layers)")
     add_option(parser, "progress")
     parser.add_argument("--stop-after-batches", type=int, default=None,
                         help="stop after N batches (an interruption on purpose; re-run to continue)")
@@ -150,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
     read_at = {"read_at": args.read_at} if args.read_at else {}
     explainer = Explainer.from_pretrained(model_dir, method=methods[0], device=device, dtype=args.dtype,
                                           backend=args.backend, max_length=args.max_length, eps=args.eps,
-                                          ig_steps=args.ig_steps, **read_at)
+                                          ig_steps=args.ig_steps, **read_at,
+                                          **({"checkpoint": True} if args.checkpoint else {}))
     pair = records[0]["text_pair"] is not None
     check_max_length(explainer.encoder.tokenizer, args.max_length, pair)
     settings = _settings(args, explainer, methods, pair)

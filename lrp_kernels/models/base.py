@@ -106,15 +106,17 @@ class EncoderClassifier(nn.Module):
     # ------------------------------------------------------------------ shared
     def run(self, embedding_sum, attention_mask=None, rules: Rules = GRADIENT, backend: Backend | None = None,
             output_attentions: bool = False, taps=(), ledger: Ledger | None = None,
-            read_index: torch.Tensor | None = None, read_rows: torch.Tensor | None = None) -> tuple[torch.Tensor, Pass]:
+            read_index: torch.Tensor | None = None, read_rows: torch.Tensor | None = None,
+            checkpoint: bool = False) -> tuple[torch.Tensor, Pass]:
         """Logits from the embedding sum, every op under ``rules``, and the :class:`Pass` (its
         recorded attention maps and tapped tensors). The encoder's output is the tap ``encoder_output``;
         a :class:`~lrp_kernels.models.blocks.Ledger` records what relevance per layer needs;
         ``read_index``: :meth:`read_index` of the ids (for a family whose head needs it) — or, with
         ``read_rows`` [M], the positions [M] of M (row, position) pairs a decoder head reads (several
-        positions of one row: a language model explaining several next tokens; logits [M, labels])."""
-        p = Pass.create(embedding_sum, attention_mask, rules, backend, output_attentions, taps, ledger, read_index,
-                        read_rows)
+        positions of one row: a language model explaining several next tokens; logits [M, labels]);
+        ``checkpoint`` recomputes each layer during the backward (:meth:`Pass.layer`)."""
+        p = Pass.create(embedding_sum, attention_mask, rules, backend, output_attentions, taps, ledger,
+                        read_index=read_index, read_rows=read_rows, checkpoint=checkpoint)
         return self.classify(p.tap("encoder_output", self.encode(embedding_sum, p)), p), p
 
     def forward_from_embeddings(self, embedding_sum, attention_mask=None, rules: Rules = GRADIENT,

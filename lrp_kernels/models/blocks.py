@@ -35,8 +35,11 @@ positions (reported separately as ``position_relevance``); ops whose output does
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import functools
+
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from lrp_kernels.backends.contract import Backend
@@ -142,15 +145,24 @@ class Pass:
     #: [M] int64, the row of each position of ``read_index`` [M] when a decoder head reads M (row,
     #: position) pairs (several per row); None: one per row, row b at ``read_index[b]``
     read_rows: torch.Tensor | None = None
+    #: whether the backward of this pass can be vmapped (``is_grads_batched``): False once an op ran
+    #: through an autograd Function of ``lrp_kernels.ops`` (they have no vmap rule)
+    vmappable: bool = True
+    #: recompute each layer's forward during the backward (:meth:`layer`)
+    checkpoint: bool = False
 
     @classmethod
     def create(cls, like: torch.Tensor, attention_mask=None, rules: Rules = GRADIENT, backend: Backend | None = None,
                output_attentions: bool = False, taps=(), ledger: Ledger | None = None,
-               read_index: torch.Tensor | None = None, read_rows: torch.Tensor | None = None) -> "Pass":
+               read_index: torch.Tensor | None = None, read_rows: torch.Tensor | None = None,
+               checkpoint: bool = False) -> "Pass":
         """A pass over a batch like ``like`` ([B, L, …], the model dtype) with a 0/1 ``attention_mask``
-        (and the head's ``read_index``, with ``read_rows`` when it reads several positions per row)."""
+        (and the head's ``read_index``, with ``read_rows`` when it reads several positions per row);
+        ``checkpoint``: see :meth:`layer`."""
         if output_attentions and not rules.is_plain:
             raise ValueError("output_attentions needs the plain gradient rules")
+        if checkpoint and ledger is not None:
+            raise ValueError("checkpoint does not combine with a ledger (relevance per layer)")
         if backend is not None and not isinstance(backend, Backend):
             raise TypeError(f"backend must be a resolved lrp_kernels.backends.Backend, got {type(backend).__name__}")
         plain_mask = None
@@ -159,11 +171,20 @@ class Pass:
             plain_mask = plain_mask.masked_fill(~attention_mask.bool(), torch.finfo(like.dtype).min)[:, None, None, :]
         mask = None if rules.is_plain else additive_mask(attention_mask)
         return cls(rules, backend, mask, plain_mask, attention_mask, output_attentions, frozenset(taps), ledger=ledger,
-                   read_index=read_index, read_rows=read_rows)
+                   read_index=read_index, read_rows=read_rows, checkpoint=checkpoint)
 
     @property
     def batch_size(self) -> int | None:
         return None if self.token_mask is None else self.token_mask.shape[0]
+
+    def layer(self, module: nn.Module, x: torch.Tensor, *args) -> torch.Tensor:
+        """``module(x, self, *args)``: one block of the model. With ``checkpoint`` (and grad enabled)
+        its forward runs again during the backward (``torch.utils.checkpoint``, non-reentrant): the
+        pass keeps the block's input instead of every activation inside it. The recomputation runs the
+        same kernels on the same inputs, so the gradients are the same."""
+        if self.checkpoint and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(module, x, self, *args, use_reentrant=False)
+        return module(x, self, *args)
 
     def tap(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """Keep ``x`` under ``name`` when it was asked for (and as a ledger point); return it unchanged."""
@@ -242,18 +263,24 @@ class Pass:
         return self._record("norm", (x,), y)
 
     def _plain_mask(self, window, length, causal, like):
-        """The plain path's additive mask in the model dtype: per key, or dense with a ``window`` or
-        ``causal`` (built once per pass and pattern, on ``like``'s device)."""
+        """The recorded attention maps' additive mask in the model dtype: per key, or dense [B, 1, L, L]
+        with a ``window`` or ``causal`` (the maps are [L, L] by nature; built once per pass and
+        pattern, on ``like``'s device)."""
         if window is None and not causal:
             return self.plain_mask
         if (window, causal) not in self._window_masks:
-            mask = None if self.token_mask is None else additive_mask(self.token_mask)
-            dense = dense_mask(mask, window, length, like.device, causal)
+            dense = dense_mask(self._key_mask(), window, length, like.device, causal)
             dtype = self.plain_mask.dtype if self.plain_mask is not None else like.dtype
             if torch.finfo(dtype).max < torch.finfo(torch.float32).max:  # float16: keep it finite
                 dense = dense.clamp(min=torch.finfo(dtype).min)
             self._window_masks[window, causal] = dense.to(dtype)
         return self._window_masks[window, causal]
+
+    def _key_mask(self) -> torch.Tensor | None:
+        """The additive float32 key mask [B, L] of the attention op (made once per pass)."""
+        if self.mask is None and self.token_mask is not None:
+            self.mask = additive_mask(self.token_mask)
+        return self.mask
 
     def attention_input_eps(self) -> float:
         """The ε of the q/k/v projections when the LRP attention applies their ratio in its backward
@@ -281,16 +308,23 @@ class Pass:
                                  rotary=rotary, input_eps=input_eps, causal=causal, softcap=softcap)
         if input_eps:
             raise ValueError("input_eps needs an LRP attention rule")
-        q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
-        mask = self._plain_mask(window, q.shape[-2], causal, q)
-        if not self.record_attentions and softcap is None:
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
+        if self.record_attentions or softcap is not None:
+            q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
+            k, v = repeat_kv(k, q.shape[1]), repeat_kv(v, q.shape[1])
+            mask = self._plain_mask(window, q.shape[-2], causal, q)  # dense: attention maps are [L, L] anyway
+            scores = torch.matmul(q, k.transpose(-1, -2)) * scale
+            if softcap is not None:  # transformers' eager order: scale, cap, then the mask
+                scores = softcap * torch.tanh(scores / softcap)
+            return self._recorded(scores, mask, v)
+        if window is None and not causal:  # a per-key mask: SDPA's fused kernels, no [L, L] tensor
+            q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=self.plain_mask, scale=scale,
                                                   enable_gqa=k.shape[1] != q.shape[1])
-        k, v = repeat_kv(k, q.shape[1]), repeat_kv(v, q.shape[1])
-        scores = torch.matmul(q, k.transpose(-1, -2)) * scale
-        if softcap is not None:  # transformers' eager order: scale, cap, then the mask
-            scores = softcap * torch.tanh(scores / softcap)
-        return self._recorded(scores, mask, v)
+        # a window or causal attention: the op's "grad" mode (blocked kernels, or the reference's
+        # chunked path), where SDPA would need the dense [L, L] mask
+        self.vmappable = False
+        return lrp_attention(q, k, v, self._key_mask(), scale, "grad", self.backend, window=window, rotary=rotary,
+                             causal=causal)
 
     def _recorded(self, scores, mask, v):
         """softmax(scores + mask)·v (in float32, as transformers' eager attention), P recorded when asked."""
@@ -346,14 +380,37 @@ def rotary_tables(length: int, dim: int, theta: float, like: torch.Tensor, inv_f
                   positions: torch.Tensor | None = None):
     """``(cos, sin)`` [1, L, D] of rotary positions 0 … L−1 — or [B, L, D] of ``positions`` [B, L] —
     (transformers' default rope of ``theta``, or the given inverse frequencies [D/2]; computed in
-    float32, returned in ``like``'s dtype)."""
-    if inv_freq is None:
-        inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
-    if positions is None:
-        positions = torch.arange(length, device=like.device)[None]
-    freqs = positions.to(like.device)[..., None].float() * inv_freq.to(like.device)
-    emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos().to(like.dtype), emb.sin().to(like.dtype)
+    float32, returned in ``like``'s dtype).
+
+    Positions 0 … L−1 are computed once per (length, dim, θ or frequencies, device, dtype) — the
+    frequencies come from the host, so a forward on a GPU would otherwise wait for its queue — and kept
+    in a small LRU cache (:func:`_rotary_cached`, 16 entries); each call returns copies, so nothing a
+    caller does to them reaches the cache (a copy of [1, L, D] costs far less than one layer). Given
+    ``positions`` (left-padded rows of a language model) the tables are computed for them, uncached."""
+    freqs = None if inv_freq is None else tuple(inv_freq.detach().cpu().float().tolist())
+    if positions is not None:
+        inv = _inverse_frequencies(dim, float(theta), freqs).to(like.device)
+        angles = positions.to(like.device)[..., None].float() * inv
+        emb = torch.cat((angles, angles), dim=-1)
+        return emb.cos().to(like.dtype), emb.sin().to(like.dtype)
+    cos, sin = _rotary_cached(length, dim, float(theta), like.device, like.dtype, freqs)
+    return cos.clone(), sin.clone()
+
+
+def _inverse_frequencies(dim: int, theta: float, freqs: tuple | None) -> torch.Tensor:
+    if freqs is None:
+        return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
+    return torch.tensor(freqs, dtype=torch.float)
+
+
+@functools.lru_cache(maxsize=16)
+def _rotary_cached(length: int, dim: int, theta: float, device: torch.device, dtype: torch.dtype,
+                   freqs: tuple | None = None):
+    with torch.inference_mode(False), torch.no_grad():  # ordinary tensors, whatever mode the first call ran in
+        inv_freq = _inverse_frequencies(dim, theta, freqs)
+        positions = torch.arange(length, device=device)[None, :, None].float() * inv_freq.to(device)
+        emb = torch.cat((positions, positions), dim=-1)
+        return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -484,7 +541,7 @@ class Encoder(nn.Module):
 def run_layers(p: Pass, layers, x, *args):
     """``x`` through ``layers`` in turn (``layer(x, p, *args)``); the input of layer i is the tap ``layer.<i>``."""
     for i, layer in enumerate(layers):
-        x = layer(p.tap(f"layer.{i}", x), p, *args)
+        x = p.layer(layer, p.tap(f"layer.{i}", x), *args)
     return x
 
 

@@ -184,6 +184,12 @@ class ModelConfig:
         if self.hidden_size % self.num_attention_heads:
             raise CheckpointError(f"{source}: hidden_size is not a multiple of num_attention_heads")
 
+    def transformers_differs(self, attn_implementation: str | None, version: tuple[int, int]) -> str | None:
+        """How an in-memory ``transformers`` model of this config computes something other than this
+        family, where transformers ``version`` (major, minor) under ``attn_implementation`` is known to
+        (one line for :func:`~lrp_kernels.models.from_hf`'s warning), else None."""
+        return None
+
     @classmethod
     def from_dict(cls, raw: dict[str, Any], num_labels: int | None = None, source: str = "config",
                   language_model: bool = False) -> "ModelConfig":

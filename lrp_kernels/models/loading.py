@@ -12,6 +12,7 @@ token embeddings where ``tie_word_embeddings`` says so (one tensor, as transform
 
 from __future__ import annotations
 
+import re
 import warnings
 import weakref
 from pathlib import Path
@@ -128,12 +129,22 @@ def load_pretrained(path, num_labels: int | None = None, dtype=None, device=None
     return model
 
 
+def _transformers_version() -> tuple[int, int]:
+    import transformers
+
+    major, minor = re.match(r"(\d+)\.(\d+)", transformers.__version__).groups()
+    return int(major), int(minor)
+
+
 def from_hf(hf_model) -> EncoderClassifier:
     """A classifier (or causal language model) that shares the parameters of a ``transformers`` sequence
     classifier (or ``*ForCausalLM``, ``GPT2LMHeadModel``, ``Gemma3ForConditionalGeneration``).
 
     Nothing is copied: our parameters *are* the Hugging Face model's tensors (a tied ``lm_head`` stays
-    tied: both names get the one tensor the transformers model holds).
+    tied: both names get the one tensor the transformers model holds). Where the installed
+    ``transformers`` release computes this model otherwise (:meth:`ModelConfig.transformers_differs`:
+    Gemma 2 under 4.x's sdpa, Qwen2/3 sliding windows before 4.53) a warning says how: the family
+    computes the model its config describes.
     """
     name = type(hf_model).__name__
     check_architecture(name, name)
@@ -144,6 +155,10 @@ def from_hf(hf_model) -> EncoderClassifier:
     num_labels = None if language_model else hf_model.config.num_labels
     config = config_from_dict(hf_model.config.to_dict(), num_labels=num_labels, source=name,
                               language_model=language_model)
+    differs = config.transformers_differs(getattr(hf_model.config, "_attn_implementation", None),
+                                          _transformers_version())
+    if differs is not None:
+        warnings.warn(f"{name}: {differs}", stacklevel=2)
     with torch.device("meta"):
         model = build(config)
     for param_name, _ in list(model.named_parameters(remove_duplicate=False)):

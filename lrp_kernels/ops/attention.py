@@ -55,8 +55,10 @@ disentangled attention (He et al. 2021, DeBERTa; :func:`lrp_disentangled_attenti
     positions: a caller reports it rather than dropping it (pass them with ``requires_grad``).
 
 Kernels (:class:`~lrp_kernels.backends.contract.AttentionKernels`): ``backends/{torch,cpp,triton}/attention.py``,
-``csrc/attention.{cpp,cu}`` (the masked softmax and its backward); tests ``tests/ops/test_attention.py``,
-``tests/ops/test_attention_variants.py``; benchmark ``benchmarks/ops/bench_attention.py``.
+``csrc/attention.{cpp,cu}`` (the blocked CPU attention of every mode and variant; the masked softmax
+and its backward); tests ``tests/ops/test_attention.py``, ``tests/ops/test_attention_variants.py``,
+``tests/ops/test_attention_blocked.py``; benchmark ``benchmarks/ops/bench_attention.py``. No
+backend builds an [L, L] tensor for these variants (DeBERTa's disentangled attention is eager).
 """
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.family  # parity with transformers: also run at the lowest supported release
 
 from explicit_lrp_decoder import explicit_lrp_decoder  # noqa: E402  (tests/ helper)
-from model_factory import DECODERS, decoder_gradient, make_hf, padded, zero_biases  # noqa: E402
+from model_factory import (DECODERS, QWEN_LAYER_WINDOWS, decoder_gradient, installed_version, make_hf,  # noqa: E402
+                           padded, require_family, zero_biases)
 
 INIT = 0.2  # weights of std 0.2: logits that are not just the biases
 TARGET = torch.tensor([2, 0, 1])
@@ -71,7 +72,8 @@ def fast(values, *quick):
 @pytest.mark.parametrize("padding", list(BATCHES))
 def test_logits_equal_transformers(kind, attn, padding):
     if attn == "sdpa" and kind == "gemma2":
-        pytest.skip("transformers has no sdpa attention for Gemma 2 (it cannot soft-cap)")
+        pytest.skip("Gemma 2 has no soft-capping sdpa attention: transformers 5 has none for it, 4.x's "
+                    "sdpa_attention_forward ignores softcap (test_gemma2_sdpa_of_transformers_4_is_named)")
     hf = _hf(kind, attn_implementation=attn)
     ids, mask = BATCHES[padding]()
     with torch.no_grad():
@@ -80,16 +82,32 @@ def test_logits_equal_transformers(kind, attn, padding):
         torch.testing.assert_close(from_hf(hf)(ids, mask), expected, atol=1e-5, rtol=0)
 
 
+#: the first transformers release that pools a decoder classifier at the rightmost non-pad token; before
+#: it (4.48) ``*ForSequenceClassification`` read the token before the FIRST pad id
+#: (``eq(input_ids, pad).argmax(-1) - 1``, modulo the length): the same position for right and left
+#: padding, another one where the pad id occurs among a row's tokens (pad = eos) or fills the row
+RIGHTMOST_POOLING = (4, 49)
+#: right padding, left padding, the pad id inside a row, a row of padding only
+POOLED_IDS = torch.tensor([[5, 6, 7, 0, 0], [0, 0, 5, 6, 7], [5, 0, 6, 0, 0], [0, 0, 0, 0, 0]])
+
+
 def test_read_index_is_the_rightmost_token_that_is_not_padding():
-    """transformers pools by the ids, not the attention mask: a trailing id equal to the pad id is skipped
-    even where the mask keeps it (pad = eos), and a row of padding only reads position 0."""
+    """Pooling by the ids, not the attention mask: a trailing id equal to the pad id is skipped even where
+    the mask keeps it (pad = eos), and a row of padding only reads position 0."""
+    assert from_hf(_hf("llama")).read_index(POOLED_IDS).tolist() == [2, 4, 2, 0]
+
+
+@pytest.mark.parametrize("rows", [pytest.param([0, 1], id="padding"), pytest.param([2, 3], id="pad-id-inside")])
+def test_the_read_index_is_where_transformers_pools(rows):
     hf = _hf("llama")
-    model = from_hf(hf)
-    ids = torch.tensor([[5, 6, 7, 0, 0], [0, 0, 5, 6, 7], [5, 0, 6, 0, 0], [0, 0, 0, 0, 0]])
-    assert model.read_index(ids).tolist() == [2, 4, 2, 0]
+    if rows != [0, 1] and installed_version() < RIGHTMOST_POOLING:
+        pytest.skip(f"transformers {transformers.__version__} pools at the token before the first pad id "
+                    "(rightmost non-pad token from 4.49 on, as lrp-kernels)")
+    ids = POOLED_IDS[rows]
     mask = torch.ones_like(ids)  # the pad id inside the kept tokens
     with torch.no_grad():
-        torch.testing.assert_close(model(ids, mask), hf(input_ids=ids, attention_mask=mask).logits, atol=1e-5, rtol=0)
+        torch.testing.assert_close(from_hf(hf)(ids, mask), hf(input_ids=ids, attention_mask=mask).logits,
+                                   atol=1e-5, rtol=0)
 
 
 def test_a_batch_without_a_pad_id_is_refused_as_transformers_refuses_it():
@@ -149,6 +167,23 @@ def test_lrp_equals_explicit_float64(kind, method, eps, padding):
     expected = relevance.sum(-1) * mask
     assert (ours.scores.double() - expected).abs().max() <= 1e-6 * expected.abs().max()
     assert expected.abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_float64_scores_are_rounded_once(kind):
+    """A float64 model's scores are Σ x ⊙ g summed in float64 and rounded to float32 once (the
+    per-layer record too): one float32 rounding of the explicit float64 LRP (which agrees with
+    ours to ~1e-15 before it; 1 ulp either way at a rounding boundary) — summing products already
+    rounded to float32 errs by ~6e-8 of Σ|x ⊙ g| over the hidden units, many ulps of a score that
+    cancels."""
+    hf64 = copy.deepcopy(_hf(kind)).double()
+    ids, mask = _left()
+    ours = attribute(hf64, ids, mask, method="attnlrp", target=TARGET, eps=0.0, backend="torch", layers=True)
+    relevance, _ = explicit_lrp_decoder(hf64, ids, mask, TARGET, "attnlrp", 0.0)
+    expected = (relevance.sum(-1) * mask).float()
+    one_ulp = 2.0**-23
+    torch.testing.assert_close(ours.scores, expected, rtol=one_ulp, atol=1e-12)
+    torch.testing.assert_close(ours.layers.relevance[:, 0], expected, rtol=one_ulp, atol=1e-12)
 
 
 @pytest.mark.parametrize("kind", DECODERS)
@@ -300,10 +335,13 @@ DEFAULT_FIELDS = ("num_key_value_heads", "head_dim", "rms_norm_eps", "sliding_wi
 @pytest.mark.parametrize("kind", DECODERS)
 def test_left_out_values_are_the_family_defaults(kind):
     """A config.json that leaves a value out means the transformers config class's default."""
+    require_family(kind)
     hf = transformers.AutoConfig.for_model(kind).get_text_config()
     ours = config_from_dict({"model_type": kind})
     theirs = {f: getattr(hf, f) for f in DEFAULT_FIELDS if hasattr(hf, f)}
     theirs["layer_norm_eps"] = theirs.pop("rms_norm_eps", getattr(hf, "layer_norm_epsilon", None))
+    if "head_dim" in theirs and theirs["head_dim"] is None:  # Mistral 4.57: hidden // heads, read so by its model
+        theirs["head_dim"] = hf.hidden_size // hf.num_attention_heads
     if kind.startswith("gemma3"):
         theirs["attn_logit_softcapping"] = None  # transformers' Gemma 3 attention does not apply it
     if kind in ("mistral", "phi3"):  # every layer slides when a window is set (they have no layer_types)
@@ -328,6 +366,54 @@ def test_unsupported_configurations_are_refused(raw, match):
         config_from_dict(raw)
 
 
+_QWEN_WINDOW = {"model_type": "qwen2", "num_hidden_layers": 2, "use_sliding_window": True, "sliding_window": 4}
+
+
+@pytest.mark.parametrize("raw, attn, version, match", [
+    ({"model_type": "gemma2"}, "sdpa", (4, 48), "without the soft-capping"),
+    ({"model_type": "gemma2"}, "sdpa", (4, 57), "without the soft-capping"),
+    ({"model_type": "gemma2"}, "eager", (4, 48), None),
+    ({"model_type": "gemma2"}, "sdpa", (5, 0), None),  # transformers 5 refuses sdpa for Gemma 2
+    ({"model_type": "gemma2", "attn_logit_softcapping": None}, "sdpa", (4, 48), None),
+    ({**_QWEN_WINDOW, "max_window_layers": 1}, "eager", (4, 48), "ignores the sliding window"),
+    ({**_QWEN_WINDOW, "max_window_layers": 1}, "sdpa", (4, 52), "slides every layer"),
+    ({**_QWEN_WINDOW, "max_window_layers": 0}, "sdpa", (4, 52), None),  # every layer slides in both
+    ({**_QWEN_WINDOW, "max_window_layers": 2}, "eager", (4, 48), None),  # no layer slides in both
+    ({**_QWEN_WINDOW, "max_window_layers": 1, "model_type": "qwen3"}, "eager", (4, 51), "slides every layer"),
+    ({**_QWEN_WINDOW, "max_window_layers": 1}, "flash_attention_2", (4, 48), None),
+    ({**_QWEN_WINDOW, "max_window_layers": 1}, "eager", (4, 53), None),
+    ({**_QWEN_WINDOW, "use_sliding_window": False}, "eager", (4, 48), None),
+    ({"model_type": "llama"}, "sdpa", (4, 48), None),
+])
+def test_what_a_transformers_release_computes_otherwise_is_named(raw, attn, version, match):
+    """The releases whose classes compute another model than the config describes (read from their
+    modeling files): Gemma 2 under 4.x's sdpa (no soft-capping), Qwen2/3 windows before 4.53."""
+    differs = config_from_dict(raw).transformers_differs(attn, version)
+    assert differs is None if match is None else match in differs
+
+
+def test_gemma2_sdpa_of_transformers_4_is_named():
+    """from_hf warns where the transformers model computes another function (here at 4.x; transformers 5
+    has no sdpa Gemma 2 and make_hf skips) — and the two differ by the soft-capping alone."""
+    hf = _hf("gemma2", attn_implementation="sdpa")
+    ids, mask = _left()
+    with pytest.warns(UserWarning, match="without the soft-capping"):
+        ours = from_hf(hf)
+    eager = copy.deepcopy(hf)
+    eager.config._attn_implementation = "eager"
+    with torch.no_grad():
+        sdpa_logits, eager_logits = hf(input_ids=ids, attention_mask=mask).logits, eager(input_ids=ids, attention_mask=mask).logits
+        torch.testing.assert_close(ours(ids, mask), eager_logits, atol=1e-5, rtol=0)
+    assert (sdpa_logits - eager_logits).abs().max() > 1e-2
+
+
+def test_a_model_that_transformers_computes_as_described_converts_silently():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for kind in ("gemma2", "qwen2"):
+            from_hf(_hf(kind))
+
+
 LEGACY_CONFIGS = json.loads((Path(__file__).parents[1] / "references" / "decoder_configs_transformers_4_52.json")
                             .read_text(encoding="utf-8"))
 
@@ -338,8 +424,13 @@ def test_config_json_saved_by_transformers_4_52_loads(tmp_path, kind):
     rope_local_base_freq, sliding_window_pattern, head_dim null, n_embd…; Gemma 3 had no classifier
     class then: its text config) reads as transformers 5 reads it: the model transformers 5 builds
     from it and ours give the same logits."""
+    require_family(kind)
+    if kind == "qwen2" and installed_version() < QWEN_LAYER_WINDOWS:
+        pytest.skip(f"transformers {transformers.__version__}'s eager Qwen2 does not slide the layers from "
+                    "max_window_layers on (model_factory.QWEN_LAYER_WINDOWS)")
     raw = dict(LEGACY_CONFIGS[kind])
-    config = transformers.AutoConfig.for_model(**raw)
+    # eager: the attention that soft-caps Gemma 2 in every release; no cache (4.48's overflows past the window)
+    config = transformers.AutoConfig.for_model(**raw, attn_implementation="eager", use_cache=False)
     torch.manual_seed(0)
     hf = transformers.AutoModelForSequenceClassification.from_config(config).eval()
     with torch.no_grad():

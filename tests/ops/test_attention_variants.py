@@ -6,7 +6,7 @@ positions, and DeBERTa's disentangled attention.
 gradient, scaled by the mode's factors (attnlrp: V ½, Q/K/positions ¼; cp_lrp: V only), is the rule;
 over odd shapes, the fused CPU path and the eager one, and fp32/fp16/bf16; (b) the masks; (c) the
 Triton kernels of grouped K/V heads, windows and rotary positions against the reference (and what
-they still hand to it); the cpp backend hands the variants to the reference.
+they still hand to it); the cpp backend's blocked kernels: ``tests/ops/test_attention_blocked.py``.
 """
 
 import contextlib
@@ -279,23 +279,6 @@ def test_disentangled_op_without_position_grads_and_single_terms():
             torch.testing.assert_close(got, factor * want)
 
 
-def test_cpp_hands_the_variants_to_the_reference():
-    backend, reason = registry.load("cpp")
-    if backend is None or backend.unavailable_reason("cpu") is not None:
-        pytest.skip(reason or backend.unavailable_reason("cpu"))
-    q, k, v, g, mask, window, rotary = _inputs(CASES[0], torch.float32)
-    scale = q.shape[-1] ** -0.5
-    for mode in FACTORS:
-        out, saved = backend.attention.forward(q, k, v, mask, scale, mode, window, rotary)
-        expected, ref_saved = ref.forward(q, k, v, mask, scale, mode, window, rotary)
-        assert torch.equal(out, expected)
-        got = backend.attention.backward(g, q, k, v, mask, scale, mode, saved, window, rotary)
-        want = ref.backward(g, q, k, v, mask, scale, mode, ref_saved, window, rotary)
-        assert all(a is b is None or torch.equal(a, b) for a, b in zip(got, want))
-    assert backend.attention.disentangled_forward is ref.disentangled_forward
-    assert backend.attention.disentangled_backward is ref.disentangled_backward
-
-
 def test_cuda_backend_runs_the_variants_on_the_triton_kernels(monkeypatch):
     """The ``cuda`` backend declares its own attention kernel set: a variant (here causal, grouped K/V
     heads, a window) runs the Triton kernels where Triton runs — seen launching, with the Triton
@@ -326,20 +309,23 @@ def test_cuda_backend_runs_the_variants_on_the_triton_kernels(monkeypatch):
         q1, k1, v1 = q, k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
         kernels.backward(g, q1, k1, v1, mask, scale, "grad", kernels.forward(q1, k1, v1, mask, scale, "grad")[1])
     assert names == []
-    monkeypatch.setitem(cpp_attention._TRITON, str(q.device), None)  # Triton does not run here: the reference
+    # Triton does not run here: the module's own host functions (on CUDA tensors the torch reference;
+    # on these CPU tensors the blocked CPU kernel)
+    monkeypatch.setitem(cpp_attention._TRITON, str(q.device), None)
     with _launches() as names:
         out, saved = kernels.forward(q, k, v, mask, scale, "cp_lrp", window, None, True)
         got = kernels.backward(g, q, k, v, mask, scale, "cp_lrp", saved, window, None, 0.0, True)
     assert names == []
-    expected, ref_saved = ref.forward(q, k, v, mask, scale, "cp_lrp", window, None, True)
+    expected, own_saved = cpp_attention.KERNELS.forward(q, k, v, mask, scale, "cp_lrp", window, None, True)
     assert torch.equal(out, expected)
-    assert torch.equal(got[2], ref.backward(g, q, k, v, mask, scale, "cp_lrp", ref_saved, window, None, 0.0, True)[2])
+    want = cpp_attention.KERNELS.backward(g, q, k, v, mask, scale, "cp_lrp", own_saved, window, None, 0.0, True)
+    assert torch.equal(got[2], want[2])
 
 
 @pytest.mark.parametrize("name", ["cpp", "triton"])
 def test_backends_run_causal_attention_like_the_reference(name):
-    """Causal attention through every backend that runs here (those without kernels of their own for
-    it hand it to the reference)."""
+    """Causal attention through every backend that runs here (the cpp backend's blocked kernel, Triton's
+    kernels or, where it has none, the reference)."""
     backend = TRITON.backend if name == "triton" else registry.load(name)[0]
     if backend is None or backend.unavailable_reason(TRITON.device if name == "triton" else "cpu") is not None:
         pytest.skip(f"{name} does not run here")

@@ -9,10 +9,13 @@ the memory-efficient one), the backward scaled by ¼/¼/½ for attnlrp and only 
 kept for cp_lrp. Elsewhere, and for a batch with a fully padded sequence, the eager path stores P
 (the fused kernels' log-sum-exp of a row whose keys are all masked drops the log L of the uniform
 row, so their backward is wrong there; aten's float16 CPU forward does not give such a row the
-uniform softmax).
+uniform softmax): that path's stored P is [L, L] per sequence (per chunk on the chunked path).
 
-The variants of the contract: a sliding ``window`` and ``causal`` attention become a dense
-[B, 1, L, L] additive mask (:func:`dense_mask`); ``rotary`` rotates q and k on load and its transpose rotates their gradients
+The variants of the contract: a sliding ``window`` and ``causal`` attention run in chunks of query
+rows (:func:`chunks`), each with the slice of keys its rows read and its block of the additive mask
+(:func:`dense_mask` with ``rows``/``keys``), through the same fused kernels (SDPA's memory-efficient
+kernel on CUDA): no [L, L] tensor (a chunk that holds a padded row reads every key without
+``causal``); cp_lrp's recomputed P comes in row chunks too. ``rotary`` rotates q and k on load and its transpose rotates their gradients
 back (:func:`apply_rotary`, :func:`rotary_transposed`); grouped K/V heads are repeated for the
 product and their gradients summed over the group; ``input_eps`` multiplies each gradient by the
 ε-ratio of its input (the rule of the linears that made q, k, v, applied here once per element so
@@ -61,19 +64,20 @@ def _flash_mask(mask, dtype):
     return mask.to(dtype) if mask.dim() == 4 else mask.to(dtype)[:, None, None, :]
 
 
-def dense_mask(mask, window, length, device=None, causal=False):
+def dense_mask(mask, window, length, device=None, causal=False, rows=None, keys=None):
     """The additive float32 mask of a sliding ``window`` (|i − j| ≤ window), of ``causal`` attention
     (j ≤ i) or both, and the key mask [B, L]: [B | 1, 1, L, L] (the contract's rules of
     ``lrp_kernels.backends.contract``). A padded query row keeps every unpadded key without
     ``causal`` and ignores the key mask with it (every key j ≤ i in the band), so that no row is
     empty (it carries no relevance: nothing reads a padded position). Neither ``window`` nor
-    ``causal``: ``mask`` unchanged."""
+    ``causal``: ``mask`` unchanged. ``rows=(i0, i1)``, ``keys=(k0, k1)``: only that block of it,
+    [B | 1, 1, i1 − i0, k1 − k0] (the chunked path)."""
     if window is None and not causal:
-        return mask
+        return mask if rows is None and keys is None else _block(mask, rows, keys, length)
     device = mask.device if mask is not None else device
-    pos = torch.arange(length, device=device)
-    dist = pos[:, None] - pos[None, :]  # i − j
-    keep = torch.ones(length, length, dtype=torch.bool, device=device)
+    (i0, i1), (k0, k1) = rows or (0, length), keys or (0, length)
+    dist = torch.arange(i0, i1, device=device)[:, None] - torch.arange(k0, k1, device=device)[None, :]  # i − j
+    keep = torch.ones(dist.shape, dtype=torch.bool, device=device)
     if window is not None:
         keep &= dist.abs() <= window
     if causal:
@@ -81,11 +85,60 @@ def dense_mask(mask, window, length, device=None, causal=False):
     if mask is None:
         keep = keep[None]
     else:
-        key = mask > torch.finfo(torch.float32).min / 2  # [B, L]
-        padded_row = ~key[:, :, None]
-        keep = keep[None] & (key[:, None, :] | padded_row) if causal else key[:, None, :] & (keep[None] | padded_row)
+        real = mask > torch.finfo(torch.float32).min / 2  # [B, L]
+        key, padded_row = real[:, None, k0:k1], ~real[:, i0:i1, None]
+        keep = keep[None] & (key | padded_row) if causal else key & (keep[None] | padded_row)
     zeros = torch.zeros(keep.shape, dtype=torch.float32, device=device)
     return zeros.masked_fill_(~keep, torch.finfo(torch.float32).min)[:, None]
+
+
+def _block(mask, rows, keys, length):
+    """The per-key mask [B, L] as the block (rows, keys) of its [B, 1, L, L] broadcast: [B, 1, 1, k1 − k0]."""
+    if mask is None:
+        return None
+    k0, k1 = keys or (0, length)
+    return mask[:, None, None, k0:k1]
+
+
+#: float32 elements of one chunk's [B, H, rows, keys] scores on the chunked path (128 MiB)
+CHUNK_ELEMENTS = 1 << 25
+
+
+def chunks(mask, window, causal, batch_heads: int, length: int):
+    """The query chunks of the chunked path: ``(i0, i1, k0, k1)``, each chunk's rows and the keys any
+    of its rows reads (its band; every key for a chunk holding a padded row without ``causal``).
+    Rows per chunk: a multiple of 64 that keeps one chunk's scores within :data:`CHUNK_ELEMENTS`."""
+    rows = max(64, min(length, CHUNK_ELEMENTS // max(1, batch_heads * length)) // 64 * 64)
+    padded = _padded_rows(mask) if not causal else None
+    out = []
+    for i0 in range(0, length, rows):
+        i1 = min(length, i0 + rows)
+        if causal:
+            k0, k1 = (0 if window is None else max(0, i0 - window)), i1
+        elif window is None or (padded is not None and any(padded[i0:i1])):
+            k0, k1 = 0, length
+        else:
+            k0, k1 = max(0, i0 - window), min(length, i1 + window)
+        out.append((i0, i1, k0, k1))
+    return out
+
+
+def _padded_rows(mask):
+    """Per position: whether it is padding in some sequence of the batch (a Python list; read on the
+    host once per mask tensor, as :func:`fully_padded`)."""
+    if mask is None:
+        return None
+    try:
+        version = mask._version
+    except RuntimeError:  # an inference tensor: no version counter, nothing cached
+        version = None
+    cached = getattr(mask, "_lrp_padded_rows", None)
+    if cached is not None and cached[0] == version and version is not None:
+        return cached[1]
+    rows = (mask <= torch.finfo(torch.float32).min / 2).any(dim=0).tolist()
+    if version is not None:
+        mask._lrp_padded_rows = (version, rows)
+    return rows
 
 
 def _rotate(x, rotary, sign: float):
@@ -184,11 +237,16 @@ def is_variant(q, k, window=None, rotary=None, causal=False) -> bool:
     return window is not None or causal or rotary is not None or k.shape[1] != q.shape[1]
 
 
-def _loaded(q, k, v, mask, window, rotary, causal):
-    """What the product reads: rotated q and k, K/V repeated to q's heads, the (dense) mask."""
+def _loaded(q, k, v, rotary):
+    """What the product reads: rotated q and k, K/V repeated to q's heads."""
     heads = q.shape[1]
-    k = repeat_kv(apply_rotary(k, rotary), heads)
-    return apply_rotary(q, rotary), k, repeat_kv(v, heads), dense_mask(mask, window, q.shape[-2], q.device, causal)
+    return apply_rotary(q, rotary), repeat_kv(apply_rotary(k, rotary), heads), repeat_kv(v, heads)
+
+
+def _chunk_masks(mask, window, causal, q, cs):
+    """Each chunk's block of the dense mask (:func:`dense_mask`), built when it is needed."""
+    length = q.shape[-2]
+    return (dense_mask(mask, window, length, q.device, causal, (i0, i1), (k0, k1)) for i0, i1, k0, k1 in cs)
 
 
 def _sdpa_forward(q, k, v, mask, scale):
@@ -242,23 +300,72 @@ def _backward(grad_out, q, k, v, mask, scale, mode, saved, fused):
     if q.device.type in SDPA_DEVICES:
         return _sdpa_backward(grad_out, mode, saved)
     if mode == "cp_lrp":
-        probs = softmax_forward(torch.matmul(q, k.transpose(-1, -2)), mask, scale)
-        return None, None, torch.matmul(probs.transpose(-1, -2), grad_out)
+        return None, None, _cp_grad_v(grad_out, q, k, mask, scale)
     out, logsumexp = saved
     return _mode_factors(mode, *torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
         grad_out, q, k, v, out, logsumexp, 0.0, False, attn_mask=_flash_mask(mask, q.dtype), scale=scale
     ))
 
 
+def _cp_grad_v(grad_out, q, k, mask, scale):
+    """cp_lrp's g_V = Pᵀ g_O with P recomputed in row chunks (at most :data:`CHUNK_ELEMENTS` scores at a time)."""
+    batch, heads, length, _ = q.shape
+    keys = k.shape[-2]
+    rows = max(1, CHUNK_ELEMENTS // max(1, batch * heads * keys))
+    grad_v = None
+    for i0 in range(0, length, rows):
+        i1 = min(length, i0 + rows)
+        block = mask if mask is None or mask.dim() == 2 else mask[:, :, i0:i1]
+        probs = softmax_forward(torch.matmul(q[:, :, i0:i1], k.transpose(-1, -2)), block, scale)
+        part = torch.matmul(probs.transpose(-1, -2), grad_out[:, :, i0:i1])
+        grad_v = part if grad_v is None else grad_v.add_(part)
+    return grad_v
+
+
+def _banded(window, causal) -> bool:
+    """Whether the mask has a band (a window or causal attention): the chunked path."""
+    return window is not None or causal
+
+
 def forward(q, k, v, mask, scale, mode, window=None, rotary=None, causal=False, softcap=None):
     if softcap is not None:
         return softcap_forward(q, k, v, mask, scale, mode, window, rotary, causal, softcap)
     fused = uses_fused_kernel(q, mode, mask)
-    loaded = _loaded(q, k, v, mask, window, rotary, causal)
-    out, saved = _forward(*loaded, scale, mode, fused)
+    loaded = _loaded(q, k, v, rotary)
+    if not _banded(window, causal):
+        out, saved = _forward(*loaded, mask, scale, mode, fused)
+    else:  # chunked queries, each with its key slice and its block of the mask: no [L, L] tensor
+        cs = chunks(mask, window, causal, q.shape[0] * q.shape[1], q.shape[-2])
+        parts = [_forward(loaded[0][:, :, i0:i1], loaded[1][:, :, k0:k1], loaded[2][:, :, k0:k1], block, scale,
+                          mode, fused)
+                 for (i0, i1, k0, k1), block in zip(cs, _chunk_masks(mask, window, causal, q, cs))]
+        out = torch.cat([part for part, _ in parts], dim=2)
+        saved = tuple(t for _, part_saved in parts for t in part_saved)
     if is_variant(q, k, window, rotary, causal):  # the backward reads the rotated / repeated tensors again
-        saved = (*saved, *loaded[:3])
+        saved = (*saved, *loaded)
     return out, saved
+
+
+def _backward_chunked(grad_out, q, k, v, mask, scale, mode, saved, fused, window, causal):
+    """The backward of the chunked forward, chunk by chunk: g_Q per chunk, g_K and g_V summed (float32)
+    over the chunks whose key slices overlap."""
+    cs = chunks(mask, window, causal, q.shape[0] * q.shape[1], q.shape[-2])
+    per_chunk = len(saved) // len(cs)
+    # only the CPU's fused kernels read the mask again (eager: the saved probabilities; SDPA: its graph)
+    reads_mask = fused and q.device.type not in SDPA_DEVICES
+    blocks = _chunk_masks(mask, window, causal, q, cs) if reads_mask else (None for _ in cs)
+    cp = mode == "cp_lrp"
+    grad_q = None if cp else torch.empty_like(q)
+    grad_k = None if cp else torch.zeros(k.shape, dtype=acc(k).dtype, device=k.device)
+    grad_v = torch.zeros(v.shape, dtype=acc(v).dtype, device=v.device)
+    for n, ((i0, i1, k0, k1), block) in enumerate(zip(cs, blocks)):
+        gq, gk, gv = _backward(grad_out[:, :, i0:i1], q[:, :, i0:i1], k[:, :, k0:k1], v[:, :, k0:k1], block, scale,
+                               mode, saved[n * per_chunk:(n + 1) * per_chunk], fused)
+        if not cp:
+            grad_q[:, :, i0:i1] = gq
+            grad_k[:, :, k0:k1] += gk
+        grad_v[:, :, k0:k1] += gv
+    return grad_q, None if cp else grad_k.to(k.dtype), grad_v.to(v.dtype)
 
 
 def backward(grad_out, q, k, v, mask, scale, mode, saved, window=None, rotary=None, input_eps=0.0, causal=False,
@@ -266,16 +373,14 @@ def backward(grad_out, q, k, v, mask, scale, mode, saved, window=None, rotary=No
     if softcap is not None:
         return softcap_backward(grad_out, q, k, v, scale, mode, saved, rotary, input_eps, softcap)
     fused = uses_fused_kernel(q, mode, mask)
+    loaded = (q, k, v)
     if is_variant(q, k, window, rotary, causal):
         *saved, q_loaded, k_loaded, v_loaded = saved
-        # only the CPU's fused backward reads the mask again (eager: the saved probabilities; SDPA:
-        # its own graph), so the [L, L] band is built for it alone
-        reads_mask = fused and q.device.type not in SDPA_DEVICES
-        dense = dense_mask(mask, window, q.shape[-2], q.device, causal) if reads_mask else None
-        loaded = (q_loaded, k_loaded, v_loaded, dense)
+        loaded = (q_loaded, k_loaded, v_loaded)
+    if _banded(window, causal):
+        grad_q, grad_k, grad_v = _backward_chunked(grad_out, *loaded, mask, scale, mode, saved, fused, window, causal)
     else:
-        loaded = (q, k, v, mask)
-    grad_q, grad_k, grad_v = _backward(grad_out, *loaded, scale, mode, saved, fused)
+        grad_q, grad_k, grad_v = _backward(grad_out, *loaded, mask, scale, mode, saved, fused)
     kv_heads = k.shape[1]
     grad_k, grad_v = sum_groups(grad_k, kv_heads), sum_groups(grad_v, kv_heads)
     grads = rotary_transposed(grad_q, rotary), rotary_transposed(grad_k, rotary), grad_v
@@ -291,8 +396,10 @@ def capped_scores(q, k, scale, softcap):
 
 def softcap_forward(q, k, v, mask, scale, mode, window, rotary, causal, softcap):
     """softmax(c·tanh(S/c) + mask)·V, eager (no fused kernel caps the scores): P is stored, with the
-    rotated and repeated q, k, v the backward reads again."""
-    q, k, v, dense = _loaded(q, k, v, mask, window, rotary, causal)
+    rotated and repeated q, k, v the backward reads again — [B, H, L, L], the one attention besides
+    DeBERTa's that is not linear in memory."""
+    q, k, v = _loaded(q, k, v, rotary)
+    dense = dense_mask(mask, window, q.shape[-2], q.device, causal)
     _, capped = capped_scores(q, k, scale, softcap)
     if dense is not None:
         capped = capped + (dense if dense.dim() == 4 else dense[:, None, None, :])

@@ -87,7 +87,7 @@ class AlbertTransformer(nn.Module):
     def forward(self, x, p: Pass):
         x = p.linear(x, self.embedding_hidden_mapping_in)
         for i in range(self.layers):
-            x = self.albert_layer_groups[int(i / (self.layers / self.groups))](p.tap(f"layer.{i}", x), p)
+            x = p.layer(self.albert_layer_groups[int(i / (self.layers / self.groups))], p.tap(f"layer.{i}", x))
         return x
 
 

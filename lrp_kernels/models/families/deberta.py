@@ -22,6 +22,7 @@ Position relevance: the relevance that reaches the position embeddings through c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import functools
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -112,6 +113,20 @@ def log_bucket(relative: torch.Tensor, buckets: int, max_position: int) -> torch
     log_pos = torch.ceil(torch.log(abs_pos / mid) / torch.log(torch.tensor((max_position - 1) / mid))
                          * (mid - 1)) + mid
     return torch.where(abs_pos <= mid, relative.type_as(log_pos), log_pos * sign).long()
+
+
+@functools.lru_cache(maxsize=16)
+def relative_rows(length: int, buckets: int, max_position: int, span: int, device: torch.device):
+    """``(low, high, rows)``: rows [2L − 1] int64, the table row δ of each relative position
+    i − j = −(L − 1) … L − 1 (log-bucketed where ``buckets`` > 0, clamped to the table), and its
+    range. Cached per (length, sizes, device) — its min and max are read on the host once, not per
+    forward — in a small LRU cache; callers index it into new tensors and never hand it out."""
+    with torch.inference_mode(False), torch.no_grad():
+        relative = torch.arange(-(length - 1), length, device=device)
+        if buckets > 0:
+            relative = log_bucket(relative, buckets, max_position)
+        rows = (relative + span).clamp(0, 2 * span - 1)
+        return int(rows.min()), int(rows.max()), rows
 
 
 class Relative(NamedTuple):
@@ -265,24 +280,24 @@ class DebertaV2Classifier(EncoderClassifier):
                          classifier=self.labels_linear(config))
 
     def table_index(self, length: int, device) -> torch.Tensor:
-        """δ(i, j): the row of the position table that query i and key j read, [L, L]."""
+        """δ(i, j): the row of the position table that query i and key j read, [L, L] (a new tensor;
+        δ depends on i − j only, whose 2L − 1 values are cached: :func:`relative_rows`)."""
+        _, _, rows = relative_rows(length, self.config.position_buckets, self.config.max_relative_positions,
+                                   self.config.span, torch.device(device))
         pos = torch.arange(length, device=device)
-        relative = pos[:, None] - pos[None, :]
-        config = self.config
-        if config.position_buckets > 0:
-            relative = log_bucket(relative, config.position_buckets, config.max_relative_positions)
-        return (relative + config.span).clamp(0, 2 * config.span - 1)
+        return rows[pos[:, None] - pos[None, :] + (length - 1)]
 
     def relative(self, p, length: int, device) -> Relative | None:
         """The position rows this length reads, normalized, and δ relative to them."""
         if not self.config.terms:
             return None
-        index = self.table_index(length, device)
-        low, high = int(index.min()), int(index.max())
+        low, high, _ = relative_rows(length, self.config.position_buckets, self.config.max_relative_positions,
+                                     self.config.span, torch.device(device))
+        index = self.table_index(length, device) - low
         encoder = self.deberta.encoder
         rows = encoder.rel_embeddings.weight[low : high + 1].unsqueeze(0)
         norm = getattr(encoder, "LayerNorm", None)
-        return Relative(rows if norm is None else p.norm(rows, norm), norm, index - low)
+        return Relative(rows if norm is None else p.norm(rows, norm), norm, index)
 
     def encode(self, e, p):
         h = self.deberta.embeddings.normalize(p, e)

@@ -47,6 +47,16 @@ class Gemma2Config(GemmaConfig):
             return list(values["layer_types"])
         return ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(values.get("num_hidden_layers", 26))]
 
+    def transformers_differs(self, attn_implementation, version):
+        """transformers 4 defaults Gemma 2 to sdpa, whose ``sdpa_attention_forward`` drops ``softcap``
+        (5 has no sdpa for Gemma 2)."""
+        if version < (5, 0) and attn_implementation == "sdpa" and self.attn_logit_softcapping:
+            return (f"transformers {version[0]}.{version[1]} runs Gemma 2's sdpa attention without the soft-capping "
+                    f"of its scores (attn_logit_softcapping {self.attn_logit_softcapping}); lrp-kernels explains the "
+                    "soft-capped model, as eager attention and transformers 5 compute it (load the model with "
+                    "attn_implementation='eager' for logits that agree)")
+        return None
+
 
 @family("Gemma2", "gemma2", config=Gemma2Config, optional=("score.",), ignored=("lm_head.",))
 class Gemma2Classifier(DecoderClassifier):

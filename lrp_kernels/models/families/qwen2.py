@@ -32,6 +32,20 @@ class QwenConfig(DecoderConfig):
         return ["sliding_attention" if window is not None and i >= start else "full_attention"
                 for i in range(values.get("num_hidden_layers", 32))]
 
+    def transformers_differs(self, attn_implementation, version):
+        """Before transformers 4.53 (``layer_types``) only flash_attention_2 slid the layers from
+        ``max_window_layers`` on: eager and sdpa ignored the window in 4.48 and slid every layer in
+        4.49–4.52 (one mask for all layers)."""
+        if version >= (4, 53) or self.sliding_window is None or attn_implementation == "flash_attention_2":
+            return None
+        sliding = [kind == "sliding_attention" for kind in self.layer_types]
+        theirs = "ignores the sliding window" if version < (4, 49) else "slides every layer"
+        if (any(sliding) if version < (4, 49) else not all(sliding)):
+            return (f"transformers {version[0]}.{version[1]}'s {self.model_type} under {attn_implementation} attention "
+                    f"{theirs}; lrp-kernels slides the layers from max_window_layers on, as flash_attention_2 and "
+                    f"transformers 4.53+ do (logits differ on inputs longer than {self.sliding_window} tokens)")
+        return None
+
 
 class Qwen2Config(QwenConfig):
     defaults: ClassVar[dict[str, Any]] = dict(vocab_size=151936, hidden_size=4096, intermediate_size=22016,
