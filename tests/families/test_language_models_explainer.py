@@ -19,6 +19,8 @@ from decoder_checkpoints import TOKENIZERS, build_tokenizer  # noqa: E402
 from model_factory import DECODERS, make_hf, make_lm  # noqa: E402
 
 PROMPTS = ["the plot was thin and", "a gorgeous"]
+#: the default run takes Llama; the other families are marked slow (``--all``)
+KINDS = [k if k == "llama" else pytest.param(k, marks=pytest.mark.slow) for k in DECODERS]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,7 @@ def _left_padded(tok, prompts, pad):
     return ids, mask
 
 
-@pytest.mark.parametrize("kind", DECODERS)
+@pytest.mark.parametrize("kind", KINDS)
 def test_generated_ids_equal_generate_and_rows_equal_separate_calls(kind, tokenizer):
     """The ids are generate's (greedy, a left-padded batch); the packed forward predicts them again (its
     argmax at every explained position); each row equals attribute() on the prompt + the tokens before it."""
@@ -73,6 +75,7 @@ def test_generated_ids_equal_generate_and_rows_equal_separate_calls(kind, tokeni
             assert not got[len(prefix[0]) :].any() and result.positions[i] == len(prompt) + i
 
 
+@pytest.mark.slow
 def test_sampling_and_stop_strings_pass_through(tokenizer):
     hf = _lm("llama", tokenizer)
     hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>",
@@ -93,6 +96,7 @@ def test_sampling_and_stop_strings_pass_through(tokenizer):
     assert stopped.generated == greedy.generated[: k + 1]
 
 
+@pytest.mark.slow
 def test_continuation_next_token_and_words(tokenizer):
     hf = _lm("gemma2", tokenizer)
     explainer = Explainer(hf, tokenizer, method="cp_lrp")
