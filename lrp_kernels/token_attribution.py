@@ -51,6 +51,7 @@ from lrp_kernels.attribution import (_baseline, _Batch, _caller_positions, _chec
                                      frozen)
 from lrp_kernels.backends.registry import resolve
 from lrp_kernels.errors import InputError
+from lrp_kernels.layer_relevance import dot_relevance
 from lrp_kernels.methods import Method, get_method
 from lrp_kernels.models.loading import as_lrp_model
 from lrp_kernels.rules import GRADIENT
@@ -240,8 +241,8 @@ def _gradient_kind(run: _Run, e: torch.Tensor):
 
         def reduce(grad, index, rows_are_pairs=True):
             rows = pairs.rows[index] if rows_are_pairs else index
-            g = grad[rows].float()
-            return g.norm(dim=-1) if run.spec.norm else (value[rows].float() * g).sum(dim=-1)
+            # Σ x ⊙ g as attribute() sums it (float64 for a float64 model, rounded once)
+            return grad[rows].float().norm(dim=-1) if run.spec.norm else dot_relevance(value[rows], grad[rows])
 
         matrix, summed = _backwards(run, logits, x, seeds, reduce, rules, p.vmappable)
     return matrix, summed, logits.detach(), explained

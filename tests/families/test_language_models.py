@@ -230,13 +230,8 @@ def test_every_method_packed_equals_separate_calls_in_float64(method):
     for m in range(len(result.rows)):
         t = int(result.positions[m])
         alone = _separate(hf, result, m, method, ig_steps=4)
-        # lrp_epsilon: since the merge of issue 23 (causal attention through the attention op) its rows
-        # differ from the prefix calls by up to ~3e-6 of the row's largest score even in float64 (every
-        # other method: exactly equal in float32 output) — an unexplained float32-sized step on that
-        # path, reported to the lead; held to 1e-5 here until it is found
-        tol = 1e-5 if method == "lrp_epsilon" else 1e-6
-        torch.testing.assert_close(result.matrix[m, : t + 1].double(), alone.double(), rtol=tol,
-                                   atol=tol * float(alone.abs().max()))
+        torch.testing.assert_close(result.matrix[m, : t + 1].double(), alone.double(), rtol=1e-6,
+                                   atol=1e-6 * float(alone.abs().max()))
         assert not result.matrix[m, t + 1 :].any()
 
 
