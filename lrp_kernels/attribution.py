@@ -217,7 +217,7 @@ def _right_padded(model: EncoderClassifier, batch: _Batch) -> tuple[_Batch, torc
         order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
         types = None if batch.token_type_ids is None else batch.token_type_ids.gather(1, order)
         batch = _Batch(batch.input_ids.gather(1, order), batch.attention_mask.gather(1, order), types)
-    batch.read_index = model.read_index(batch.input_ids)
+    batch.read_index = model.read_index(batch.input_ids, batch.attention_mask)
     return batch, order
 
 
@@ -450,13 +450,13 @@ def _baseline(model: EncoderClassifier, batch: _Batch, baseline) -> torch.Tensor
         return baseline
     ids, types = batch.input_ids, batch.token_type_ids
     if baseline == "zero":  # no word at all; positions and token types stay (LayerNorm makes e = 0 degenerate)
-        return model.embed(ids, types) - model.word_part(ids)
+        return model.embed(ids, types, attention_mask=batch.attention_mask) - model.word_part(ids)
     if baseline == "pad":  # [PAD] words at the real positions
         if model.config.pad_token_id is None:
             raise InputError("the model has no pad_token_id for the integrated-gradients baseline 'pad'; "
                              "use ig_baseline='zero' (or a tensor)")
         pad_ids = torch.full_like(ids, model.config.pad_token_id)
-        return model.embed(pad_ids, types, position_ids=model.position_ids(ids))
+        return model.embed(pad_ids, types, position_ids=model.position_ids(ids, batch.attention_mask))
     raise InputError(f"unknown integrated-gradients baseline {baseline!r}; valid: {', '.join(IG_BASELINES)} or a tensor")
 
 
@@ -549,6 +549,9 @@ def _seed(spec: Method, target, contrast, ids: torch.Tensor, n_labels: int, head
     contrast = check_targets(contrast, batch, n_labels, id2label, "contrast")
     contrast = None if contrast is None else contrast.to(ids.device)
     if isinstance(target, str) and target == ALL:
+        if head.vocabulary:
+            raise InputError(f"target='all' would explain every token of a language model's vocabulary ({n_labels}); "
+                             "name the token to explain (target=<token id>)")
         return _Seed(None, contrast), "all"
     selection = selected_labels(target, batch, n_labels, id2label)
     if selection is not None:
@@ -697,7 +700,7 @@ def attribute(
         kernels = resolve(backend, batch.input_ids.device)
         if order is not None and torch.is_tensor(ig_baseline) and ig_baseline.dim() == 3 and ig_baseline.shape[0] > 1:
             ig_baseline = ig_baseline.gather(1, order[..., None].expand(-1, -1, ig_baseline.shape[-1]))
-        e = model.embed(batch.input_ids, batch.token_type_ids)
+        e = model.embed(batch.input_ids, batch.token_type_ids, attention_mask=batch.attention_mask)
         if labels == "select" and what.selection is None:  # target=None on a head that explains several
             what.selection = head.explained(model.forward_from_embeddings(e, batch.attention_mask,
                                                                           read_index=batch.read_index))

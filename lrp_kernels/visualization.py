@@ -585,3 +585,166 @@ def plot_explanations(explanations, path=None, width: float = 10.0, fontsize: fl
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=dpi)
     return fig
+
+
+# ---------------------------------------------------------------------------------------- language models
+_GENERATION_IDS = iter(range(1 << 62))  # radio ids unique within a page or a notebook
+
+
+def _score_words(expl) -> tuple[str, str]:
+    """(what is explained, in words; its unit) for a generation explanation."""
+    if _get(expl, "contrast_token") is not None:
+        return f"the logit of each token minus the logit of {_get(expl, 'contrast_token')!r}", "logit difference"
+    if _get(expl, "score") == "logprob":
+        return "the log-probability of each token (as z − Σ p·z: the softmax held constant)", "z − Σ p·z"
+    return "the logit of each token at the position that predicts it", "logit"
+
+
+def _generation_legend() -> str:
+    return (f'<div class="lrpk-legend" style="display:flex;align-items:center;gap:0.5em;font-size:0.85em;'
+            f'margin-bottom:1em"><span style="color:rgb{_NEGATIVE}">blue: speaks against the chosen token '
+            f'(lowers its logit)</span>{_BAR}<span style="color:rgb{_POSITIVE}">red: supports the chosen token '
+            '(raises its logit)</span><span style="color:#555">· colours normalized per chosen token; the chosen '
+            'token is boxed; tokens after it are greyed (its logit did not see them); hover a token for its '
+            'score</span></div>')
+
+
+def _context_spans(expl, row: list[float] | None, chosen: int | None, scores: list[float]) -> str:
+    """The prompt and the explained tokens coloured by ``scores`` (one explained token's row, or the sum):
+    the token at entry ``chosen`` boxed, the entries after it greyed, the explained part underlined."""
+    tokens = [str(t) for t in _get(expl, "tokens")]
+    special = list(_get(expl, "special") or [False] * len(tokens))
+    first = _get(expl, "prompt_length")
+    seen = [chosen is None or i < chosen for i in range(len(tokens))]
+    norm = normalized_scores(scores, [sp or not ok for sp, ok in zip(special, seen)])
+    spans = []
+    for i, ((shown, space), score, value, sp) in enumerate(zip(_display_tokens(tokens), scores, norm, special)):
+        style = "padding:0.15em 0.2em;border-radius:3px;"
+        if i >= first:
+            style += "text-decoration:underline dotted #888;"
+        if chosen is not None and i == chosen:
+            style += "outline:2px solid #111;outline-offset:1px;background-color:#fff;font-weight:600;"
+        elif not seen[i]:
+            style += "color:#bbb;"
+        elif sp:
+            style += "color:#999;font-size:0.8em;"
+        else:
+            r, g, b = relevance_color(value)
+            style += f"background-color:rgb({r},{g},{b});"
+        title = "explained here" if chosen is not None and i == chosen else (
+            "not seen by this token's logit" if not seen[i] else f"{score:.4g}")
+        spans.append(f'{" " if space else ""}<span class="lrpk-tok" style="{style}" title="{_esc(title)}">'
+                     f"{_esc(shown)}</span>")
+    return f'<div class="lrpk-tokens" style="line-height:2.2">{"".join(spans)}</div>'
+
+
+def _token_caption(expl, k: int) -> str:
+    """What row ``k`` explains: the token, its position, logit and probability, the totals, the alternatives."""
+    n, token = len(_get(expl, "generated")), _get(expl, "generated_tokens")[k]
+    shown = _display_tokens([str(token)])[0][0]
+    logit, value = _get(expl, "logits")[k], _get(expl, "explained")[k]
+    p = math.exp(_get(expl, "logprobs")[k])
+    total = sum(_get(expl, "matrix")[k])
+    text = (f"explaining token {k + 1} of {n}: <b>{_esc(repr(shown))}</b> · logit {logit:.4g} · p = {p:.3f} · "
+            f"Σ relevance {total:.4g}")
+    if _is_relevance(_get(expl, "method")):
+        text += f" of the explained {_esc(_score_words(expl)[1])} {value:.4g}"
+        if value:
+            text += f" · conservation {total / value:.3f}"
+    others = _get(expl, "alternatives") or []
+    if k < len(others) and others[k]:
+        top = ", ".join(f"{_esc(repr(_display_tokens([str(t)])[0][0]))} {float(q):.3f}" for t, q in others[k])
+        text += f" · most likely there: {top}"
+    return _small(text)
+
+
+def generation_matrix_html(expl) -> str:
+    """The N × context heat matrix: a row per explained token (colours normalized per row), a column per
+    entry of ``tokens``; cells at and after the row's own token are empty (not seen)."""
+    tokens = [shown for shown, _ in _display_tokens([str(t) for t in _get(expl, "tokens")])]
+    special = list(_get(expl, "special") or [False] * len(tokens))
+    cell = "padding:0;border:1px solid #f3f3f3;width:1.1em;min-width:1.1em;height:1.1em;"
+    head = "".join(f'<th style="font-weight:normal;writing-mode:vertical-rl;transform:rotate(180deg);'
+                   f'white-space:pre;padding:0.1em;font-size:0.9em">{_esc(t)}</th>' for t in tokens)
+    rows = []
+    for k, (row, at) in enumerate(zip(_get(expl, "matrix"), _get(expl, "positions"))):
+        norm = normalized_scores(row, [sp or i >= at for i, sp in enumerate(special)])
+        cells = []
+        for i, (score, value) in enumerate(zip(row, norm)):
+            if i >= at:
+                colour = "#111" if i == at else "#f7f7f7"
+                cells.append(f'<td style="{cell}background-color:{colour}" title="{"explained" if i == at else ""}">'
+                             "</td>")
+            else:
+                cells.append(f'<td style="{cell}background-color:rgb{relevance_color(value)}" title="{score:.4g}"></td>')
+        label = _display_tokens([str(_get(expl, "generated_tokens")[k])])[0][0]
+        rows.append(f'<tr><th style="text-align:right;font-weight:normal;white-space:pre;padding-right:0.4em">'
+                    f"{_esc(repr(label))}</th>{''.join(cells)}</tr>")
+    note = ("rows: the explained tokens in order; columns: the prompt and the explained tokens; a cell: the relevance "
+            "of that column's token for that row's token (colours normalized per row); black: the row's own token, "
+            "after it: not seen")
+    return (f'<details open><summary>all explained tokens × context</summary>{_small(_esc(note))}'
+            '<div style="overflow-x:auto"><table style="border-collapse:collapse;font-size:0.7em">'
+            f'<tr><th></th>{head}</tr>{"".join(rows)}</table></div></details>')
+
+
+def generation_html(expl, index: int | None = None) -> str:
+    """One :class:`~lrp_kernels.generation.GenerationExplanation` as a card: buttons that choose an
+    explained token (CSS ``:checked`` rules, no script), that token's relevance over its context, and the
+    N × context matrix. Returns (CSS rules, HTML)."""
+    gid = f"lrpk-g{next(_GENERATION_IDS) if index is None else index}"
+    n = len(_get(expl, "generated"))
+    css = [f".{gid}-r {{ display: none; }}", f"#{gid}-all:checked ~ .{gid}-body .{gid}-rall {{ display: block; }}"]
+    css += [f"#{gid}-{k}:checked ~ .{gid}-body .{gid}-r{k} {{ display: block; }}" for k in range(n)]
+    css += [f"#{gid}-{k}:checked + label {{ outline: 2px solid #111; }}" for k in range(n)]
+    css.append(f"#{gid}-all:checked + label {{ outline: 2px solid #111; }}")
+    buttons, panels = [], []
+    for k, token in enumerate(_get(expl, "generated_tokens")):
+        shown = _display_tokens([str(token)])[0][0]
+        p = math.exp(_get(expl, "logprobs")[k])
+        buttons.append(f'<input type="radio" name="{gid}" id="{gid}-{k}"{" checked" if k == 0 else ""} '
+                       'style="position:absolute;opacity:0;width:0">'
+                       f'<label for="{gid}-{k}" title="p = {p:.3f}" style="display:inline-block;margin:0.1em;'
+                       f'padding:0.1em 0.35em;border:1px solid #ccc;border-radius:4px;cursor:pointer;white-space:pre;'
+                       f'background:#fafafa">{_esc(shown)}</label>')
+        at = _get(expl, "positions")[k]
+        row = [float(s) for s in _get(expl, "matrix")[k]]
+        panels.append(f'<div class="{gid}-r {gid}-r{k}">{_token_caption(expl, k)}{_context_spans(expl, row, at, row)}'
+                      "</div>")
+    buttons.append(f'<input type="radio" name="{gid}" id="{gid}-all" style="position:absolute;opacity:0;width:0">'
+                   f'<label for="{gid}-all" style="display:inline-block;margin:0.1em 0.1em 0.1em 0.8em;padding:0.1em '
+                   f'0.35em;border:1px solid #ccc;border-radius:4px;cursor:pointer">all {n} (sum)</label>')
+    summed = [float(s) for s in _get(expl, "scores")]
+    panels.append(f'<div class="{gid}-r {gid}-rall">{_small(f"the sum over all {n} explained tokens")}'
+                  f"{_context_spans(expl, summed, None, summed)}</div>")
+    what, _ = _score_words(expl)
+    unit = "word" if _get(expl, "words") else "token"
+    length = _get(expl, "prompt_length")
+    head = (f"method <b>{_esc(_get(expl, 'method'))}</b> · explains {_esc(what)} · {_esc(_get(expl, 'kind'))}: "
+            f"{n} token{'s' if n != 1 else ''} after a prompt of {length} {unit}{'s' if length != 1 else ''}")
+    body = (f'<div style="font-size:0.85em;margin:0.3em 0">choose a token to explain: {"".join(buttons)}'
+            f'<div class="{gid}-body">{"".join(panels)}</div></div>{generation_matrix_html(expl)}')
+    return "\n".join(css), _card(head, body)
+
+
+def generations_html(explanations) -> str:
+    """A fragment (Jupyter): the legend and every generation explanation, with its own style rules."""
+    parts, rules = [_generation_legend()], []
+    for expl in explanations:
+        css, html_part = generation_html(expl)
+        rules.append(css)
+        parts.append(html_part)
+    return f"<style>{chr(10).join(rules)}</style>\n" + "\n".join(parts)
+
+
+def save_generation_html(explanations, path, title: str = "lrp-kernels: generated tokens explained",
+                         intro: str | None = None) -> Path:
+    """A standalone page (no scripts, no external assets) of :func:`generations_html`; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    intro_html = f"<p>{_esc(intro)}</p>" if intro else ""
+    page = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<title>{_esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<h1>{_esc(title)}</h1>\n"
+            f"{intro_html}\n{generations_html(explanations)}\n</body>\n</html>\n")
+    path.write_text(page, encoding="utf-8")
+    return path

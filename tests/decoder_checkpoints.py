@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from model_factory import make_hf
+from model_factory import make_hf, make_lm
 
 CORPUS = ["a gorgeous witty movie about the plot", "unbelievably boring film", "the plot was thin and slow",
           "it is what it is", "an unbelievably gorgeous story", "boring boring plot", "what a witty reply",
@@ -75,16 +75,17 @@ def build_tokenizer(kind: str):
 
 
 def build_decoder_checkpoint(kind: str, tokenizer: str, directory, num_labels: int = 2, seed: int = 0,
-                             **config) -> Path:
-    """Save a random ``kind`` classifier with a ``tokenizer`` tokenizer (its vocabulary, pad id, chat
-    template) in ``directory``; returns it."""
+                             language_model: bool = False, **config) -> Path:
+    """Save a random ``kind`` classifier (``language_model``: causal LM) with a ``tokenizer`` tokenizer (its
+    vocabulary, pad id, chat template) in ``directory``; returns it."""
     specials, bos, pad, eos, template = TOKENIZERS[tokenizer]
     tok = build_tokenizer(tokenizer)
     labels = {0: "negative", 1: "positive"} if num_labels == 2 else {i: f"LABEL_{i}" for i in range(num_labels)}
-    hf = make_hf(kind, seed=seed, **{"vocab_size": tok.get_vocab_size(), "num_labels": num_labels, "id2label": labels,
-                                     "label2id": {v: k for k, v in labels.items()}, "initializer_range": 0.2,
-                                     "pad_token_id": tok.token_to_id(pad), "eos_token_id": tok.token_to_id(eos),
-                                     "bos_token_id": tok.token_to_id(bos or eos), **config})
+    make = make_lm if language_model else make_hf
+    hf = make(kind, seed=seed, **{"vocab_size": tok.get_vocab_size(), "num_labels": num_labels, "id2label": labels,
+                                  "label2id": {v: k for k, v in labels.items()}, "initializer_range": 0.2,
+                                  "pad_token_id": tok.token_to_id(pad), "eos_token_id": tok.token_to_id(eos),
+                                  "bos_token_id": tok.token_to_id(bos or eos), **config})
     directory = Path(directory)
     hf.save_pretrained(directory)
     tok.save(str(directory / "tokenizer.json"))

@@ -294,11 +294,34 @@ def make_hf(kind: str, seed: int = 0, **extra):
         import pytest
 
         pytest.skip(f"transformers {transformers.__version__}: {kind} has no {extra.get('attn_implementation')} attention")
+    _perturb(model)
+    return model
+
+
+#: the causal language model class of each decoder family of :data:`DECODERS` (transformers' names)
+LM_CLASSES = {"gpt2": "GPT2LMHeadModel", "gemma3": "Gemma3ForConditionalGeneration",
+              "gemma3_text": "Gemma3ForCausalLM"}
+
+
+def make_lm(kind: str, seed: int = 0, **extra):
+    """A seeded random causal language model of the decoder family ``kind`` (the config of
+    :func:`make_hf`'s classifier), eval mode, biases and norms perturbed; tied embeddings where the
+    family's config ties them (Gemma, GPT-2)."""
+    import transformers
+
+    config = make_hf(kind, seed=seed, **extra).config
+    name = LM_CLASSES.get(kind) or type(config).__name__.replace("Config", "ForCausalLM")
+    torch.manual_seed(seed)
+    model = getattr(transformers, name)(config).eval()
+    _perturb(model)
+    return model
+
+
+def _perturb(model) -> None:
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("bias") or _is_norm(name):
                 p.add_(0.1 * torch.randn_like(p))
-    return model
 
 
 def zero_biases(model, linear: bool = True, norm: bool = True):

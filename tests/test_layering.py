@@ -26,7 +26,10 @@ FORBIDDEN = {
                            "lrp_kernels.training", "lrp_kernels.evaluation", "lrp_kernels.commands"),
     "lrp_kernels.methods": ("lrp_kernels.attribution", "lrp_kernels.explainer", "lrp_kernels.cli"),
     "lrp_kernels.attribution": ("lrp_kernels.explainer", "lrp_kernels.cli", "lrp_kernels.evaluation"),
+    "lrp_kernels.token_attribution": ("lrp_kernels.explainer", "lrp_kernels.cli", "lrp_kernels.evaluation"),
     "lrp_kernels.data": ("lrp_kernels.cli", "lrp_kernels.commands"),
+    "lrp_kernels.generation": ("lrp_kernels.cli", "lrp_kernels.commands"),
+    "lrp_kernels.visualization": ("lrp_kernels.cli", "lrp_kernels.commands"),
     "lrp_kernels.evaluation": ("lrp_kernels.cli", "lrp_kernels.commands"),
     "lrp_kernels.training": ("lrp_kernels.cli", "lrp_kernels.commands"),
 }

@@ -12,12 +12,19 @@ from tiny_checkpoint import shared_tiny_checkpoint  # noqa: E402
 README = Path(__file__).resolve().parents[1] / "README.md"
 PLACEHOLDER = "path/to/hf-checkpoint"
 REWARD_PLACEHOLDER = "path/to/reward-model"  # a random tiny Llama reward model with a chat template
+LM_PLACEHOLDER = "path/to/causal-lm"  # a random tiny Llama causal LM with a Llama-3-style tokenizer
 
 
 def reward_checkpoint(root: Path) -> Path:
     from decoder_checkpoints import build_decoder_checkpoint
 
     return build_decoder_checkpoint("llama", "tiktoken", root / "reward-model", num_labels=1)
+
+
+def lm_checkpoint(root: Path) -> Path:
+    from decoder_checkpoints import build_decoder_checkpoint
+
+    return build_decoder_checkpoint("llama", "tiktoken", root / "causal-lm", language_model=True)
 
 
 def python_blocks(text: str) -> list[str]:
@@ -35,6 +42,8 @@ def test_readme_python_block_runs(index, tmp_path, capsys):
     code = block.replace(PLACEHOLDER, str(shared_tiny_checkpoint()))
     if REWARD_PLACEHOLDER in code:
         code = code.replace(REWARD_PLACEHOLDER, str(reward_checkpoint(tmp_path / "checkpoints")))
+    if LM_PLACEHOLDER in code:
+        code = code.replace(LM_PLACEHOLDER, str(lm_checkpoint(tmp_path / "checkpoints")))
     cwd = os.getcwd()
     os.chdir(tmp_path)  # files the block writes land here
     try:
@@ -62,7 +71,8 @@ def test_what_the_readme_writes_is_ignored_by_git():
 
     demo = build_parser()._subparsers._group_actions[0].choices["demo"]
     paths = {a or b for a, b in WRITES.findall(README.read_text(encoding="utf-8"))} | {demo.get_default("output") + "/"}
-    assert {"runs/sst2", "out.jsonl", "out.html", "report/", "explanations.html", "reward.html"} <= paths
+    assert {"runs/sst2", "out.jsonl", "out.html", "report/", "explanations.html", "reward.html",
+            "generation.html"} <= paths
     ignored = subprocess.run(["git", "check-ignore", "--no-index", *sorted(paths)], cwd=root, capture_output=True,
                              text=True).stdout.split()
     assert sorted(paths - set(ignored)) == []

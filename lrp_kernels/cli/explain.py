@@ -24,6 +24,9 @@ computing every remaining text in the very same batch as before — so a resumed
 uninterrupted one. A re-run with other settings or other texts for the same ids is refused
 (``--overwrite`` replaces the file). When everything is done the file is rewritten in input order.
 
+A causal language model (config.json's ``architectures``: ``*ForCausalLM`` …) explains the next token
+of each prompt, ``--continuation TEXT`` or ``--generate N`` tokens: :mod:`lrp_kernels.cli._generate`.
+
 Data parallel: under ``torchrun --nproc_per_node N`` (``torch.distributed``; gloo on CPU, nccl on
 CUDA) rank r takes batches r, r+N, … and appends to ``<output>.part-rank<r>``; rank 0 merges
 the parts into ``--output`` at the end. The merged file is identical to a single-process one.
@@ -40,6 +43,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lrp_kernels.cli import _generate
 from lrp_kernels.cli._common import (
     add_option,
     check_output,
@@ -65,7 +69,8 @@ ALL = "all"  # --target all (lrp_kernels.attribution.ALL)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("texts", nargs="*", metavar="TEXT", help="texts to explain (or use --input)")
+    parser.add_argument("texts", nargs="*", metavar="TEXT", help="texts (a language model: prompts) to explain "
+                                                                 "(or use --input)")
     add_option(parser, "model", required=True)
     add_option(parser, "methods", default="attnlrp", help="attribution methods, comma-separated, or 'all'; several: "
                                                           "one record per text and method (default %(default)s)")
@@ -89,6 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                           "longer texts are truncated, or windowed with --stride")
     add_option(parser, "merge_subwords")
     _add_running(parser)
+    _generate.add_arguments(parser)
 
 
 def _add_explained(parser: argparse.ArgumentParser) -> None:
@@ -141,6 +147,7 @@ class Ranks:
 
 def run(args: argparse.Namespace) -> int:
     from lrp_kernels.explainer import Explainer
+    from lrp_kernels.models.loading import read_config
 
     methods = _methods(args)
     ranks = Ranks.from_env()
@@ -150,12 +157,19 @@ def run(args: argparse.Namespace) -> int:
     device = parse_device(args.device, ranks.local_rank if ranks.world > 1 else None)
     set_threads(args.threads)
     model_dir = resolve_model_path(args.model)
-    warn_if_near_chance(model_dir)
+    language_model = read_config(model_dir).language_model
+    if language_model:
+        _generate.check(args, methods, records)
+    else:
+        _generate.check_classifier(args)
+        warn_if_near_chance(model_dir)
     read_at = {"read_at": args.read_at} if args.read_at else {}
     explainer = Explainer.from_pretrained(model_dir, method=methods[0], device=device, dtype=args.dtype,
                                           backend=args.backend, max_length=args.max_length, eps=args.eps,
                                           ig_steps=args.ig_steps, **read_at,
                                           **({"checkpoint": True} if args.checkpoint else {}))
+    if language_model:
+        return _generate.run(args, explainer, records, methods)
     pair = records[0]["text_pair"] is not None
     check_max_length(explainer.encoder.tokenizer, args.max_length, pair)
     settings = _settings(args, explainer, methods, pair)

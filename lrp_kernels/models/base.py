@@ -60,7 +60,8 @@ class EncoderClassifier(nn.Module):
     def word_embeddings(self) -> nn.Embedding:
         return self.backbone.embeddings.word_embeddings
 
-    def position_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def position_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, L] the position of every column (``attention_mask``: for a family that counts only real tokens)."""
         return torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
 
     def word_part(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -68,11 +69,16 @@ class EncoderClassifier(nn.Module):
         point ``word_embeddings``; Gemma scales it)."""
         return self.word_embeddings(input_ids)
 
-    def read_index(self, input_ids: torch.Tensor) -> torch.Tensor | None:
+    def read_index(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor | None:
         """[B] int64: the position whose final hidden state the head reads, per example, where that
-        depends on the ids (decoders: the rightmost token that is not padding); None where the head
-        reads a fixed position or pools (the encoders). :meth:`run` takes it as ``read_index``."""
+        depends on the ids (decoders: the rightmost token that is not padding; a language model: the
+        last real token by ``attention_mask``); None where the head reads a fixed position or pools (the
+        encoders). :meth:`run` takes it as ``read_index``."""
         return None
+
+    def tie_weights(self) -> None:
+        """Make parameters that are one tensor in ``transformers`` one tensor again (after loading weights
+        by assignment); nothing to do for a classifier."""
 
     @property
     def accepts_padding(self) -> bool:
@@ -80,12 +86,12 @@ class EncoderClassifier(nn.Module):
         whose head reads the last position (:meth:`read_index`)."""
         return True
 
-    def embed(self, input_ids, token_type_ids=None, position_ids=None) -> torch.Tensor:
+    def embed(self, input_ids, token_type_ids=None, position_ids=None, attention_mask=None) -> torch.Tensor:
         """The embedding sum e = word + position (+ token type), [B, L, width].
 
-        ``position_ids`` defaults to :meth:`position_ids` of ``input_ids``."""
+        ``position_ids`` defaults to :meth:`position_ids` of ``input_ids`` (and ``attention_mask``)."""
         if position_ids is None:
-            position_ids = self.position_ids(input_ids)
+            position_ids = self.position_ids(input_ids, attention_mask)
         return self.backbone.embeddings.sum(input_ids, position_ids, token_type_ids)
 
     def encode(self, e: torch.Tensor, p: Pass) -> torch.Tensor:
@@ -100,14 +106,17 @@ class EncoderClassifier(nn.Module):
     # ------------------------------------------------------------------ shared
     def run(self, embedding_sum, attention_mask=None, rules: Rules = GRADIENT, backend: Backend | None = None,
             output_attentions: bool = False, taps=(), ledger: Ledger | None = None,
-            read_index: torch.Tensor | None = None, checkpoint: bool = False) -> tuple[torch.Tensor, Pass]:
+            read_index: torch.Tensor | None = None, read_rows: torch.Tensor | None = None,
+            checkpoint: bool = False) -> tuple[torch.Tensor, Pass]:
         """Logits from the embedding sum, every op under ``rules``, and the :class:`Pass` (its
         recorded attention maps and tapped tensors). The encoder's output is the tap ``encoder_output``;
         a :class:`~lrp_kernels.models.blocks.Ledger` records what relevance per layer needs;
-        ``read_index``: :meth:`read_index` of the ids (for a family whose head needs it);
+        ``read_index``: :meth:`read_index` of the ids (for a family whose head needs it) — or, with
+        ``read_rows`` [M], the positions [M] of M (row, position) pairs a decoder head reads (several
+        positions of one row: a language model explaining several next tokens; logits [M, labels]);
         ``checkpoint`` recomputes each layer during the backward (:meth:`Pass.layer`)."""
         p = Pass.create(embedding_sum, attention_mask, rules, backend, output_attentions, taps, ledger,
-                        read_index=read_index, checkpoint=checkpoint)
+                        read_index=read_index, read_rows=read_rows, checkpoint=checkpoint)
         return self.classify(p.tap("encoder_output", self.encode(embedding_sum, p)), p), p
 
     def forward_from_embeddings(self, embedding_sum, attention_mask=None, rules: Rules = GRADIENT,
@@ -119,5 +128,5 @@ class EncoderClassifier(nn.Module):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         """Plain logits [B, num_labels]."""
-        return self.forward_from_embeddings(self.embed(input_ids, token_type_ids), attention_mask,
-                                            read_index=self.read_index(input_ids))
+        return self.forward_from_embeddings(self.embed(input_ids, token_type_ids, attention_mask=attention_mask),
+                                            attention_mask, read_index=self.read_index(input_ids, attention_mask))

@@ -149,6 +149,9 @@ class Pass:
     #: [B] int64, the position whose hidden state the head reads per example, where that depends on
     #: the ids (decoders: :meth:`~lrp_kernels.models.base.EncoderClassifier.read_index`); else None
     read_index: torch.Tensor | None = None
+    #: [M] int64, the row of each position of ``read_index`` [M] when a decoder head reads M (row,
+    #: position) pairs (several per row); None: one per row, row b at ``read_index[b]``
+    read_rows: torch.Tensor | None = None
     #: whether the backward of this pass can be vmapped (``is_grads_batched``): False once an op ran
     #: through an autograd Function of ``lrp_kernels.ops`` (they have no vmap rule)
     vmappable: bool = True
@@ -158,9 +161,11 @@ class Pass:
     @classmethod
     def create(cls, like: torch.Tensor, attention_mask=None, rules: Rules = GRADIENT, backend: Backend | None = None,
                output_attentions: bool = False, taps=(), ledger: Ledger | None = None,
-               read_index: torch.Tensor | None = None, checkpoint: bool = False) -> "Pass":
+               read_index: torch.Tensor | None = None, read_rows: torch.Tensor | None = None,
+               checkpoint: bool = False) -> "Pass":
         """A pass over a batch like ``like`` ([B, L, …], the model dtype) with a 0/1 ``attention_mask``
-        (and the head's ``read_index``); ``checkpoint``: see :meth:`layer`."""
+        (and the head's ``read_index``, with ``read_rows`` when it reads several positions per row);
+        ``checkpoint``: see :meth:`layer`."""
         if output_attentions and not rules.is_plain:
             raise ValueError("output_attentions needs the plain gradient rules")
         if checkpoint and ledger is not None:
@@ -173,7 +178,7 @@ class Pass:
             plain_mask = plain_mask.masked_fill(~attention_mask.bool(), torch.finfo(like.dtype).min)[:, None, None, :]
         mask = None if rules.is_plain else additive_mask(attention_mask)
         return cls(rules, backend, mask, plain_mask, attention_mask, output_attentions, frozenset(taps), ledger=ledger,
-                   read_index=read_index, checkpoint=checkpoint)
+                   read_index=read_index, read_rows=read_rows, checkpoint=checkpoint)
 
     @property
     def batch_size(self) -> int | None:
@@ -382,27 +387,38 @@ def mean_pool(p: Pass, hidden: torch.Tensor) -> torch.Tensor:
     return (hidden * mask.unsqueeze(-1)).sum(dim=1) / mask.sum(dim=1, keepdim=True)
 
 
-def rotary_tables(length: int, dim: int, theta: float, like: torch.Tensor, inv_freq: torch.Tensor | None = None):
-    """``(cos, sin)`` [1, L, D] of rotary positions 0 … L−1 (transformers' default rope of ``theta``, or
-    the given inverse frequencies [D/2]; computed in float32, returned in ``like``'s dtype).
+def rotary_tables(length: int, dim: int, theta: float, like: torch.Tensor, inv_freq: torch.Tensor | None = None,
+                  positions: torch.Tensor | None = None):
+    """``(cos, sin)`` [1, L, D] of rotary positions 0 … L−1 — or [B, L, D] of ``positions`` [B, L] —
+    (transformers' default rope of ``theta``, or the given inverse frequencies [D/2]; computed in
+    float32, returned in ``like``'s dtype).
 
-    Computed once per (length, dim, θ or frequencies, device, dtype) — the frequencies come from the
-    host, so a forward on a GPU would otherwise wait for its queue — and kept in a small LRU cache
-    (:func:`_rotary_cached`, 16 entries); each call returns copies, so nothing a caller does to
-    them reaches the cache (a copy of [1, L, D] costs far less than one layer)."""
+    Positions 0 … L−1 are computed once per (length, dim, θ or frequencies, device, dtype) — the
+    frequencies come from the host, so a forward on a GPU would otherwise wait for its queue — and kept
+    in a small LRU cache (:func:`_rotary_cached`, 16 entries); each call returns copies, so nothing a
+    caller does to them reaches the cache (a copy of [1, L, D] costs far less than one layer). Given
+    ``positions`` (left-padded rows of a language model) the tables are computed for them, uncached."""
     freqs = None if inv_freq is None else tuple(inv_freq.detach().cpu().float().tolist())
+    if positions is not None:
+        inv = _inverse_frequencies(dim, float(theta), freqs).to(like.device)
+        angles = positions.to(like.device)[..., None].float() * inv
+        emb = torch.cat((angles, angles), dim=-1)
+        return emb.cos().to(like.dtype), emb.sin().to(like.dtype)
     cos, sin = _rotary_cached(length, dim, float(theta), like.device, like.dtype, freqs)
     return cos.clone(), sin.clone()
+
+
+def _inverse_frequencies(dim: int, theta: float, freqs: tuple | None) -> torch.Tensor:
+    if freqs is None:
+        return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
+    return torch.tensor(freqs, dtype=torch.float)
 
 
 @functools.lru_cache(maxsize=16)
 def _rotary_cached(length: int, dim: int, theta: float, device: torch.device, dtype: torch.dtype,
                    freqs: tuple | None = None):
     with torch.inference_mode(False), torch.no_grad():  # ordinary tensors, whatever mode the first call ran in
-        if freqs is None:
-            inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
-        else:
-            inv_freq = torch.tensor(freqs, dtype=torch.float)
+        inv_freq = _inverse_frequencies(dim, theta, freqs)
         positions = torch.arange(length, device=device)[None, :, None].float() * inv_freq.to(device)
         emb = torch.cat((positions, positions), dim=-1)
         return emb.cos().to(dtype), emb.sin().to(dtype)

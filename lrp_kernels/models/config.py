@@ -44,9 +44,12 @@ class Head:
 
     ``problem_type`` None in a config (as transformers saves it unless training set it) means
     regression with one label and single-label classification otherwise — transformers' own reading.
+    ``vocabulary``: the outputs are a causal language model's next-token logits (single-label: the
+    softmax over the vocabulary), too many to explain all at once (``target="all"`` is refused).
     """
 
     problem_type: str = SINGLE_LABEL
+    vocabulary: bool = False
 
     @classmethod
     def parse(cls, problem_type, num_labels: int, source: str = "config") -> "Head":
@@ -129,6 +132,9 @@ class ModelConfig:
     id2label: dict[int, str] = field(default_factory=dict)
     #: transformers' ``problem_type`` (None: by the number of labels; see :class:`Head`)
     problem_type: str | None = None
+    #: a causal language model (``*ForCausalLM``): its "labels" are the vocabulary (``num_labels`` =
+    #: ``vocab_size``, no ``id2label``: the tokenizer names them); never read from config.json
+    language_model: bool = False
 
     #: the ``hidden_act`` values this family implements
     hidden_acts: ClassVar[dict[str, str]] = HIDDEN_ACTS
@@ -150,7 +156,8 @@ class ModelConfig:
     @property
     def head(self) -> Head:
         """What the outputs mean (:class:`Head`)."""
-        return Head.parse(self.problem_type, self.num_labels)
+        parsed = Head.parse(self.problem_type, self.num_labels)
+        return Head(parsed.problem_type, vocabulary=self.language_model)
 
     @property
     def activation(self) -> str:
@@ -184,17 +191,25 @@ class ModelConfig:
         return None
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], num_labels: int | None = None, source: str = "config") -> "ModelConfig":
+    def from_dict(cls, raw: dict[str, Any], num_labels: int | None = None, source: str = "config",
+                  language_model: bool = False) -> "ModelConfig":
+        """The config of a classifier — or, with ``language_model``, of a causal language model, whose
+        outputs are the vocabulary (softmax over ``vocab_size`` tokens; no label names)."""
         values = cls.normalize({**cls.defaults, **raw})
         id2label = {int(k): str(v) for k, v in (values.get("id2label") or {}).items()}
+        if language_model:
+            if num_labels is not None:
+                raise CheckpointError(f"{source}: num_labels applies to a classifier; a language model's outputs "
+                                      "are its vocabulary")
+            num_labels, id2label, values["problem_type"] = values.get("vocab_size", cls.vocab_size), {}, SINGLE_LABEL
         if num_labels is None:
             num_labels = values.get("num_labels") or (len(id2label) if id2label else 2)
-        if len(id2label) != num_labels:
+        if len(id2label) != num_labels and not language_model:
             id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
-        names = {f.name for f in dataclasses.fields(cls)} - {"id2label", "num_labels", "problem_type"}
+        names = {f.name for f in dataclasses.fields(cls)} - {"id2label", "num_labels", "problem_type", "language_model"}
         head = Head.parse(values.get("problem_type"), num_labels, source)
         config = cls(**{k: v for k, v in values.items() if k in names}, num_labels=num_labels, id2label=id2label,
-                     problem_type=head.problem_type)
+                     problem_type=head.problem_type, language_model=language_model)
         config.validate(values, source)
         return config
 

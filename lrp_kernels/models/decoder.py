@@ -22,8 +22,8 @@ There is no embedding norm: ``embedding_sum``, ``embedding_output`` and the firs
 same tensor, so every method reads there; ``word_embeddings`` reads the token term of it (Gemma: the
 scaled token embeddings, GPT-2: without the positions). Token type ids are not used.
 
-The head is separate from the backbone (:class:`DecoderBackbone`), so that a language-model head can be
-another variant of a family later.
+The head is separate from the backbone (:class:`DecoderBackbone`): the causal language model
+(:class:`DecoderLM`, ``causal_lm(<family classifier>)``) is the same backbone under ``lm_head``.
 """
 
 from __future__ import annotations
@@ -118,6 +118,10 @@ class DecoderConfig(ModelConfig):
     layer_types: list = field(default_factory=list)
     attn_logit_softcapping: float | None = None
     query_pre_attn_scalar: float | None = None
+    #: the language model's ``lm_head`` is the token embedding matrix (no copy)
+    tie_word_embeddings: bool = False
+    #: c of the language model's final logits c·tanh(z/c) (Gemma 2); the classifier's ``score`` never caps
+    final_logit_softcapping: float | None = None
 
     hidden_acts: ClassVar[dict[str, str]] = GATED_ACTS
     #: config.json's name of the norm epsilon
@@ -317,14 +321,23 @@ class DecoderBackbone(nn.Module):
 
 class DecoderClassifier(EncoderClassifier):
     """A decoder sequence classifier: :class:`DecoderBackbone` → ``score`` at :meth:`read_index`.
-    A family sets :attr:`layout` (and ``base_prefix`` where it is not ``model``)."""
+    A family sets :attr:`layout` (and ``base_prefix`` where it is not ``model``; :meth:`make_backbone`
+    where the backbone sits deeper)."""
 
     layout: ClassVar[DecoderLayout] = DecoderLayout()
     repacks_padding = False
 
     def __init__(self, config: DecoderConfig):
-        super().__init__(config, DecoderBackbone(config, self.layout),
-                         score=nn.Linear(config.hidden_size, config.num_labels, bias=False))
+        super().__init__(config, self.make_backbone(config), **self.make_head(config))
+
+    def make_backbone(self, config: DecoderConfig) -> nn.Module:
+        """The module stored as :attr:`base_prefix` (a family whose backbone is nested overrides it and
+        :attr:`backbone`)."""
+        return DecoderBackbone(config, self.layout)
+
+    def make_head(self, config: DecoderConfig) -> dict[str, nn.Module]:
+        """The head's modules by name: ``score`` (a linear without bias)."""
+        return {"score": nn.Linear(config.hidden_size, config.num_labels, bias=False)}
 
     @property
     def word_embeddings(self) -> nn.Embedding:
@@ -338,14 +351,14 @@ class DecoderClassifier(EncoderClassifier):
             w = w * torch.tensor(self.config.hidden_size ** 0.5, dtype=torch.float32).to(w.dtype)
         return w
 
-    def embed(self, input_ids, token_type_ids=None, position_ids=None):
+    def embed(self, input_ids, token_type_ids=None, position_ids=None, attention_mask=None):
         """The first block's input: the (scaled) token embeddings, plus learned positions where the family
-        has them (GPT-2; positions 0 … L−1 over the columns, pads included, as transformers counts them).
-        Token type ids are not used."""
+        has them (GPT-2; :meth:`position_ids`: the classifier's 0 … L−1 over the columns, pads included,
+        as transformers counts them). Token type ids are not used."""
         e = self.word_part(input_ids)
         if self.layout.positions:
             if position_ids is None:
-                position_ids = self.position_ids(input_ids)
+                position_ids = self.position_ids(input_ids, attention_mask)
             e = e + getattr(self.backbone, self.layout.positions)(position_ids)
         return e
 
@@ -353,7 +366,7 @@ class DecoderClassifier(EncoderClassifier):
     def accepts_padding(self) -> bool:
         return self.config.pad_token_id is not None
 
-    def read_index(self, input_ids):
+    def read_index(self, input_ids, attention_mask=None):
         """The rightmost position whose id is not ``pad_token_id`` (transformers'
         ``GenericForSequenceClassification``; 0 for a row of padding only); without a pad id the last
         position, and a batch of more than one row is refused, as transformers refuses it."""
@@ -366,26 +379,111 @@ class DecoderClassifier(EncoderClassifier):
         positions = torch.arange(input_ids.shape[1], device=input_ids.device, dtype=torch.int32)
         return (positions * (input_ids != pad).to(torch.int32)).argmax(-1).long()
 
-    def _rotary(self, like) -> dict:
-        """(cos, sin) per layer type present (none without rotary positions)."""
+    def rotary_positions(self, p) -> torch.Tensor | None:
+        """[B, L] the rotary positions of a pass, or None for the columns 0 … L−1 (the classifier's,
+        as transformers' sequence classifiers count them)."""
+        return None
+
+    def _rotary(self, like, positions: torch.Tensor | None = None) -> dict:
+        """(cos, sin) per layer type present (none without rotary positions), of ``positions`` [B, L]
+        (None: the columns)."""
         if not self.layout.rotary:
             return {}
         config, length = self.config, like.shape[1]
-        return {kind: rotary_tables(length, config.head_dim, 0.0, like,
+        return {kind: rotary_tables(length, config.head_dim, 0.0, like, positions=positions,
                                     inv_freq=Rope.of(config.rope[kind], config.model_type).inv_freq(config.head_dim))
                 for kind in set(config.layer_types)}
 
     def encode(self, e, p):
-        x = run_layers(p, getattr(self.backbone, self.layout.layers), p.tap("embedding_output", e), self._rotary(e))
+        rotary = self._rotary(e, self.rotary_positions(p))
+        x = run_layers(p, getattr(self.backbone, self.layout.layers), p.tap("embedding_output", e), rotary)
         return p.norm(x, getattr(self.backbone, self.layout.final_norm))
 
-    def classify(self, hidden, p):
-        """``score`` of the hidden state at the read index (the last position without one, as
-        transformers does for ``inputs_embeds``): a selection, whose rule is its gradient."""
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
+    @staticmethod
+    def read_hidden(hidden, p) -> torch.Tensor:
+        """The hidden states the head reads: [B, hidden] at the read index (the last position without one,
+        as transformers does for ``inputs_embeds``), or [M, hidden] at the pass's (row, position) pairs —
+        a selection, whose rule is its gradient."""
+        rows = p.read_rows
+        if rows is None:
+            rows = torch.arange(hidden.shape[0], device=hidden.device)
         index = p.read_index if p.read_index is not None else torch.full_like(rows, hidden.shape[1] - 1)
-        return p.linear(hidden[rows, index.to(hidden.device)], self.score)
+        return hidden[rows.to(hidden.device), index.to(hidden.device)]
+
+    def classify(self, hidden, p):
+        """``score`` of the hidden state the head reads (:meth:`read_hidden`)."""
+        return p.linear(self.read_hidden(hidden, p), self.score)
 
 
-__all__ = ["DecoderAttention", "DecoderBackbone", "DecoderClassifier", "DecoderConfig", "DecoderLayer",
-           "DecoderLayout", "DecoderMLP", "HIDDEN_ACTS", "LAYER_TYPES", "Rope", "rope_parameters"]
+def real_positions(attention_mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """[B, L] (or [1, L] without a mask) positions as ``generate`` counts them: the real tokens of a row
+    0, 1, 2, … (the cumulative sum of the mask − 1), padding 0; ``like`` [B, L, …] gives L and the device."""
+    if attention_mask is None:
+        return torch.arange(like.shape[1], device=like.device)[None]
+    keep = attention_mask.to(like.device).long()
+    return (keep.cumsum(-1) - 1).masked_fill(keep == 0, 0)
+
+
+class DecoderLM(DecoderClassifier):
+    """A decoder family's causal language model (``*ForCausalLM``; GPT-2's ``GPT2LMHeadModel``): the
+    family's backbone, then ``lm_head`` (no bias; the token embedding matrix itself where
+    ``tie_word_embeddings``) at the positions explained only — never logits over every position — and
+    Gemma's final soft-cap c·tanh(z/c) (the identity rule of an element-wise monotone map).
+
+    Positions count a row's real tokens (the attention mask's cumulative sum − 1, pads 0), as
+    transformers' ``generate`` computes them, so a left-padded prompt is the same input as the prompt
+    alone (GPT-2's learned positions included). The head reads the last real token of each row
+    (:meth:`read_index`, by the attention mask), or the (row, position) pairs of a pass that explains
+    several next tokens (``read_rows``). A family's LM is ``causal_lm(<its classifier>)``."""
+
+    def make_head(self, config: DecoderConfig) -> dict[str, nn.Module]:
+        return {"lm_head": nn.Linear(config.hidden_size, config.vocab_size, bias=False)}
+
+    def __init__(self, config: DecoderConfig):
+        super().__init__(config)
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """``lm_head.weight`` is the token embedding matrix itself where ``tie_word_embeddings``."""
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = self.word_embeddings.weight
+
+    @property
+    def accepts_padding(self) -> bool:
+        return True
+
+    def position_ids(self, input_ids, attention_mask=None):
+        return real_positions(attention_mask, input_ids).expand_as(input_ids)
+
+    def read_index(self, input_ids, attention_mask=None):
+        """The last real token of each row (the rightmost position the attention mask keeps; the last
+        position without a mask; 0 for a row of padding only)."""
+        if attention_mask is None:
+            return torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, dtype=torch.long, device=input_ids.device)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device, dtype=torch.int32)
+        return (positions * attention_mask.to(input_ids.device).bool().to(torch.int32)).argmax(-1).long()
+
+    def rotary_positions(self, p):
+        return None if p.token_mask is None else real_positions(p.token_mask, p.token_mask)
+
+    def classify(self, hidden, p):
+        """Logits [B | M, vocab] at the positions the head reads, soft-capped where the config says."""
+        z = p.linear(self.read_hidden(hidden, p), self.lm_head)
+        cap = self.config.final_logit_softcapping
+        return z if cap is None else p.activation(z / cap, "tanh") * cap
+
+
+def causal_lm(classifier: type[DecoderClassifier]) -> type[DecoderLM]:
+    """The causal language model of a decoder family — its classifier's layout, backbone and config under
+    :class:`DecoderLM`'s head — registered for the family's ``model_type``s."""
+    from lrp_kernels.models.registry import register_language_model
+
+    name = classifier.__name__.removesuffix("Classifier") + "LM"
+    lm = type(name, (DecoderLM, classifier), {"__module__": classifier.__module__,
+                                              "__doc__": f"The causal language model of {classifier.__name__}'s family."})
+    return register_language_model(classifier, lm)
+
+
+__all__ = ["DecoderAttention", "DecoderBackbone", "DecoderClassifier", "DecoderConfig", "DecoderLM", "DecoderLayer",
+           "DecoderLayout", "DecoderMLP", "HIDDEN_ACTS", "LAYER_TYPES", "Rope", "causal_lm", "real_positions",
+           "rope_parameters"]

@@ -1,8 +1,13 @@
-"""Building a family's classifier from a checkpoint directory or an in-memory ``transformers`` model.
+"""Building a family's classifier — or a decoder family's causal language model — from a checkpoint
+directory or an in-memory ``transformers`` model.
 
 A checkpoint directory holds ``config.json`` and the weights (:mod:`lrp_kernels.models.checkpoint`).
 Both headless encoders (``BertModel``, e.g. MiniLM) and ``*ForSequenceClassification`` checkpoints
-load; a missing classification head is initialized from a seeded generator, with a warning.
+load; a missing classification head is initialized from a seeded generator, with a warning. A
+checkpoint whose ``architectures`` name a causal language model (``LlamaForCausalLM``,
+``GPT2LMHeadModel``, ``Gemma3ForConditionalGeneration``, …; :func:`~lrp_kernels.models.registry.is_language_model`)
+loads as the family's :class:`~lrp_kernels.models.decoder.DecoderLM`, its ``lm_head`` tied to the
+token embeddings where ``tie_word_embeddings`` says so (one tensor, as transformers ties them).
 """
 
 from __future__ import annotations
@@ -20,15 +25,20 @@ from lrp_kernels.errors import CheckpointError, InputError, warn_user
 from lrp_kernels.models.base import EncoderClassifier
 from lrp_kernels.models.checkpoint import read_state_dict
 from lrp_kernels.models.config import ModelConfig, read_config_file
-from lrp_kernels.models.registry import Family, check_architecture, family_for
+from lrp_kernels.models.registry import Family, check_architecture, family_for, is_language_model
 
 
-def config_from_dict(raw: dict[str, Any], num_labels: int | None = None, source: str = "config") -> ModelConfig:
-    """The family's :class:`ModelConfig` of a config.json dictionary (unsupported ones: CheckpointError)."""
-    family = family_for(raw.get("model_type"), source)
-    for name in raw.get("architectures") or ():
-        check_architecture(str(name), source)
-    return family.config.from_dict(raw, num_labels=num_labels, source=source)
+def config_from_dict(raw: dict[str, Any], num_labels: int | None = None, source: str = "config",
+                     language_model: bool | None = None) -> ModelConfig:
+    """The family's :class:`ModelConfig` of a config.json dictionary (unsupported ones: CheckpointError);
+    a language model's when ``language_model`` says so (None: when ``architectures`` names one)."""
+    architectures = [str(name) for name in raw.get("architectures") or ()]
+    for name in architectures:
+        check_architecture(name, source)
+    if language_model is None:
+        language_model = any(is_language_model(name) for name in architectures)
+    family = family_for(raw.get("model_type"), source, language_model)
+    return family.config.from_dict(raw, num_labels=num_labels, source=source, language_model=language_model)
 
 
 def read_config(directory: str | Path, num_labels: int | None = None) -> ModelConfig:
@@ -38,8 +48,8 @@ def read_config(directory: str | Path, num_labels: int | None = None) -> ModelCo
 
 
 def build(config: ModelConfig) -> EncoderClassifier:
-    """An uninitialized classifier of the config's family."""
-    return family_for(config.model_type).classifier(config)
+    """An uninitialized classifier (or language model) of the config's family."""
+    return family_for(config.model_type, language_model=config.language_model).classifier(config)
 
 
 def _fresh_head(model: EncoderClassifier, missing: list[str], seed: int = 0) -> None:
@@ -90,11 +100,13 @@ def load_pretrained(path, num_labels: int | None = None, dtype=None, device=None
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: not a checkpoint directory (it does not exist)")
     config = read_config(directory, num_labels=num_labels)
-    family = family_for(config.model_type)
+    family = family_for(config.model_type, language_model=config.language_model)
     with torch.device("meta"):
         model = family.classifier(config)
-    expected = dict(model.named_parameters())
+    expected = dict(model.named_parameters())  # a tied lm_head is the embeddings' (one name, no copy)
     state, unexpected = _matching_state(family, read_state_dict(directory), expected, directory, config.num_labels)
+    if getattr(config, "tie_word_embeddings", False) and config.language_model:
+        unexpected = [k for k in unexpected if not k.startswith("lm_head.")]  # a saved copy of the tied matrix
     missing = sorted(set(expected) - set(state))
     hard_missing = [k for k in missing if not k.startswith(family.optional_prefixes)]
     if hard_missing:
@@ -103,6 +115,7 @@ def load_pretrained(path, num_labels: int | None = None, dtype=None, device=None
             f"e.g. {hard_missing[0]}"
         )
     model.load_state_dict(state, strict=False, assign=True)
+    model.tie_weights()  # assignment replaced the tied tensor under one of its names
     if missing:
         warn_user(f"{directory}: no trained {', '.join(sorted({m.rsplit('.', 1)[0] for m in missing}))} "
                   "in the checkpoint; initialized randomly (seed 0)")
@@ -124,25 +137,31 @@ def _transformers_version() -> tuple[int, int]:
 
 
 def from_hf(hf_model) -> EncoderClassifier:
-    """A classifier that shares the parameters of a ``transformers`` sequence classifier.
+    """A classifier (or causal language model) that shares the parameters of a ``transformers`` sequence
+    classifier (or ``*ForCausalLM``, ``GPT2LMHeadModel``, ``Gemma3ForConditionalGeneration``).
 
-    Nothing is copied: our parameters *are* the Hugging Face model's tensors. Where the installed
+    Nothing is copied: our parameters *are* the Hugging Face model's tensors (a tied ``lm_head`` stays
+    tied: both names get the one tensor the transformers model holds). Where the installed
     ``transformers`` release computes this model otherwise (:meth:`ModelConfig.transformers_differs`:
     Gemma 2 under 4.x's sdpa, Qwen2/3 sliding windows before 4.53) a warning says how: the family
     computes the model its config describes.
     """
     name = type(hf_model).__name__
     check_architecture(name, name)
-    if not name.endswith("ForSequenceClassification"):
-        raise CheckpointError(f"{name}: pass a *ForSequenceClassification model (or load a checkpoint directory)")
-    config = config_from_dict(hf_model.config.to_dict(), num_labels=hf_model.config.num_labels, source=name)
+    language_model = is_language_model(name)
+    if not language_model and not name.endswith("ForSequenceClassification"):
+        raise CheckpointError(f"{name}: pass a *ForSequenceClassification model or a causal language model "
+                              "(*ForCausalLM), or load a checkpoint directory")
+    num_labels = None if language_model else hf_model.config.num_labels
+    config = config_from_dict(hf_model.config.to_dict(), num_labels=num_labels, source=name,
+                              language_model=language_model)
     differs = config.transformers_differs(getattr(hf_model.config, "_attn_implementation", None),
                                           _transformers_version())
     if differs is not None:
         warnings.warn(f"{name}: {differs}", stacklevel=2)
     with torch.device("meta"):
         model = build(config)
-    for param_name, _ in list(model.named_parameters()):
+    for param_name, _ in list(model.named_parameters(remove_duplicate=False)):
         try:
             source = hf_model.get_parameter(param_name)
         except AttributeError:

@@ -31,6 +31,7 @@ from lrp_kernels.backends.contract import Backend
 from lrp_kernels.backends.torch.gated_mlp import check_function
 
 from ._backend import or_reference
+from ._rows import rowwise
 
 
 def _projections(x, weight, bias, up_weight, up_bias):
@@ -56,13 +57,17 @@ class LRPGatedMLPFunction(torch.autograd.Function):
         if grad_u is None:
             return (None,) * 8
         a, b, weight, up_weight = ctx.saved_tensors
-        s = ctx.kernels.backward(grad_u, a, b, ctx.fn, ctx.eps)
-        if up_weight is None:
-            grad_x = torch.matmul(s, weight)
-        else:
+        kernels, fn, eps = ctx.kernels, ctx.fn, ctx.eps
+
+        def rule(g, a, b):
+            s = kernels.backward(g, a, b, fn, eps)
+            if up_weight is None:
+                return torch.matmul(s, weight)
             half = a.shape[-1]
-            grad_x = torch.matmul(s[..., :half], weight).add_(torch.matmul(s[..., half:], up_weight))
-        return grad_x, None, None, None, None, None, None, None
+            return torch.matmul(s[..., :half], weight).add_(torch.matmul(s[..., half:], up_weight))
+
+        # rows of grad_u that are all zero (a language model's positions not explained) are skipped
+        return (rowwise(grad_u, (a, b), weight.shape[1], rule),) + (None,) * 7
 
 
 def lrp_gated_mlp(x, weight, bias=None, fn="gelu", eps=1e-6, backend: Backend | None = None,

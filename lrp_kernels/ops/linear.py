@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from lrp_kernels.backends.contract import Backend
 
 from ._backend import or_reference
+from ._rows import rowwise
 
 #: activations that fuse into the linear's backward (their identity rule × the ε-ratio)
 FUSED_ACTIVATIONS = {None: None, "gelu": "none", "gelu_tanh": "tanh"}
@@ -56,13 +57,14 @@ class LRPLinearFunction(torch.autograd.Function):
         if grad_out is None:
             return None, None, None, None, None, None
         weight, z = ctx.saved_tensors
-        kernels = ctx.kernels
-        # the rule once per element, then one GEMM (cuBLAS on CUDA)
-        if ctx.approximate is not None:
-            s = kernels.gelu_eps_ratio(grad_out, z, ctx.eps, ctx.approximate)
-        else:
-            s = kernels.eps_ratio(grad_out, z, ctx.eps)
-        return torch.matmul(s, weight), None, None, None, None, None
+        kernels, eps, approximate = ctx.kernels, ctx.eps, ctx.approximate
+
+        def rule(g, z):  # the rule once per element, then one GEMM (cuBLAS on CUDA)
+            s = kernels.eps_ratio(g, z, eps) if approximate is None else kernels.gelu_eps_ratio(g, z, eps, approximate)
+            return torch.matmul(s, weight)
+
+        # rows of grad_out that are all zero (a language model's positions not explained) are skipped
+        return rowwise(grad_out, (z,), weight.shape[1], rule), None, None, None, None, None
 
 
 def lrp_linear(x, weight, bias=None, eps=1e-6, activation=None, backend: Backend | None = None):

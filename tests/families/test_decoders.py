@@ -313,9 +313,16 @@ def test_load_pretrained_round_trip(tmp_path, kind):
         torch.testing.assert_close(model(ids, mask), hf(input_ids=ids, attention_mask=mask).logits, atol=1e-5, rtol=0)
 
 
-def test_a_causal_lm_checkpoint_is_refused_as_a_classifier(tmp_path):
+def test_a_causal_lm_checkpoint_loads_as_the_language_model_not_as_a_classifier(tmp_path):
+    """(tests/families/test_language_models.py tests the language models themselves.)"""
+    from lrp_kernels.models.decoder import DecoderLM
+
     config = _hf("llama").config
     transformers.LlamaForCausalLM(config).save_pretrained(tmp_path)
+    model = load_pretrained(tmp_path)
+    assert isinstance(model, DecoderLM) and not hasattr(model, "score")
+    assert model.config.num_labels == config.vocab_size and model.config.id2label == {}
+    transformers.LlamaForTokenClassification(config).save_pretrained(tmp_path)
     with pytest.raises(CheckpointError, match="not a sequence classifier"):
         load_pretrained(tmp_path)
 

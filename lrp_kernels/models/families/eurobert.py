@@ -122,8 +122,8 @@ class EuroBertClassifier(EncoderClassifier):
     def word_embeddings(self) -> nn.Embedding:
         return self.model.embed_tokens
 
-    def embed(self, input_ids, token_type_ids=None, position_ids=None):
-        """The token embeddings (positions are rotary, there are no token types)."""
+    def embed(self, input_ids, token_type_ids=None, position_ids=None, attention_mask=None):
+        """The token embeddings (positions are rotary, there are no token types; the mask changes nothing)."""
         return self.word_embeddings(input_ids)
 
     def encode(self, e, p):

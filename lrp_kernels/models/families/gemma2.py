@@ -6,14 +6,15 @@ after the MLP); GeGLU with the tanh GELU; grouped K/V heads; scores scaled by
 1/√``query_pre_attn_scalar`` and soft-capped, c·tanh(S/c) with c = ``attn_logit_softcapping`` (the
 identity rule of an element-wise monotone map, see :mod:`lrp_kernels.ops.attention`); alternating
 sliding-window (even layers) and global layers. ``final_logit_softcapping`` belongs to the language
-model head: the sequence classifier does not apply it.
+model head (``Gemma2ForCausalLM``: c·tanh(z/c) of the logits, the identity rule): the sequence
+classifier does not apply it.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from lrp_kernels.models.decoder import DecoderClassifier, DecoderConfig, DecoderLayout
+from lrp_kernels.models.decoder import DecoderClassifier, DecoderConfig, DecoderLayout, causal_lm
 from lrp_kernels.models.registry import family
 
 #: Gemma's layer: offset norms, sandwich norms, scaled embeddings
@@ -37,7 +38,8 @@ class Gemma2Config(GemmaConfig):
                                               head_dim=256, max_position_embeddings=8192,
                                               hidden_activation="gelu_pytorch_tanh", pad_token_id=0,
                                               query_pre_attn_scalar=256, sliding_window=4096,
-                                              attn_logit_softcapping=50.0)
+                                              attn_logit_softcapping=50.0, final_logit_softcapping=30.0,
+                                              tie_word_embeddings=True)
 
     @classmethod
     def layer_types_of(cls, values):
@@ -60,3 +62,6 @@ class Gemma2Config(GemmaConfig):
 class Gemma2Classifier(DecoderClassifier):
     base_prefix = "model"
     layout = GEMMA_LAYOUT
+
+
+Gemma2LM = causal_lm(Gemma2Classifier)

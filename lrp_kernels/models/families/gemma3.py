@@ -16,8 +16,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from lrp_kernels.models.base import EncoderClassifier
-from lrp_kernels.models.decoder import LAYER_TYPES, DecoderBackbone, DecoderClassifier
+from lrp_kernels.models.decoder import LAYER_TYPES, DecoderBackbone, DecoderClassifier, causal_lm
 from lrp_kernels.models.families.gemma2 import GEMMA_LAYOUT, GemmaConfig
 from lrp_kernels.models.registry import family
 
@@ -27,7 +26,7 @@ class Gemma3TextConfig(GemmaConfig):
                                               num_hidden_layers=26, num_attention_heads=8, num_key_value_heads=4,
                                               head_dim=256, max_position_embeddings=131072,
                                               hidden_activation="gelu_pytorch_tanh", pad_token_id=0,
-                                              query_pre_attn_scalar=256, sliding_window=4096)
+                                              query_pre_attn_scalar=256, sliding_window=4096, tie_word_embeddings=True)
 
     @classmethod
     def normalize(cls, raw):
@@ -67,8 +66,11 @@ class Gemma3Config(Gemma3TextConfig):
 
     @classmethod
     def normalize(cls, raw):
-        head = {k: raw[k] for k in ("num_labels", "id2label", "label2id", "problem_type", "architectures") if k in raw}
-        return super().normalize({**raw, **(raw.get("text_config") or {}), **head, "model_type": "gemma3"})
+        head = {k: raw[k] for k in ("num_labels", "id2label", "label2id", "problem_type", "architectures",
+                                    "tie_word_embeddings") if k in raw}
+        values = super().normalize({**raw, **(raw.get("text_config") or {}), **head, "model_type": "gemma3"})
+        values["final_logit_softcapping"] = None  # Gemma3ForConditionalGeneration does not cap its logits
+        return values
 
 
 class _Gemma3Model(nn.Module):
@@ -88,10 +90,13 @@ class Gemma3Classifier(Gemma3TextClassifier):
     """``Gemma3ForSequenceClassification`` (the 4B–27B checkpoints) on text: its language model alone
     (text-only inputs go through it exactly as through Gemma3TextModel)."""
 
-    def __init__(self, config: Gemma3Config):
-        EncoderClassifier.__init__(self, config, _Gemma3Model(config, self.layout),
-                                   score=nn.Linear(config.hidden_size, config.num_labels, bias=False))
+    def make_backbone(self, config: Gemma3Config) -> nn.Module:
+        return _Gemma3Model(config, self.layout)
 
     @property
     def backbone(self) -> nn.Module:
         return self.model.language_model
+
+
+Gemma3TextLM = causal_lm(Gemma3TextClassifier)  # Gemma3ForCausalLM
+Gemma3LM = causal_lm(Gemma3Classifier)  # Gemma3ForConditionalGeneration on text

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from lrp_kernels.errors import CheckpointError
 from lrp_kernels.models.blocks import Conv1D
-from lrp_kernels.models.decoder import DecoderClassifier, DecoderConfig, DecoderLayout
+from lrp_kernels.models.decoder import DecoderClassifier, DecoderConfig, DecoderLayout, causal_lm
 from lrp_kernels.models.config import HIDDEN_ACTS
 from lrp_kernels.models.registry import family
 
@@ -34,7 +34,7 @@ class GPT2Config(DecoderConfig):
                                              activation_function="hidden_act")
     defaults: ClassVar[dict[str, Any]] = dict(vocab_size=50257, n_embd=768, n_layer=12, n_head=12, n_positions=1024,
                                               activation_function="gelu_new", layer_norm_epsilon=1e-5,
-                                              pad_token_id=None)
+                                              pad_token_id=None, tie_word_embeddings=True)
 
     @classmethod
     def normalize(cls, raw):
@@ -65,3 +65,6 @@ class GPT2Classifier(DecoderClassifier):
     layout = DecoderLayout(embed="wte", positions="wpe", layers="h", final_norm="ln_f", attention="attn",
                            qkv=("c_attn",), out="c_proj", mlp_in=("c_fc",), gated=False, down="c_proj",
                            norms=("ln_1", None, "ln_2", None), layer_norm=True, linear=Conv1D, rotary=False)
+
+
+GPT2LM = causal_lm(GPT2Classifier)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from lrp_kernels.models.decoder import DecoderClassifier, DecoderConfig
+from lrp_kernels.models.decoder import DecoderClassifier, DecoderConfig, causal_lm
 from lrp_kernels.models.registry import family
 
 
@@ -23,3 +23,6 @@ class LlamaConfig(DecoderConfig):
 @family("Llama", "llama", config=LlamaConfig, optional=("score.",), ignored=("lm_head.",))
 class LlamaClassifier(DecoderClassifier):
     base_prefix = "model"
+
+
+LlamaLM = causal_lm(LlamaClassifier)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from lrp_kernels.models.decoder import DecoderClassifier, DecoderConfig
+from lrp_kernels.models.decoder import DecoderClassifier, DecoderConfig, causal_lm
 from lrp_kernels.models.registry import family
 
 
@@ -30,3 +30,6 @@ class MistralConfig(DecoderConfig):
 @family("Mistral", "mistral", config=MistralConfig, optional=("score.",), ignored=("lm_head.",))
 class MistralClassifier(DecoderClassifier):
     base_prefix = "model"
+
+
+MistralLM = causal_lm(MistralClassifier)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from lrp_kernels.models.decoder import DecoderClassifier, DecoderLayout
+from lrp_kernels.models.decoder import DecoderClassifier, DecoderLayout, causal_lm
 from lrp_kernels.models.families.mistral import MistralConfig
 from lrp_kernels.models.registry import family
 
@@ -28,3 +28,6 @@ class Phi3Config(MistralConfig):
 class Phi3Classifier(DecoderClassifier):
     base_prefix = "model"
     layout = DecoderLayout(qkv=("qkv_proj",), mlp_in=("gate_up_proj",))
+
+
+Phi3LM = causal_lm(Phi3Classifier)

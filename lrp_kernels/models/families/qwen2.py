@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from lrp_kernels.models.decoder import DecoderClassifier, DecoderConfig
+from lrp_kernels.models.decoder import DecoderClassifier, DecoderConfig, causal_lm
 from lrp_kernels.models.registry import family
 
 
@@ -65,3 +65,6 @@ class Qwen2Config(QwenConfig):
 @family("Qwen2", "qwen2", config=Qwen2Config, optional=("score.",), ignored=("lm_head.",))
 class Qwen2Classifier(DecoderClassifier):
     base_prefix = "model"
+
+
+Qwen2LM = causal_lm(Qwen2Classifier)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from lrp_kernels.models.decoder import DecoderClassifier, DecoderLayout
+from lrp_kernels.models.decoder import DecoderClassifier, DecoderLayout, causal_lm
 from lrp_kernels.models.families.qwen2 import QwenConfig
 from lrp_kernels.models.registry import family
 
@@ -26,3 +26,6 @@ class Qwen3Config(QwenConfig):
 class Qwen3Classifier(DecoderClassifier):
     base_prefix = "model"
     layout = DecoderLayout(qk_norm=("q_norm", "k_norm"))
+
+
+Qwen3LM = causal_lm(Qwen3Classifier)

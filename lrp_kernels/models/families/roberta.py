@@ -35,7 +35,7 @@ class RobertaClassifier(EncoderClassifier):
     def __init__(self, config: ModelConfig):
         super().__init__(config, BertBackbone(config, pooler=False), classifier=ClassificationHead(config, "tanh"))
 
-    def position_ids(self, input_ids):
+    def position_ids(self, input_ids, attention_mask=None):
         pad = self.config.pad_token_id
         keep = input_ids.ne(pad).long()
         return torch.cumsum(keep, dim=1) * keep + pad
