@@ -15,7 +15,6 @@ import os
 import statistics
 import time
 import warnings
-from pathlib import Path
 
 import torch
 

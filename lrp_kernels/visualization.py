@@ -350,7 +350,6 @@ def layers_html(expl) -> str:
     relevance reaching each token (colours normalized per row); closed by the explained logit."""
     layers = _get(expl, "layers")
     tokens = [shown for shown, _ in _display_tokens([str(t) for t in _get(expl, "tokens", [])])]
-    special = list(_get(expl, "special", None) or [False] * len(tokens))
     logit = _get(expl, "target_logit")
     scale = logit if logit is not None else max((abs(sum(r)) for r in layers["relevance"]), default=1.0)
     kinds = [j for j, _ in enumerate(layers["kinds"]) if any(_number(a[j], scale) != "0" for a in layers["absorbed"])]
