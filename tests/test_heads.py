@@ -11,7 +11,6 @@ import random
 import pytest
 import torch
 
-import lrp_kernels
 from lrp_kernels import CheckpointError, Explainer, InputError, attribute
 from lrp_kernels.evaluation import Item, aopc, word_deletion
 from lrp_kernels.models import Head, config_from_dict, from_hf, load_pretrained

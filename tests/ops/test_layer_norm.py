@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from helpers import (  # tests/ops helper
     BF16, COMPILED, CPP, F32, F64, KERNEL_BACKENDS, OP_SHAPES, ROW_SHAPES, STRIDED, assert_matches, assert_row_norm_matches,
-    cpu_isa, cpu_isa_params, grads, isa_inputs, noncontiguous, randn, relevance_in_out, with_param_dtypes,
+    cpu_isa, cpu_isa_params, grads, isa_inputs, randn, relevance_in_out, with_param_dtypes,
 )
 
 from lrp_kernels.backends.torch import layer_norm as ref

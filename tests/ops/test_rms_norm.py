@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import (  # tests/ops helper
     BF16, CPP, F32, F64, KERNEL_BACKENDS, ROW_SHAPES, STRIDED, assert_matches, assert_row_norm_matches,
-    cpu_isa, cpu_isa_params, grads, isa_inputs, noncontiguous, randn, with_param_dtypes,
+    cpu_isa, cpu_isa_params, grads, isa_inputs, randn, with_param_dtypes,
 )
 
 from lrp_kernels.backends.torch import rms_norm as ref
