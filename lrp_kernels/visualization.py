@@ -603,8 +603,8 @@ def _generation_legend() -> str:
     return (f'<div class="lrpk-legend" style="display:flex;align-items:center;gap:0.5em;font-size:0.85em;'
             f'margin-bottom:1em"><span style="color:rgb{_NEGATIVE}">blue: speaks against the chosen token '
             f'(lowers its logit)</span>{_BAR}<span style="color:rgb{_POSITIVE}">red: supports the chosen token '
-            '(raises its logit)</span><span style="color:#555">· colours normalized per chosen token; the chosen '
-            'token is boxed; tokens after it are greyed (its logit did not see them); hover a token for its '
+            '(raises its logit)</span><span style="color:#555">· colours normalized per chosen token, special tokens '
+            'included (dashed outline); the chosen token is boxed; tokens after it are greyed (its logit did not see them); hover a token for its '
             'score</span></div>')
 
 
@@ -625,11 +625,11 @@ def _context_spans(expl, row: list[float] | None, chosen: int | None, scores: li
             style += "outline:2px solid #111;outline-offset:1px;background-color:#fff;font-weight:600;"
         elif not seen[i]:
             style += "color:#bbb;"
-        elif sp:
-            style += "color:#999;font-size:0.8em;"
-        else:
+        else:  # special tokens too (on the same scale), marked by a dashed outline
             r, g, b = relevance_color(value)
             style += f"background-color:rgb({r},{g},{b});"
+            if sp:
+                style += "outline:1px dashed #555;font-size:0.8em;"
         title = "explained here" if chosen is not None and i == chosen else (
             "not seen by this token's logit" if not seen[i] else f"{score:.4g}")
         spans.append(f'{" " if space else ""}<span class="lrpk-tok" style="{style}" title="{_esc(title)}">'
@@ -644,12 +644,15 @@ def _token_caption(expl, k: int) -> str:
     logit, value = _get(expl, "logits")[k], _get(expl, "explained")[k]
     p = math.exp(_get(expl, "logprobs")[k])
     total = sum(_get(expl, "matrix")[k])
-    text = (f"explaining token {k + 1} of {n}: <b>{_esc(repr(shown))}</b> · logit {logit:.4g} · p = {p:.3f} · "
-            f"Σ relevance {total:.4g}")
-    if _is_relevance(_get(expl, "method")):
-        text += f" of the explained {_esc(_score_words(expl)[1])} {value:.4g}"
-        if value:
-            text += f" · conservation {total / value:.3f}"
+    text = f"explaining token {k + 1} of {n}: <b>{_esc(repr(shown))}</b> · logit {logit:.4g} · p = {p:.3f} · "
+    method = _get(expl, "method")
+    if _is_relevance(method) and math.isfinite(value):  # the account, as every heatmap states it
+        from lrp_kernels.layer_relevance import account_text
+
+        account = account_text(total, value, {_lumped(method): value - total})
+        text += _esc(account.replace(" = logit ", f" = {_score_words(expl)[1]} ", 1))
+    else:
+        text += f"Σ scores {total:.4g}"
     others = _get(expl, "alternatives") or []
     if k < len(others) and others[k]:
         top = ", ".join(f"{_esc(repr(_display_tokens([str(t)])[0][0]))} {float(q):.3f}" for t, q in others[k])

@@ -7,6 +7,7 @@ offline (``tests/decoder_checkpoints.py``); the HTML view, JSON, and bad input.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -136,6 +137,9 @@ def test_generation_html_and_json(tokenizer, tmp_path):
     assert page.count('type="radio"') == len(results[0].generated) + 1  # one per token, and the sum
     assert "supports the chosen token" in page and "speaks against the chosen token" in page
     assert "explaining token 1 of 4" in page and "all explained tokens × context" in page
+    # the account of each explained token, as every heatmap states it (issue 25), never a bare ratio
+    assert "conservation" not in page
+    assert re.search(r"Σ relevance \S+ = logit \S+ [−+] \S+ (absorbed by|from) ", page), page[:3000]
     assert results._repr_html_().startswith("<style>")
     record = json.loads(results.to_json().splitlines()[0])
     assert len(record["matrix"]) == len(record["generated"]) and len(record["matrix"][0]) == len(record["tokens"])
