@@ -317,6 +317,19 @@ def make_lm(kind: str, seed: int = 0, **extra):
     return model
 
 
+def reload_strictly(hf, directory):
+    """``hf`` saved to ``directory`` and loaded back by :func:`lrp_kernels.models.load_pretrained`,
+    any warning an error: nothing missing, nothing unused."""
+    import warnings
+
+    from lrp_kernels.models import load_pretrained
+
+    hf.save_pretrained(directory)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return load_pretrained(directory)
+
+
 def _perturb(model) -> None:
     with torch.no_grad():
         for name, p in model.named_parameters():

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.family  # parity with transformers: also run at the low
 
 from explicit_lrp_decoder import explicit_lrp_decoder  # noqa: E402  (tests/ helper)
 from model_factory import (DECODERS, QWEN_LAYER_WINDOWS, decoder_gradient, installed_version, make_hf,  # noqa: E402
-                           padded, require_family, zero_biases)
+                           padded, reload_strictly, require_family, zero_biases)
 
 INIT = 0.2  # weights of std 0.2: logits that are not just the biases
 TARGET = torch.tensor([2, 0, 1])
@@ -304,10 +304,7 @@ def test_cpp_backend_equals_torch(kind, method):
 @pytest.mark.parametrize("kind", DECODERS)
 def test_load_pretrained_round_trip(tmp_path, kind):
     hf = _hf(kind)
-    hf.save_pretrained(tmp_path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # nothing missing, nothing unused
-        model = load_pretrained(tmp_path)
+    model = reload_strictly(hf, tmp_path)  # nothing missing, nothing unused
     ids, mask = _left()
     with torch.no_grad():
         torch.testing.assert_close(model(ids, mask), hf(input_ids=ids, attention_mask=mask).logits, atol=1e-5, rtol=0)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import warnings
 
 import pytest
 import torch
@@ -28,7 +27,7 @@ from lrp_kernels.models import build, config_from_dict, from_hf, load_pretrained
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.family  # parity with transformers: also run at the lowest supported release
 from explicit_lrp_modern import explicit_lrp_modern  # noqa: E402  (tests/ helper)
-from model_factory import hf_gradient_at, make_hf, padded, zero_biases  # noqa: E402
+from model_factory import hf_gradient_at, make_hf, padded, reload_strictly, zero_biases  # noqa: E402
 
 PARITY_ATOL = 1e-5
 INIT = 0.2  # weights of std 0.2: logits that are not just the biases (as in test_read_out)
@@ -246,10 +245,7 @@ def test_half_precision_follows_float32(variant, dtype):
 @pytest.mark.parametrize("variant", KINDS)
 def test_load_pretrained_round_trip(tmp_path, variant):
     hf = _hf(variant)
-    hf.save_pretrained(tmp_path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # nothing missing, nothing unused
-        model = load_pretrained(tmp_path)
+    model = reload_strictly(hf, tmp_path)  # nothing missing, nothing unused
     ids, mask = _batch()
     with torch.no_grad():
         torch.testing.assert_close(model(ids, mask), hf(input_ids=ids, attention_mask=mask).logits,

@@ -10,7 +10,6 @@ CP-LRP with zero biases and ε = 0 conserves each row's logit; contrasts, log-pr
 from __future__ import annotations
 
 import copy
-import warnings
 
 import pytest
 import torch
@@ -23,7 +22,7 @@ from lrp_kernels.models.decoder import DecoderLM
 from lrp_kernels.token_attribution import attribute_tokens, continuation_targets
 
 transformers = pytest.importorskip("transformers")
-from model_factory import DECODERS, make_lm, zero_biases  # noqa: E402
+from model_factory import DECODERS, make_lm, reload_strictly, zero_biases  # noqa: E402
 
 pytestmark = pytest.mark.family
 
@@ -94,10 +93,7 @@ def test_next_token_logits_equal_transformers(kind, padding):
 @pytest.mark.parametrize("kind", KINDS)
 def test_load_pretrained_round_trip_ties_the_embeddings(tmp_path, kind):
     hf = _lm(kind)
-    hf.save_pretrained(tmp_path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # nothing missing, nothing unused
-        model = load_pretrained(tmp_path)
+    model = reload_strictly(hf, tmp_path)  # nothing missing, nothing unused
     assert isinstance(model, DecoderLM)
     assert (model.lm_head.weight is model.word_embeddings.weight) == (kind in TIED)
     ids, mask = _left()
