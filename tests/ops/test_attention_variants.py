@@ -106,16 +106,15 @@ def _valid_rows(case):
     return (torch.arange(length)[None, :] < torch.tensor(lengths)[:, None])[:, None, :, None]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"B{c[0]}H{c[1]}kv{c[2]}L{c[3]}D{c[4]}w{c[6]}")
-@pytest.mark.parametrize("mode", list(FACTORS))
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_reference_against_explicit_float64(case, mode, dtype):
+def _check_against_explicit_float64(case, mode, dtype, causal: bool) -> None:
+    """The reference's output and rule-scaled gradients against autograd of the explicit float64 attention."""
     q, k, v, g, mask, window, (cos, sin) = _inputs(case, dtype)
     rotary = (cos.to(dtype), sin.to(dtype))
-    out, saved = ref.forward(q, k, v, mask, q.shape[-1] ** -0.5, mode, window, rotary)
-    grads = ref.backward(g, q, k, v, mask, q.shape[-1] ** -0.5, mode, saved, window, rotary)
+    scale = q.shape[-1] ** -0.5
+    out, saved = ref.forward(q, k, v, mask, scale, mode, window, rotary, causal=causal)
+    grads = ref.backward(g, q, k, v, mask, scale, mode, saved, window, rotary, causal=causal)
     x64 = [t.double().requires_grad_(True) for t in (q, k, v)]
-    expected = _explicit(*x64, case[5], window, cos.to(dtype).double(), sin.to(dtype).double())
+    expected = _explicit(*x64, case[5], window, cos.to(dtype).double(), sin.to(dtype).double(), causal=causal)
     plain = torch.autograd.grad(expected, x64, g.double())
     atol, rtol = TOL[dtype]
     valid = _valid_rows(case)
@@ -126,6 +125,13 @@ def test_reference_against_explicit_float64(case, mode, dtype):
         else:
             assert got.dtype == dtype and got.shape == want.shape
             torch.testing.assert_close(got.double(), factor * want, atol=atol, rtol=rtol)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"B{c[0]}H{c[1]}kv{c[2]}L{c[3]}D{c[4]}w{c[6]}")
+@pytest.mark.parametrize("mode", list(FACTORS))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_reference_against_explicit_float64(case, mode, dtype):
+    _check_against_explicit_float64(case, mode, dtype, causal=False)
 
 
 #: causal attention (decoders): plain, with a causal window (0: each token reads itself only), g = 1..3
@@ -142,22 +148,7 @@ CAUSAL_CASES = [
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_causal_reference_against_explicit_float64(case, mode, dtype):
     """Causal (and causal-window) attention: the same rules as every variant, a lower-triangular mask."""
-    q, k, v, g, mask, window, (cos, sin) = _inputs(case, dtype)
-    rotary = (cos.to(dtype), sin.to(dtype))
-    scale = q.shape[-1] ** -0.5
-    out, saved = ref.forward(q, k, v, mask, scale, mode, window, rotary, causal=True)
-    grads = ref.backward(g, q, k, v, mask, scale, mode, saved, window, rotary, causal=True)
-    x64 = [t.double().requires_grad_(True) for t in (q, k, v)]
-    expected = _explicit(*x64, case[5], window, cos.to(dtype).double(), sin.to(dtype).double(), causal=True)
-    plain = torch.autograd.grad(expected, x64, g.double())
-    atol, rtol = TOL[dtype]
-    valid = _valid_rows(case)
-    torch.testing.assert_close((out.double() * valid), expected.detach() * valid, atol=atol, rtol=rtol)
-    for got, want, factor in zip(grads, plain, FACTORS[mode]):
-        if factor is None:
-            assert got is None
-        else:
-            torch.testing.assert_close(got.double(), factor * want, atol=atol, rtol=rtol)
+    _check_against_explicit_float64(case, mode, dtype, causal=True)
 
 
 def test_causal_differs_from_bidirectional_and_ignores_the_future():
