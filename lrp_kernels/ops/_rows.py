@@ -14,18 +14,30 @@ from typing import Callable
 
 import torch
 
-def live_rows(grad: torch.Tensor) -> torch.Tensor | None:
-    """The indices of the rows of ``grad`` [..., n] (flattened over the leading dims) holding a nonzero
-    value, or None when every row does (or ``grad`` is a CUDA tensor). Gathering the live rows and
-    scattering the result costs a few passes over memory, against a GEMM of n·width multiply-adds per
-    row: any dead row pays for it (padding rows of a classifier's batch are dead too)."""
+#: gather the live rows only when at most this share of the rows is live (a gather and a scatter cost
+#: a few passes over memory; a contiguous run of live rows costs none: it is taken as a view)
+GATHER_SHARE = 0.9
+
+
+def live_rows(grad: torch.Tensor) -> slice | torch.Tensor | None:
+    """The rows of ``grad`` [..., n] (flattened over the leading dims) holding a nonzero value: a
+    ``slice`` when they are one contiguous run (a causal model's rows up to a target, a read-out row),
+    else their indices — or None when every row is live, when scattered live rows are too many to pay
+    for the gather (:data:`GATHER_SHARE`), or when ``grad`` is a CUDA tensor (the check would
+    synchronize with the device)."""
     if grad.device.type != "cpu" or grad.dim() < 2:
         return None
     flat = grad.reshape(-1, grad.shape[-1])
     live = flat.ne(0).any(dim=-1)
     if bool(live.all()):
         return None
-    return live.nonzero()[:, 0]
+    rows = live.nonzero()[:, 0]
+    if rows.numel() == 0:
+        return slice(0, 0)
+    first, last = int(rows[0]), int(rows[-1])
+    if last - first + 1 == rows.numel():
+        return slice(first, last + 1)
+    return None if rows.numel() > GATHER_SHARE * flat.shape[0] else rows
 
 
 def rowwise(grad: torch.Tensor, saved: tuple, width: int, backward: Callable[..., torch.Tensor]) -> torch.Tensor:
@@ -34,7 +46,16 @@ def rowwise(grad: torch.Tensor, saved: tuple, width: int, backward: Callable[...
     rows = live_rows(grad)
     if rows is None:
         return backward(grad, *saved)
+    flat = grad.reshape(-1, grad.shape[-1])
     take = [None if t is None else t.reshape(-1, t.shape[-1])[rows] for t in saved]
+    if isinstance(rows, slice):  # one run of live rows: views in, one copy out, the rest zeroed
+        out = grad.new_empty(*grad.shape[:-1], width)
+        view = out.view(-1, width)
+        if rows.stop > rows.start:
+            view[rows] = backward(flat[rows], *take)
+        view[: rows.start].zero_()
+        view[rows.stop :].zero_()
+        return out
     out = grad.new_zeros(*grad.shape[:-1], width)
-    out.view(-1, width).index_copy_(0, rows, backward(grad.reshape(-1, grad.shape[-1])[rows], *take).to(out.dtype))
+    out.view(-1, width).index_copy_(0, rows, backward(flat[rows], *take).to(out.dtype))
     return out
