@@ -460,6 +460,16 @@ def _baseline(model: EncoderClassifier, batch: _Batch, baseline) -> torch.Tensor
     raise InputError(f"unknown integrated-gradients baseline {baseline!r}; valid: {', '.join(IG_BASELINES)} or a tensor")
 
 
+def midpoint_path(e: torch.Tensor, base: torch.Tensor, ig_steps: int, ig_batch_size: int):
+    """The midpoint rule's straight path from ``base`` to ``e`` [B, L, H], in chunks of about
+    ``ig_batch_size`` rows: yields (n, the n steps' points [n·B, L, H]), step k at α = (k + ½) / ig_steps."""
+    alphas = (torch.arange(ig_steps, device=e.device, dtype=torch.float32) + 0.5) / ig_steps
+    per_chunk = max(1, ig_batch_size // e.shape[0])
+    for start in range(0, ig_steps, per_chunk):
+        a = alphas[start : start + per_chunk].to(e.dtype)[:, None, None, None]
+        yield a.shape[0], (base + a * (e - base)).reshape(-1, *e.shape[1:])
+
+
 def _integrated_gradients(method: Method, model, e, batch: _Batch, *, seed, backend, ig_steps, ig_baseline,
                           ig_batch_size, checkpoint, account=False, **_):
     """Midpoint-rule IG at the embedding sum; all steps of all examples batched in chunks (with
@@ -471,13 +481,8 @@ def _integrated_gradients(method: Method, model, e, batch: _Batch, *, seed, back
         logits = model.forward_from_embeddings(e, mask, read_index=batch.read_index)
     explained = seed.resolve(logits)
     base = _baseline(model, batch, ig_baseline).to(e.dtype).expand_as(e)
-    alphas = (torch.arange(ig_steps, device=e.device, dtype=torch.float32) + 0.5) / ig_steps
     total = torch.zeros(e.shape, dtype=torch.float32, device=e.device)
-    per_chunk = max(1, ig_batch_size // e.shape[0])
-    for start in range(0, ig_steps, per_chunk):
-        a = alphas[start : start + per_chunk].to(e.dtype)[:, None, None, None]
-        path = (base + a * (e - base)).reshape(-1, *e.shape[1:])
-        n = a.shape[0]
+    for n, path in midpoint_path(e, base, ig_steps, ig_batch_size):
         read = None if batch.read_index is None else batch.read_index.repeat(n)
         grad = _backward_at(model, path, mask.repeat(n, 1), GRADIENT, backend, explained.repeat(n),
                             "embedding_sum", read_index=read, checkpoint=checkpoint).grad

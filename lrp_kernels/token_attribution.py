@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from lrp_kernels.attribution import (_baseline, _Batch, _caller_positions, _check_inputs, _read_at, check_targets,
-                                     frozen)
+                                     frozen, midpoint_path)
 from lrp_kernels.backends.registry import resolve
 from lrp_kernels.errors import InputError
 from lrp_kernels.layer_relevance import dot_relevance
@@ -258,15 +258,11 @@ def _ig_kind(run: _Run, e: torch.Tensor):
                            read_rows=run.pairs.rows)[0]
     seeds, explained = _seeds(run.pairs, logits, run.score)
     base = _baseline(run.model, batch, run.ig_baseline).to(e.dtype).expand_as(e)
-    alphas = (torch.arange(run.ig_steps, device=e.device, dtype=torch.float32) + 0.5) / run.ig_steps
     delta = (e - base).float()
     matrix = torch.zeros(len(run.pairs), e.shape[1], dtype=torch.float32, device=e.device)
     summed = None
-    per_chunk = max(1, run.ig_batch_size // e.shape[0])
-    for start in range(0, run.ig_steps, per_chunk):
-        a = alphas[start : start + per_chunk].to(e.dtype)[:, None, None, None]
-        copies = a.shape[0]
-        path = (base + a * (e - base)).reshape(-1, *e.shape[1:]).detach().requires_grad_(True)
+    for copies, path in midpoint_path(e, base, run.ig_steps, run.ig_batch_size):
+        path = path.detach().requires_grad_(True)
 
         def reduce(grad, index, rows_are_pairs=True):
             rows = run.pairs.rows[index] if rows_are_pairs else index
