@@ -22,6 +22,18 @@
 namespace lrp {
 namespace LRP_ISA_NS {
 
+// x[i] <- exp(x[i] - shift) over n floats; returns their sum (a softmax row's, or a key block's).
+static inline float exp_shifted_sum(float* x, int64_t n, float shift) {
+  float sum = 0.0f;
+  LRP_SIMD_SUM(sum)
+  for (int64_t i = 0; i < n; ++i) {
+    const float e = fast_exp(x[i] - shift);
+    x[i] = e;
+    sum += e;
+  }
+  return sum;
+}
+
 template <class T>
 static void softmax_forward_kernel(int64_t rows, int64_t cols, int64_t rows_per_mask_row,
                                    const T* scores, int64_t s_stride, const float* mask,
@@ -51,14 +63,7 @@ static void softmax_forward_kernel(int64_t rows, int64_t cols, int64_t rows_per_
           mx = v > mx ? v : mx;
         }
       }
-      float sum = 0.0f;
-      LRP_SIMD_SUM(sum)
-      for (int64_t c = 0; c < cols; ++c) {
-        const float e = fast_exp(buf[c] - mx);
-        buf[c] = e;
-        sum += e;
-      }
-      const float inv = 1.0f / sum;
+      const float inv = 1.0f / exp_shifted_sum(buf, cols, mx);
       LRP_SIMD
       for (int64_t c = 0; c < cols; ++c) store(pr, c, buf[c] * inv);
     }
@@ -447,14 +452,7 @@ void blocked_forward(const Dims& n, Heads<const T> q, Heads<const T> k, Heads<co
             continue;
           }
           alpha[r] = fast_exp(m[r] - m_new);
-          float sum = 0.0f;
-          LRP_SIMD_SUM(sum)
-          for (int64_t j = 0; j < kBlockK; ++j) {
-            const float e = fast_exp(sr[j] - m_new);
-            sr[j] = e;
-            sum += e;
-          }
-          l[r] = l[r] * alpha[r] + sum;
+          l[r] = l[r] * alpha[r] + exp_shifted_sum(sr, kBlockK, m_new);
           m[r] = m_new;
           float* orow = o + r * n.dp;
           const float a = alpha[r];
