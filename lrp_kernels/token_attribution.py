@@ -12,7 +12,9 @@ causal attention makes row i exactly 0 at and after the position of c_i (the tok
 **Cost.** 1 forward + N backwards, where a loop of :func:`~lrp_kernels.attribution.attribute` calls
 costs N forwards + N backwards (on prefixes); an input-gradient backward costs about what the
 forward costs (its GEMMs have the forward's shapes; no weight gradient), so the packed call takes
-about ½ the loop's time, whatever N. **Memory:** one forward's saved tensors whatever N, the logits at
+about ½ the loop's time, whatever N. The head (``lm_head``: the largest weight of a small LM) is
+row-wise, so one backward through it serves every target (the tap ``head_input``); each target's own
+backward starts below it. **Memory:** one forward's saved tensors whatever N, the logits at
 the explained positions only ([N, vocab], never [L, vocab]) and one gradient at a time.
 
 **Batches.** Targets of different rows are independent (a row's gradient depends on its own seed
@@ -190,19 +192,29 @@ class _Run:
 
 def _forward(run: _Run, e: torch.Tensor, rules, copies: int = 1):
     """Logits [copies·M, vocab] at the explained positions of ``copies`` stacked copies of the batch (the
-    pass kept for its taps), from ``e`` [copies·B, L, H]."""
-    taps = ("embedding_output",) if run.read_at == "embedding_output" else ()
+    pass kept for its taps: ``head_input``, the hidden states the head reads), from ``e`` [copies·B, L, H]."""
+    taps = ("head_input",) + (("embedding_output",) if run.read_at == "embedding_output" else ())
     rows, positions = run.pairs.repeat(copies, len(run.batch.input_ids))
     mask = run.batch.attention_mask.repeat(copies, 1)
     return run.model.run(e, mask, rules, run.backend, taps=taps, read_index=positions, read_rows=rows)
 
 
-def _backwards(run: _Run, logits, x, seeds, reduce: Callable, rules, vmappable: bool, copies: int = 1):
+def _backwards(run: _Run, logits, x, seeds, reduce: Callable, rules, vmappable: bool, head: torch.Tensor,
+               copies: int = 1):
     """The matrix [M, L] (``reduce(gradient [copies·B, L, H], pair indices) -> [n, L]`` per backward) and the
-    per-row scores of the summed seeds, from ``logits`` [copies·M, V] whose graph reaches ``x``
-    (``vmappable``: the pass's :attr:`~lrp_kernels.models.blocks.Pass.vmappable` — seeds are vmapped
-    in chunks only where no op of the pass ran through an autograd Function without a vmap rule)."""
+    per-row scores of the summed seeds, from ``logits`` [copies·M, V] whose graph reaches ``x`` through
+    ``head`` [copies·M, H], the hidden states the head reads (``vmappable``: the pass's
+    :attr:`~lrp_kernels.models.blocks.Pass.vmappable` — seeds are vmapped in chunks only where no op of
+    the pass ran through an autograd Function without a vmap rule).
+
+    The head (``lm_head``, a soft-cap) maps row m of ``head`` to row m of ``logits`` alone, so ONE backward
+    through it with every seed in its row gives each target's seed at the hidden state it reads — row m
+    is exactly what target m's seed alone gives there. Each target's own backward then starts below the
+    head and never reads the [vocab, hidden] matrix again (one GEMM for all targets instead of one
+    matrix-vector product per target over the largest weight of the model)."""
     pairs, batch = run.pairs, len(run.batch.input_ids)
+    (head_seeds,) = torch.autograd.grad(logits, head, seeds.repeat(copies, 1), retain_graph=True)
+    head_seeds = head_seeds.view(copies, len(pairs), -1)
     matrix = torch.zeros(len(pairs), x.shape[1], dtype=torch.float32, device=x.device)
     plain = rules.is_plain and run.chunk > 1 and vmappable
     groups = [] if run.summed_only else [(pairs.rank == k).nonzero()[:, 0] for k in range(int(pairs.rank.max()) + 1)]
@@ -210,11 +222,11 @@ def _backwards(run: _Run, logits, x, seeds, reduce: Callable, rules, vmappable: 
         groups.append(torch.arange(len(pairs), device=x.device))
     for start in range(0, len(groups), run.chunk if plain else 1):
         chosen = groups[start : start + (run.chunk if plain else 1)]
-        go = torch.zeros(len(chosen), *logits.shape, dtype=logits.dtype, device=logits.device)
+        go = torch.zeros(len(chosen), *head.shape, dtype=head.dtype, device=head.device)
         for j, index in enumerate(chosen):
-            go[j].view(copies, len(pairs), -1)[:, index] = seeds[index]
+            go[j].view(copies, len(pairs), -1)[:, index] = head_seeds[:, index]
         last = start + len(chosen) >= len(groups)
-        (grad,) = torch.autograd.grad(logits, x, go if plain else go[0], retain_graph=not last,
+        (grad,) = torch.autograd.grad(head, x, go if plain else go[0], retain_graph=not last,
                                       is_grads_batched=plain)
         grads = grad if plain else grad[None]
         for j, index in enumerate(chosen):
@@ -244,7 +256,7 @@ def _gradient_kind(run: _Run, e: torch.Tensor):
             # Σ x ⊙ g as attribute() sums it (float64 for a float64 model, rounded once)
             return grad[rows].float().norm(dim=-1) if run.spec.norm else dot_relevance(value[rows], grad[rows])
 
-        matrix, summed = _backwards(run, logits, x, seeds, reduce, rules, p.vmappable)
+        matrix, summed = _backwards(run, logits, x, seeds, reduce, rules, p.vmappable, p.tapped["head_input"])
     return matrix, summed, logits.detach(), explained
 
 
@@ -271,7 +283,8 @@ def _ig_kind(run: _Run, e: torch.Tensor):
 
         with torch.enable_grad():
             step_logits, step_pass = _forward(run, path, GRADIENT, copies)
-            part, part_sum = _backwards(run, step_logits, path, seeds, reduce, GRADIENT, step_pass.vmappable, copies)
+            part, part_sum = _backwards(run, step_logits, path, seeds, reduce, GRADIENT, step_pass.vmappable,
+                                        step_pass.tapped["head_input"], copies)
         matrix += part
         if part_sum is not None:
             summed = part_sum if summed is None else summed + part_sum

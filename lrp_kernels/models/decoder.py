@@ -467,8 +467,10 @@ class DecoderLM(DecoderClassifier):
         return None if p.token_mask is None else real_positions(p.token_mask, p.token_mask)
 
     def classify(self, hidden, p):
-        """Logits [B | M, vocab] at the positions the head reads, soft-capped where the config says."""
-        z = p.linear(self.read_hidden(hidden, p), self.lm_head)
+        """Logits [B | M, vocab] at the positions the head reads, soft-capped where the config says. The
+        hidden states read are the tap ``head_input`` [B | M, hidden]: everything after it is row-wise, so
+        one backward from the logits to it serves every target (:mod:`lrp_kernels.token_attribution`)."""
+        z = p.linear(p.tap("head_input", self.read_hidden(hidden, p)), self.lm_head)
         cap = self.config.final_logit_softcapping
         return z if cap is None else p.activation(z / cap, "tanh") * cap
 

@@ -282,6 +282,36 @@ def test_packed_contrast_and_summed_seeds():
     torch.testing.assert_close(summed.scores, a.scores, rtol=0, atol=1e-5 * a.scores.abs().max())
 
 
+class _HeadProducts(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the matrix products that read a [vocab, hidden] operand (the LM head's weight)."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.shape, self.count = tuple(shape), 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.bmm):
+            self.count += any(torch.is_tensor(a) and {tuple(a.shape), tuple(a.shape[::-1])} & {self.shape}
+                              for a in args)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("method", ["attnlrp", "grad_x_input"])
+def test_the_head_is_read_once_forward_and_once_backward_whatever_the_number_of_targets(method):
+    """The head is row-wise: one backward through it serves every target (``head_input``), so its
+    [vocab, hidden] weight — the largest of a small LM — enters one GEMM forward and one backward
+    whether 1 or 9 targets are explained (before: one product per backward, 6 for the 9 targets)."""
+    hf = _lm("llama")
+    ids, mask, targets = _continuation()
+    shape = hf.lm_head.weight.shape
+    one = torch.full_like(targets, -1)
+    one[0, 7] = targets[0, 7]
+    for chosen in (one, targets):  # 1 target; 9 targets over 5 ranks (5 backwards)
+        with _HeadProducts(shape) as products:
+            attribute_tokens(hf, ids, mask, chosen, method=method, chunk=1)
+        assert products.count == 2, (int((chosen >= 0).sum()), products.count)
+
+
 @pytest.mark.parametrize("kind", ["llama", pytest.param("gemma3_text", marks=pytest.mark.slow), "gpt2"])
 def test_left_padding_changes_nothing(kind):
     """Each row of a left-padded batch equals the row alone (positions count real tokens, as generate

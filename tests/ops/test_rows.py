@@ -36,6 +36,13 @@ def test_live_rows_finds_the_nonzero_rows_over_every_leading_dim():
     assert live_rows(mostly) is None
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), 1e-45], ids=["nan", "inf", "-inf", "subnormal"])
+def test_a_row_holding_only_a_nan_an_inf_or_a_subnormal_stays_live(value):
+    g = torch.zeros(6, 4)
+    g[2, 1] = value  # every other row is exactly zero
+    assert _rows_of(live_rows(g)) == [2]  # skipped rows would turn a NaN / inf into a silent 0
+
+
 @pytest.mark.parametrize("dead", [[0, 1, 7, 9], [0, 1, 8, 9], list(range(10))], ids=["scattered", "run", "none live"])
 def test_rowwise_equals_the_full_computation_and_zero_elsewhere(dead):
     g = _grad_with_dead_rows((2, 5, 6), dead, dtype=torch.float64)
